@@ -1,0 +1,132 @@
+"""Signing and verifying JSON with ed25519 (spec: Appendices, "Signing JSON").
+
+A signature covers the canonical JSON of the object without its
+``signatures`` and ``unsigned`` keys. Keys are named ``ed25519:<version>``;
+signatures and keys travel as unpadded base64.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+from dataclasses import dataclass
+from typing import Any
+
+import nacl.exceptions
+import nacl.signing
+
+from ranvier.core.canonical_json import encode_canonical_json
+
+ED25519 = "ed25519"
+
+
+class SignatureError(ValueError):
+    """A signature is missing, malformed or does not verify."""
+
+
+def encode_base64(data: bytes, *, urlsafe: bool = False) -> str:
+    """Unpadded base64 (spec: Appendices, "Unpadded Base64")."""
+    encoded = base64.urlsafe_b64encode(data) if urlsafe else base64.b64encode(data)
+    return encoded.rstrip(b"=").decode("ascii")
+
+
+def decode_base64(value: str) -> bytes:
+    """Decode unpadded (or padded) standard or URL-safe base64.
+
+    Raises ``ValueError`` on anything that is not base64.
+    """
+    if not isinstance(value, str):
+        raise ValueError("base64 value must be a string")
+    stripped = value.rstrip("=")
+    padded = stripped + "=" * (-len(stripped) % 4)
+    try:
+        if "-" in padded or "_" in padded:
+            return base64.urlsafe_b64decode(padded.encode("ascii"))
+        return base64.b64decode(padded.encode("ascii"), validate=True)
+    except (binascii.Error, UnicodeEncodeError) as exc:
+        raise ValueError(f"invalid base64: {exc}") from exc
+
+
+@dataclass(frozen=True)
+class SigningKey:
+    """An ed25519 signing key with its version (the part after ``ed25519:``)."""
+
+    version: str
+    seed: bytes
+
+    @property
+    def key_id(self) -> str:
+        return f"{ED25519}:{self.version}"
+
+    @property
+    def _nacl(self) -> nacl.signing.SigningKey:
+        return nacl.signing.SigningKey(self.seed)
+
+    @property
+    def verify_key(self) -> bytes:
+        return bytes(self._nacl.verify_key)
+
+    def sign(self, message: bytes) -> bytes:
+        return bytes(self._nacl.sign(message).signature)
+
+    @classmethod
+    def generate(cls, version: str) -> SigningKey:
+        return cls(version, bytes(nacl.signing.SigningKey.generate()))
+
+    def serialise(self) -> str:
+        """Synapse's signing key file line: ``ed25519 <version> <seed>``."""
+        return f"{ED25519} {self.version} {encode_base64(self.seed)}"
+
+    @classmethod
+    def parse(cls, line: str) -> SigningKey:
+        parts = line.split()
+        if len(parts) != 3 or parts[0] != ED25519:
+            raise ValueError("signing key must be 'ed25519 <version> <base64 seed>'")
+        seed = decode_base64(parts[2])
+        if len(seed) != 32:
+            raise ValueError("ed25519 seed must be 32 bytes")
+        return cls(parts[1], seed)
+
+
+def signable_bytes(obj: dict[str, Any]) -> bytes:
+    """The bytes a signature covers: canonical JSON without signatures and unsigned."""
+    return encode_canonical_json(
+        {k: v for k, v in obj.items() if k not in ("signatures", "unsigned")}
+    )
+
+
+def sign_json(obj: dict[str, Any], signer: str, key: SigningKey) -> dict[str, Any]:
+    """Return a copy of ``obj`` with ``signer``'s signature added.
+
+    Existing signatures (of other servers or other keys) are kept; ``unsigned``
+    is carried over untouched.
+    """
+    signature = encode_base64(key.sign(signable_bytes(obj)))
+    signatures = {name: dict(sigs) for name, sigs in obj.get("signatures", {}).items()}
+    signatures.setdefault(signer, {})[key.key_id] = signature
+    return {**obj, "signatures": signatures}
+
+
+def verify_signature(
+    obj: dict[str, Any], signer: str, key_id: str, verify_key: bytes
+) -> None:
+    """Check ``signer``'s signature with ``key_id`` on ``obj``; raise SignatureError if bad."""
+    try:
+        signature_b64 = obj["signatures"][signer][key_id]
+    except (KeyError, TypeError):
+        raise SignatureError(f"missing signature for {signer} {key_id}") from None
+    if not key_id.startswith(f"{ED25519}:"):
+        raise SignatureError(f"unsupported key algorithm in {key_id}")
+    try:
+        signature = decode_base64(signature_b64)
+    except ValueError as exc:
+        raise SignatureError(f"signature for {signer} {key_id} is not base64") from exc
+    try:
+        nacl.signing.VerifyKey(verify_key).verify(signable_bytes(obj), signature)
+    except (nacl.exceptions.BadSignatureError, nacl.exceptions.ValueError, ValueError) as exc:
+        raise SignatureError(f"bad signature for {signer} {key_id}") from exc
+
+
+def sha256_base64(data: bytes, *, urlsafe: bool = False) -> str:
+    return encode_base64(hashlib.sha256(data).digest(), urlsafe=urlsafe)
