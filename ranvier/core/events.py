@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from ranvier.core.canonical_json import encode_canonical_json
+from ranvier.core.canonical_json import CanonicalJSONError, encode_canonical_json
 from ranvier.core.redaction import redact
 from ranvier.core.room_versions import EventIdFormat, RoomVersion
 from ranvier.core.signing import SigningKey, encode_base64, sign_json
@@ -135,7 +135,10 @@ class Event:
             if event_id is None and isinstance(given, str):
                 event_id = given
         if event_id is None:
-            event_id = compute_event_id(room_version, body)
+            try:
+                event_id = compute_event_id(room_version, body)
+            except CanonicalJSONError as exc:
+                raise EventFormatError(f"event is not canonical JSON: {exc}") from exc
         event_type = body.get("type")
         sender = body.get("sender")
         content = body.get("content", {})
