@@ -69,9 +69,8 @@ def _kept_content(rules: RedactionRules, event_type: Any, content: dict[str, Any
             keep = ("aliases",)
     elif event_type == "m.room.history_visibility":
         keep = ("history_visibility",)
-    elif event_type == "m.room.redaction":
-        if rules is RedactionRules.V11:
-            keep = ("redacts",)
+    elif event_type == "m.room.redaction" and rules is RedactionRules.V11:
+        keep = ("redacts",)
     kept = {key: content[key] for key in keep if key in content}
     if (
         rules is RedactionRules.V11

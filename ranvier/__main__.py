@@ -1,0 +1,5 @@
+"""``python -m ranvier`` runs the ``ranvier`` command."""
+
+from ranvier.cli import main
+
+main()

@@ -1,0 +1,1 @@
+"""Client-Server API endpoints (/_matrix/client)."""

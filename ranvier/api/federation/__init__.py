@@ -1,0 +1,1 @@
+"""Server-Server API endpoints (/_matrix/federation and /_matrix/key)."""

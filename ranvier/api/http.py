@@ -1,0 +1,234 @@
+"""The HTTP layer shared by every endpoint: errors, JSON, CORS, access log, serving.
+
+Client-Server API, "Standard error response": every error is a JSON object with
+``errcode`` and ``error``. "Web Browser Clients": every response carries the
+CORS headers and ``OPTIONS`` is answered without running any endpoint logic.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+import ranvier
+from ranvier.config import Config
+from ranvier.core.signing import SigningKey
+
+logger = logging.getLogger(__name__)
+access_logger = logging.getLogger("ranvier.access")
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+# Typed application state, set by ranvier.app.build_app.
+CONFIG = web.AppKey("config", Config)
+SIGNING_KEY = web.AppKey("signing_key", SigningKey)
+# Milliseconds since the epoch; replaceable so tests can fix the time.
+CLOCK_MS: web.AppKey[Callable[[], int]] = web.AppKey("clock_ms")
+
+# Client-Server API, "Web Browser Clients": the recommended headers, verbatim.
+CORS_HEADERS = {
+    "Access-Control-Allow-Origin": "*",
+    "Access-Control-Allow-Methods": "GET, POST, PUT, DELETE, OPTIONS",
+    "Access-Control-Allow-Headers": "X-Requested-With, Content-Type, Authorization",
+}
+
+JSON_CONTENT_TYPE = "application/json"
+SERVER_HEADER = f"Ranvier/{ranvier.__version__}"
+
+
+def wall_clock_ms() -> int:
+    return int(time.time() * 1000)
+
+
+class MatrixError(Exception):
+    """An error the client sees as ``{"errcode": ..., "error": ..., **extra}``."""
+
+    def __init__(self, status: int, errcode: str, error: str, **extra: Any) -> None:
+        super().__init__(f"{status} {errcode}: {error}")
+        self.status = status
+        self.errcode = errcode
+        self.error = error
+        self.extra = extra
+
+    def to_response(self) -> web.Response:
+        return json_response(
+            {"errcode": self.errcode, "error": self.error, **self.extra}, status=self.status
+        )
+
+
+def json_response(body: Any, status: int = 200) -> web.Response:
+    return web.Response(body=orjson.dumps(body), status=status, content_type=JSON_CONTENT_TYPE)
+
+
+async def read_json_object(request: web.Request) -> dict[str, Any]:
+    """The request body as a JSON object, or the spec's 400 error.
+
+    Not JSON at all → M_NOT_JSON; JSON but not an object → M_BAD_JSON
+    (Client-Server API, "Common error codes").
+    """
+    body = await request.read()
+    try:
+        value = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        raise MatrixError(400, "M_NOT_JSON", "Content not JSON.") from None
+    if not isinstance(value, dict):
+        raise MatrixError(400, "M_BAD_JSON", "Content must be a JSON object.")
+    return value
+
+
+# --- middlewares and signals ---------------------------------------------------------
+
+_ACCESS_TOKEN_RE = re.compile(r"(^|&)(access_token=)[^&]*")
+
+
+def redact_query(query_string: str) -> str:
+    """Hide access tokens given in the query string (Client-Server API, "Using access tokens")."""
+    return _ACCESS_TOKEN_RE.sub(r"\1\2<redacted>", query_string)
+
+
+def client_address(request: web.Request) -> str:
+    """The client's IP; behind a proxy (``listen.x_forwarded``), X-Forwarded-For's first hop."""
+    config = request.app.get(CONFIG)
+    if config is not None and config.listen.x_forwarded:
+        forwarded = request.headers.get("X-Forwarded-For", "").split(",")[0].strip()
+        if forwarded:
+            return forwarded
+    return request.remote or "-"
+
+
+def _loggable_target(request: web.Request) -> str:
+    query = request.rel_url.raw_query_string
+    path = request.rel_url.raw_path
+    return f"{path}?{redact_query(query)}" if query else path
+
+
+@web.middleware
+async def access_log_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """One line per request: client, method, target (token redacted), status, duration.
+
+    It replaces aiohttp's own access log, which would print tokens.
+    """
+    started = time.perf_counter()
+    status = 500
+    try:
+        response = await handler(request)
+        status = response.status
+        return response
+    except asyncio.CancelledError:
+        status = 499  # the client closed the connection first (nginx's convention)
+        raise
+    finally:
+        access_logger.info(
+            '%s "%s %s" %d %.1fms',
+            client_address(request),
+            request.method,
+            _loggable_target(request),
+            status,
+            (time.perf_counter() - started) * 1000,
+        )
+
+
+# Errors aiohttp itself raises (routing, body size, ...) as Matrix errors.
+_HTTP_ERRCODES = {
+    404: ("M_NOT_FOUND", "Not found"),
+    405: ("M_UNRECOGNIZED", "Unrecognized request"),
+    413: ("M_TOO_LARGE", "Request body too large"),
+}
+
+
+def _from_http_exception(request: web.Request, exc: web.HTTPException) -> web.Response:
+    if request.match_info.http_exception is not None:
+        # Raised by the router: Client-Server API, "Common error codes", M_UNRECOGNIZED —
+        # 404 for an unknown endpoint, 405 for a known one with the wrong method.
+        error = MatrixError(exc.status, "M_UNRECOGNIZED", "Unrecognized request")
+    else:
+        errcode, message = _HTTP_ERRCODES.get(exc.status, ("M_UNKNOWN", exc.reason))
+        error = MatrixError(exc.status, errcode, message)
+    response = error.to_response()
+    if exc.status == 405 and "Allow" in exc.headers:
+        response.headers["Allow"] = exc.headers["Allow"]
+    return response
+
+
+@web.middleware
+async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Turn every failure into a Matrix JSON error; never leak a traceback."""
+    try:
+        return await handler(request)
+    except MatrixError as exc:
+        return exc.to_response()
+    except web.HTTPException as exc:
+        if exc.status < 400:  # redirects and other non-errors pass through
+            raise
+        return _from_http_exception(request, exc)
+    except (asyncio.CancelledError, ConnectionResetError):
+        raise  # the client went away; nobody to answer
+    except Exception:
+        logger.exception("Unhandled error in %s %s", request.method, request.rel_url.raw_path)
+        return MatrixError(500, "M_UNKNOWN", "Internal server error").to_response()
+
+
+@web.middleware
+async def options_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Answer every CORS preflight, known path or not, without endpoint logic.
+
+    Answering unknown paths too lets a browser go on to the real request and see
+    its proper M_UNRECOGNIZED error instead of an opaque CORS failure (Synapse
+    does the same).
+    """
+    if request.method == "OPTIONS":
+        return web.Response(status=204)
+    return await handler(request)
+
+
+async def _add_common_headers(request: web.Request, response: web.StreamResponse) -> None:
+    response.headers.update(CORS_HEADERS)
+    response.headers["Server"] = SERVER_HEADER
+
+
+def install_http_layer(app: web.Application) -> None:
+    """Middlewares (outermost first) and the CORS signal every Ranvier app has."""
+    app.middlewares.extend([access_log_middleware, error_middleware, options_middleware])
+    app.on_response_prepare.append(_add_common_headers)
+
+
+# --- serving ------------------------------------------------------------------------
+
+# How long in-flight requests get to finish after SIGTERM before being cut off.
+GRACEFUL_SHUTDOWN_SECONDS = 10.0
+
+
+async def serve(
+    app: web.Application,
+    host: str,
+    port: int,
+    stop: asyncio.Event,
+    *,
+    started: Callable[[list[Any]], None] | None = None,
+    shutdown_timeout: float = GRACEFUL_SHUTDOWN_SECONDS,
+) -> None:
+    """Serve ``app`` until ``stop`` is set, then shut down gracefully.
+
+    Shutdown stops accepting connections, lets in-flight requests finish (up to
+    ``shutdown_timeout`` seconds), closes idle keep-alive connections and runs
+    the app's cleanup hooks. ``started`` receives the bound socket addresses.
+    """
+    # access_log=None: access_log_middleware writes our own, token-free lines.
+    runner = web.AppRunner(app, access_log=None, shutdown_timeout=shutdown_timeout)
+    await runner.setup()
+    try:
+        site = web.TCPSite(runner, host, port)
+        await site.start()
+        if started is not None:
+            started(runner.addresses)
+        await stop.wait()
+        logger.info("Shutting down: no new connections, finishing requests in flight")
+    finally:
+        await runner.cleanup()

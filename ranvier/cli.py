@@ -1,0 +1,217 @@
+"""The ``ranvier`` command: ``init`` writes a config and key, ``serve`` runs the server."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+import uvloop
+from aiohttp import web
+
+import ranvier
+from ranvier.api.http import SIGNING_KEY
+from ranvier.api.http import serve as serve_http
+from ranvier.app import build_app
+from ranvier.config import (
+    DEFAULT_CONFIG_PATH,
+    Config,
+    ConfigError,
+    default_signing_key_file,
+    generate_signing_key,
+    load_config,
+    load_or_create_signing_key,
+    parse_server_name,
+    read_signing_key,
+    write_signing_key,
+)
+
+logger = logging.getLogger("ranvier")
+
+# Exit status for an unusable configuration (like a usage error).
+EXIT_CONFIG_ERROR = 2
+# Exit status when the server cannot start for another reason (e.g. port in use).
+EXIT_STARTUP_ERROR = 1
+
+CONFIG_TEMPLATE = """\
+# Ranvier homeserver configuration, written by `ranvier init`.
+# Reference for every key: docs/configuration.md
+#
+# Every key can be overridden from the environment with RANVIER_<KEY_PATH>,
+# upper case, nested keys joined by "_": RANVIER_SERVER_NAME,
+# RANVIER_LISTEN_PORT, RANVIER_WELL_KNOWN_CLIENT_BASE_URL, ...
+# Relative paths are resolved against the folder of this file.
+
+# The name in your users' IDs (@alice:{server_name_plain}) and rooms. It cannot
+# be changed once the server has users or has joined rooms.
+server_name: {server_name}
+
+# Where the HTTP listener binds (client and federation APIs on one port).
+# Put a TLS-terminating reverse proxy in front of it to serve the internet.
+listen:
+  host: "127.0.0.1"
+  port: 8008
+
+# sqlite:///PATH for the embedded database (relative to this file), or
+# postgresql://user:password@host:5432/dbname for PostgreSQL.
+database: "sqlite:///data/homeserver.db"
+
+# The server's ed25519 signing key, in Synapse's format. Keep it secret and
+# keep it: other servers remember it.
+signing_key_path: {signing_key_path}
+
+# How long other servers may cache the published signing key (ms, or 1h, 7d...).
+key_valid_for: 7d
+
+# Discovery documents under /.well-known/matrix/; served only when set.
+well_known:
+  # client_base_url: "https://matrix.example.org"
+  # server: "matrix.example.org:443"
+
+# DEBUG, INFO, WARNING, ERROR or CRITICAL.
+log_level: INFO
+"""
+
+
+def _yaml_string(value: str) -> str:
+    return json.dumps(value)  # a JSON string is a valid YAML scalar
+
+
+def _fail_config(error: ConfigError) -> None:
+    click.echo(f"ranvier: {error}", err=True)
+    sys.exit(EXIT_CONFIG_ERROR)
+
+
+@click.group()
+@click.version_option(ranvier.__version__, prog_name="ranvier")
+def cli() -> None:
+    """Ranvier, a Matrix homeserver."""
+
+
+@cli.command()
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=DEFAULT_CONFIG_PATH,
+    show_default=True,
+    envvar="RANVIER_CONFIG",
+    help="Where to write the config file.",
+)
+@click.option("--server-name", default="localhost", show_default=True, help="The server name.")
+@click.option("--force", is_flag=True, help="Overwrite an existing config file.")
+def init(config_path: Path, server_name: str, force: bool) -> None:
+    """Write a config file, a signing key and the data folder.
+
+    An existing signing key file is kept, even with --force: losing a key makes
+    other servers distrust this one. Delete it by hand to start afresh.
+    """
+    try:
+        server_name = parse_server_name(server_name)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--server-name") from None
+    if config_path.exists() and not force:
+        raise click.ClickException(
+            f"{config_path} already exists; use --force to overwrite it"
+        )
+    config_dir = config_path.absolute().parent
+    key_file = default_signing_key_file(server_name)
+    key_path = config_dir / key_file
+
+    config_dir.mkdir(parents=True, exist_ok=True)
+    if key_path.exists():
+        try:
+            key = read_signing_key(key_path)
+        except ConfigError as error:
+            _fail_config(error)
+        click.echo(f"Keeping the existing signing key {key.key_id} in {key_path}")
+    else:
+        key = generate_signing_key()
+        write_signing_key(key_path, key)
+        click.echo(f"Wrote a new signing key {key.key_id} to {key_path}")
+    (config_dir / "data").mkdir(exist_ok=True)
+    config_path.write_text(
+        CONFIG_TEMPLATE.format(
+            server_name=_yaml_string(server_name),
+            server_name_plain=server_name,
+            signing_key_path=_yaml_string(key_file),
+        ),
+        encoding="utf-8",
+    )
+    click.echo(f"Wrote {config_path}; start the server with: ranvier serve --config {config_path}")
+
+
+@cli.command()
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=DEFAULT_CONFIG_PATH,
+    show_default=True,
+    envvar="RANVIER_CONFIG",
+    help="The config file (keys overridable by RANVIER_* variables).",
+)
+def serve(config_path: Path) -> None:
+    """Run the homeserver until SIGTERM or SIGINT, then shut down gracefully."""
+    try:
+        config = load_config(config_path)
+    except ConfigError as error:
+        _fail_config(error)
+    _setup_logging(config.log_level)
+    try:
+        signing_key = load_or_create_signing_key(config.signing_key_path)
+    except (ConfigError, OSError) as error:
+        _fail_config(ConfigError(str(error)))
+    app = build_app(config, signing_key=signing_key)
+    try:
+        uvloop.run(_serve(app, config))
+    except OSError as error:  # e.g. the port is taken
+        logger.error("Cannot serve on %s:%d: %s", config.listen.host, config.listen.port, error)
+        sys.exit(EXIT_STARTUP_ERROR)
+    logger.info("Stopped")
+
+
+async def _serve(app: web.Application, config: Config) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, _on_signal, signum, stop)
+
+    def started(addresses: list[Any]) -> None:
+        bound = ", ".join(f"http://{host}:{port}" for host, port, *_ in addresses)
+        logger.info(
+            "Ranvier %s serving %s on %s (signing key %s, database %s)",
+            ranvier.__version__,
+            config.server_name,
+            bound,
+            app[SIGNING_KEY].key_id,
+            config.database,
+        )
+
+    await serve_http(app, config.listen.host, config.listen.port, stop, started=started)
+
+
+def _on_signal(signum: int, stop: asyncio.Event) -> None:
+    logger.info("Received %s", signal.Signals(signum).name)
+    stop.set()
+
+
+def _setup_logging(level: str) -> None:
+    logging.basicConfig(
+        level=level,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+
+
+def main() -> None:
+    cli(prog_name="ranvier")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,392 @@
+"""Typed configuration: a YAML file, overridable key by key from the environment.
+
+Every key has a documented default (docs/configuration.md). A key ``a.b_c`` is
+overridden by the environment variable ``RANVIER_A_B_C``; its value is read as
+a YAML scalar (so ``true`` and ``8008`` work), except for string keys, which
+take the text as it is (so ``RANVIER_SERVER_NAME=yes`` is not a boolean). An
+empty value, like a ``null`` in the file, means "use the default".
+
+Relative paths are resolved against the folder of the config file. Any problem
+becomes a :class:`ConfigError` that lists every bad key with where it came from.
+"""
+
+from __future__ import annotations
+
+import difflib
+import logging
+import os
+import re
+import secrets
+import string
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ranvier.core.signing import SigningKey
+
+logger = logging.getLogger(__name__)
+
+ENV_PREFIX = "RANVIER_"
+DEFAULT_CONFIG_PATH = "ranvier.yaml"
+DEFAULT_DATABASE = "sqlite:///data/homeserver.db"
+DEFAULT_KEY_VALID_FOR_MS = 7 * 24 * 60 * 60 * 1000
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
+
+class ConfigError(Exception):
+    """The configuration is unusable; the message says why, for a human."""
+
+
+@dataclass(frozen=True)
+class ListenConfig:
+    host: str = "127.0.0.1"
+    port: int = 8008
+    # Behind a reverse proxy: take the client's address from X-Forwarded-For.
+    x_forwarded: bool = False
+
+
+@dataclass(frozen=True)
+class WellKnownConfig:
+    # Served as {"m.homeserver": {"base_url": ...}} at /.well-known/matrix/client.
+    client_base_url: str | None = None
+    # Served as {"m.server": ...} at /.well-known/matrix/server (delegation).
+    server: str | None = None
+
+
+@dataclass(frozen=True)
+class Config:
+    # Folder of the config file; relative paths below were resolved against it.
+    config_dir: Path
+    signing_key_path: Path
+    server_name: str = "localhost"
+    listen: ListenConfig = field(default_factory=ListenConfig)
+    # A URL: sqlite:///relative/path, sqlite:////absolute/path or postgresql://...
+    # Relative SQLite paths are already resolved, so this is always absolute.
+    database: str = DEFAULT_DATABASE
+    well_known: WellKnownConfig = field(default_factory=WellKnownConfig)
+    # How long published server keys stay valid (valid_until_ts = now + this), in ms.
+    key_valid_for: int = DEFAULT_KEY_VALID_FOR_MS
+    log_level: str = "INFO"
+
+    @property
+    def sqlite_path(self) -> Path | None:
+        """The SQLite database file, or None for PostgreSQL or an in-memory database."""
+        return sqlite_path(self.database)
+
+
+# --- parsing of single values -------------------------------------------------------
+
+# Appendices, "Server Name": hostname (IPv4, [IPv6] or DNS name) with an optional port.
+_SERVER_NAME_RE = re.compile(
+    r"^(?:\[[0-9A-Fa-f:.]{2,45}\]|[0-9]{1,3}(?:\.[0-9]{1,3}){3}|[A-Za-z0-9.-]{1,255})"
+    r"(?::[0-9]{1,5})?$"
+)
+_DURATION_RE = re.compile(r"^\s*([0-9]+)\s*(ms|s|m|h|d|w)?\s*$")
+_DURATION_UNITS_MS = {
+    None: 1,
+    "ms": 1,
+    "s": 1000,
+    "m": 60_000,
+    "h": 3_600_000,
+    "d": 86_400_000,
+    "w": 604_800_000,
+}
+
+
+def _string(value: object) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise ValueError(f"must be a non-empty string, got {value!r}")
+    return value.strip()
+
+
+def parse_server_name(value: object) -> str:
+    name = _string(value)
+    if not _SERVER_NAME_RE.match(name) or name.startswith((".", "-")):
+        raise ValueError(
+            f"{name!r} is not a valid server name (a hostname or IP literal with an "
+            "optional :port, e.g. example.org or example.org:8448)"
+        )
+    if ":" in name and not name.endswith("]"):
+        port = int(name.rsplit(":", 1)[1])
+        if not 1 <= port <= 65535:
+            raise ValueError(f"{name!r} has a port outside 1-65535")
+    return name
+
+
+def _port(value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 65535:
+        raise ValueError(f"must be a port number between 0 and 65535, got {value!r}")
+    return value
+
+
+def _bool(value: object) -> bool:
+    if not isinstance(value, bool):
+        raise ValueError(f"must be true or false, got {value!r}")
+    return value
+
+
+def _duration_ms(value: object) -> int:
+    if isinstance(value, bool):
+        raise ValueError(f"must be a duration, got {value!r}")
+    if isinstance(value, int):
+        milliseconds = value
+    elif isinstance(value, str) and (match := _DURATION_RE.match(value)):
+        milliseconds = int(match.group(1)) * _DURATION_UNITS_MS[match.group(2)]
+    else:
+        raise ValueError(
+            f"must be milliseconds or a number with a unit ms/s/m/h/d/w (e.g. 7d), got {value!r}"
+        )
+    if milliseconds <= 0:
+        raise ValueError(f"must be positive, got {value!r}")
+    return milliseconds
+
+
+def _base_url(value: object) -> str:
+    url = _string(value)
+    if not re.match(r"^https?://[^/\s]+", url):
+        raise ValueError(f"must be an http:// or https:// URL, got {url!r}")
+    return url
+
+
+def _log_level(value: object) -> str:
+    level = _string(value).upper()
+    if level not in LOG_LEVELS:
+        raise ValueError(f"must be one of {', '.join(LOG_LEVELS)}, got {value!r}")
+    return level
+
+
+def sqlite_path(database_url: str) -> Path | None:
+    if not database_url.startswith("sqlite:///"):
+        return None
+    path = database_url[len("sqlite:///") :]
+    return None if path == ":memory:" else Path(path)
+
+
+def _database(value: object, base_dir: Path) -> str:
+    url = _string(value)
+    if url.startswith("sqlite:///"):
+        path = url[len("sqlite:///") :]
+        if not path:
+            raise ValueError("sqlite:/// needs a file path, e.g. sqlite:///data/homeserver.db")
+        if path == ":memory:":
+            return url
+        return "sqlite:///" + str((base_dir / path).resolve())
+    if url.startswith(("postgresql://", "postgres://")):
+        return url
+    raise ValueError(
+        f"must be sqlite:///PATH or postgresql://user:password@host/dbname, got {url!r}"
+    )
+
+
+@dataclass(frozen=True)
+class _Key:
+    parse: Callable[[object, Path], Any]
+    is_string: bool  # environment values are taken literally rather than as YAML
+
+
+def _plain(parse: Callable[[object], Any], *, is_string: bool) -> _Key:
+    return _Key(lambda value, _base_dir: parse(value), is_string)
+
+
+# Every key the config accepts, by dotted path. Defaults live on the dataclasses.
+_KEYS: dict[str, _Key] = {
+    "server_name": _plain(parse_server_name, is_string=True),
+    "listen.host": _plain(_string, is_string=True),
+    "listen.port": _plain(_port, is_string=False),
+    "listen.x_forwarded": _plain(_bool, is_string=False),
+    "database": _Key(_database, is_string=True),
+    "signing_key_path": _Key(lambda value, base_dir: base_dir / _string(value), True),
+    "well_known.client_base_url": _plain(_base_url, is_string=True),
+    "well_known.server": _plain(parse_server_name, is_string=True),
+    "key_valid_for": _plain(_duration_ms, is_string=False),
+    "log_level": _plain(_log_level, is_string=True),
+}
+_SECTIONS = {key.rsplit(".", 1)[0] for key in _KEYS if "." in key}
+
+
+def env_var_name(dotted_key: str) -> str:
+    """``well_known.client_base_url`` → ``RANVIER_WELL_KNOWN_CLIENT_BASE_URL``."""
+    return ENV_PREFIX + dotted_key.replace(".", "_").upper()
+
+
+ENV_VARS: dict[str, str] = {env_var_name(key): key for key in _KEYS}
+# Read by the command line rather than by the config itself.
+CLI_ENV_VARS = frozenset({"RANVIER_CONFIG"})
+
+
+# --- loading ------------------------------------------------------------------------
+
+
+def _flatten(
+    node: Mapping[Any, Any],
+    prefix: str,
+    source: str,
+    values: dict[str, object],
+    sources: dict[str, str],
+    errors: list[str],
+) -> None:
+    for raw_key, value in node.items():
+        dotted = f"{prefix}{raw_key}"
+        if not isinstance(raw_key, str):
+            errors.append(f"{source}: key {raw_key!r} must be a string")
+        elif dotted in _SECTIONS:
+            if value is None:
+                continue
+            if not isinstance(value, Mapping):
+                errors.append(f"{source}: '{dotted}' must be a mapping of keys, got {value!r}")
+                continue
+            _flatten(value, dotted + ".", source, values, sources, errors)
+        elif dotted in _KEYS:
+            values[dotted] = value
+            sources[dotted] = f"{source}: '{dotted}'"
+        else:
+            close = difflib.get_close_matches(dotted, [*_KEYS, *_SECTIONS], n=1)
+            hint = f" (did you mean '{close[0]}'?)" if close else ""
+            errors.append(f"{source}: unknown key '{dotted}'{hint}")
+
+
+def _apply_env(
+    env: Mapping[str, str],
+    values: dict[str, object],
+    sources: dict[str, str],
+    errors: list[str],
+) -> None:
+    for name, text in env.items():
+        if not name.startswith(ENV_PREFIX) or name in CLI_ENV_VARS:
+            continue
+        dotted = ENV_VARS.get(name)
+        if dotted is None:
+            logger.warning("Ignoring unknown environment variable %s", name)
+            continue
+        sources[dotted] = f"environment variable {name}"
+        if not text.strip():
+            values[dotted] = None
+        elif _KEYS[dotted].is_string:
+            values[dotted] = text
+        else:
+            try:
+                values[dotted] = yaml.safe_load(text)
+            except yaml.YAMLError:
+                errors.append(f"{sources[dotted]}: {text!r} is not a valid value")
+
+
+def parse_config(
+    raw: Mapping[str, Any] | None,
+    base_dir: Path,
+    env: Mapping[str, str] | None = None,
+    *,
+    source: str = "config",
+) -> Config:
+    """Build a Config from parsed YAML ``raw`` plus ``env`` overrides (default: os.environ)."""
+    base_dir = base_dir.resolve()
+    values: dict[str, object] = {}
+    sources: dict[str, str] = {}
+    errors: list[str] = []
+    if raw is not None:
+        if not isinstance(raw, Mapping):
+            raise ConfigError(f"{source}: the top level must be a mapping of keys")
+        _flatten(raw, "", source, values, sources, errors)
+    _apply_env(os.environ if env is None else env, values, sources, errors)
+
+    parsed: dict[str, Any] = {}
+    for dotted, value in values.items():
+        if value is None:  # null or empty: keep the default
+            continue
+        try:
+            parsed[dotted] = _KEYS[dotted].parse(value, base_dir)
+        except ValueError as exc:
+            errors.append(f"{sources[dotted]}: {exc}")
+    if errors:
+        raise ConfigError("invalid configuration:\n  " + "\n  ".join(errors))
+
+    server_name = parsed.get("server_name", Config.server_name)
+    return Config(
+        config_dir=base_dir,
+        server_name=server_name,
+        listen=ListenConfig(
+            host=parsed.get("listen.host", ListenConfig.host),
+            port=parsed.get("listen.port", ListenConfig.port),
+            x_forwarded=parsed.get("listen.x_forwarded", ListenConfig.x_forwarded),
+        ),
+        database=parsed.get("database", _database(DEFAULT_DATABASE, base_dir)),
+        signing_key_path=parsed.get(
+            "signing_key_path", base_dir / default_signing_key_file(server_name)
+        ),
+        well_known=WellKnownConfig(
+            client_base_url=parsed.get("well_known.client_base_url"),
+            server=parsed.get("well_known.server"),
+        ),
+        key_valid_for=parsed.get("key_valid_for", DEFAULT_KEY_VALID_FOR_MS),
+        log_level=parsed.get("log_level", Config.log_level),
+    )
+
+
+def load_config(path: str | os.PathLike[str], env: Mapping[str, str] | None = None) -> Config:
+    """Read the YAML config at ``path`` and apply environment overrides."""
+    config_path = Path(path)
+    try:
+        text = config_path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(
+            f"config file {str(config_path)!r} does not exist "
+            f"(create one with `ranvier init --config {config_path}`)"
+        ) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read config file {str(config_path)!r}: {exc}") from None
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{config_path} is not valid YAML: {exc}") from None
+    return parse_config(raw, config_path.absolute().parent, env, source=str(config_path))
+
+
+# --- the signing key file -----------------------------------------------------------
+
+
+def default_signing_key_file(server_name: str) -> str:
+    # Keep the file name portable: "[::1]:8448" becomes "__1__8448".
+    return re.sub(r"[^A-Za-z0-9.-]", "_", server_name) + ".signing.key"
+
+
+def generate_signing_key() -> SigningKey:
+    """A fresh ed25519 key with a short random version, e.g. ``a_XyZw``.
+
+    Key versions must match [a-zA-Z0-9_] (server-server API, "Publishing Keys").
+    """
+    alphabet = string.ascii_letters + string.digits
+    return SigningKey.generate("a_" + "".join(secrets.choice(alphabet) for _ in range(4)))
+
+
+def write_signing_key(path: Path, key: SigningKey) -> None:
+    """Write ``key`` in Synapse's one-line format, readable by the owner only."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(descriptor, "w", encoding="ascii") as file:
+        file.write(key.serialise() + "\n")
+
+
+def read_signing_key(path: Path) -> SigningKey:
+    """Read the first key of a Synapse-format signing key file."""
+    try:
+        lines = [line for line in path.read_text(encoding="ascii").splitlines() if line.strip()]
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read signing key file {str(path)!r}: {exc}") from None
+    if not lines:
+        raise ConfigError(f"signing key file {str(path)!r} is empty")
+    try:
+        return SigningKey.parse(lines[0])
+    except ValueError as exc:
+        raise ConfigError(f"signing key file {str(path)!r}: {exc}") from None
+
+
+def load_or_create_signing_key(path: Path) -> SigningKey:
+    """The server's key; a missing file gets a new key (as Synapse does on first start)."""
+    if not path.exists():
+        key = generate_signing_key()
+        write_signing_key(path, key)
+        logger.warning("Generated a new signing key %s in %s", key.key_id, path)
+        return key
+    return read_signing_key(path)
