@@ -1,0 +1,73 @@
+"""Fixtures for store tests: every test that uses them runs on both engines.
+
+``database_dsn`` yields the DSN of a fresh, empty database: a SQLite file in
+the test's temporary directory, or a new PostgreSQL schema (selected through
+``search_path``) dropped afterwards, so tests can run in parallel under
+pytest-xdist. ``database`` is that database opened and migrated.
+
+PostgreSQL comes from ``RANVIER_TEST_POSTGRES`` (default
+``postgresql://postgres@127.0.0.1:5432/test``). If it is unreachable the
+PostgreSQL half of the tests fails: the suite promises both engines.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import urllib.parse
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import asyncpg
+import pytest
+
+from ranvier.storage import Database, open_database
+
+POSTGRES_DSN = os.environ.get("RANVIER_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
+
+ENGINES = ("sqlite", "postgresql")
+
+
+def with_query(dsn: str, **params: str) -> str:
+    """``dsn`` with query parameters added (or replaced)."""
+    parts = urllib.parse.urlsplit(dsn)
+    query = dict(urllib.parse.parse_qsl(parts.query))
+    query.update(params)
+    return urllib.parse.urlunsplit(parts._replace(query=urllib.parse.urlencode(query)))
+
+
+async def _postgres_admin() -> asyncpg.Connection:
+    try:
+        return await asyncpg.connect(POSTGRES_DSN, timeout=10)
+    except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
+        pytest.fail(
+            f"PostgreSQL at {POSTGRES_DSN!r} is unreachable ({exc!r}); store tests run on "
+            "both engines, so start PostgreSQL or point RANVIER_TEST_POSTGRES at one",
+            pytrace=False,
+        )
+
+
+@pytest.fixture(params=ENGINES)
+async def database_dsn(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
+    """The DSN of a fresh, empty database on each engine."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'ranvier.db'}"  # tmp_path is absolute: sqlite:////...
+        return
+    schema = f"ranvier_test_{secrets.token_hex(8)}"
+    admin = await _postgres_admin()
+    try:
+        await admin.execute(f'CREATE SCHEMA "{schema}"')
+        yield with_query(POSTGRES_DSN, search_path=schema)
+    finally:
+        await admin.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+        await admin.close()
+
+
+@pytest.fixture
+async def database(database_dsn: str) -> AsyncIterator[Database]:
+    """A fresh database with every migration applied, on each engine."""
+    db = await open_database(database_dsn)
+    try:
+        yield db
+    finally:
+        await db.close()
