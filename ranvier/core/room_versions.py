@@ -66,6 +66,11 @@ class RoomVersion:
     knock_restricted_join_rule: bool
     #: v10+: power-level values must be integers, not strings (MSC3667).
     integer_power_levels: bool
+    #: v1–v5: power-level values may be floats, truncated towards zero; values
+    #: that are not finite doubles reject the event (fragment
+    #: v1-floaty-power-levels). From v6 canonical JSON is enforced, so a float
+    #: is not a valid power level.
+    float_power_levels: bool
     #: v11+: the room creator is the create event's sender; ``creator`` is
     #: no longer required or used (MSC2175).
     implicit_room_creator: bool
@@ -103,6 +108,7 @@ def _version(
         restricted_join_rule=number >= 8,
         knock_restricted_join_rule=number >= 10,
         integer_power_levels=number >= 10,
+        float_power_levels=number <= 5,
         implicit_room_creator=number >= 11,
         redacts_in_content=number >= 11,
         room_id_from_create_event=number >= 12,

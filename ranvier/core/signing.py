@@ -10,7 +10,8 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 import nacl.exceptions
@@ -34,18 +35,28 @@ def encode_base64(data: bytes, *, urlsafe: bool = False) -> str:
 def decode_base64(value: str) -> bytes:
     """Decode unpadded (or padded) standard or URL-safe base64.
 
-    Raises ``ValueError`` on anything that is not base64.
+    "Implementations SHOULD accept input with or without padding characters"
+    (Appendices, "Unpadded Base64"). Anything outside one alphabet (whitespace,
+    junk, a mix of ``+/`` and ``-_``) raises ``ValueError``.
     """
     if not isinstance(value, str):
         raise ValueError("base64 value must be a string")
     stripped = value.rstrip("=")
+    if "-" in stripped or "_" in stripped:
+        # URL-safe alphabet (Appendices, "URL-safe unpadded Base64"). The
+        # standard library's urlsafe_b64decode silently drops characters
+        # outside the alphabet, so translate and decode strictly instead.
+        if "+" in stripped or "/" in stripped:
+            raise ValueError("invalid base64: mixes the standard and URL-safe alphabets")
+        stripped = stripped.translate(_URLSAFE_TO_STANDARD)
     padded = stripped + "=" * (-len(stripped) % 4)
     try:
-        if "-" in padded or "_" in padded:
-            return base64.urlsafe_b64decode(padded.encode("ascii"))
         return base64.b64decode(padded.encode("ascii"), validate=True)
     except (binascii.Error, UnicodeEncodeError) as exc:
         raise ValueError(f"invalid base64: {exc}") from exc
+
+
+_URLSAFE_TO_STANDARD = str.maketrans("-_", "+/")
 
 
 @dataclass(frozen=True)
@@ -53,14 +64,22 @@ class SigningKey:
     """An ed25519 signing key with its version (the part after ``ed25519:``)."""
 
     version: str
-    seed: bytes
+    #: The secret: kept out of ``repr`` so it cannot end up in logs.
+    seed: bytes = field(repr=False)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.seed, bytes) or len(self.seed) != 32:
+            raise ValueError("ed25519 seed must be 32 bytes")
 
     @property
     def key_id(self) -> str:
         return f"{ED25519}:{self.version}"
 
-    @property
+    @cached_property
     def _nacl(self) -> nacl.signing.SigningKey:
+        # Cached: deriving the key pair from the seed costs as much as a
+        # signature. cached_property stores into __dict__ directly, which a
+        # frozen dataclass allows.
         return nacl.signing.SigningKey(self.seed)
 
     @property
@@ -83,10 +102,7 @@ class SigningKey:
         parts = line.split()
         if len(parts) != 3 or parts[0] != ED25519:
             raise ValueError("signing key must be 'ed25519 <version> <base64 seed>'")
-        seed = decode_base64(parts[2])
-        if len(seed) != 32:
-            raise ValueError("ed25519 seed must be 32 bytes")
-        return cls(parts[1], seed)
+        return cls(parts[1], decode_base64(parts[2]))
 
 
 def signable_bytes(obj: dict[str, Any]) -> bytes:
@@ -100,17 +116,20 @@ def sign_json(obj: dict[str, Any], signer: str, key: SigningKey) -> dict[str, An
     """Return a copy of ``obj`` with ``signer``'s signature added.
 
     Existing signatures (of other servers or other keys) are kept; ``unsigned``
-    is carried over untouched.
+    is carried over untouched. Raises ``SignatureError`` if the existing
+    ``signatures`` are malformed, ``CanonicalJSONError`` if ``obj`` cannot be
+    encoded.
     """
+    existing = obj.get("signatures", {})
+    if not isinstance(existing, dict) or not all(isinstance(s, dict) for s in existing.values()):
+        raise SignatureError("signatures must be an object of objects")
     signature = encode_base64(key.sign(signable_bytes(obj)))
-    signatures = {name: dict(sigs) for name, sigs in obj.get("signatures", {}).items()}
+    signatures = {name: dict(sigs) for name, sigs in existing.items()}
     signatures.setdefault(signer, {})[key.key_id] = signature
     return {**obj, "signatures": signatures}
 
 
-def verify_signature(
-    obj: dict[str, Any], signer: str, key_id: str, verify_key: bytes
-) -> None:
+def verify_signature(obj: dict[str, Any], signer: str, key_id: str, verify_key: bytes) -> None:
     """Check ``signer``'s signature with ``key_id`` on ``obj``; raise SignatureError if bad."""
     try:
         signature_b64 = obj["signatures"][signer][key_id]
