@@ -1,20 +1,36 @@
-"""Wiring: builds the HTTP application (and later storage and services) from config."""
+"""Wiring: builds the HTTP application, storage and services from config."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 
 from aiohttp import web
 
 from ranvier.api import well_known
 from ranvier.api.client import versions
 from ranvier.api.federation import keys, version
-from ranvier.api.http import CLOCK_MS, CONFIG, SIGNING_KEY, install_http_layer, wall_clock_ms
+from ranvier.api.http import (
+    CLOCK_MS,
+    CONFIG,
+    HOMESERVER,
+    SIGNING_KEY,
+    install_http_layer,
+    wall_clock_ms,
+)
 from ranvier.config import Config, load_or_create_signing_key
 from ranvier.core.signing import SigningKey
+from ranvier.homeserver import Homeserver
+from ranvier.storage import open_database
 
 # Matrix bodies are small JSON documents; media uploads will raise this for their routes.
 CLIENT_MAX_SIZE = 1024 * 1024
+
+ROUTE_TABLES: tuple[web.RouteTableDef, ...] = (
+    versions.routes,
+    well_known.routes,
+    version.routes,
+    keys.routes,
+)
 
 
 def build_app(
@@ -26,15 +42,28 @@ def build_app(
     """The homeserver's aiohttp application.
 
     ``signing_key`` defaults to the one in ``config.signing_key_path`` (created if
-    missing); tests pass their own key and clock.
+    missing); tests pass their own key and clock. The database is opened (and
+    migrated) when the application starts and closed when it stops.
     """
     app = web.Application(client_max_size=CLIENT_MAX_SIZE)
     install_http_layer(app)
     app[CONFIG] = config
-    app[SIGNING_KEY] = (
-        signing_key if signing_key is not None else load_or_create_signing_key(config.signing_key_path)
-    )
+    key = signing_key if signing_key is not None else load_or_create_signing_key(config.signing_key_path)
+    app[SIGNING_KEY] = key
     app[CLOCK_MS] = clock_ms
-    for routes in (versions.routes, well_known.routes, version.routes, keys.routes):
+
+    async def homeserver_context(app: web.Application) -> AsyncIterator[None]:
+        if config.sqlite_path is not None:
+            config.sqlite_path.parent.mkdir(parents=True, exist_ok=True)
+        database = await open_database(config.database)
+        hs = Homeserver(config, database, key, clock_ms)
+        app[HOMESERVER] = hs
+        try:
+            yield
+        finally:
+            await hs.close()
+
+    app.cleanup_ctx.append(homeserver_context)
+    for routes in ROUTE_TABLES:
         app.add_routes(routes)
     return app

@@ -12,7 +12,7 @@ import logging
 import re
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 from aiohttp import web
@@ -20,6 +20,9 @@ from aiohttp import web
 import ranvier
 from ranvier.config import Config
 from ranvier.core.signing import SigningKey
+
+if TYPE_CHECKING:
+    from ranvier.homeserver import Homeserver
 
 logger = logging.getLogger(__name__)
 access_logger = logging.getLogger("ranvier.access")
@@ -31,6 +34,8 @@ CONFIG = web.AppKey("config", Config)
 SIGNING_KEY = web.AppKey("signing_key", SigningKey)
 # Milliseconds since the epoch; replaceable so tests can fix the time.
 CLOCK_MS: web.AppKey[Callable[[], int]] = web.AppKey("clock_ms")
+# The Homeserver (storage and services); set when the application starts.
+HOMESERVER: web.AppKey[Homeserver] = web.AppKey("homeserver")
 
 # Client-Server API, "Web Browser Clients": the recommended headers, verbatim.
 CORS_HEADERS = {

@@ -1,4 +1,4 @@
-"""Fixtures for store tests: every test that uses them runs on both engines.
+"""Shared fixtures. Store fixtures: every test that uses them runs on both engines.
 
 ``database_dsn`` yields the DSN of a fresh, empty database: a SQLite file in
 the test's temporary directory, or a new PostgreSQL schema (selected through

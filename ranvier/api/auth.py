@@ -1,0 +1,51 @@
+"""Who is calling: access-token extraction for the Client-Server API.
+
+Client-Server API, "Using access tokens": the token comes in the
+``Authorization: Bearer`` header or (deprecated, still accepted) the
+``access_token`` query parameter. Missing → 401 ``M_MISSING_TOKEN``; unknown,
+expired or logged out → 401 ``M_UNKNOWN_TOKEN`` (raised by the accounts
+service, with ``soft_logout`` where it applies).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from aiohttp import web
+
+from ranvier.api.http import HOMESERVER, MatrixError
+
+
+@dataclass(frozen=True, slots=True)
+class Requester:
+    """An authenticated user acting through one device."""
+
+    user_id: str
+    device_id: str | None
+    is_guest: bool = False
+    #: Row ID of the access token, so logout can remove exactly it.
+    access_token_id: int | None = None
+    #: Set when an appservice masquerades as one of its users.
+    app_service_id: str | None = None
+
+
+def access_token_from_request(request: web.Request) -> str | None:
+    header = request.headers.get("Authorization")
+    if header is not None:
+        scheme, _, token = header.partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            raise MatrixError(401, "M_MISSING_TOKEN", "Invalid Authorization header.")
+        return token.strip()
+    return request.query.get("access_token") or None
+
+
+async def require_user(request: web.Request, *, allow_guest: bool = False) -> Requester:
+    """The requester, or the spec's 401/403; guests only where ``allow_guest``."""
+    token = access_token_from_request(request)
+    if token is None:
+        raise MatrixError(401, "M_MISSING_TOKEN", "Missing access token.")
+    hs = request.app[HOMESERVER]
+    requester: Requester = await hs.accounts.requester_for_access_token(token)
+    if requester.is_guest and not allow_guest:
+        raise MatrixError(403, "M_GUEST_ACCESS_FORBIDDEN", "Guest access is not allowed here.")
+    return requester

@@ -1,0 +1,52 @@
+"""Wakes /sync long-polls when something a user can see changes.
+
+Each user has a change counter. A sync reads ``version(user)`` *before* it
+looks for changes; if it finds none it waits with ``wait(user, version,
+timeout)``, which returns at once if the counter moved in between. So a change
+that lands between the look and the wait is never missed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterable
+
+
+class Notifier:
+    def __init__(self) -> None:
+        self._versions: dict[str, int] = {}
+        self._waiters: dict[str, set[asyncio.Future[None]]] = {}
+
+    def version(self, user_id: str) -> int:
+        return self._versions.get(user_id, 0)
+
+    def notify_users(self, user_ids: Iterable[str]) -> None:
+        """Something changed for these users: wake their waiting syncs."""
+        for user_id in user_ids:
+            self._versions[user_id] = self._versions.get(user_id, 0) + 1
+            for waiter in self._waiters.pop(user_id, ()):
+                if not waiter.done():
+                    waiter.set_result(None)
+
+    async def wait(self, user_id: str, since_version: int, timeout_s: float) -> bool:
+        """Wait until ``user_id``'s counter passes ``since_version`` or the timeout.
+
+        Returns True if something changed.
+        """
+        if self.version(user_id) != since_version:
+            return True
+        if timeout_s <= 0:
+            return False
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters.setdefault(user_id, set()).add(waiter)
+        try:
+            await asyncio.wait_for(asyncio.shield(waiter), timeout_s)
+            return True
+        except TimeoutError:
+            return self.version(user_id) != since_version
+        finally:
+            waiters = self._waiters.get(user_id)
+            if waiters is not None:
+                waiters.discard(waiter)
+                if not waiters:
+                    del self._waiters[user_id]
