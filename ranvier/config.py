@@ -57,6 +57,23 @@ class WellKnownConfig:
 
 
 @dataclass(frozen=True)
+class RateConfig:
+    """A token bucket: ``burst`` actions at once, refilled at ``per_second``."""
+
+    per_second: float
+    burst: int
+
+
+@dataclass(frozen=True)
+class RateLimitConfig:
+    enabled: bool = True
+    # Defaults as Synapse's rc_message, rc_login and rc_registration.
+    message: RateConfig = field(default_factory=lambda: RateConfig(0.2, 10))
+    login: RateConfig = field(default_factory=lambda: RateConfig(0.17, 3))
+    registration: RateConfig = field(default_factory=lambda: RateConfig(0.17, 3))
+
+
+@dataclass(frozen=True)
 class Config:
     # Folder of the config file; relative paths below were resolved against it.
     config_dir: Path
@@ -70,6 +87,7 @@ class Config:
     # How long published server keys stay valid (valid_until_ts = now + this), in ms.
     key_valid_for: int = DEFAULT_KEY_VALID_FOR_MS
     log_level: str = "INFO"
+    ratelimit: RateLimitConfig = field(default_factory=RateLimitConfig)
 
     @property
     def sqlite_path(self) -> Path | None:
@@ -144,6 +162,18 @@ def _duration_ms(value: object) -> int:
     return milliseconds
 
 
+def _positive_number(value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+        raise ValueError(f"must be a positive number, got {value!r}")
+    return float(value)
+
+
+def _positive_int(value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise ValueError(f"must be a positive integer, got {value!r}")
+    return value
+
+
 def _base_url(value: object) -> str:
     url = _string(value)
     if not re.match(r"^https?://[^/\s]+", url):
@@ -203,6 +233,12 @@ _KEYS: dict[str, _Key] = {
     "well_known.server": _plain(parse_server_name, is_string=True),
     "key_valid_for": _plain(_duration_ms, is_string=False),
     "log_level": _plain(_log_level, is_string=True),
+    "ratelimit.enabled": _plain(_bool, is_string=False),
+    **{
+        f"ratelimit.{action}.{name}": _plain(parse, is_string=False)
+        for action in ("message", "login", "registration")
+        for name, parse in (("per_second", _positive_number), ("burst", _positive_int))
+    },
 }
 _SECTIONS = {key.rsplit(".", 1)[0] for key in _KEYS if "." in key}
 
@@ -321,6 +357,25 @@ def parse_config(
         ),
         key_valid_for=parsed.get("key_valid_for", DEFAULT_KEY_VALID_FOR_MS),
         log_level=parsed.get("log_level", Config.log_level),
+        ratelimit=_ratelimit_config(parsed),
+    )
+
+
+def _ratelimit_config(parsed: Mapping[str, Any]) -> RateLimitConfig:
+    defaults = RateLimitConfig()
+
+    def rate(action: str) -> RateConfig:
+        default: RateConfig = getattr(defaults, action)
+        return RateConfig(
+            per_second=parsed.get(f"ratelimit.{action}.per_second", default.per_second),
+            burst=parsed.get(f"ratelimit.{action}.burst", default.burst),
+        )
+
+    return RateLimitConfig(
+        enabled=parsed.get("ratelimit.enabled", defaults.enabled),
+        message=rate("message"),
+        login=rate("login"),
+        registration=rate("registration"),
     )
 
 

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from ranvier.config import Config
 from ranvier.core.signing import SigningKey
 from ranvier.services.notifier import Notifier
+from ranvier.services.ratelimit import RateLimiter
 from ranvier.storage import Database
 
 
@@ -29,6 +30,7 @@ class Homeserver:
         self.signing_key = signing_key
         self.clock_ms = clock_ms
         self.notifier = Notifier()
+        self.ratelimiter = RateLimiter(config.ratelimit, clock_ms)
         # Services, in dependency order. Each takes this object.
 
     async def close(self) -> None:
