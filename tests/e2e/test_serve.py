@@ -2,14 +2,8 @@
 
 from __future__ import annotations
 
-import asyncio
 import base64
-import os
-import shutil
-import signal
-import socket
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -19,83 +13,17 @@ import pytest
 import signedjson.key
 import signedjson.sign
 
+from tests.e2e.harness import Server, clean_env, free_port, ranvier_command
+
 pytestmark = pytest.mark.e2e
-
-STARTUP_TIMEOUT_S = 15
-SHUTDOWN_TIMEOUT_S = 10
-
-
-def _ranvier_command() -> list[str]:
-    """The installed `ranvier` script beside this Python, else `python -m ranvier`."""
-    script = Path(sys.executable).parent / "ranvier"
-    if script.exists():
-        return [str(script)]
-    found = shutil.which("ranvier")
-    return [found] if found else [sys.executable, "-m", "ranvier"]
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def _clean_env(**overrides: str) -> dict[str, str]:
-    env = {name: value for name, value in os.environ.items() if not name.startswith("RANVIER_")}
-    env.update(overrides)
-    return env
-
-
-class Server:
-    def __init__(self, config_path: Path, port: int, **env: str) -> None:
-        self.base_url = f"http://127.0.0.1:{port}"
-        self.log_path = config_path.parent / f"serve-{port}.log"
-        self._log = self.log_path.open("wb")
-        self.process = subprocess.Popen(
-            [*_ranvier_command(), "serve", "--config", str(config_path)],
-            env=_clean_env(RANVIER_LISTEN_PORT=str(port), **env),
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-        )
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-    async def wait_ready(self, session: aiohttp.ClientSession) -> None:
-        deadline = asyncio.get_running_loop().time() + STARTUP_TIMEOUT_S
-        while asyncio.get_running_loop().time() < deadline:
-            if self.process.poll() is not None:
-                raise AssertionError(f"ranvier serve exited early:\n{self.log()}")
-            try:
-                async with session.get(f"{self.base_url}/_matrix/client/versions") as response:
-                    if response.status == 200:
-                        return
-            except aiohttp.ClientConnectionError:
-                pass
-            await asyncio.sleep(0.05)
-        raise AssertionError(f"ranvier serve did not answer in time:\n{self.log()}")
-
-    def terminate(self) -> int:
-        self.process.send_signal(signal.SIGTERM)
-        try:
-            return self.process.wait(timeout=SHUTDOWN_TIMEOUT_S)
-        finally:
-            self._log.close()
-
-    def kill(self) -> None:
-        if self.process.poll() is None:
-            self.process.kill()
-            self.process.wait()
-        self._log.close()
 
 
 @pytest.fixture
 def config_path(tmp_path: Path) -> Path:
     path = tmp_path / "ranvier.yaml"
     subprocess.run(
-        [*_ranvier_command(), "init", "--config", str(path)],
-        env=_clean_env(),
+        [*ranvier_command(), "init", "--config", str(path)],
+        env=clean_env(),
         check=True,
         capture_output=True,
         timeout=30,
@@ -133,7 +61,7 @@ async def test_serve_publishes_signed_keys_stops_on_sigterm_and_keeps_its_key(
 ) -> None:
     async with aiohttp.ClientSession() as session:
         # First run, with the server name overridden from the environment.
-        first = Server(config_path, _free_port(), RANVIER_SERVER_NAME="e2e.example")
+        first = Server(config_path, free_port(), RANVIER_SERVER_NAME="e2e.example")
         servers.append(first)
         await first.wait_ready(session)
         first_keys = await _verified_keys(session, first)
@@ -148,7 +76,7 @@ async def test_serve_publishes_signed_keys_stops_on_sigterm_and_keeps_its_key(
         assert log.count("/_matrix/key/v2/server") == 1, log
 
         # Second run, plain config: same key, the configured server name.
-        second = Server(config_path, _free_port())
+        second = Server(config_path, free_port())
         servers.append(second)
         await second.wait_ready(session)
         second_keys = await _verified_keys(session, second)
