@@ -17,6 +17,7 @@ import secrets
 import urllib.parse
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import pytest
@@ -71,3 +72,30 @@ async def database(database_dsn: str) -> AsyncIterator[Database]:
         yield db
     finally:
         await db.close()
+
+
+# --- the oracle vectors' tally, printed at the end of every run -----------------------
+
+_VECTOR_TESTS = {
+    "hashes.jsonl": "tests/core/test_hash_vectors.py::test_hash_vector[",
+    "redaction.jsonl": "tests/core/test_redaction_vectors.py::test_redaction_vector[",
+    "auth.jsonl": "tests/core/test_auth_vectors.py::test_auth_vector[",
+    "state_res.jsonl": "tests/core/test_state_res_vectors.py::test_state_res_vector[",
+}
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    """One line per vector file: how many of its cases passed and failed."""
+    tally: dict[str, list[int]] = {name: [0, 0] for name in _VECTOR_TESTS}
+    for outcome, column in (("passed", 0), ("failed", 1)):
+        for report in terminalreporter.stats.get(outcome, []):
+            if getattr(report, "when", "call") != "call":
+                continue
+            for name, prefix in _VECTOR_TESTS.items():
+                if report.nodeid.startswith(prefix):
+                    tally[name][column] += 1
+    if not any(passed or failed for passed, failed in tally.values()):
+        return
+    terminalreporter.section("oracle vectors (../shared/test-vectors)")
+    for name, (passed, failed) in tally.items():
+        terminalreporter.write_line(f"{name:16} {passed:5} passed, {failed} failed")
