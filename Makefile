@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 CONFIG ?= ranvier.yaml
 
-.PHONY: run test lint install install-test clean
+.PHONY: run test lint install install-test bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -25,6 +25,18 @@ $(JS_DIR)/node_modules/.installed: $(JS_DIR)/package.json $(JS_DIR)/package-lock
 	cd $(JS_DIR) && npm ci --no-audit --no-fund --loglevel=error
 	touch $@
 
+# `make bench`: Ranvier against Synapse. Synapse (from PyPI) lives in its own venv.
+$(VENV)/.installed-bench: pyproject.toml $(VENV)/.installed
+	$(BIN)/pip install --quiet -e '.[bench]'
+	touch $@
+
+SYNAPSE_VENV := bench/.synapse-venv
+$(SYNAPSE_VENV)/.installed:
+	$(PYTHON) -m venv $(SYNAPSE_VENV)
+	$(SYNAPSE_VENV)/bin/pip install --quiet --upgrade pip
+	$(SYNAPSE_VENV)/bin/pip install --quiet matrix-synapse psycopg2-binary
+	touch $@
+
 install: $(VENV)/.installed
 
 install-test: $(VENV)/.installed-test
@@ -33,10 +45,12 @@ $(CONFIG): | $(VENV)/.installed
 	$(BIN)/ranvier init --config $(CONFIG)
 
 run: $(VENV)/.installed $(CONFIG)
+	@echo "Create the first account with: $(BIN)/ranvier user create alice --admin --config $(CONFIG)"
 	$(BIN)/ranvier serve --config $(CONFIG)
 
 lint: $(VENV)/.installed-test
-	$(BIN)/ruff check ranvier tests
+	$(BIN)/ruff check ranvier tests bench
+	$(BIN)/mypy bench
 	$(BIN)/mypy ranvier
 	$(BIN)/mypy --strict ranvier/core
 
@@ -44,6 +58,12 @@ test: lint $(JS_DIR)/node_modules/.installed
 	$(BIN)/pytest -n 2 -q --cov=ranvier --cov-report= $(PYTEST_ARGS)
 	$(BIN)/coverage report --include='ranvier/core/*' --fail-under=95
 	$(BIN)/coverage report --omit='ranvier/core/*' --skip-empty | tail -n 1
+
+# ENGINE=sqlite|postgresql (PostgreSQL at 127.0.0.1:5432, or BENCH_POSTGRES=dsn);
+# QUICK=1 for small sizes (under two minutes). Results: bench/results/.
+ENGINE ?= sqlite
+bench: $(VENV)/.installed-bench $(SYNAPSE_VENV)/.installed
+	$(BIN)/python -m bench.run --engine $(ENGINE) $(if $(filter 1 yes true,$(QUICK)),--quick) $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .coverage

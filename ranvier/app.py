@@ -7,7 +7,24 @@ from collections.abc import AsyncIterator, Callable
 from aiohttp import web
 
 from ranvier.api import well_known
+from ranvier.api.client import account as client_account
+from ranvier.api.client import account_data as client_account_data
+from ranvier.api.client import capabilities as client_capabilities
+from ranvier.api.client import directory as client_directory
+from ranvier.api.client import filters as client_filters
+from ranvier.api.client import login as client_login
+from ranvier.api.client import membership as client_membership
+from ranvier.api.client import presence as client_presence
+from ranvier.api.client import profile as client_profile
+from ranvier.api.client import push_rules as client_push_rules
+from ranvier.api.client import receipts as client_receipts
+from ranvier.api.client import room_history as client_room_history
+from ranvier.api.client import rooms as client_rooms
+from ranvier.api.client import sync as client_sync
+from ranvier.api.client import thirdparty as client_thirdparty
+from ranvier.api.client import typing as client_typing
 from ranvier.api.client import versions
+from ranvier.api.client import voip as client_voip
 from ranvier.api.federation import keys, version
 from ranvier.api.http import (
     CLOCK_MS,
@@ -30,6 +47,23 @@ ROUTE_TABLES: tuple[web.RouteTableDef, ...] = (
     well_known.routes,
     version.routes,
     keys.routes,
+    client_account.routes,
+    client_login.routes,
+    client_filters.routes,
+    client_account_data.routes,
+    client_typing.routes,
+    client_receipts.routes,
+    client_presence.routes,
+    client_push_rules.routes,
+    client_capabilities.routes,
+    client_thirdparty.routes,
+    client_voip.routes,
+    client_rooms.routes,
+    client_sync.routes,
+    client_room_history.routes,
+    client_membership.routes,
+    client_profile.routes,
+    client_directory.routes,
 )
 
 

@@ -7,15 +7,17 @@ import json
 import logging
 import signal
 import sys
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import click
 import uvloop
 from aiohttp import web
 
 import ranvier
-from ranvier.api.http import SIGNING_KEY
+from ranvier.api.http import SIGNING_KEY, MatrixError, wall_clock_ms
 from ranvier.api.http import serve as serve_http
 from ranvier.app import build_app
 from ranvier.config import (
@@ -30,6 +32,11 @@ from ranvier.config import (
     read_signing_key,
     write_signing_key,
 )
+from ranvier.config import _duration_ms as parse_duration_ms
+from ranvier.services.accounts import AccountsService
+from ranvier.storage import Database, open_database
+
+T = TypeVar("T")
 
 logger = logging.getLogger("ranvier")
 
@@ -75,6 +82,14 @@ well_known:
 
 # DEBUG, INFO, WARNING, ERROR or CRITICAL.
 log_level: INFO
+
+# Who may create accounts. Closed by default: create accounts with
+# `ranvier user create NAME [--admin] --config {config_file}`. require_token
+# lets in only holders of a token from `ranvier registration-token create`.
+registration:
+  enabled: false
+  require_token: false
+  guest_access: false
 """
 
 
@@ -140,6 +155,7 @@ def init(config_path: Path, server_name: str, force: bool) -> None:
             server_name=_yaml_string(server_name),
             server_name_plain=server_name,
             signing_key_path=_yaml_string(key_file),
+            config_file=config_path,
         ),
         encoding="utf-8",
     )
@@ -199,6 +215,123 @@ async def _serve(app: web.Application, config: Config) -> None:
 def _on_signal(signum: int, stop: asyncio.Event) -> None:
     logger.info("Received %s", signal.Signals(signum).name)
     stop.set()
+
+
+# --- accounts: `ranvier user create`, `ranvier registration-token create` -------------
+
+
+@dataclass
+class _CliHost:
+    """The part of a Homeserver the accounts service needs, for offline commands."""
+
+    config: Config
+    server_name: str
+    database: Database
+    clock_ms: Callable[[], int]
+
+
+def _load_config_or_exit(config_path: Path) -> Config:
+    try:
+        return load_config(config_path)
+    except ConfigError as error:
+        _fail_config(error)
+        raise  # unreachable: _fail_config exits
+
+
+def _run_with_accounts(config: Config, action: Callable[[AccountsService], Awaitable[T]]) -> T:
+    """Open the database (migrating it), run ``action`` with an accounts service, close."""
+
+    async def run() -> T:
+        if config.sqlite_path is not None:
+            config.sqlite_path.parent.mkdir(parents=True, exist_ok=True)
+        database = await open_database(config.database)
+        try:
+            host = _CliHost(config, config.server_name, database, wall_clock_ms)
+            return await action(AccountsService(host))
+        finally:
+            await database.close()
+
+    return asyncio.run(run())
+
+
+_CONFIG_OPTION = click.option(
+    "--config",
+    "config_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=DEFAULT_CONFIG_PATH,
+    show_default=True,
+    envvar="RANVIER_CONFIG",
+    help="The config file (keys overridable by RANVIER_* variables).",
+)
+
+
+@cli.group()
+def user() -> None:
+    """Manage local user accounts."""
+
+
+@user.command("create")
+@click.argument("name")
+@click.option("--admin", is_flag=True, help="Make the user a server administrator.")
+@click.option("--password", help="The password (prompted for when not given).")
+@_CONFIG_OPTION
+def user_create(name: str, admin: bool, password: str | None, config_path: Path) -> None:
+    """Create the account NAME (a localpart like alice, or @alice:your.server)."""
+    config = _load_config_or_exit(config_path)
+    localpart = name
+    if name.startswith("@"):
+        localpart, _, domain = name[1:].partition(":")
+        if domain != config.server_name:
+            raise click.BadParameter(
+                f"{name} is not a user of this server ({config.server_name})", param_hint="NAME"
+            )
+    if password is None:
+        password = click.prompt("Password", hide_input=True, confirmation_prompt=True)
+    if not password:
+        raise click.BadParameter("the password must not be empty", param_hint="--password")
+
+    async def create(accounts: AccountsService) -> str:
+        try:
+            await accounts.check_username_available(localpart)
+            accounts.check_password_shape(password)
+            user_id, _ = await accounts.register(localpart, password, is_admin=admin, login=False)
+        except MatrixError as error:
+            raise click.ClickException(error.error) from None
+        return user_id
+
+    user_id = _run_with_accounts(config, create)
+    click.echo(f"Created {'administrator' if admin else 'user'} {user_id}")
+
+
+@cli.group("registration-token")
+def registration_token() -> None:
+    """Manage registration tokens (for `registration.require_token`)."""
+
+
+@registration_token.command("create")
+@click.option("--token", help="The token (default: 16 random characters).")
+@click.option("--uses", type=click.IntRange(min=1), help="How many registrations it allows (default: unlimited).")
+@click.option("--expires", "expires_in", help="Valid for this long from now: 3600000 (ms), 30m, 12h, 7d... (default: forever).")
+@_CONFIG_OPTION
+def registration_token_create(
+    token: str | None, uses: int | None, expires_in: str | None, config_path: Path
+) -> None:
+    """Create a registration token and print it."""
+    config = _load_config_or_exit(config_path)
+    expiry_time = None
+    if expires_in is not None:
+        try:
+            expiry_time = wall_clock_ms() + parse_duration_ms(expires_in)
+        except ValueError as error:
+            raise click.BadParameter(str(error), param_hint="--expires") from None
+
+    async def create(accounts: AccountsService) -> str:
+        try:
+            return await accounts.create_registration_token(token, uses, expiry_time)
+        except ValueError as error:
+            raise click.ClickException(str(error)) from None
+
+    click.echo(_run_with_accounts(config, create))
 
 
 def _setup_logging(level: str) -> None:

@@ -74,6 +74,43 @@ class RateLimitConfig:
 
 
 @dataclass(frozen=True)
+class RegistrationConfig:
+    # POST /register for everyone; closed by default (create accounts with `ranvier user create`).
+    enabled: bool = False
+    # Registration needs a registration token (`ranvier registration-token create`).
+    require_token: bool = False
+    # POST /register?kind=guest.
+    guest_access: bool = False
+
+
+# argon2id, RFC 9106's "second recommended option" (argon2-cffi's default): well
+# above OWASP's minimum (19 MiB, t=2, p=1).
+DEFAULT_ARGON2_TIME_COST = 3
+DEFAULT_ARGON2_MEMORY_COST_KIB = 65536
+ARGON2_PARALLELISM = 4
+
+
+@dataclass(frozen=True)
+class PasswordHashingConfig:
+    time_cost: int = DEFAULT_ARGON2_TIME_COST
+    memory_cost: int = DEFAULT_ARGON2_MEMORY_COST_KIB
+
+
+# Like Synapse's refreshable_access_token_lifetime.
+DEFAULT_REFRESHABLE_ACCESS_TOKEN_LIFETIME_MS = 5 * 60 * 1000
+
+
+@dataclass(frozen=True)
+class TurnConfig:
+    # TURN server URIs handed to clients by GET /voip/turnServer; empty: no TURN.
+    uris: tuple[str, ...] = ()
+    # coturn's static-auth-secret (REST API credentials); None: no TURN.
+    shared_secret: str | None = None
+    # How long the credentials of GET /voip/turnServer stay valid, in ms.
+    user_lifetime: int = 60 * 60 * 1000
+
+
+@dataclass(frozen=True)
 class Config:
     # Folder of the config file; relative paths below were resolved against it.
     config_dir: Path
@@ -88,6 +125,11 @@ class Config:
     key_valid_for: int = DEFAULT_KEY_VALID_FOR_MS
     log_level: str = "INFO"
     ratelimit: RateLimitConfig = field(default_factory=RateLimitConfig)
+    turn: TurnConfig = field(default_factory=TurnConfig)
+    registration: RegistrationConfig = field(default_factory=RegistrationConfig)
+    password_hashing: PasswordHashingConfig = field(default_factory=PasswordHashingConfig)
+    # Lifetime of access tokens given to clients that support refresh tokens, in ms.
+    refreshable_access_token_lifetime: int = DEFAULT_REFRESHABLE_ACCESS_TOKEN_LIFETIME_MS
 
     @property
     def sqlite_path(self) -> Path | None:
@@ -174,6 +216,22 @@ def _positive_int(value: object) -> int:
     return value
 
 
+def _argon2_memory_kib(value: object) -> int:
+    memory = _positive_int(value)
+    if memory < 8 * ARGON2_PARALLELISM:
+        raise ValueError(f"must be at least {8 * ARGON2_PARALLELISM} (KiB), got {value!r}")
+    return memory
+
+
+def _turn_uris(value: object) -> tuple[str, ...]:
+    # voip.yaml: each URI matches "^turns?:".
+    if not isinstance(value, list) or not all(
+        isinstance(uri, str) and re.match(r"^turns?:\S+$", uri) for uri in value
+    ):
+        raise ValueError(f"must be a list of turn: or turns: URIs, got {value!r}")
+    return tuple(value)
+
+
 def _base_url(value: object) -> str:
     url = _string(value)
     if not re.match(r"^https?://[^/\s]+", url):
@@ -234,6 +292,15 @@ _KEYS: dict[str, _Key] = {
     "key_valid_for": _plain(_duration_ms, is_string=False),
     "log_level": _plain(_log_level, is_string=True),
     "ratelimit.enabled": _plain(_bool, is_string=False),
+    "turn.uris": _plain(_turn_uris, is_string=False),
+    "turn.shared_secret": _plain(_string, is_string=True),
+    "turn.user_lifetime": _plain(_duration_ms, is_string=False),
+    "registration.enabled": _plain(_bool, is_string=False),
+    "registration.require_token": _plain(_bool, is_string=False),
+    "registration.guest_access": _plain(_bool, is_string=False),
+    "password_hashing.time_cost": _plain(_positive_int, is_string=False),
+    "password_hashing.memory_cost": _plain(_argon2_memory_kib, is_string=False),
+    "refreshable_access_token_lifetime": _plain(_duration_ms, is_string=False),
     **{
         f"ratelimit.{action}.{name}": _plain(parse, is_string=False)
         for action in ("message", "login", "registration")
@@ -358,6 +425,25 @@ def parse_config(
         key_valid_for=parsed.get("key_valid_for", DEFAULT_KEY_VALID_FOR_MS),
         log_level=parsed.get("log_level", Config.log_level),
         ratelimit=_ratelimit_config(parsed),
+        turn=TurnConfig(
+            uris=parsed.get("turn.uris", TurnConfig.uris),
+            shared_secret=parsed.get("turn.shared_secret"),
+            user_lifetime=parsed.get("turn.user_lifetime", TurnConfig.user_lifetime),
+        ),
+        registration=RegistrationConfig(
+            enabled=parsed.get("registration.enabled", RegistrationConfig.enabled),
+            require_token=parsed.get(
+                "registration.require_token", RegistrationConfig.require_token
+            ),
+            guest_access=parsed.get("registration.guest_access", RegistrationConfig.guest_access),
+        ),
+        password_hashing=PasswordHashingConfig(
+            time_cost=parsed.get("password_hashing.time_cost", DEFAULT_ARGON2_TIME_COST),
+            memory_cost=parsed.get("password_hashing.memory_cost", DEFAULT_ARGON2_MEMORY_COST_KIB),
+        ),
+        refreshable_access_token_lifetime=parsed.get(
+            "refreshable_access_token_lifetime", DEFAULT_REFRESHABLE_ACCESS_TOKEN_LIFETIME_MS
+        ),
     )
 
 

@@ -11,8 +11,19 @@ from collections.abc import Callable
 
 from ranvier.config import Config
 from ranvier.core.signing import SigningKey
+from ranvier.services.account_data import AccountDataService
+from ranvier.services.accounts import AccountsService
+from ranvier.services.filters import FilterService
 from ranvier.services.notifier import Notifier
+from ranvier.services.pagination import PaginationService
+from ranvier.services.presence import PresenceService
+from ranvier.services.profiles import ProfileService
+from ranvier.services.push_rules import PushRulesService
 from ranvier.services.ratelimit import RateLimiter
+from ranvier.services.receipts import ReceiptService
+from ranvier.services.rooms import RoomsService
+from ranvier.services.sync import SyncService
+from ranvier.services.typing import TypingService
 from ranvier.storage import Database
 
 
@@ -32,6 +43,23 @@ class Homeserver:
         self.notifier = Notifier()
         self.ratelimiter = RateLimiter(config.ratelimit, clock_ms)
         # Services, in dependency order. Each takes this object.
+        # Users, devices and access tokens; every authenticated request asks it.
+        self.accounts = AccountsService(self)
+        # Rooms: events, state, memberships, aliases; profiles (used by member events).
+        self.rooms = RoomsService(self)
+        self.profiles = ProfileService(self)
+        # Per-user data a client syncs (filters, account data, typing, receipts, presence).
+        self.filters = FilterService(self)
+        self.account_data = AccountDataService(self)
+        self.typing = TypingService(self)
+        self.receipts = ReceiptService(self)
+        self.presence = PresenceService(self)
+        # Push rules; writes m.push_rules account data, so after account_data.
+        self.push_rules = PushRulesService(self)
+        # /sync (one provider per stream, above) and room history: /messages, /context.
+        self.sync = SyncService(self)
+        self.pagination = PaginationService(self)
 
     async def close(self) -> None:
+        await self.typing.close()
         await self.database.close()

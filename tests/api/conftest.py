@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -68,3 +69,55 @@ def make_client(aiohttp_client: Any, make_app: Callable[..., web.Application]) -
 @pytest.fixture
 async def client(make_client: MakeClient) -> TestClient[Any, Any]:
     return await make_client()
+
+
+# --- accounts: a movable clock and an app with open registration -------------------
+
+
+@dataclass
+class Clock:
+    """A clock tests can move: ``clock.advance(ms)``."""
+
+    now_ms: int = NOW_MS
+
+    def __call__(self) -> int:
+        return self.now_ms
+
+    def advance(self, milliseconds: int) -> None:
+        self.now_ms += milliseconds
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+# Argon2 is slow by design; tests use its cheapest parameters.
+CHEAP_PASSWORD_HASHING = {"time_cost": 1, "memory_cost": 32}
+
+
+@pytest.fixture
+def accounts_client(
+    aiohttp_client: Any, tmp_path: Path, signing_key: SigningKey, clock: Clock
+) -> MakeClient:
+    """``await accounts_client(overrides)``: the app with open registration, cheap
+    password hashing and no rate limits (sections merged with ``overrides``), on
+    the movable ``clock``."""
+
+    async def make(overrides: dict[str, Any] | None = None) -> TestClient[Any, Any]:
+        raw: dict[str, Any] = {
+            "registration": {"enabled": True},
+            "password_hashing": dict(CHEAP_PASSWORD_HASHING),
+            "ratelimit": {"enabled": False},
+        }
+        for key, value in (overrides or {}).items():
+            if isinstance(value, dict) and isinstance(raw.get(key), dict):
+                raw[key].update(value)
+            else:
+                raw[key] = value
+        config = parse_config(raw, tmp_path, env={})
+        app = build_app(config, signing_key=signing_key, clock_ms=clock)
+        client: TestClient[Any, Any] = await aiohttp_client(app)
+        return client
+
+    return make

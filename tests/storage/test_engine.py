@@ -442,7 +442,7 @@ async def test_migration_history_mismatch_refuses_to_open(database: Database) ->
 
 def _migrations_dir(tmp_path: Path, files: dict[str, str]) -> Path:
     directory = tmp_path / "migrations"
-    directory.mkdir()
+    directory.mkdir(parents=True)
     shutil.copy(MIGRATIONS_DIR / "0001_base.sql", directory)
     for name, text in files.items():
         (directory / name).write_text(textwrap.dedent(text))
@@ -497,7 +497,9 @@ async def test_failed_migration_leaves_no_partial_schema(database_dsn: str, tmp_
     )
     with pytest.raises(Exception):  # noqa: B017 - the driver's syntax error, engine-specific
         await open_database(database_dsn, migrations_dir=directory)
-    db = await open_database(database_dsn)  # the real migrations: version 1 applied
+    # Reopen with only the base migration: version 1 applied, nothing of 0002.
+    only_base = _migrations_dir(tmp_path / "only-base", {})
+    db = await open_database(database_dsn, migrations_dir=only_base)
     try:
         assert await current_schema_version(db) == 1
         with pytest.raises(Exception):  # noqa: B017

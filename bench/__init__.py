@@ -1,0 +1,1 @@
+"""Benchmarks: ``make bench`` measures Ranvier against Synapse side by side (bench/run.py)."""

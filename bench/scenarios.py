@@ -1,0 +1,488 @@
+"""The benchmark scenarios, each with its sizes as parameters.
+
+A scenario has an optional ``setup`` (users, rooms, messages it needs; not
+measured) and a ``measure`` that the runner repeats for noisy figures, taking
+the median over repeats. ``measure`` returns an :class:`Outcome`: named figures
+(the table) and raw samples (the JSON and the chart). Everything goes through
+the Client-Server API (bench/client.py); an endpoint a server lacks surfaces as
+NotImplementedYet and the runner prints "n/a" for that server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import secrets
+import statistics
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from bench.client import BenchError, Client, User, timeline_bodies
+from bench.servers import Server
+
+MIB = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Sizes:
+    """Every size of every scenario; ``QUICK`` is the ``make bench QUICK=1`` set."""
+
+    repeats: int = 3  # noisy scenarios run this many times; the table shows medians
+    startup_repeats: int = 3
+    idle_settle_s: float = 3.0
+    register_users: int = 50
+    send_messages: int = 1000
+    send_senders: int = 10
+    send_per_sender: int = 100
+    fanout_receivers: int = 50
+    fanout_messages: int = 20
+    sync_rooms: int = 200
+    sync_messages_per_room: int = 50
+    sync_other_members: int = 3  # other members in every room, so lazy loading has work
+    sync_incremental_samples: int = 5
+    large_room_users: int = 1000
+    disk_messages: int = 10_000
+    setup_concurrency: int = 8
+    scenario_timeout_s: float = 3600.0
+
+
+FULL = Sizes()
+QUICK = replace(
+    FULL,
+    repeats=1,
+    startup_repeats=1,
+    idle_settle_s=1.0,
+    register_users=8,
+    send_messages=40,
+    send_senders=4,
+    send_per_sender=10,
+    fanout_receivers=5,
+    fanout_messages=3,
+    sync_rooms=10,
+    sync_messages_per_room=5,
+    sync_other_members=1,
+    sync_incremental_samples=3,
+    large_room_users=20,
+    disk_messages=200,
+    scenario_timeout_s=120.0,
+)
+
+
+@dataclass
+class Outcome:
+    # Figure name (with its unit) -> value; a str for descriptive figures.
+    figures: dict[str, float | str] = field(default_factory=dict)
+    # Raw samples in milliseconds (or as named), kept in order, for the JSON and the chart.
+    samples: dict[str, list[float]] = field(default_factory=dict)
+
+
+def percentile(values: list[float], fraction: float) -> float:
+    """Linear interpolation between closest ranks (numpy's default method)."""
+    if not values:
+        raise ValueError("no samples")
+    ordered = sorted(values)
+    position = (len(ordered) - 1) * fraction
+    low = math.floor(position)
+    high = min(low + 1, len(ordered) - 1)
+    return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
+
+
+def latency_figures(label: str, samples_ms: list[float]) -> dict[str, float | str]:
+    return {
+        f"{label} p50 (ms)": percentile(samples_ms, 0.50),
+        f"{label} p95 (ms)": percentile(samples_ms, 0.95),
+        f"{label} p99 (ms)": percentile(samples_ms, 0.99),
+    }
+
+
+async def timed(call: Awaitable[Any]) -> tuple[Any, float]:
+    """(result, milliseconds) of one awaited request."""
+    started = time.perf_counter()
+    result = await call
+    return result, (time.perf_counter() - started) * 1000
+
+
+async def bounded_gather(limit: int, calls: list[Callable[[], Awaitable[Any]]]) -> list[Any]:
+    semaphore = asyncio.Semaphore(limit)
+
+    async def one(call: Callable[[], Awaitable[Any]]) -> Any:
+        async with semaphore:
+            return await call()
+
+    return await asyncio.gather(*(one(call) for call in calls))
+
+
+class ServerContext:
+    """What a scenario needs of one server: its client, process, database and users."""
+
+    def __init__(self, server: Server, client: Client, sizes: Sizes) -> None:
+        self.server = server
+        self.client = client
+        self.sizes = sizes
+        self.tag = secrets.token_hex(3)
+        self._users = 0
+        self.pool: list[User] = []  # registered users, shared by scenarios' setups
+
+    def localpart(self, prefix: str) -> str:
+        self._users += 1
+        return f"{prefix}{self.tag}n{self._users}"
+
+    async def new_user(self, prefix: str = "u") -> User:
+        return await self.client.register(self.localpart(prefix))
+
+    async def pool_users(self, count: int) -> list[User]:
+        """``count`` registered users, reusing those registered by earlier scenarios."""
+        missing = count - len(self.pool)
+        if missing > 0:
+            users = await bounded_gather(
+                self.sizes.setup_concurrency,
+                [lambda: self.new_user("p") for _ in range(missing)],
+            )
+            self.pool.extend(users)
+        return self.pool[:count]
+
+
+class Scenario:
+    key: str = ""
+    title: str = ""
+
+    def repeats(self, sizes: Sizes) -> int:
+        return sizes.repeats
+
+    async def setup(self, ctx: ServerContext) -> Any:
+        return None
+
+    async def measure(self, ctx: ServerContext, state: Any, repeat: int) -> Outcome:
+        raise NotImplementedError
+
+
+class RegisterLogin(Scenario):
+    key = "register"
+    title = "2 register and login"
+
+    async def measure(self, ctx: ServerContext, state: Any, repeat: int) -> Outcome:
+        count = ctx.sizes.register_users
+        localparts = [ctx.localpart("r") for _ in range(count)]
+        register_ms: list[float] = []
+        started = time.perf_counter()
+        for localpart in localparts:
+            user, elapsed = await timed(ctx.client.register(localpart))
+            register_ms.append(elapsed)
+            ctx.pool.append(user)
+        register_rate = count / (time.perf_counter() - started)
+        login_ms: list[float] = []
+        started = time.perf_counter()
+        for localpart in localparts:
+            _, elapsed = await timed(ctx.client.login(localpart))
+            login_ms.append(elapsed)
+        login_rate = count / (time.perf_counter() - started)
+        figures: dict[str, float | str] = {}
+        figures.update(latency_figures("register", register_ms))
+        figures["register (ops/s, sequential)"] = register_rate
+        figures.update(latency_figures("login", login_ms))
+        figures["login (ops/s, sequential)"] = login_rate
+        return Outcome(figures, {"register (ms)": register_ms, "login (ms)": login_ms})
+
+
+@dataclass
+class SendState:
+    sender: User
+    room_id: str
+    senders: list[User]
+    rooms: list[str]
+
+
+class Send(Scenario):
+    key = "send"
+    title = "3 send messages"
+
+    async def setup(self, ctx: ServerContext) -> SendState:
+        users = await ctx.pool_users(ctx.sizes.send_senders)
+        sender = users[0]
+        room_id = await ctx.client.create_room(sender)
+        rooms = await bounded_gather(
+            ctx.sizes.setup_concurrency,
+            [lambda user=user: ctx.client.create_room(user) for user in users],  # type: ignore[misc]
+        )
+        return SendState(sender, room_id, users, rooms)
+
+    async def measure(self, ctx: ServerContext, state: SendState, repeat: int) -> Outcome:
+        sizes = ctx.sizes
+        sequential_ms: list[float] = []
+        started = time.perf_counter()
+        for i in range(sizes.send_messages):
+            _, elapsed = await timed(
+                ctx.client.send_text(state.sender, state.room_id, f"sequential {repeat}/{i}")
+            )
+            sequential_ms.append(elapsed)
+        sequential_rate = sizes.send_messages / (time.perf_counter() - started)
+
+        concurrent_ms: list[float] = []
+
+        async def one_sender(user: User, room_id: str) -> None:
+            for i in range(sizes.send_per_sender):
+                _, elapsed = await timed(ctx.client.send_text(user, room_id, f"concurrent {i}"))
+                concurrent_ms.append(elapsed)
+
+        started = time.perf_counter()
+        await asyncio.gather(
+            *(one_sender(user, room) for user, room in zip(state.senders, state.rooms, strict=True))
+        )
+        concurrent_rate = len(concurrent_ms) / (time.perf_counter() - started)
+        figures: dict[str, float | str] = {}
+        figures.update(latency_figures("1 sender", sequential_ms))
+        figures["1 sender (msgs/s)"] = sequential_rate
+        figures.update(latency_figures(f"{sizes.send_senders} senders", concurrent_ms))
+        figures[f"{sizes.send_senders} senders in {sizes.send_senders} rooms (msgs/s)"] = (
+            concurrent_rate
+        )
+        return Outcome(
+            figures,
+            {"send, 1 sender (ms)": sequential_ms, "send, K senders (ms)": concurrent_ms},
+        )
+
+
+@dataclass
+class FanoutState:
+    sender: User
+    receivers: list[User]
+    room_id: str
+
+
+class Fanout(Scenario):
+    key = "fanout"
+    title = "4 fan-out to /sync"
+
+    async def setup(self, ctx: ServerContext) -> FanoutState:
+        users = await ctx.pool_users(ctx.sizes.fanout_receivers + 1)
+        sender, receivers = users[0], users[1:]
+        room_id = await ctx.client.create_room(sender, public=True)
+        await bounded_gather(
+            ctx.sizes.setup_concurrency,
+            [lambda user=user: ctx.client.join(user, room_id) for user in receivers],  # type: ignore[misc]
+        )
+        return FanoutState(sender, receivers, room_id)
+
+    async def measure(self, ctx: ServerContext, state: FanoutState, repeat: int) -> Outcome:
+        client = ctx.client
+        room_id = state.room_id
+        receivers = state.receivers
+        arrivals: dict[str, list[float]] = {}
+        complete: dict[str, asyncio.Event] = {}
+
+        async def receive(user: User) -> None:
+            since = (await client.sync(user))["next_batch"]
+            ready.append(user.user_id)
+            while True:
+                answer = await client.sync(user, since=since, timeout_ms=30_000)
+                now = time.perf_counter()
+                since = answer["next_batch"]
+                for body in timeline_bodies(answer, room_id):
+                    if body in arrivals:
+                        arrivals[body].append(now)
+                        if len(arrivals[body]) == len(receivers):
+                            complete[body].set()
+
+        ready: list[str] = []
+        tasks = [asyncio.create_task(receive(user)) for user in receivers]
+        latencies_ms: list[float] = []
+        try:
+            while len(ready) < len(receivers):
+                for task in tasks:
+                    if task.done():
+                        task.result()  # raise its error
+                await asyncio.sleep(0.01)
+            for i in range(ctx.sizes.fanout_messages):
+                body = f"fanout {repeat}/{i} {secrets.token_hex(4)}"
+                arrivals[body] = []
+                complete[body] = asyncio.Event()
+                await asyncio.sleep(0.3)  # every receiver is back in its long-poll
+                sent_at = time.perf_counter()
+                await client.send_text(state.sender, room_id, body)
+                try:
+                    await asyncio.wait_for(complete[body].wait(), timeout=60)
+                except TimeoutError:
+                    for task in tasks:
+                        if task.done():
+                            task.result()
+                    raise BenchError(
+                        f"{len(arrivals[body])} of {len(receivers)} receivers got the "
+                        "message within 60 s"
+                    ) from None
+                latencies_ms.extend((arrival - sent_at) * 1000 for arrival in arrivals[body])
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+        figures = latency_figures(
+            f"send → {len(receivers)} receivers' /sync", latencies_ms
+        )
+        return Outcome(figures, {"fan-out, send → /sync (ms)": latencies_ms})
+
+
+@dataclass
+class SyncState:
+    user: User
+    room_ids: list[str]
+    plain_filter: str
+    lazy_filter: str
+
+
+class Sync(Scenario):
+    key = "sync"
+    title = "5 sync"
+
+    async def setup(self, ctx: ServerContext) -> SyncState:
+        sizes = ctx.sizes
+        client = ctx.client
+        user = await ctx.new_user("s")
+        members = await ctx.pool_users(sizes.sync_other_members)
+        room_ids: list[str] = await bounded_gather(
+            sizes.setup_concurrency,
+            [lambda: client.create_room(user, public=True) for _ in range(sizes.sync_rooms)],
+        )
+        await bounded_gather(
+            sizes.setup_concurrency,
+            [
+                lambda member=member, room_id=room_id: client.join(member, room_id)  # type: ignore[misc]
+                for room_id in room_ids
+                for member in members
+            ],
+        )
+
+        async def fill(room_id: str) -> None:
+            for i in range(sizes.sync_messages_per_room):
+                await client.send_text(user, room_id, f"history {i}")
+
+        await bounded_gather(
+            sizes.setup_concurrency,
+            [lambda room_id=room_id: fill(room_id) for room_id in room_ids],  # type: ignore[misc]
+        )
+        timeline = {"limit": 10}
+        plain = await client.define_filter(user, {"room": {"timeline": timeline}})
+        lazy = await client.define_filter(
+            user, {"room": {"timeline": timeline, "state": {"lazy_load_members": True}}}
+        )
+        return SyncState(user, room_ids, plain, lazy)
+
+    async def measure(self, ctx: ServerContext, state: SyncState, repeat: int) -> Outcome:
+        client = ctx.client
+        answer, plain_ms = await timed(client.sync(state.user, filter_id=state.plain_filter))
+        joined = len(answer.get("rooms", {}).get("join", {}))
+        if joined != len(state.room_ids):
+            raise BenchError(f"initial /sync shows {joined} of {len(state.room_ids)} rooms")
+        _, lazy_ms = await timed(client.sync(state.user, filter_id=state.lazy_filter))
+        since = answer["next_batch"]
+        incremental_ms: list[float] = []
+        for i in range(ctx.sizes.sync_incremental_samples):
+            body = f"incremental {repeat}/{i} {secrets.token_hex(4)}"
+            room_id = state.room_ids[i % len(state.room_ids)]
+            await client.send_text(state.user, room_id, body)
+            update, elapsed = await timed(
+                client.sync(
+                    state.user, since=since, timeout_ms=10_000, filter_id=state.plain_filter
+                )
+            )
+            if body not in timeline_bodies(update, room_id):
+                raise BenchError("incremental /sync did not return the new message")
+            since = update["next_batch"]
+            incremental_ms.append(elapsed)
+        rooms = len(state.room_ids)
+        return Outcome(
+            {
+                f"initial /sync, {rooms} rooms (s)": plain_ms / 1000,
+                f"initial /sync, {rooms} rooms, lazy members (s)": lazy_ms / 1000,
+                "incremental /sync after 1 message (ms)": statistics.median(incremental_ms),
+            },
+            {"incremental /sync (ms)": incremental_ms},
+        )
+
+
+@dataclass
+class LargeRoomState:
+    creator: User
+    users: list[User]
+    room_id: str
+
+
+class LargeRoom(Scenario):
+    key = "large_room"
+    title = "6 large room"
+
+    def repeats(self, sizes: Sizes) -> int:
+        return 1  # a join happens once
+
+    async def setup(self, ctx: ServerContext) -> LargeRoomState:
+        creator = await ctx.new_user("l")
+        users = await ctx.pool_users(ctx.sizes.large_room_users)
+        room_id = await ctx.client.create_room(creator, public=True)
+        return LargeRoomState(creator, users, room_id)
+
+    async def measure(self, ctx: ServerContext, state: LargeRoomState, repeat: int) -> Outcome:
+        client = ctx.client
+        size_before = await ctx.server.database.size_bytes()
+        join_ms: list[float] = []
+        for user in state.users:
+            _, elapsed = await timed(client.join(user, state.room_id))
+            join_ms.append(elapsed)
+        size_after = await ctx.server.database.size_bytes()
+        send_ms: list[float] = []
+        for i in range(5):
+            _, elapsed = await timed(client.send_text(state.creator, state.room_id, f"big {i}"))
+            send_ms.append(elapsed)
+        count = len(join_ms)
+        tenth = max(1, count // 10)
+        figures: dict[str, float | str] = {}
+        figures.update(latency_figures(f"join ({count} joins)", join_ms))
+        figures["join, first 10% (ms, mean)"] = statistics.fmean(join_ms[:tenth])
+        figures["join, last 10% (ms, mean)"] = statistics.fmean(join_ms[-tenth:])
+        figures[f"send in the {count + 1}-member room (ms, median)"] = statistics.median(send_ms)
+        figures["DB growth per join (KiB)"] = (size_after - size_before) / count / 1024
+        return Outcome(figures, {"join as the room grows (ms)": join_ms})
+
+
+@dataclass
+class DiskState:
+    sender: User
+    room_id: str
+
+
+class Disk(Scenario):
+    key = "disk"
+    title = "8 disk"
+
+    def repeats(self, sizes: Sizes) -> int:
+        return 1
+
+    async def setup(self, ctx: ServerContext) -> DiskState:
+        sender = await ctx.new_user("d")
+        return DiskState(sender, await ctx.client.create_room(sender))
+
+    async def measure(self, ctx: ServerContext, state: DiskState, repeat: int) -> Outcome:
+        count = ctx.sizes.disk_messages
+        size_before = await ctx.server.database.size_bytes()
+        started = time.perf_counter()
+        # Four requests in flight into the one room: the server still orders them.
+        await bounded_gather(
+            4,
+            [
+                lambda i=i: ctx.client.send_text(  # type: ignore[misc]
+                    state.sender, state.room_id, f"message number {i} of the disk scenario"
+                )
+                for i in range(count)
+            ],
+        )
+        elapsed = time.perf_counter() - started
+        size_after = await ctx.server.database.size_bytes()
+        return Outcome(
+            {
+                f"DB size after {count} more messages (MiB)": size_after / MIB,
+                "DB growth per message (bytes)": (size_after - size_before) / count,
+                f"{count} sends, 4 in flight (msgs/s)": count / elapsed,
+            }
+        )
+
+
+SCENARIOS: tuple[Scenario, ...] = (RegisterLogin(), Send(), Fanout(), Sync(), LargeRoom(), Disk())

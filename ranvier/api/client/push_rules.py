@@ -1,0 +1,106 @@
+"""Push rules endpoints (Client-Server API, "Push Rules: API"; pushrules.yaml).
+
+Only the ``global`` scope exists. Paths are routed exactly as the spec lists
+them (``/pushrules/`` and ``/pushrules/global/`` with their trailing slash).
+"""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from ranvier.api.auth import require_user
+from ranvier.api.http import HOMESERVER, MatrixError, json_response, read_json_object
+
+routes = web.RouteTableDef()
+
+PREFIX = "/_matrix/client/v3/pushrules"
+RULE = PREFIX + "/global/{kind}/{rule_id}"
+
+
+def _rule_path(request: web.Request) -> tuple[str, str]:
+    return request.match_info["kind"], request.match_info["rule_id"]
+
+
+@routes.get(PREFIX + "/")
+async def get_push_rules(request: web.Request) -> web.Response:
+    requester = await require_user(request)
+    ruleset = await request.app[HOMESERVER].push_rules.get_ruleset(requester.user_id)
+    return json_response({"global": ruleset.to_json()})
+
+
+@routes.get(PREFIX + "/global/")
+async def get_push_rules_global(request: web.Request) -> web.Response:
+    requester = await require_user(request)
+    ruleset = await request.app[HOMESERVER].push_rules.get_ruleset(requester.user_id)
+    return json_response(ruleset.to_json())
+
+
+@routes.get(RULE)
+async def get_push_rule(request: web.Request) -> web.Response:
+    requester = await require_user(request)
+    kind, rule_id = _rule_path(request)
+    rule = await request.app[HOMESERVER].push_rules.get_rule(requester.user_id, kind, rule_id)
+    return json_response(rule.to_json())
+
+
+@routes.put(RULE)
+async def put_push_rule(request: web.Request) -> web.Response:
+    requester = await require_user(request)
+    kind, rule_id = _rule_path(request)
+    body = await read_json_object(request)
+    # An empty before/after is no position at all (as Synapse reads it).
+    before = request.query.get("before") or None
+    after = request.query.get("after") or None
+    await request.app[HOMESERVER].push_rules.set_rule(
+        requester.user_id, kind, rule_id, body, before=before, after=after
+    )
+    return json_response({})
+
+
+@routes.delete(RULE)
+async def delete_push_rule(request: web.Request) -> web.Response:
+    requester = await require_user(request)
+    kind, rule_id = _rule_path(request)
+    await request.app[HOMESERVER].push_rules.delete_rule(requester.user_id, kind, rule_id)
+    return json_response({})
+
+
+@routes.get(RULE + "/enabled")
+async def get_push_rule_enabled(request: web.Request) -> web.Response:
+    requester = await require_user(request)
+    kind, rule_id = _rule_path(request)
+    rule = await request.app[HOMESERVER].push_rules.get_rule(requester.user_id, kind, rule_id)
+    return json_response({"enabled": rule.enabled})
+
+
+@routes.put(RULE + "/enabled")
+async def put_push_rule_enabled(request: web.Request) -> web.Response:
+    requester = await require_user(request)
+    kind, rule_id = _rule_path(request)
+    body = await read_json_object(request)
+    enabled = body.get("enabled")
+    if not isinstance(enabled, bool):
+        raise MatrixError(400, "M_BAD_JSON", "'enabled' must be true or false.")
+    await request.app[HOMESERVER].push_rules.set_enabled(requester.user_id, kind, rule_id, enabled)
+    return json_response({})
+
+
+@routes.get(RULE + "/actions")
+async def get_push_rule_actions(request: web.Request) -> web.Response:
+    requester = await require_user(request)
+    kind, rule_id = _rule_path(request)
+    rule = await request.app[HOMESERVER].push_rules.get_rule(requester.user_id, kind, rule_id)
+    return json_response({"actions": list(rule.actions)})
+
+
+@routes.put(RULE + "/actions")
+async def put_push_rule_actions(request: web.Request) -> web.Response:
+    requester = await require_user(request)
+    kind, rule_id = _rule_path(request)
+    body = await read_json_object(request)
+    if "actions" not in body:
+        raise MatrixError(400, "M_BAD_JSON", "Missing 'actions'.")
+    await request.app[HOMESERVER].push_rules.set_actions(
+        requester.user_id, kind, rule_id, body["actions"]
+    )
+    return json_response({})

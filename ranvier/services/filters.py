@@ -1,0 +1,76 @@
+"""User filters (Client-Server API, "Filtering"): upload, download, and resolve
+the ``filter`` parameter of ``/sync`` and ``/messages``."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import orjson
+
+from ranvier.api.http import MatrixError
+from ranvier.core.filters import DEFAULT_FILTER, Filter, FilterError, parse_filter
+from ranvier.storage.filters import FilterStore
+
+if TYPE_CHECKING:
+    from ranvier.homeserver import Homeserver
+
+
+def _invalid(exc: FilterError) -> MatrixError:
+    return MatrixError(400, exc.errcode, exc.message)
+
+
+class FilterService:
+    def __init__(self, hs: Homeserver) -> None:
+        self.hs = hs
+        self.store = FilterStore(hs.database)
+
+    async def create_filter(self, user_id: str, definition: Any) -> str:
+        """Validate and store ``definition``; its new filter ID.
+
+        Raises 400 ``M_BAD_JSON`` / ``M_INVALID_PARAM`` for an invalid filter.
+        The ID is a decimal number, so it never starts with ``{`` (filter.yaml).
+        """
+        try:
+            parse_filter(definition)
+        except FilterError as exc:
+            raise _invalid(exc) from None
+        filter_id = await self.store.add_filter(user_id, orjson.dumps(definition).decode())
+        return str(filter_id)
+
+    async def get_filter_json(self, user_id: str, filter_id: str) -> dict[str, Any] | None:
+        """The filter as uploaded, or None when ``user_id`` has no such filter."""
+        if not filter_id.isascii() or not filter_id.isdigit() or len(filter_id) > 18:
+            return None
+        text = await self.store.get_filter(user_id, int(filter_id))
+        if text is None:
+            return None
+        value: dict[str, Any] = orjson.loads(text)
+        return value
+
+    async def get_filter(self, user_id: str, filter_id: str) -> Filter | None:
+        definition = await self.get_filter_json(user_id, filter_id)
+        return None if definition is None else parse_filter(definition)
+
+    async def resolve_filter_param(self, user_id: str, param: str | None) -> Filter:
+        """The filter a ``filter`` query parameter names: absent → the empty filter;
+        starting with ``{`` → inline JSON (filter.yaml: IDs cannot start with ``{``);
+        otherwise a stored filter ID of ``user_id``.
+
+        Raises 400 ``M_NOT_JSON`` / ``M_BAD_JSON`` / ``M_INVALID_PARAM`` for a bad
+        inline filter and 400 ``M_INVALID_PARAM`` for an unknown ID (as Synapse).
+        """
+        if param is None or param == "":
+            return DEFAULT_FILTER
+        if param.lstrip().startswith("{"):
+            try:
+                value = orjson.loads(param)
+            except orjson.JSONDecodeError:
+                raise MatrixError(400, "M_NOT_JSON", "filter is not valid JSON") from None
+            try:
+                return parse_filter(value)
+            except FilterError as exc:
+                raise _invalid(exc) from None
+        found = await self.get_filter(user_id, param)
+        if found is None:
+            raise MatrixError(400, "M_INVALID_PARAM", f"No filter with ID {param!r}")
+        return found

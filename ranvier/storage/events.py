@@ -1,0 +1,655 @@
+"""Events: stored once (the PDU as canonical JSON plus indexed columns).
+
+An event's short ID is its ``stream_ordering``, its position in the
+``events`` stream. Everything one event changes — its row, its state group,
+the room's current state, forward extremities, memberships, redactions, the
+sender's transaction ID and the stream position — is written in one
+transaction by :meth:`EventStore.persist_local_events`.
+
+Read API (for the room, sync and messages services):
+
+* :meth:`EventStore.get_event` / :meth:`EventStore.get_events` — by ID,
+  as :class:`StoredEvent` (the PDU as stored; redact it when ``redacted_by``).
+* :meth:`EventStore.room_events_in_stream_range` — a room's timeline between
+  two stream positions, either direction (``from`` exclusive, ``to`` inclusive).
+* :meth:`EventStore.membership_changes_for_user` — every membership change
+  of a user between two positions (joins, invites, leaves... in any room).
+* :meth:`EventStore.rooms_with_events_in_range` — which of some rooms had
+  events between two positions.
+* :meth:`EventStore.state_at_event` / :meth:`EventStore.state_after_event` —
+  the room state (``(type, state_key) -> event_id``) before / after an event.
+* :meth:`EventStore.current_state_ids` / :meth:`EventStore.current_state` —
+  a room's current state.
+* :meth:`EventStore.current_position` — the highest committed position of
+  the ``events`` stream.
+* :meth:`EventStore.get_transaction_ids` — ``unsigned.transaction_id`` data.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import orjson
+
+from ranvier.core.canonical_json import encode_canonical_json
+from ranvier.core.events import Event
+from ranvier.core.room_versions import get_room_version
+from ranvier.storage.engine import (
+    Database,
+    Row,
+    Transaction,
+    current_stream_position,
+    next_stream_positions,
+    placeholders,
+)
+from ranvier.storage.state import StateKey, StateMap, StateStore
+
+EVENTS_STREAM = "events"
+#: (user_id, device_id, scope, txn_id): the key of an idempotent send.
+TxnKey = tuple[str, str, str, str]
+
+_CHUNK = 500
+_EVENT_COLUMNS = (
+    "e.event_id, e.json, e.stream_ordering, e.state_group_before, e.state_group,"
+    " e.replaces_state, e.redacted_by, e.rejected, e.outlier, r.room_version"
+)
+_EVENT_FROM = " FROM events e JOIN rooms r ON r.room_id = e.room_id"
+
+
+@dataclass(frozen=True, slots=True)
+class StoredEvent:
+    """An event as stored, with what the server knows about it."""
+
+    event: Event
+    stream_ordering: int
+    state_group_before: int | None
+    state_group: int | None
+    #: For a state event, the event it replaced in the room state.
+    replaces_state: str | None
+    #: The ``m.room.redaction`` that redacted it (serve it redacted).
+    redacted_by: str | None
+    rejected: bool
+    outlier: bool
+
+    @property
+    def event_id(self) -> str:
+        return self.event.event_id
+
+    @property
+    def room_id(self) -> str:
+        return self.event.room_id
+
+
+@dataclass(frozen=True, slots=True)
+class EventToPersist:
+    event: Event
+    txn: TxnKey | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class NewRoom:
+    """A room to create in the same transaction as its first events."""
+
+    room_id: str
+    room_version: str
+    creator: str
+    is_public: bool
+    created_ts: int
+    #: A room alias to create with the room (createRoom's room_alias_name).
+    alias: str | None = None
+
+
+class AliasTaken(Exception):
+    """The alias of a :class:`NewRoom` exists already; nothing was written."""
+
+
+class RoomExists(Exception):
+    """The room of a :class:`NewRoom` exists already; nothing was written."""
+
+
+@dataclass(frozen=True, slots=True)
+class MembershipChange:
+    stream_ordering: int
+    room_id: str
+    user_id: str
+    membership: str
+    event_id: str
+
+
+def _row_to_stored(row: Row) -> StoredEvent:
+    room_version = get_room_version(row[9])
+    event = Event.from_pdu(room_version, orjson.loads(row[1]), event_id=row[0])
+    return StoredEvent(
+        event=event,
+        stream_ordering=int(row[2]),
+        state_group_before=row[3],
+        state_group=row[4],
+        replaces_state=row[5],
+        redacted_by=row[6],
+        rejected=bool(row[7]),
+        outlier=bool(row[8]),
+    )
+
+
+class EventStore:
+    def __init__(self, database: Database, state: StateStore, cache_size: int = 20_000) -> None:
+        self.database = database
+        self.state = state
+        self._cache: OrderedDict[str, StoredEvent] = OrderedDict()
+        self._cache_size = cache_size
+        # Bumped by every invalidation: a read that started before one must
+        # not put what it read into the cache (it may be stale).
+        self._generation = 0
+
+    # --- cache ----------------------------------------------------------------------
+
+    def _cache_put(self, stored: StoredEvent) -> None:
+        self._cache[stored.event_id] = stored
+        self._cache.move_to_end(stored.event_id)
+        while len(self._cache) > self._cache_size:
+            self._cache.popitem(last=False)
+
+    def _invalidate(self, event_ids: Iterable[str]) -> None:
+        self._generation += 1
+        for event_id in event_ids:
+            self._cache.pop(event_id, None)
+
+    # --- reads ----------------------------------------------------------------------
+
+    async def get_event(self, event_id: str) -> StoredEvent | None:
+        return (await self.get_events([event_id])).get(event_id)
+
+    async def get_events(self, event_ids: Iterable[str]) -> dict[str, StoredEvent]:
+        """The known events among ``event_ids``, by ID (rejected ones included)."""
+        found: dict[str, StoredEvent] = {}
+        missing: list[str] = []
+        for event_id in dict.fromkeys(event_ids):
+            cached = self._cache.get(event_id)
+            if cached is not None:
+                found[event_id] = cached
+            else:
+                missing.append(event_id)
+        generation = self._generation
+        for start in range(0, len(missing), _CHUNK):
+            chunk = missing[start : start + _CHUNK]
+            rows = await self.database.fetch_all(
+                f"SELECT {_EVENT_COLUMNS}{_EVENT_FROM}"
+                f" WHERE e.event_id IN ({placeholders(len(chunk))})",
+                *chunk,
+            )
+            for row in rows:
+                stored = _row_to_stored(row)
+                found[stored.event_id] = stored
+                if generation == self._generation:
+                    self._cache_put(stored)
+        return found
+
+    async def get_events_ordered(self, event_ids: Sequence[str]) -> list[StoredEvent]:
+        """The known events among ``event_ids``, in the given order."""
+        by_id = await self.get_events(event_ids)
+        return [by_id[event_id] for event_id in event_ids if event_id in by_id]
+
+    async def current_position(self) -> int:
+        """The highest committed position of the ``events`` stream."""
+        return await current_stream_position(self.database, EVENTS_STREAM)
+
+    async def room_events_in_stream_range(
+        self,
+        room_id: str,
+        from_pos: int,
+        to_pos: int,
+        limit: int,
+        direction: Literal["f", "b"] = "f",
+    ) -> list[StoredEvent]:
+        """Events of a room with ``from_pos < stream_ordering <= to_pos`` (direction
+        ``f``, oldest first) or ``to_pos < stream_ordering <= from_pos`` (``b``,
+        newest first), at most ``limit``. Outliers and rejected events are left out."""
+        if direction == "f":
+            sql = (
+                "SELECT event_id FROM events WHERE room_id = ? AND stream_ordering > ?"
+                " AND stream_ordering <= ? AND outlier = ? AND rejected = ?"
+                " ORDER BY stream_ordering ASC LIMIT ?"
+            )
+            rows = await self.database.fetch_all(
+                sql, room_id, from_pos, to_pos, False, False, limit
+            )
+        else:
+            sql = (
+                "SELECT event_id FROM events WHERE room_id = ? AND stream_ordering <= ?"
+                " AND stream_ordering > ? AND outlier = ? AND rejected = ?"
+                " ORDER BY stream_ordering DESC LIMIT ?"
+            )
+            rows = await self.database.fetch_all(
+                sql, room_id, from_pos, to_pos, False, False, limit
+            )
+        return await self.get_events_ordered([row[0] for row in rows])
+
+    async def rooms_with_events_in_range(
+        self, room_ids: Sequence[str], from_pos: int, to_pos: int
+    ) -> set[str]:
+        """Which of ``room_ids`` have events with ``from_pos < stream_ordering <= to_pos``."""
+        found: set[str] = set()
+        room_list = list(room_ids)
+        for start in range(0, len(room_list), _CHUNK):
+            chunk = room_list[start : start + _CHUNK]
+            rows = await self.database.fetch_all(
+                "SELECT DISTINCT room_id FROM events WHERE stream_ordering > ?"
+                f" AND stream_ordering <= ? AND room_id IN ({placeholders(len(chunk))})",
+                from_pos,
+                to_pos,
+                *chunk,
+            )
+            found.update(row[0] for row in rows)
+        return found
+
+    async def recent_events_for_rooms(
+        self, room_ids: Sequence[str], from_pos: int, to_pos: int, limit: int
+    ) -> dict[str, list[StoredEvent]]:
+        """For each of ``room_ids``, its latest ``limit`` events with
+        ``from_pos < stream_ordering <= to_pos``, newest first (rooms without any
+        are absent). One round trip per 100 rooms (a UNION ALL of per-room
+        index range scans), for /sync over many rooms. Outliers and rejected
+        events are left out."""
+        ids_by_room: dict[str, list[str]] = {}
+        room_list = list(dict.fromkeys(room_ids))
+        per_room = (
+            "SELECT * FROM (SELECT room_id, event_id, stream_ordering FROM events"
+            " WHERE room_id = ? AND stream_ordering > ? AND stream_ordering <= ?"
+            " AND outlier = ? AND rejected = ? ORDER BY stream_ordering DESC LIMIT ?) AS r{index}"
+        )
+        for start in range(0, len(room_list), 100):
+            chunk = room_list[start : start + 100]
+            sql = " UNION ALL ".join(per_room.format(index=i) for i in range(len(chunk)))
+            args: list[Any] = []
+            for room_id in chunk:
+                args.extend((room_id, from_pos, to_pos, False, False, limit))
+            rows = await self.database.fetch_all(sql, *args)
+            for row in sorted(rows, key=lambda r: -int(r[2])):
+                ids_by_room.setdefault(row[0], []).append(row[1])
+        loaded = await self.get_events([eid for ids in ids_by_room.values() for eid in ids])
+        return {
+            room_id: [loaded[eid] for eid in ids if eid in loaded]
+            for room_id, ids in ids_by_room.items()
+        }
+
+    async def event_at_timestamp(
+        self, room_id: str, timestamp: int, direction: Literal["f", "b"]
+    ) -> StoredEvent | None:
+        """The room's first event at or after ``timestamp`` (``f``) or last one at or
+        before it (``b``), by ``origin_server_ts`` (MSC3030, timestamp_to_event)."""
+        if direction == "f":
+            condition, order = "origin_server_ts >= ?", "ASC"
+        else:
+            condition, order = "origin_server_ts <= ?", "DESC"
+        event_id = await self.database.fetch_val(
+            f"SELECT event_id FROM events WHERE room_id = ? AND {condition}"
+            " AND outlier = ? AND rejected = ?"
+            f" ORDER BY origin_server_ts {order}, stream_ordering {order} LIMIT 1",
+            room_id,
+            timestamp,
+            False,
+            False,
+        )
+        return None if event_id is None else await self.get_event(event_id)
+
+    async def last_event_at_or_before(self, room_id: str, position: int) -> StoredEvent | None:
+        """The room's latest event with ``stream_ordering <= position``."""
+        event_id = await self.database.fetch_val(
+            "SELECT event_id FROM events WHERE room_id = ? AND stream_ordering <= ?"
+            " AND outlier = ? ORDER BY stream_ordering DESC LIMIT 1",
+            room_id,
+            position,
+            False,
+        )
+        return None if event_id is None else await self.get_event(event_id)
+
+    async def membership_changes_for_user(
+        self, user_id: str, from_pos: int, to_pos: int
+    ) -> list[MembershipChange]:
+        """Membership changes of ``user_id`` with ``from_pos < position <= to_pos``, oldest first."""
+        rows = await self.database.fetch_all(
+            "SELECT stream_ordering, room_id, user_id, membership, event_id"
+            " FROM membership_history WHERE user_id = ? AND stream_ordering > ?"
+            " AND stream_ordering <= ? ORDER BY stream_ordering",
+            user_id,
+            from_pos,
+            to_pos,
+        )
+        return [MembershipChange(int(r[0]), r[1], r[2], r[3], r[4]) for r in rows]
+
+    async def membership_history_in_room(
+        self, room_id: str, user_id: str
+    ) -> list[MembershipChange]:
+        """Every membership change of ``user_id`` in ``room_id``, oldest first."""
+        rows = await self.database.fetch_all(
+            "SELECT stream_ordering, room_id, user_id, membership, event_id"
+            " FROM membership_history WHERE room_id = ? AND user_id = ? ORDER BY stream_ordering",
+            room_id,
+            user_id,
+        )
+        return [MembershipChange(int(r[0]), r[1], r[2], r[3], r[4]) for r in rows]
+
+    async def state_at_event(self, event_id: str) -> StateMap | None:
+        """The room state before ``event_id`` (None for an unknown event)."""
+        stored = await self.get_event(event_id)
+        if stored is None:
+            return None
+        if stored.state_group_before is None:
+            return {}
+        return await self.state.get_state_ids(stored.state_group_before)
+
+    async def state_after_event(self, event_id: str) -> StateMap | None:
+        """The room state after ``event_id`` (None for an unknown event)."""
+        stored = await self.get_event(event_id)
+        if stored is None or stored.state_group is None:
+            return None
+        return await self.state.get_state_ids(stored.state_group)
+
+    async def current_state_group(self, room_id: str) -> int | None:
+        value = await self.database.fetch_val(
+            "SELECT current_state_group FROM rooms WHERE room_id = ?", room_id
+        )
+        return None if value is None else int(value)
+
+    async def current_state_ids(
+        self, room_id: str, keys: Iterable[StateKey] | None = None
+    ) -> StateMap:
+        """A room's current state, or only the given ``keys`` of it."""
+        if keys is None:
+            rows = await self.database.fetch_all(
+                "SELECT type, state_key, event_id FROM current_state WHERE room_id = ?", room_id
+            )
+            return {(row[0], row[1]): row[2] for row in rows}
+        wanted = list(dict.fromkeys(keys))
+        if not wanted:
+            return {}
+        conditions = " OR ".join("(type = ? AND state_key = ?)" for _ in wanted)
+        args: list[Any] = [room_id]
+        for event_type, state_key in wanted:
+            args.extend((event_type, state_key))
+        rows = await self.database.fetch_all(
+            "SELECT type, state_key, event_id FROM current_state"
+            f" WHERE room_id = ? AND ({conditions})",
+            *args,
+        )
+        return {(row[0], row[1]): row[2] for row in rows}
+
+    async def current_state_of_type(self, room_id: str, event_type: str) -> StateMap:
+        rows = await self.database.fetch_all(
+            "SELECT type, state_key, event_id FROM current_state WHERE room_id = ? AND type = ?",
+            room_id,
+            event_type,
+        )
+        return {(row[0], row[1]): row[2] for row in rows}
+
+    async def current_state(self, room_id: str) -> dict[StateKey, StoredEvent]:
+        ids = await self.current_state_ids(room_id)
+        events = await self.get_events(ids.values())
+        return {key: events[event_id] for key, event_id in ids.items() if event_id in events}
+
+    async def forward_extremities(self, room_id: str) -> list[tuple[str, int]]:
+        """``(event_id, depth)`` of the room's forward extremities, deepest first."""
+        rows = await self.database.fetch_all(
+            "SELECT f.event_id, e.depth FROM room_forward_extremities f"
+            " JOIN events e ON e.event_id = f.event_id WHERE f.room_id = ?"
+            " ORDER BY e.depth DESC, e.stream_ordering DESC",
+            room_id,
+        )
+        return [(row[0], int(row[1])) for row in rows]
+
+    async def get_txn_event_id(self, key: TxnKey) -> str | None:
+        value = await self.database.fetch_val(
+            "SELECT event_id FROM event_txn_ids WHERE user_id = ? AND device_id = ?"
+            " AND scope = ? AND txn_id = ?",
+            *key,
+        )
+        return None if value is None else str(value)
+
+    async def get_transaction_ids(
+        self, event_ids: Iterable[str]
+    ) -> dict[str, tuple[str, str, str]]:
+        """``event_id -> (user_id, device_id, txn_id)`` for events sent with a txn id."""
+        ids = list(dict.fromkeys(event_ids))
+        result: dict[str, tuple[str, str, str]] = {}
+        for start in range(0, len(ids), _CHUNK):
+            chunk = ids[start : start + _CHUNK]
+            rows = await self.database.fetch_all(
+                "SELECT event_id, user_id, device_id, txn_id FROM event_txn_ids"
+                f" WHERE event_id IN ({placeholders(len(chunk))})",
+                *chunk,
+            )
+            for row in rows:
+                result[row[0]] = (row[1], row[2], row[3])
+        return result
+
+    async def count_rows(self, table: str) -> int:
+        """Row count of one of this store's tables (tests and metrics)."""
+        if table not in {"events", "state_groups", "state_group_entries", "state_keys"}:
+            raise ValueError(table)
+        return int(await self.database.fetch_val(f"SELECT COUNT(*) FROM {table}"))
+
+    # --- writes ---------------------------------------------------------------------
+
+    async def persist_local_events(
+        self,
+        room_id: str,
+        events: Sequence[EventToPersist],
+        new_room: NewRoom | None = None,
+    ) -> list[StoredEvent]:
+        """Append events created by this server, in order, after the room's
+        current state (each one's prev state is the state after the one before).
+
+        One transaction for all of them: the room row and alias (for
+        ``new_room``), each event row, its state group, current state,
+        memberships, redactions, forward extremities, transaction IDs and
+        stream positions. Rows are written in batches (one statement per table
+        and batch, plus one per new state group). The caller holds the room's
+        lock. Federation events (state from state resolution, outliers) will
+        get their own entry point.
+
+        Raises :class:`AliasTaken` (nothing written) if ``new_room.alias`` exists.
+        """
+        if not events:
+            return []
+        stored: list[StoredEvent] = []
+        redacted_targets: list[str] = []
+        async with self.database.transaction() as txn:
+            if new_room is not None:
+                await self._insert_room(txn, new_room)
+            group_value = await txn.fetch_val(
+                "SELECT current_state_group FROM rooms WHERE room_id = ?", room_id
+            )
+            group: int | None = None if group_value is None else int(group_value)
+            state_keys = [i.event.state_tuple for i in events if i.event.is_state()]
+            current = await self._current_state_in_txn(txn, room_id, state_keys)
+            key_ids = await self.state.intern_state_keys(txn, state_keys)
+            chain_length = await self.state.chain_length(txn, group)
+            positions = await next_stream_positions(txn, EVENTS_STREAM, len(events))
+
+            pending_entries: list[tuple[int, int, int]] = []
+            event_rows: list[tuple[Any, ...]] = []
+            membership_rows: list[tuple[Any, ...]] = []
+            txn_rows: list[tuple[Any, ...]] = []
+            for item, position in zip(events, positions, strict=True):
+                event = item.event
+                group_before = group
+                replaces_state: str | None = None
+                if event.is_state():
+                    key = event.state_tuple
+                    replaces_state = current.get(key)
+                    current[key] = event.event_id
+                    group, chain_length = await self.state.add_group(
+                        txn, room_id, group, chain_length, key_ids[key], position, pending_entries
+                    )
+                    if event.type == "m.room.member" and event.membership is not None:
+                        membership_rows.append(
+                            (room_id, event.state_key, event.membership, event.event_id, position)
+                        )
+                event_rows.append(
+                    (
+                        position,
+                        event.event_id,
+                        room_id,
+                        event.type,
+                        event.state_key,
+                        event.sender,
+                        event.origin_server_ts,
+                        event.depth,
+                        encode_canonical_json(dict(event.pdu)).decode("utf-8"),
+                        group_before,
+                        group,
+                        replaces_state,
+                        None,
+                        False,
+                        False,
+                    )
+                )
+                if item.txn is not None:
+                    txn_rows.append((*item.txn, event.event_id))
+                stored.append(
+                    StoredEvent(
+                        event, position, group_before, group, replaces_state, None, False, False
+                    )
+                )
+            await self.state.flush_entries(txn, pending_entries)
+            await txn.execute_many(
+                "INSERT INTO events (stream_ordering, event_id, room_id, type, state_key, sender,"
+                " origin_server_ts, depth, json, state_group_before, state_group, replaces_state,"
+                " redacted_by, rejected, outlier)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                event_rows,
+            )
+            await self._write_current_state(txn, room_id, current, state_keys)
+            await self._write_memberships(txn, membership_rows)
+            await self._write_extremities(txn, room_id, [item.event for item in events])
+            if txn_rows:
+                await txn.execute_many(
+                    "INSERT INTO event_txn_ids (user_id, device_id, scope, txn_id, event_id)"
+                    " VALUES (?, ?, ?, ?, ?)",
+                    txn_rows,
+                )
+            for item in events:
+                redacts = await self._apply_redaction(txn, item.event)
+                if redacts is not None:
+                    redacted_targets.append(redacts)
+            await txn.execute(
+                "UPDATE rooms SET current_state_group = ? WHERE room_id = ?", group, room_id
+            )
+        self._invalidate(redacted_targets)
+        for result in stored:
+            self._cache_put(result)
+        return stored
+
+    async def _insert_room(self, txn: Transaction, room: NewRoom) -> None:
+        inserted = await txn.execute(
+            "INSERT INTO rooms (room_id, room_version, creator, is_public, created_ts)"
+            " VALUES (?, ?, ?, ?, ?) ON CONFLICT (room_id) DO NOTHING",
+            room.room_id,
+            room.room_version,
+            room.creator,
+            room.is_public,
+            room.created_ts,
+        )
+        if inserted == 0:
+            raise RoomExists(room.room_id)
+        if room.alias is not None:
+            inserted = await txn.execute(
+                "INSERT INTO room_aliases (room_alias, room_id, creator) VALUES (?, ?, ?)"
+                " ON CONFLICT (room_alias) DO NOTHING",
+                room.alias,
+                room.room_id,
+                room.creator,
+            )
+            if inserted == 0:
+                raise AliasTaken(room.alias)
+
+    async def _current_state_in_txn(
+        self, txn: Transaction, room_id: str, keys: Sequence[StateKey]
+    ) -> dict[StateKey, str]:
+        wanted = list(dict.fromkeys(keys))
+        found: dict[StateKey, str] = {}
+        for start in range(0, len(wanted), 200):
+            chunk = wanted[start : start + 200]
+            conditions = " OR ".join("(type = ? AND state_key = ?)" for _ in chunk)
+            args: list[Any] = [room_id]
+            for event_type, state_key in chunk:
+                args.extend((event_type, state_key))
+            rows = await txn.fetch_all(
+                "SELECT type, state_key, event_id FROM current_state"
+                f" WHERE room_id = ? AND ({conditions})",
+                *args,
+            )
+            found.update({(row[0], row[1]): row[2] for row in rows})
+        return found
+
+    async def _write_current_state(
+        self, txn: Transaction, room_id: str, current: dict[StateKey, str], keys: Sequence[StateKey]
+    ) -> None:
+        rows = [(room_id, key[0], key[1], current[key]) for key in dict.fromkeys(keys)]
+        if rows:
+            await txn.execute_many(
+                "INSERT INTO current_state (room_id, type, state_key, event_id) VALUES (?, ?, ?, ?)"
+                " ON CONFLICT (room_id, type, state_key) DO UPDATE SET event_id = excluded.event_id",
+                rows,
+            )
+
+    async def _write_memberships(self, txn: Transaction, rows: list[tuple[Any, ...]]) -> None:
+        if not rows:
+            return
+        latest: dict[tuple[str, str], tuple[Any, ...]] = {}
+        for row in rows:
+            latest[(row[0], row[1])] = row
+        await txn.execute_many(
+            "INSERT INTO room_memberships"
+            " (room_id, user_id, membership, event_id, stream_ordering, forgotten)"
+            " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (room_id, user_id) DO UPDATE SET"
+            " membership = excluded.membership, event_id = excluded.event_id,"
+            " stream_ordering = excluded.stream_ordering, forgotten = excluded.forgotten",
+            [(*row, False) for row in latest.values()],
+        )
+        await txn.execute_many(
+            "INSERT INTO membership_history (room_id, user_id, membership, event_id,"
+            " stream_ordering) VALUES (?, ?, ?, ?, ?)",
+            rows,
+        )
+
+    async def _write_extremities(
+        self, txn: Transaction, room_id: str, events: Sequence[Event]
+    ) -> None:
+        """The batch's events replace the extremities they cite; those not cited
+        by a later event of the batch become extremities."""
+        cited = {prev for event in events for prev in event.prev_event_ids}
+        cited_list = sorted(cited)
+        for start in range(0, len(cited_list), _CHUNK):
+            chunk = cited_list[start : start + _CHUNK]
+            await txn.execute(
+                "DELETE FROM room_forward_extremities WHERE room_id = ?"
+                f" AND event_id IN ({placeholders(len(chunk))})",
+                room_id,
+                *chunk,
+            )
+        new = [(room_id, e.event_id) for e in events if e.event_id not in cited]
+        await txn.execute_many(
+            "INSERT INTO room_forward_extremities (room_id, event_id) VALUES (?, ?)", new
+        )
+
+    async def _apply_redaction(self, txn: Transaction, event: Event) -> str | None:
+        if event.type != "m.room.redaction" or event.redacts is None:
+            return None
+        await txn.execute(
+            "INSERT INTO redactions (redacts, event_id) VALUES (?, ?)"
+            " ON CONFLICT (redacts, event_id) DO NOTHING",
+            event.redacts,
+            event.event_id,
+        )
+        await txn.execute(
+            "UPDATE events SET redacted_by = ? WHERE event_id = ? AND room_id = ?"
+            " AND redacted_by IS NULL",
+            event.event_id,
+            event.redacts,
+            event.room_id,
+        )
+        return event.redacts

@@ -1,0 +1,85 @@
+"""Store of presence (Client-Server API, "Presence"): the current state per user.
+
+Each change takes the next position of the ``presence`` stream.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ranvier.storage.engine import (
+    Database,
+    Row,
+    next_stream_position,
+    placeholders,
+    upsert_sql,
+)
+
+STREAM = "presence"
+
+_UPSERT = upsert_sql(
+    "presence",
+    ("user_id",),
+    ("user_id", "state", "status_msg", "last_active_ts", "stream_id"),
+)
+
+
+@dataclass(frozen=True, slots=True)
+class PresenceRow:
+    user_id: str
+    state: str
+    status_msg: str | None
+    last_active_ts: int
+    stream_id: int
+
+
+_COLUMNS = "user_id, state, status_msg, last_active_ts, stream_id"
+
+
+def _row(values: Row) -> PresenceRow:
+    return PresenceRow(values[0], values[1], values[2], int(values[3]), int(values[4]))
+
+
+class PresenceStore:
+    def __init__(self, database: Database) -> None:
+        self.database = database
+
+    async def put(
+        self, user_id: str, state: str, status_msg: str | None, last_active_ts: int
+    ) -> int:
+        """Record a user's presence; the new stream position."""
+        async with self.database.transaction() as txn:
+            position = await next_stream_position(txn, STREAM)
+            await txn.execute(_UPSERT, user_id, state, status_msg, last_active_ts, position)
+        return position
+
+    async def get(self, user_id: str) -> PresenceRow | None:
+        row = await self.database.fetch_one(
+            f"SELECT {_COLUMNS} FROM presence WHERE user_id = ?", user_id
+        )
+        return None if row is None else _row(row)
+
+    async def get_many(self, user_ids: list[str]) -> list[PresenceRow]:
+        if not user_ids:
+            return []
+        rows = await self.database.fetch_all(
+            f"SELECT {_COLUMNS} FROM presence WHERE user_id IN ({placeholders(len(user_ids))}) "
+            "ORDER BY stream_id",
+            *user_ids,
+        )
+        return [_row(row) for row in rows]
+
+    async def changed_between(
+        self, user_ids: list[str], from_pos: int, to_pos: int
+    ) -> list[PresenceRow]:
+        """Presence of ``user_ids`` last changed in (from_pos, to_pos], oldest first."""
+        if not user_ids:
+            return []
+        rows = await self.database.fetch_all(
+            f"SELECT {_COLUMNS} FROM presence WHERE user_id IN ({placeholders(len(user_ids))}) "
+            "AND stream_id > ? AND stream_id <= ? ORDER BY stream_id",
+            *user_ids,
+            from_pos,
+            to_pos,
+        )
+        return [_row(row) for row in rows]

@@ -1,0 +1,245 @@
+"""Rooms, memberships, room aliases and profiles.
+
+Memberships are written by :meth:`ranvier.storage.events.EventStore.persist_local_events`
+in the event's transaction; this store reads them (joined rooms, members,
+users sharing rooms) and writes what is not an event: aliases, the room
+directory flag, "forgotten", profile fields.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from ranvier.storage.engine import Database, IntegrityError, placeholders
+
+
+@dataclass(frozen=True, slots=True)
+class RoomRecord:
+    room_id: str
+    room_version: str
+    creator: str
+    is_public: bool
+    created_ts: int
+
+
+@dataclass(frozen=True, slots=True)
+class Membership:
+    room_id: str
+    user_id: str
+    membership: str
+    event_id: str
+    stream_ordering: int
+    forgotten: bool
+
+
+class AliasInUse(Exception):
+    pass
+
+
+class RoomStore:
+    def __init__(self, database: Database) -> None:
+        self.database = database
+
+    # --- rooms ----------------------------------------------------------------------
+
+    async def get_room(self, room_id: str) -> RoomRecord | None:
+        row = await self.database.fetch_one(
+            "SELECT room_id, room_version, creator, is_public, created_ts FROM rooms"
+            " WHERE room_id = ?",
+            room_id,
+        )
+        if row is None:
+            return None
+        return RoomRecord(row[0], row[1], row[2], bool(row[3]), int(row[4]))
+
+    async def set_room_is_public(self, room_id: str, is_public: bool) -> None:
+        await self.database.execute(
+            "UPDATE rooms SET is_public = ? WHERE room_id = ?", is_public, room_id
+        )
+
+    async def public_room_ids(self) -> list[str]:
+        rows = await self.database.fetch_all(
+            "SELECT room_id FROM rooms WHERE is_public = ? ORDER BY created_ts", True
+        )
+        return [row[0] for row in rows]
+
+    # --- memberships ----------------------------------------------------------------
+
+    async def get_membership(self, room_id: str, user_id: str) -> Membership | None:
+        row = await self.database.fetch_one(
+            "SELECT room_id, user_id, membership, event_id, stream_ordering, forgotten"
+            " FROM room_memberships WHERE room_id = ? AND user_id = ?",
+            room_id,
+            user_id,
+        )
+        return None if row is None else _membership(row)
+
+    async def rooms_for_user(
+        self, user_id: str, memberships: Iterable[str] = ("join",)
+    ) -> list[Membership]:
+        wanted = list(memberships)
+        rows = await self.database.fetch_all(
+            "SELECT room_id, user_id, membership, event_id, stream_ordering, forgotten"
+            " FROM room_memberships WHERE user_id = ?"
+            f" AND membership IN ({placeholders(len(wanted))}) ORDER BY stream_ordering",
+            user_id,
+            *wanted,
+        )
+        return [_membership(row) for row in rows]
+
+    async def joined_room_ids(self, user_id: str) -> list[str]:
+        return [m.room_id for m in await self.rooms_for_user(user_id, ("join",))]
+
+    async def members(
+        self, room_id: str, memberships: Iterable[str] | None = None
+    ) -> list[Membership]:
+        """Current memberships in a room, optionally only some kinds."""
+        sql = (
+            "SELECT room_id, user_id, membership, event_id, stream_ordering, forgotten"
+            " FROM room_memberships WHERE room_id = ?"
+        )
+        args: list[Any] = [room_id]
+        if memberships is not None:
+            wanted = list(memberships)
+            sql += f" AND membership IN ({placeholders(len(wanted))})"
+            args.extend(wanted)
+        rows = await self.database.fetch_all(sql + " ORDER BY user_id", *args)
+        return [_membership(row) for row in rows]
+
+    async def joined_user_ids(self, room_id: str) -> set[str]:
+        rows = await self.database.fetch_all(
+            "SELECT user_id FROM room_memberships WHERE room_id = ? AND membership = ?",
+            room_id,
+            "join",
+        )
+        return {row[0] for row in rows}
+
+    async def users_sharing_rooms_with(self, user_id: str) -> set[str]:
+        rows = await self.database.fetch_all(
+            "SELECT DISTINCT other.user_id FROM room_memberships mine"
+            " JOIN room_memberships other ON other.room_id = mine.room_id"
+            " WHERE mine.user_id = ? AND mine.membership = ? AND other.membership = ?",
+            user_id,
+            "join",
+            "join",
+        )
+        return {row[0] for row in rows} | {user_id}
+
+    async def membership_counts(self, room_ids: Sequence[str]) -> dict[str, dict[str, int]]:
+        """``room_id -> membership -> count`` of current memberships (room summaries)."""
+        counts: dict[str, dict[str, int]] = {}
+        room_list = list(dict.fromkeys(room_ids))
+        for start in range(0, len(room_list), 500):
+            chunk = room_list[start : start + 500]
+            rows = await self.database.fetch_all(
+                "SELECT room_id, membership, COUNT(*) FROM room_memberships"
+                f" WHERE room_id IN ({placeholders(len(chunk))}) GROUP BY room_id, membership",
+                *chunk,
+            )
+            for row in rows:
+                counts.setdefault(row[0], {})[row[1]] = int(row[2])
+        return counts
+
+    async def first_members(
+        self,
+        room_ids: Sequence[str],
+        memberships: Sequence[str],
+        exclude_user_id: str,
+        limit: int,
+    ) -> dict[str, list[str]]:
+        """Per room, the first ``limit`` users (by stream ordering) with one of
+        ``memberships``, other than ``exclude_user_id`` (room summary heroes)."""
+        result: dict[str, list[str]] = {}
+        room_list = list(dict.fromkeys(room_ids))
+        kinds = list(memberships)
+        for start in range(0, len(room_list), 500):
+            chunk = room_list[start : start + 500]
+            rows = await self.database.fetch_all(
+                "SELECT room_id, user_id FROM (SELECT room_id, user_id, stream_ordering,"
+                " ROW_NUMBER() OVER (PARTITION BY room_id ORDER BY stream_ordering, user_id) AS rn"
+                " FROM room_memberships"
+                f" WHERE room_id IN ({placeholders(len(chunk))})"
+                f" AND membership IN ({placeholders(len(kinds))}) AND user_id <> ?) AS ranked"
+                " WHERE rn <= ? ORDER BY room_id, rn",
+                *chunk,
+                *kinds,
+                exclude_user_id,
+                limit,
+            )
+            for row in rows:
+                result.setdefault(row[0], []).append(row[1])
+        return result
+
+    async def forget(self, room_id: str, user_id: str) -> None:
+        await self.database.execute(
+            "UPDATE room_memberships SET forgotten = ? WHERE room_id = ? AND user_id = ?",
+            True,
+            room_id,
+            user_id,
+        )
+
+    # --- aliases --------------------------------------------------------------------
+
+    async def create_alias(self, alias: str, room_id: str, creator: str) -> None:
+        """Raises :class:`AliasInUse` if the alias exists."""
+        count = await self.database.execute(
+            "INSERT INTO room_aliases (room_alias, room_id, creator) VALUES (?, ?, ?)"
+            " ON CONFLICT (room_alias) DO NOTHING",
+            alias,
+            room_id,
+            creator,
+        )
+        if count == 0:
+            raise AliasInUse(alias)
+
+    async def get_alias(self, alias: str) -> tuple[str, str] | None:
+        """``(room_id, creator)`` of an alias."""
+        row = await self.database.fetch_one(
+            "SELECT room_id, creator FROM room_aliases WHERE room_alias = ?", alias
+        )
+        return None if row is None else (row[0], row[1])
+
+    async def delete_alias(self, alias: str) -> bool:
+        return (
+            await self.database.execute("DELETE FROM room_aliases WHERE room_alias = ?", alias) > 0
+        )
+
+    async def aliases_for_room(self, room_id: str) -> list[str]:
+        rows = await self.database.fetch_all(
+            "SELECT room_alias FROM room_aliases WHERE room_id = ? ORDER BY room_alias", room_id
+        )
+        return [row[0] for row in rows]
+
+    # --- profiles -------------------------------------------------------------------
+
+    async def get_profile_fields(self, user_id: str) -> dict[str, Any]:
+        """Stored fields; a removed field is present with value None."""
+        rows = await self.database.fetch_all(
+            "SELECT field, value FROM profiles WHERE user_id = ?", user_id
+        )
+        return {row[0]: orjson.loads(row[1]) for row in rows}
+
+    async def set_profile_field(self, user_id: str, field: str, value: Any) -> None:
+        await self.database.execute(
+            "INSERT INTO profiles (user_id, field, value) VALUES (?, ?, ?)"
+            " ON CONFLICT (user_id, field) DO UPDATE SET value = excluded.value",
+            user_id,
+            field,
+            orjson.dumps(value).decode("utf-8"),
+        )
+
+    async def delete_profile_field(self, user_id: str, field: str) -> None:
+        await self.database.execute(
+            "DELETE FROM profiles WHERE user_id = ? AND field = ?", user_id, field
+        )
+
+
+def _membership(row: Any) -> Membership:
+    return Membership(row[0], row[1], row[2], row[3], int(row[4]), bool(row[5]))
+
+
+__all__ = ["AliasInUse", "IntegrityError", "Membership", "RoomRecord", "RoomStore"]

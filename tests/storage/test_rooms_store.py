@@ -1,0 +1,291 @@
+"""Events, state groups, memberships and aliases on both engines.
+
+Events are built by the real rooms service (signed PDUs) on a Homeserver over
+the ``database`` fixture, so every store path runs on SQLite and PostgreSQL.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from ranvier.api.auth import Requester
+from ranvier.config import parse_config
+from ranvier.core.signing import SigningKey
+from ranvier.homeserver import Homeserver
+from ranvier.services.room_creation import create_room
+from ranvier.services.rooms import EventSpec
+from ranvier.storage import Database
+from ranvier.storage.events import AliasTaken, EventToPersist, NewRoom
+from ranvier.storage.state import MAX_CHAIN_LENGTH
+
+NOW = 1_700_000_000_000
+
+
+@pytest.fixture
+async def hs(database: Database, tmp_path: Path) -> AsyncIterator[Homeserver]:
+    config = parse_config({}, tmp_path, env={})
+    homeserver = Homeserver(config, database, SigningKey.generate("t"), lambda: NOW)
+    for name in ("alice", "bob"):
+        await homeserver.accounts.register(name, None, login=False)
+    yield homeserver
+
+
+async def _room(hs: Homeserver, **body: object) -> str:
+    return await create_room(hs.rooms, Requester("@alice:localhost", "DEV"), dict(body))
+
+
+async def _count(db: Database, table: str) -> int:
+    return int(await db.fetch_val(f"SELECT COUNT(*) FROM {table}"))
+
+
+async def _bulk_join(hs: Homeserver, room_id: str, count: int) -> None:
+    """``count`` users join in one transaction (built and authorized like any event)."""
+    rooms = hs.rooms
+    room = await rooms.require_room(room_id)
+    async with rooms.room_lock(room_id):
+        head = await rooms._load_head(room)
+        events = []
+        for n in range(count):
+            user = f"@user{n}:localhost"
+            spec = EventSpec("m.room.member", {"membership": "join"}, user)
+            events.append(await rooms._build_event(head, user, spec))
+        await rooms.events.persist_local_events(room_id, [EventToPersist(e) for e in events])
+
+
+async def test_event_is_stored_once_with_its_columns(hs: Homeserver, database: Database) -> None:
+    room_id = await _room(hs, preset="public_chat")
+    sent = await hs.rooms.send_event(
+        "@alice:localhost", room_id, EventSpec("m.room.message", {"body": "hi"})
+    )
+    row = await database.fetch_one(
+        "SELECT room_id, type, state_key, sender, depth, rejected, outlier, redacted_by"
+        " FROM events WHERE event_id = ?",
+        sent.event_id,
+    )
+    assert row is not None
+    assert tuple(row) in (
+        (room_id, "m.room.message", None, "@alice:localhost", sent.event.depth, False, False, None),
+        (room_id, "m.room.message", None, "@alice:localhost", sent.event.depth, 0, 0, None),
+    )
+    again = hs.rooms.events
+    again._cache.clear()
+    loaded = await again.get_event(sent.event_id)
+    assert loaded is not None
+    assert loaded.event.pdu == sent.event.pdu
+    assert loaded.stream_ordering == sent.stream_ordering == await again.current_position()
+    # A message points at the state group of the state before it: no new group.
+    assert loaded.state_group == loaded.state_group_before
+    # The PDU is signed and its ID is its reference hash (room version 12).
+    assert "localhost" in loaded.event.pdu["signatures"]
+    assert loaded.event.pdu["prev_events"] and loaded.event.depth > 1
+
+
+async def test_message_in_room_of_2000_adds_no_state_rows_and_membership_one(
+    hs: Homeserver, database: Database
+) -> None:
+    room_id = await _room(hs, preset="public_chat")
+    await _bulk_join(hs, room_id, 2000)
+    state = await hs.rooms.events.current_state_ids(room_id)
+    assert len([k for k in state if k[0] == "m.room.member"]) == 2001
+    # Make sure the next state event is a delta (not at a snapshot boundary).
+    group = await hs.rooms.events.current_state_group(room_id)
+    chain = await database.fetch_val("SELECT chain_length FROM state_groups WHERE id = ?", group)
+    if chain >= MAX_CHAIN_LENGTH:
+        await hs.rooms.send_event(
+            "@alice:localhost", room_id, EventSpec("m.room.topic", {"topic": "x"}, "")
+        )
+
+    groups, entries = (
+        await _count(database, "state_groups"),
+        await _count(database, "state_group_entries"),
+    )
+    await hs.rooms.send_event(
+        "@user7:localhost", room_id, EventSpec("m.room.message", {"body": "x"})
+    )
+    assert (
+        await _count(database, "state_groups"),
+        await _count(database, "state_group_entries"),
+    ) == (
+        groups,
+        entries,
+    )
+
+    await hs.rooms.send_event(
+        "@user7:localhost",
+        room_id,
+        EventSpec("m.room.member", {"membership": "leave"}, "@user7:localhost"),
+    )
+    assert await _count(database, "state_groups") == groups + 1
+    assert await _count(database, "state_group_entries") == entries + 1
+
+    # The resolved state of the new group is the full room state.
+    group = await hs.rooms.events.current_state_group(room_id)
+    assert group is not None
+    hs.rooms.state_store._groups = type(hs.rooms.state_store._groups)(8)  # cold cache
+    resolved = await hs.rooms.state_store.get_state_ids(group)
+    assert resolved == await hs.rooms.events.current_state_ids(room_id)
+    # Total rows stay far below a copy per event (2000 events x 2000 members).
+    assert await _count(database, "state_group_entries") < 2001 * 2001 // 20
+
+
+async def test_chains_are_bounded_and_every_group_resolves(
+    hs: Homeserver, database: Database
+) -> None:
+    room_id = await _room(hs, preset="public_chat")
+    expected: dict[int, dict[tuple[str, str], str]] = {}
+    for n in range(2 * MAX_CHAIN_LENGTH + 5):
+        stored = await hs.rooms.send_event(
+            "@alice:localhost", room_id, EventSpec("m.room.topic", {"topic": str(n)}, "")
+        )
+        assert stored.state_group is not None
+        expected[stored.state_group] = dict(await hs.rooms.events.current_state_ids(room_id))
+    assert (
+        await database.fetch_val("SELECT MAX(chain_length) FROM state_groups") == MAX_CHAIN_LENGTH
+    )
+    snapshots = await database.fetch_val(
+        "SELECT COUNT(*) FROM state_groups WHERE parent_group IS NULL AND room_id = ?", room_id
+    )
+    assert snapshots >= 3  # the first group, then one per MAX_CHAIN_LENGTH + 1 state events
+    hs.rooms.state_store._groups = type(hs.rooms.state_store._groups)(8)
+    for group, state in expected.items():
+        assert await hs.rooms.state_store.get_state_ids(group) == state
+        topic = await hs.rooms.state_store.get_state_ids_for_keys(group, [("m.room.topic", "")])
+        assert topic == {("m.room.topic", ""): state[("m.room.topic", "")]}
+
+
+async def test_state_at_and_after_event(hs: Homeserver) -> None:
+    room_id = await _room(hs, preset="public_chat", name="one")
+    before_rename = await hs.rooms.send_event(
+        "@alice:localhost", room_id, EventSpec("m.room.name", {"name": "two"}, "")
+    )
+    state_before = await hs.rooms.events.state_at_event(before_rename.event_id)
+    state_after = await hs.rooms.events.state_after_event(before_rename.event_id)
+    assert state_before is not None and state_after is not None
+    assert state_after[("m.room.name", "")] == before_rename.event_id
+    assert state_before[("m.room.name", "")] == before_rename.replaces_state
+    assert await hs.rooms.events.state_at_event("$unknown") is None
+
+
+async def test_memberships_and_their_history(hs: Homeserver) -> None:
+    room_id = await _room(hs, preset="public_chat")
+    start = await hs.rooms.events.current_position()
+    await hs.rooms.join("@bob:localhost", room_id)
+    assert await hs.rooms.get_membership(room_id, "@bob:localhost") == "join"
+    assert await hs.rooms.joined_user_ids(room_id) == {"@alice:localhost", "@bob:localhost"}
+    assert await hs.rooms.joined_room_ids("@bob:localhost") == [room_id]
+    assert await hs.rooms.users_sharing_rooms_with("@bob:localhost") == {
+        "@alice:localhost",
+        "@bob:localhost",
+    }
+    await hs.rooms.update_membership("@bob:localhost", room_id, "@bob:localhost", "leave")
+    end = await hs.rooms.events.current_position()
+    changes = await hs.rooms.events.membership_changes_for_user("@bob:localhost", start, end)
+    assert [c.membership for c in changes] == ["join", "leave"]
+    assert await hs.rooms.events.membership_changes_for_user("@bob:localhost", end, end) == []
+    assert await hs.rooms.joined_room_ids("@bob:localhost") == []
+    assert await hs.rooms.get_membership(room_id, "@carol:localhost") is None
+
+
+async def test_room_events_in_stream_range_both_directions(hs: Homeserver) -> None:
+    room_id = await _room(hs, preset="public_chat")
+    start = await hs.rooms.events.current_position()
+    ids = [
+        (
+            await hs.rooms.send_event(
+                "@alice:localhost", room_id, EventSpec("m.room.message", {"body": str(n)})
+            )
+        ).event_id
+        for n in range(5)
+    ]
+    end = await hs.rooms.events.current_position()
+    forward = await hs.rooms.events.room_events_in_stream_range(room_id, start, end, 3, "f")
+    assert [e.event_id for e in forward] == ids[:3]
+    backward = await hs.rooms.events.room_events_in_stream_range(room_id, end, start, 2, "b")
+    assert [e.event_id for e in backward] == ids[:2:-1][:2]
+    assert await hs.rooms.events.rooms_with_events_in_range([room_id, "!x:y"], start, end) == {
+        room_id
+    }
+    assert await hs.rooms.events.rooms_with_events_in_range([room_id], end, end) == set()
+
+
+async def test_txn_ids_make_sends_idempotent(hs: Homeserver) -> None:
+    room_id = await _room(hs, preset="public_chat")
+    key = ("@alice:localhost", "DEV", "send/x", "t1")
+    first = await hs.rooms.send_event(
+        "@alice:localhost", room_id, EventSpec("m.room.message", {"body": "a"}), txn=key
+    )
+    second = await hs.rooms.send_event(
+        "@alice:localhost", room_id, EventSpec("m.room.message", {"body": "b"}), txn=key
+    )
+    assert first.event_id == second.event_id
+    assert await hs.rooms.events.get_txn_event_id(key) == first.event_id
+    assert await hs.rooms.events.get_transaction_ids([first.event_id]) == {
+        first.event_id: ("@alice:localhost", "DEV", "t1")
+    }
+
+
+async def test_redaction_marks_the_target(hs: Homeserver) -> None:
+    room_id = await _room(hs, preset="public_chat")
+    target = await hs.rooms.send_event(
+        "@alice:localhost", room_id, EventSpec("m.room.message", {"body": "secret"})
+    )
+    redaction_id = await hs.rooms.redact(
+        "@alice:localhost", room_id, target.event_id, reason="oops", txn=None
+    )
+    loaded = await hs.rooms.events.get_event(target.event_id)
+    assert loaded is not None and loaded.redacted_by == redaction_id
+    hs.rooms.events._cache.clear()
+    loaded = await hs.rooms.events.get_event(target.event_id)
+    assert loaded is not None and loaded.redacted_by == redaction_id
+
+
+async def test_a_failed_transaction_writes_nothing(hs: Homeserver, database: Database) -> None:
+    room_id = await _room(hs, preset="public_chat", room_alias_name="taken")
+    counts = [
+        await _count(database, t) for t in ("rooms", "events", "state_groups", "room_memberships")
+    ]
+    room = await hs.rooms.require_room(room_id)
+    head = await hs.rooms._load_head(room)
+    head.room_id = "!other:localhost"
+    head.extremities = []
+    head.state = {}
+    head.complete = True
+    event = await hs.rooms._build_event(
+        head,
+        "@alice:localhost",
+        EventSpec("m.room.create", {"room_version": "12", "other": True}, ""),
+    )
+    with pytest.raises(AliasTaken):
+        await hs.rooms.events.persist_local_events(
+            event.room_id,
+            [EventToPersist(event)],
+            new_room=NewRoom(
+                event.room_id, "12", "@alice:localhost", False, NOW, "#taken:localhost"
+            ),
+        )
+    assert [
+        await _count(database, t) for t in ("rooms", "events", "state_groups", "room_memberships")
+    ] == counts
+    assert await hs.rooms.events.get_event(event.event_id) is None
+
+
+async def test_aliases_and_profiles(hs: Homeserver) -> None:
+    room_id = await _room(hs, visibility="public", room_alias_name="main")
+    store = hs.rooms.store
+    assert await store.get_alias("#main:localhost") == (room_id, "@alice:localhost")
+    await store.create_alias("#second:localhost", room_id, "@bob:localhost")
+    assert await store.aliases_for_room(room_id) == ["#main:localhost", "#second:localhost"]
+    assert await store.delete_alias("#second:localhost")
+    assert not await store.delete_alias("#second:localhost")
+    await store.set_profile_field("@bob:localhost", "displayname", "Bob")
+    await store.set_profile_field("@bob:localhost", "m.tz", "Europe/Paris")
+    await store.set_profile_field("@bob:localhost", "displayname", None)
+    assert await store.get_profile_fields("@bob:localhost") == {
+        "displayname": None,
+        "m.tz": "Europe/Paris",
+    }
+    room = await store.get_room(room_id)
+    assert room is not None and room.room_version == "12" and room.is_public
