@@ -10,8 +10,11 @@ from ranvier.api import well_known
 from ranvier.api.client import account as client_account
 from ranvier.api.client import account_data as client_account_data
 from ranvier.api.client import capabilities as client_capabilities
+from ranvier.api.client import devices as client_devices
 from ranvier.api.client import directory as client_directory
 from ranvier.api.client import filters as client_filters
+from ranvier.api.client import key_backup as client_key_backup
+from ranvier.api.client import keys as client_keys
 from ranvier.api.client import login as client_login
 from ranvier.api.client import membership as client_membership
 from ranvier.api.client import presence as client_presence
@@ -22,6 +25,7 @@ from ranvier.api.client import room_history as client_room_history
 from ranvier.api.client import rooms as client_rooms
 from ranvier.api.client import sync as client_sync
 from ranvier.api.client import thirdparty as client_thirdparty
+from ranvier.api.client import to_device as client_to_device
 from ranvier.api.client import typing as client_typing
 from ranvier.api.client import versions
 from ranvier.api.client import voip as client_voip
@@ -64,6 +68,10 @@ ROUTE_TABLES: tuple[web.RouteTableDef, ...] = (
     client_membership.routes,
     client_profile.routes,
     client_directory.routes,
+    client_devices.routes,
+    client_keys.routes,
+    client_to_device.routes,
+    client_key_backup.routes,
 )
 
 

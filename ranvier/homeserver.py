@@ -13,7 +13,11 @@ from ranvier.config import Config
 from ranvier.core.signing import SigningKey
 from ranvier.services.account_data import AccountDataService
 from ranvier.services.accounts import AccountsService
+from ranvier.services.devices import DevicesService
+from ranvier.services.e2e_keys import E2eKeysService
+from ranvier.services.e2e_sync import register_e2e_sync_extension
 from ranvier.services.filters import FilterService
+from ranvier.services.key_backup import KeyBackupService
 from ranvier.services.notifier import Notifier
 from ranvier.services.pagination import PaginationService
 from ranvier.services.presence import PresenceService
@@ -23,6 +27,7 @@ from ranvier.services.ratelimit import RateLimiter
 from ranvier.services.receipts import ReceiptService
 from ranvier.services.rooms import RoomsService
 from ranvier.services.sync import SyncService
+from ranvier.services.to_device import ToDeviceService
 from ranvier.services.typing import TypingService
 from ranvier.storage import Database
 
@@ -56,8 +61,15 @@ class Homeserver:
         self.presence = PresenceService(self)
         # Push rules; writes m.push_rules account data, so after account_data.
         self.push_rules = PushRulesService(self)
+        # End-to-end encryption: device management, keys and cross-signing,
+        # send-to-device, key backup. Before sync, whose providers they are.
+        self.e2e_keys = E2eKeysService(self)
+        self.devices = DevicesService(self)
+        self.to_device = ToDeviceService(self)
+        self.key_backup = KeyBackupService(self)
         # /sync (one provider per stream, above) and room history: /messages, /context.
         self.sync = SyncService(self)
+        register_e2e_sync_extension(self)  # to_device, device_lists, key counts
         self.pagination = PaginationService(self)
 
     async def close(self) -> None:

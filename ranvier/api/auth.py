@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
-from ranvier.api.http import HOMESERVER, MatrixError
+from ranvier.api.http import HOMESERVER, MatrixError, client_address
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,4 +48,7 @@ async def require_user(request: web.Request, *, allow_guest: bool = False) -> Re
     requester: Requester = await hs.accounts.requester_for_access_token(token)
     if requester.is_guest and not allow_guest:
         raise MatrixError(403, "M_GUEST_ACCESS_FORBIDDEN", "Guest access is not allowed here.")
+    if requester.device_id is not None:
+        # last_seen_ts / last_seen_ip of the device (throttled by the devices service).
+        await hs.devices.note_seen(requester.user_id, requester.device_id, client_address(request))
     return requester

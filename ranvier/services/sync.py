@@ -673,6 +673,7 @@ class SyncService:
         user_id = params.user_id
         candidates: dict[str, dict[str, StateKey]] = {}
         starts: dict[str, StateMap] = {}
+        start_groups: dict[str, int | None] = {}
         summary_rooms: list[str] = []
         for room in rooms:
             timeline = room.timeline
@@ -680,9 +681,9 @@ class SyncService:
             end_group = timeline.last.state_group if timeline.last is not None else None
             start_group = timeline.events[0].state_group_before if timeline.events else end_group
             previous_group = None if room.full_state else previous_groups.get(room.room_id)
+            start_groups[room.room_id] = start_group
             if not room.full_state and previous_group == start_group == end_group:
                 candidates[room.room_id] = {}
-                starts[room.room_id] = {}
             else:
                 start = await state_store.get_state_ids(start_group) if start_group else {}
                 end = (
@@ -714,15 +715,18 @@ class SyncService:
             room.summary = summaries.get(room.room_id)
             found = candidates[room.room_id]
             if lazy:
-                found = self._lazy_members(params, room, found, starts[room.room_id])
+                found = await self._lazy_members(
+                    params, room, found, starts.get(room.room_id), start_groups[room.room_id]
+                )
             room.state_ids = list(found)
 
-    def _lazy_members(
+    async def _lazy_members(
         self,
         params: SyncParams,
         room: _JoinedRoom,
         found: dict[str, StateKey],
-        start: StateMap,
+        start: StateMap | None,
+        start_group: int | None,
     ) -> dict[str, StateKey]:
         timeline = room.timeline
         assert timeline is not None
@@ -743,6 +747,13 @@ class SyncService:
             # to whether or not they are redundant"), plus the senders' members.
             kept = dict(found)
         in_timeline = {e.event_id for e in timeline.events}
+        if start is None:
+            keys = [(MEMBER, member) for member in sorted(required)]
+            start = (
+                await self.hs.rooms.state_store.get_state_ids_for_keys(start_group, keys)
+                if start_group is not None
+                else {}
+            )
         for member in required:
             key = (MEMBER, member)
             event_id = start.get(key)

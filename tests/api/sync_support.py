@@ -20,8 +20,8 @@ from tests.api.rooms_support import ROOMS_CONFIG, V3, Client, User, q
 MakeSyncClient = Callable[..., Awaitable[Client]]
 
 
-@pytest.fixture
-def make_sync_client(
+@pytest.fixture(name="make_sync_client")
+def make_sync_client_fixture(
     aiohttp_client: Any, tmp_path: Path, signing_key: SigningKey, clock: Clock
 ) -> MakeSyncClient:
     """``await make_sync_client(database=None)``: the app with rate limits off on

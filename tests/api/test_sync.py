@@ -24,7 +24,7 @@ from tests.api.sync_support import (  # noqa: F401  (fixture)
     MakeSyncClient,
     bodies,
     get,
-    make_sync_client,
+    make_sync_client_fixture,
     messages,
     state_keys,
     sync,
@@ -126,11 +126,13 @@ async def test_transaction_id_only_for_the_sending_device(
     other_device = await login_again(client, alice, "OTHER")
     mine = await sync(client, alice)
     theirs = await sync(client, other_device)
-    assert mine["rooms"]["join"][room_id]["timeline"]["events"][-1]["unsigned"][
+    assert (
+        mine["rooms"]["join"][room_id]["timeline"]["events"][-1]["unsigned"]["transaction_id"]
+        == "hello"
+    )
+    assert (
         "transaction_id"
-    ] == "hello"
-    assert "transaction_id" not in (
-        theirs["rooms"]["join"][room_id]["timeline"]["events"][-1]["unsigned"]
+        not in (theirs["rooms"]["join"][room_id]["timeline"]["events"][-1]["unsigned"])
     )
     del status, login
 
@@ -144,7 +146,7 @@ async def test_incremental_after_message_and_state(make_sync_client: MakeSyncCli
     since = (await sync(client, alice))["next_batch"]
 
     await text(client, bob, room_id, "hi alice")
-    status, _ = await put_state(client, bob, room_id, "m.room.topic", "", {"topic": "new"})
+    status, _ = await put_state(client, alice, room_id, "m.room.topic", "", {"topic": "new"})
     assert status == 200
     body = await sync(client, alice, since=since)
 
@@ -164,7 +166,7 @@ async def test_limited_incremental_state_gap(make_sync_client: MakeSyncClient) -
     client = await make_sync_client()
     alice, bob, room_id = await two_users_in_room(client)
     since = (await sync(client, alice))["next_batch"]
-    await put_state(client, bob, room_id, "m.room.topic", "", {"topic": "in the gap"})
+    await put_state(client, alice, room_id, "m.room.topic", "", {"topic": "in the gap"})
     for i in range(4):
         await text(client, bob, room_id, f"m{i}")
     body = await sync(client, alice, since=since, filter={"room": {"timeline": {"limit": 2}}})
@@ -187,7 +189,11 @@ async def test_incremental_typing_receipts_account_data_presence(
     since = (await sync(client, alice))["next_batch"]
 
     status, _ = await call(
-        client, "PUT", f"/rooms/{q(room_id)}/typing/{q(bob.user_id)}", bob, {"typing": True, "timeout": 10000}
+        client,
+        "PUT",
+        f"/rooms/{q(room_id)}/typing/{q(bob.user_id)}",
+        bob,
+        {"typing": True, "timeout": 10000},
     )
     assert status == 200
     status, _ = await call(
@@ -207,7 +213,11 @@ async def test_incremental_typing_receipts_account_data_presence(
     )
     assert status == 200
     status, _ = await call(
-        client, "PUT", f"/presence/{q(bob.user_id)}/status", bob, {"presence": "unavailable", "status_msg": "away"}
+        client,
+        "PUT",
+        f"/presence/{q(bob.user_id)}/status",
+        bob,
+        {"presence": "unavailable", "status_msg": "away"},
     )
     assert status == 200
 
@@ -277,7 +287,13 @@ async def test_long_poll_wakes_on_typing(make_sync_client: MakeSyncClient) -> No
     since = (await sync(client, alice))["next_batch"]
     poll = asyncio.create_task(sync(client, alice, since=since, timeout=10_000))
     await asyncio.sleep(0.05)
-    await call(client, "PUT", f"/rooms/{q(room_id)}/typing/{q(bob.user_id)}", bob, {"typing": True, "timeout": 5000})
+    await call(
+        client,
+        "PUT",
+        f"/rooms/{q(room_id)}/typing/{q(bob.user_id)}",
+        bob,
+        {"typing": True, "timeout": 5000},
+    )
     body = await asyncio.wait_for(poll, 5)
     ephemeral = body["rooms"]["join"][room_id]["ephemeral"]["events"]
     assert ephemeral == [{"type": "m.typing", "content": {"user_ids": [bob.user_id]}}]
@@ -310,9 +326,10 @@ async def test_prev_batch_continues_in_messages_without_gaps(
         token = page["end"]
     assert collected == sent
     assert len(seen) == len(set(seen))
-    assert seen[0] == (await messages(client, alice, room_id, dir="f", limit=1))[1]["chunk"][0][
-        "event_id"
-    ]
+    assert (
+        seen[0]
+        == (await messages(client, alice, room_id, dir="f", limit=1))[1]["chunk"][0]["event_id"]
+    )
 
 
 # --- invites, leaves, knocks ------------------------------------------------------------
@@ -325,7 +342,9 @@ async def test_invite_then_join_then_leave(make_sync_client: MakeSyncClient) -> 
     room_id = await create_room(client, alice, name="Secret")
     await text(client, alice, room_id, "before invite")
     since = (await sync(client, bob))["next_batch"]
-    status, _ = await call(client, "POST", f"/rooms/{q(room_id)}/invite", alice, {"user_id": bob.user_id})
+    status, _ = await call(
+        client, "POST", f"/rooms/{q(room_id)}/invite", alice, {"user_id": bob.user_id}
+    )
     assert status == 200
 
     body = await sync(client, bob, since=since)
@@ -374,7 +393,9 @@ async def test_knock_section(make_sync_client: MakeSyncClient) -> None:
         client,
         alice,
         name="Knockable",
-        initial_state=[{"type": "m.room.join_rules", "state_key": "", "content": {"join_rule": "knock"}}],
+        initial_state=[
+            {"type": "m.room.join_rules", "state_key": "", "content": {"join_rule": "knock"}}
+        ],
     )
     since = (await sync(client, carol))["next_batch"]
     status, payload = await call(client, "POST", f"/knock/{q(room_id)}", carol, {})
@@ -401,7 +422,11 @@ async def test_full_state(make_sync_client: MakeSyncClient) -> None:
     room = body["rooms"]["join"][room_id]
     assert bodies(room["timeline"]["events"]) == ["x"]
     keys = state_keys(room["state"]["events"])
-    assert {("m.room.create", ""), ("m.room.member", alice.user_id), ("m.room.member", bob.user_id)} <= keys
+    assert {
+        ("m.room.create", ""),
+        ("m.room.member", alice.user_id),
+        ("m.room.member", bob.user_id),
+    } <= keys
     # Even with nothing new, full_state lists every joined room.
     body = await sync(client, alice, since=body["next_batch"], full_state=True)
     assert ("m.room.create", "") in state_keys(body["rooms"]["join"][room_id]["state"]["events"])
@@ -421,10 +446,14 @@ async def test_timeline_filters(make_sync_client: MakeSyncClient) -> None:
         events: list[dict[str, Any]] = body["rooms"]["join"][room_id]["timeline"]["events"]
         return events
 
-    only_messages = await sync(client, alice, filter={"room": {"timeline": {"types": ["m.room.message"]}}})
+    only_messages = await sync(
+        client, alice, filter={"room": {"timeline": {"types": ["m.room.message"]}}}
+    )
     assert bodies(timeline(only_messages)) == ["from alice", "from bob"]
     assert {e["type"] for e in timeline(only_messages)} == {"m.room.message"}
-    no_messages = await sync(client, alice, filter={"room": {"timeline": {"not_types": ["m.room.*"]}}})
+    no_messages = await sync(
+        client, alice, filter={"room": {"timeline": {"not_types": ["m.room.*"]}}}
+    )
     assert [e["type"] for e in timeline(no_messages)] == ["org.example.custom"]
     from_bob = await sync(
         client, alice, filter={"room": {"timeline": {"senders": [bob.user_id], "limit": 2}}}
@@ -445,7 +474,11 @@ async def test_stored_filter_and_bad_filters(make_sync_client: MakeSyncClient) -
     await text(client, alice, room_id, "one")
     await text(client, alice, room_id, "two")
     status, created = await call(
-        client, "POST", f"/user/{q(alice.user_id)}/filter", alice, {"room": {"timeline": {"limit": 1}}}
+        client,
+        "POST",
+        f"/user/{q(alice.user_id)}/filter",
+        alice,
+        {"room": {"timeline": {"limit": 1}}},
     )
     assert status == 200
     body = await sync(client, alice, filter=created["filter_id"])
@@ -501,13 +534,6 @@ async def test_lazy_loading_members(make_sync_client: MakeSyncClient) -> None:
     await text(client, bob, room_id, "bob speaks")
     lazy = {"room": {"state": {"lazy_load_members": True}, "timeline": {"limit": 1}}}
 
-    body = await sync(client, alice, filter=lazy)
-    room = body["rooms"]["join"][room_id]
-    members = {e["state_key"] for e in room["state"]["events"] if e["type"] == "m.room.member"}
-    # The sender and the user themselves; not carol.
-    assert members == {alice.user_id, bob.user_id}
-    assert ("m.room.create", "") in state_keys(room["state"]["events"])
-
     full = await sync(client, alice, filter={"room": {"timeline": {"limit": 1}}})
     full_members = {
         e["state_key"]
@@ -515,6 +541,13 @@ async def test_lazy_loading_members(make_sync_client: MakeSyncClient) -> None:
         if e["type"] == "m.room.member"
     }
     assert full_members == {alice.user_id, bob.user_id, carol.user_id}
+
+    body = await sync(client, alice, filter=lazy)
+    room = body["rooms"]["join"][room_id]
+    members = {e["state_key"] for e in room["state"]["events"] if e["type"] == "m.room.member"}
+    # The sender and the user themselves; not carol.
+    assert members == {alice.user_id, bob.user_id}
+    assert ("m.room.create", "") in state_keys(room["state"]["events"])
 
     # Incremental: bob's member event was sent to this device already: redundant.
     since = body["next_batch"]
@@ -558,9 +591,18 @@ async def test_history_visibility_in_sync(make_sync_client: MakeSyncClient) -> N
     bob = await make_user(client, "bob")
     carol = await make_user(client, "carol")
     joined_only = await create_room(client, alice, preset="public_chat")
-    await put_state(client, alice, joined_only, "m.room.history_visibility", "", {"history_visibility": "joined"})
+    await put_state(
+        client,
+        alice,
+        joined_only,
+        "m.room.history_visibility",
+        "",
+        {"history_visibility": "joined"},
+    )
     shared = await create_room(client, alice, preset="public_chat")
-    await put_state(client, alice, shared, "m.room.history_visibility", "", {"history_visibility": "shared"})
+    await put_state(
+        client, alice, shared, "m.room.history_visibility", "", {"history_visibility": "shared"}
+    )
     for room_id in (joined_only, shared):
         await text(client, alice, room_id, "secret" if room_id == joined_only else "open")
         assert (await join(client, bob, room_id))[0] == 200
@@ -585,7 +627,12 @@ async def test_world_readable_room_readable_without_joining(
     carol = await make_user(client, "carol")
     room_id = await create_room(client, alice, preset="public_chat")
     await put_state(
-        client, alice, room_id, "m.room.history_visibility", "", {"history_visibility": "world_readable"}
+        client,
+        alice,
+        room_id,
+        "m.room.history_visibility",
+        "",
+        {"history_visibility": "world_readable"},
     )
     await text(client, alice, room_id, "for everyone")
     status, page = await messages(client, carol, room_id, dir="b", limit=5)
@@ -621,7 +668,9 @@ async def test_sync_and_messages_on_both_engines(
     body = await sync(client, alice, filter={"room": {"timeline": {"limit": 3}}})
     timeline = body["rooms"]["join"][room_id]["timeline"]
     assert bodies(timeline["events"]) == ["m3", "m4", "m5"] and timeline["limited"] is True
-    status, page = await messages(client, alice, room_id, dir="b", limit=10, **{"from": timeline["prev_batch"]})
+    status, page = await messages(
+        client, alice, room_id, dir="b", limit=10, **{"from": timeline["prev_batch"]}
+    )
     assert status == 200 and bodies(page["chunk"]) == ["m2", "m1", "m0"]
     since = body["next_batch"]
     await text(client, bob, room_id, "m6")

@@ -1,0 +1,145 @@
+"""Send-to-device messaging (Client-Server API, "Send-to-Device messaging";
+modules/send_to_device.md, OpenAPI to_device.yaml).
+
+Messages wait in each recipient device's inbox at their own position of the
+"to_device" stream. /sync delivers them in order and deletes them only when
+the device acknowledges them by syncing with a later ``since`` token ("the
+server should only delete messages ... once the client has acknowledged"),
+so a lost /sync answer loses nothing.
+
+Users of other servers need federation, which comes later: their messages are
+dropped with a log line.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any
+
+import orjson
+
+from ranvier.api.http import MatrixError
+from ranvier.core.ids import UserID
+from ranvier.storage.e2e import E2eStore
+
+if TYPE_CHECKING:
+    from ranvier.api.auth import Requester
+    from ranvier.homeserver import Homeserver
+
+logger = logging.getLogger(__name__)
+
+#: Messages delivered per /sync response (Synapse: 100).
+DEFAULT_LIMIT = 100
+#: Recipient devices per request; more is 413 M_TOO_LARGE.
+MAX_RECIPIENT_DEVICES = 10_000
+MAX_TXN_ID_LENGTH = 255
+
+
+class ToDeviceService:
+    def __init__(self, hs: Homeserver) -> None:
+        self.hs = hs
+        self.store = E2eStore(hs.database)
+
+    def _is_local(self, user_id: str) -> bool:
+        return user_id.rpartition(":")[2] == self.hs.server_name
+
+    async def send(
+        self, requester: Requester, event_type: str, txn_id: str, messages: object
+    ) -> None:
+        """PUT /sendToDevice/{eventType}/{txnId}.
+
+        ``messages``: user ID → device ID (or ``*``, all the user's devices) →
+        content. Idempotent per sending device and transaction ID: the ID is
+        recorded in the same transaction as the messages.
+        """
+        if not isinstance(messages, dict):
+            raise MatrixError(400, "M_BAD_JSON", "'messages' must be an object.")
+        if len(txn_id) > MAX_TXN_ID_LENGTH:
+            raise MatrixError(400, "M_INVALID_PARAM", "Transaction ID too long.")
+        count = 0
+        for user_id, devices in messages.items():
+            if not UserID.is_valid(user_id):
+                raise MatrixError(400, "M_INVALID_PARAM", f"Invalid user ID {user_id[:300]!r}.")
+            if not isinstance(devices, dict) or not all(
+                isinstance(content, dict) for content in devices.values()
+            ):
+                raise MatrixError(
+                    400, "M_BAD_JSON", f"'messages.{user_id}' must map device IDs to objects."
+                )
+            count += len(devices)
+        if count > MAX_RECIPIENT_DEVICES:
+            raise MatrixError(413, "M_TOO_LARGE", "Too many recipient devices.")
+
+        sender = requester.user_id
+        queued: list[tuple[str, str, str]] = []
+        recipients: set[str] = set()
+        async with self.hs.database.transaction() as txn:
+            if not await self.store.claim_to_device_txn(
+                txn, sender, requester.device_id or "", txn_id, self.hs.clock_ms()
+            ):
+                return  # a retry of a request already handled
+            for user_id, devices in messages.items():
+                if not self._is_local(user_id):
+                    logger.info(
+                        "Dropping %d to-device message(s) of type %s for remote user %s: "
+                        "federation is not supported yet",
+                        len(devices),
+                        event_type,
+                        user_id,
+                    )
+                    continue
+                if "*" in devices:
+                    targets = {
+                        row.device_id: devices["*"]
+                        for row in await self.hs.accounts.store.get_devices(user_id, txn)
+                    }
+                    # A message addressed to a device by name as well wins over "*".
+                    targets.update({d: c for d, c in devices.items() if d != "*" and d in targets})
+                else:
+                    known = await self.store.existing_device_ids(user_id, list(devices), txn)
+                    targets = {d: c for d, c in devices.items() if d in known}
+                for device_id, content in targets.items():
+                    message = {"type": event_type, "sender": sender, "content": content}
+                    queued.append((user_id, device_id, orjson.dumps(message).decode()))
+                    recipients.add(user_id)
+            await self.store.add_to_device_messages(txn, queued)
+        if recipients:
+            self.hs.notifier.notify_users(recipients)
+
+    async def to_device_for_device(
+        self,
+        user_id: str,
+        device_id: str,
+        since_pos: int,
+        up_to_pos: int,
+        limit: int = DEFAULT_LIMIT,
+    ) -> tuple[list[dict[str, Any]], int]:
+        """The device's messages with ``since_pos < position <= up_to_pos`` (at most
+        ``limit``, oldest first) and the position the next sync token should carry.
+
+        Messages up to ``since_pos`` were delivered by an earlier /sync the client
+        has now acknowledged, so they are deleted first. When more than ``limit``
+        wait, the returned position is the last one delivered, so the rest come
+        with the next sync.
+        """
+        if since_pos > 0:
+            async with self.hs.database.transaction() as txn:
+                await self.store.delete_to_device_messages(txn, user_id, device_id, since_pos)
+        rows = await self.store.to_device_messages(user_id, device_id, since_pos, up_to_pos, limit)
+        events = [orjson.loads(message_json) for _, message_json in rows]
+        next_pos = rows[-1][0] if len(rows) >= limit else up_to_pos
+        return events, next_pos
+
+    async def current_position(self) -> int:
+        from ranvier.storage.engine import current_stream_position
+
+        return await current_stream_position(self.hs.database, "to_device")
+
+
+def event_type_or_400(event_type: str) -> str:
+    if not event_type or len(event_type) > 255:
+        raise MatrixError(400, "M_INVALID_PARAM", "Invalid event type.")
+    return event_type
+
+
+
