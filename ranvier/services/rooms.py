@@ -127,6 +127,16 @@ class RoomsService:
             except MatrixError:
                 continue  # e.g. no longer allowed to change the member event; skip that room
 
+    async def on_user_deactivated(self, user_id: str) -> None:
+        """A deactivated account leaves every room it is joined to, invited to or
+        knocking on (as Synapse does; Client-Server API "Account deactivation":
+        the server should make the user leave all rooms)."""
+        for membership in await self.store.rooms_for_user(user_id, ("join", "invite", "knock")):
+            try:
+                await self.update_membership(user_id, membership.room_id, user_id, "leave")
+            except MatrixError:
+                continue  # a room the user may no longer leave by itself; nothing more to do
+
     # --- locks and room lookup -------------------------------------------------------------
 
     def room_lock(self, room_id: str) -> asyncio.Lock:

@@ -387,3 +387,18 @@ async def test_room_flow_on_both_engines(make_client: MakeClient, database_dsn: 
     _, members = await call(client, "GET", f"/rooms/{q(room_id)}/joined_members", bob)
     assert set(members["joined"]) == {alice.user_id, bob.user_id}
     assert await get_state(client, bob, room_id, "m.room.name") == (200, {"name": "N"})
+
+
+async def test_deactivated_user_leaves_joined_and_invited_rooms(setup: Any) -> None:
+    client, alice, bob, _carol = setup
+    joined = await create_room(client, alice, preset="public_chat")
+    invited = await create_room(client, alice, preset="private_chat")
+    status, _ = await call(client, "POST", f"/rooms/{q(joined)}/join", bob, {})
+    assert status == 200
+    status, _ = await call(client, "POST", f"/rooms/{q(invited)}/invite", alice, {"user_id": bob.user_id})
+    assert status == 200
+    hs = hs_of(client)
+    await hs.accounts.deactivate(bob.user_id)
+    assert await hs.rooms.get_membership(joined, bob.user_id) == "leave"
+    assert await hs.rooms.get_membership(invited, bob.user_id) == "leave"
+    assert await hs.rooms.joined_room_ids(bob.user_id) == []
