@@ -55,6 +55,7 @@ class Client:
     def __init__(self, session: aiohttp.ClientSession, base_url: str) -> None:
         self.session = session
         self.base_url = base_url
+        self.last_response_bytes = 0  # size of the last answer's body (for sequential use)
 
     async def request(
         self,
@@ -90,6 +91,7 @@ class Client:
         ) as response:
             raw = await response.read()
             status = response.status
+        self.last_response_bytes = len(raw)
         try:
             parsed = orjson.loads(raw) if raw else {}
         except orjson.JSONDecodeError:

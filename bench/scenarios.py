@@ -370,6 +370,7 @@ class Sync(Scenario):
     async def measure(self, ctx: ServerContext, state: SyncState, repeat: int) -> Outcome:
         client = ctx.client
         answer, plain_ms = await timed(client.sync(state.user, filter_id=state.plain_filter))
+        answer_kib = client.last_response_bytes / 1024
         joined = len(answer.get("rooms", {}).get("join", {}))
         if joined != len(state.room_ids):
             raise BenchError(f"initial /sync shows {joined} of {len(state.room_ids)} rooms")
@@ -394,6 +395,7 @@ class Sync(Scenario):
             {
                 f"initial /sync, {rooms} rooms (s)": plain_ms / 1000,
                 f"initial /sync, {rooms} rooms, lazy members (s)": lazy_ms / 1000,
+                "initial /sync answer size (KiB)": answer_kib,
                 "incremental /sync after 1 message (ms)": statistics.median(incremental_ms),
             },
             {"incremental /sync (ms)": incremental_ms},

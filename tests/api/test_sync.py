@@ -662,12 +662,25 @@ async def test_sync_and_messages_on_both_engines(
     make_sync_client: MakeSyncClient, database_dsn: str, clock: Clock
 ) -> None:
     client = await make_sync_client(database_dsn)
-    alice, bob, room_id = await two_users_in_room(client, name="Both")
+    alice, bob, room_id = await two_users_in_room(client)
     for i in range(6):
         await text(client, bob, room_id, f"m{i}")
     body = await sync(client, alice, filter={"room": {"timeline": {"limit": 3}}})
     timeline = body["rooms"]["join"][room_id]["timeline"]
     assert bodies(timeline["events"]) == ["m3", "m4", "m5"] and timeline["limited"] is True
+    assert body["rooms"]["join"][room_id]["summary"] == {
+        "m.heroes": [bob.user_id],
+        "m.joined_member_count": 2,
+        "m.invited_member_count": 0,
+    }
+    status, found = await get(
+        client,
+        f"/_matrix/client/v1/rooms/{q(room_id)}/timestamp_to_event",
+        alice,
+        ts=clock.now_ms,
+        dir="b",
+    )
+    assert status == 200 and found["event_id"] == timeline["events"][-1]["event_id"]
     status, page = await messages(
         client, alice, room_id, dir="b", limit=10, **{"from": timeline["prev_batch"]}
     )
