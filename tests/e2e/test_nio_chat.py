@@ -85,6 +85,11 @@ async def _sync_until(client: AsyncClient, condition: Callable[[], bool], what: 
         assert isinstance(response, SyncResponse), response
 
 
+def _members(client: AsyncClient, room_id: str) -> set[str]:
+    room = client.rooms.get(room_id)
+    return set() if room is None else set(room.users)
+
+
 async def test_two_nio_clients_chat(server_url: str) -> None:
     alice = await _registered(server_url, "alice")
     bob = await _registered(server_url, "bob")
@@ -104,9 +109,7 @@ async def test_two_nio_clients_chat(server_url: str) -> None:
         await _sync_until(bob, lambda: room_id in bob.rooms, "the joined room")
         assert bob.rooms[room_id].name == "Lunch"
         assert bob.rooms[room_id].topic == "Where to eat"
-        await _sync_until(
-            alice, lambda: bob.user_id in alice.rooms[room_id].users, "bob joining"
-        )
+        await _sync_until(alice, lambda: bob.user_id in _members(alice, room_id), "bob joining")
 
         # Messages, seen by the other side through /sync.
         sent = await alice.room_send(
@@ -167,7 +170,7 @@ async def test_two_nio_clients_chat(server_url: str) -> None:
         # Bob leaves; Alice sees it.
         await bob.room_leave(room_id)
         await _sync_until(
-            alice, lambda: bob.user_id not in alice.rooms[room_id].users, "bob leaving"
+            alice, lambda: bob.user_id not in _members(alice, room_id), "bob leaving"
         )
     finally:
         await alice.close()

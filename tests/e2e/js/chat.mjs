@@ -1,7 +1,7 @@
 // matrix-js-sdk against a running Ranvier: log in, start the sync loop,
 // create a room, send a message and see it come back through /sync.
 // Usage: node chat.mjs BASE_URL USER PASSWORD
-// Prints one JSON line {"room_id", "event_id", "body"} and exits 0, or exits 1.
+// Prints one line `RESULT {"room_id", "event_id", "body", "room_name"}` and exits 0, or exits 1.
 import * as sdk from "matrix-js-sdk";
 
 const [baseUrl, user, password] = process.argv.slice(2);
@@ -54,6 +54,6 @@ if (syncedId !== sent.event_id) {
   process.exit(1);
 }
 const room = authed.getRoom(room_id);
-console.log(JSON.stringify({ room_id, event_id: syncedId, body, room_name: room?.name ?? null }));
+console.log("RESULT " + JSON.stringify({ room_id, event_id: syncedId, body, room_name: room?.name ?? null }));
 authed.stopClient();
 process.exit(0);
