@@ -37,6 +37,7 @@ from functools import lru_cache
 from typing import Any, Literal
 
 from ranvier.core.events import Event
+from ranvier.core.property_paths import split_property_path
 
 __all__ = [
     "EventFilter",
@@ -294,29 +295,8 @@ def parse_room_filter(value: Any, where: str = "room") -> RoomFilter:
 
 
 def parse_event_fields(paths: Sequence[str]) -> tuple[tuple[str, ...], ...]:
-    """Split each dot-separated property path (Appendices, "Dot-separated property
-    paths"): ``\\.`` is a literal dot, ``\\\\`` a literal backslash, any other
-    escape is kept as written."""
-    parsed: list[tuple[str, ...]] = []
-    for path in paths:
-        parts: list[str] = []
-        current: list[str] = []
-        index = 0
-        while index < len(path):
-            char = path[index]
-            if char == "\\" and index + 1 < len(path) and path[index + 1] in ".\\":
-                current.append(path[index + 1])
-                index += 2
-                continue
-            if char == ".":
-                parts.append("".join(current))
-                current = []
-            else:
-                current.append(char)
-            index += 1
-        parts.append("".join(current))
-        parsed.append(tuple(parts))
-    return tuple(parsed)
+    """Split each dot-separated property path of ``event_fields``."""
+    return tuple(split_property_path(path) for path in paths)
 
 
 def parse_filter(value: Any) -> Filter:

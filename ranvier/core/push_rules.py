@@ -24,6 +24,8 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Final
 
+from ranvier.core.property_paths import split_property_path
+
 JsonDict = dict[str, Any]
 
 #: The kinds of rule, in the order they are checked ("Push Rules").
@@ -467,31 +469,6 @@ def parse_rule_body(kind: str, rule_id: str, body: Mapping[str, Any]) -> PushRul
 
 
 @functools.lru_cache(maxsize=1024)
-def split_key_path(key: str) -> tuple[str, ...]:
-    """``content.m\\.relates_to.rel_type`` → ``("content", "m.relates_to", "rel_type")``.
-
-    Appendices, "Dot-separated property paths": ``\\.`` is a literal dot, ``\\\\``
-    a literal backslash; any other escape is kept as it is (backslash and all).
-    """
-    parts: list[str] = []
-    current: list[str] = []
-    index = 0
-    while index < len(key):
-        char = key[index]
-        if char == "\\" and index + 1 < len(key) and key[index + 1] in ".\\":
-            current.append(key[index + 1])
-            index += 2
-            continue
-        if char == ".":
-            parts.append("".join(current))
-            current = []
-        else:
-            current.append(char)
-        index += 1
-    parts.append("".join(current))
-    return tuple(parts)
-
-
 _MISSING: Final = object()
 
 
@@ -668,7 +645,7 @@ def condition_matches(
         key, pattern = condition.get("key"), condition.get("pattern")
         if not isinstance(key, str) or not isinstance(pattern, str):
             return False
-        path = split_key_path(key)
+        path = split_property_path(key)
         value = lookup_property(event, path)
         if not isinstance(value, str):
             return False  # absent or not a string: no match, even for "*"
@@ -677,13 +654,13 @@ def condition_matches(
         key = condition.get("key")
         if not isinstance(key, str) or "value" not in condition:
             return False
-        value = lookup_property(event, split_key_path(key))
+        value = lookup_property(event, split_property_path(key))
         return value is not _MISSING and _same_scalar(value, condition["value"])
     if kind == "event_property_contains":
         key = condition.get("key")
         if not isinstance(key, str) or "value" not in condition:
             return False
-        value = lookup_property(event, split_key_path(key))
+        value = lookup_property(event, split_property_path(key))
         if not isinstance(value, list):
             return False
         wanted = condition["value"]

@@ -10,6 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from ranvier.core.property_paths import split_property_path
 from ranvier.core.push_rules import (
     KINDS,
     MASTER_RULE_ID,
@@ -29,7 +30,6 @@ from ranvier.core.push_rules import (
     parse_condition,
     parse_rule_body,
     position_rule,
-    split_key_path,
 )
 from tests.vectors import REPO_ROOT
 
@@ -297,8 +297,8 @@ def test_position_rule() -> None:
         ("trailing\\", ("trailing\\",)),
     ],
 )
-def test_split_key_path(key: str, path: tuple[str, ...]) -> None:
-    assert split_key_path(key) == path
+def test_split_property_path(key: str, path: tuple[str, ...]) -> None:
+    assert split_property_path(key) == path
 
 
 @pytest.mark.parametrize(
