@@ -6,7 +6,11 @@ filters' ``event_fields``.
 
 from __future__ import annotations
 
+import functools
 
+
+# Cached: push rule evaluation splits the same few condition keys for every event.
+@functools.lru_cache(maxsize=1024)
 def split_property_path(path: str) -> tuple[str, ...]:
     """``content.m\\.relates_to.rel_type`` → ``("content", "m.relates_to", "rel_type")``.
 

@@ -468,7 +468,6 @@ def parse_rule_body(kind: str, rule_id: str, body: Mapping[str, Any]) -> PushRul
 # --- dot-separated property paths ------------------------------------------------
 
 
-@functools.lru_cache(maxsize=1024)
 _MISSING: Final = object()
 
 
