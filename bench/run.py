@@ -124,6 +124,7 @@ class Runner:
         servers: dict[str, dict[str, Any]] = {}
         for name in options.servers:
             if name == "Ranvier":
+                RanvierServer.compile_bytecode()
                 servers[name] = asdict(RanvierServer.facts())
             else:
                 self.template = SynapseTemplate(

@@ -74,4 +74,5 @@ class Homeserver:
 
     async def close(self) -> None:
         await self.typing.close()
+        self.accounts.passwords.close()
         await self.database.close()

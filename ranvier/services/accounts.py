@@ -451,6 +451,15 @@ class AccountsService:
                 revoked = []
         self._forget_tokens(revoked)
         self._forget_user_token_id(requester)
+        if requester.device_id is not None:
+            await self._devices_deleted(requester.user_id, [requester.device_id])
+
+    async def _devices_deleted(self, user_id: str, device_ids: list[str] | None) -> None:
+        """Let the devices area forget the deleted devices' end-to-end keys and
+        inbox and announce the change (None: all the user's devices)."""
+        devices = getattr(self.hs, "devices", None)
+        if devices is not None:
+            await devices.forget_devices(user_id, device_ids)
 
     def _forget_user_token_id(self, requester: Requester) -> None:
         self._revocations += 1
@@ -466,6 +475,7 @@ class AccountsService:
         async with self.hs.database.transaction() as txn:
             await self.store.delete_devices(txn, user_id)
         self._forget_user(user_id)
+        await self._devices_deleted(user_id, None)
 
     # --- registration ----------------------------------------------------------------
 
@@ -551,6 +561,7 @@ class AccountsService:
                 )
         if logout_devices:
             self._forget_user(requester.user_id)
+            await self._devices_deleted(requester.user_id, others)
 
     async def deactivate(self, user_id: str, *, ui_auth: UiAuthResult | None = None) -> None:
         """Mark the account deactivated and delete its devices and tokens; then
@@ -561,6 +572,7 @@ class AccountsService:
             if ui_auth is not None:
                 await self.store.delete_ui_auth_session(txn, ui_auth.session_id)
         self._forget_user(user_id)
+        await self._devices_deleted(user_id, None)
         rooms = getattr(self.hs, "rooms", None)
         on_user_deactivated = getattr(rooms, "on_user_deactivated", None)
         if on_user_deactivated is not None:

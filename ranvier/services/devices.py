@@ -102,12 +102,17 @@ class DevicesService:
         await self.hs.accounts.delete_devices(user_id, device_ids)
         await self.forget_devices(user_id, device_ids)
 
-    async def forget_devices(self, user_id: str, device_ids: Sequence[str]) -> None:
-        """End-to-end cleanup after devices were deleted (also callable by the
-        accounts service after a logout)."""
+    async def forget_devices(self, user_id: str, device_ids: Sequence[str] | None) -> None:
+        """End-to-end cleanup after devices were deleted (None: all of the user's);
+        the accounts service calls it after logout, logout/all, a password change
+        that logs out other devices, and deactivation."""
+        if device_ids is not None and not device_ids:
+            return
         async with self.hs.database.transaction() as txn:
             await self.store.delete_device_data(txn, user_id, device_ids)
             await self.store.add_device_list_change(txn, user_id)
-        for device_id in device_ids:
+        for key in [k for k in self._last_seen if k[0] == user_id] if device_ids is None else []:
+            self._last_seen.pop(key, None)
+        for device_id in device_ids or ():
             self._last_seen.pop((user_id, device_id), None)
         await self.hs.e2e_keys.notify_device_change(user_id)

@@ -23,6 +23,14 @@ from ranvier.storage.engine import (
 
 DEVICE_LISTS_STREAM = "device_lists"
 TO_DEVICE_STREAM = "to_device"
+# Per-device rows forgotten with the device.
+_DEVICE_TABLES = (
+    "e2e_device_keys",
+    "e2e_one_time_keys",
+    "e2e_fallback_keys",
+    "device_inbox",
+    "to_device_txns",
+)
 # Bound for IN (...) lists.
 _CHUNK = 500
 
@@ -94,12 +102,24 @@ class E2eStore:
         return found
 
     async def delete_device_data(
-        self, txn: Transaction, user_id: str, device_ids: Sequence[str]
+        self, txn: Transaction, user_id: str, device_ids: Sequence[str] | None
     ) -> None:
-        """Forget everything end-to-end of these devices: keys, signatures of them, inbox."""
+        """Forget everything end-to-end of these devices (None: all the user's
+        devices): keys, signatures of them, inbox."""
+        if device_ids is None:
+            for table in _DEVICE_TABLES:
+                await txn.execute(f"DELETE FROM {table} WHERE user_id = ?", user_id)
+            # Signatures of the devices; those of the cross-signing keys stay.
+            await txn.execute(
+                "DELETE FROM e2e_signatures WHERE target_user_id = ? AND target_key_id NOT IN "
+                "(SELECT public_key FROM e2e_cross_signing_keys WHERE user_id = ?)",
+                user_id,
+                user_id,
+            )
+            return
         for chunk in _chunks(list(device_ids)):
             marks = placeholders(len(chunk))
-            for table in ("e2e_device_keys", "e2e_one_time_keys", "e2e_fallback_keys", "device_inbox"):
+            for table in _DEVICE_TABLES:
                 await txn.execute(
                     f"DELETE FROM {table} WHERE user_id = ? AND device_id IN ({marks})",
                     user_id,
@@ -404,9 +424,23 @@ class E2eStore:
     # --- the to_device stream ------------------------------------------------------------
 
     async def claim_to_device_txn(
-        self, txn: Transaction, user_id: str, device_id: str, txn_id: str, now_ms: int
+        self,
+        txn: Transaction,
+        user_id: str,
+        device_id: str,
+        txn_id: str,
+        now_ms: int,
+        keep_ms: int = 24 * 60 * 60 * 1000,
     ) -> bool:
-        """Record a sendToDevice transaction ID; False if it was seen before."""
+        """Record a sendToDevice transaction ID; False if it was seen before.
+        The device's IDs older than ``keep_ms`` are forgotten on the way (a
+        client retries within minutes, not days)."""
+        await txn.execute(
+            "DELETE FROM to_device_txns WHERE user_id = ? AND device_id = ? AND created_ts < ?",
+            user_id,
+            device_id,
+            now_ms - keep_ms,
+        )
         return (
             await txn.execute(
                 "INSERT INTO to_device_txns (user_id, device_id, txn_id, created_ts) "

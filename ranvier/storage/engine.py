@@ -57,9 +57,12 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
-import asyncpg
+if TYPE_CHECKING:
+    # asyncpg is imported where a PostgreSQL database is opened: a server on
+    # SQLite never loads it (3.4 MiB of RSS and ~20 ms of startup).
+    import asyncpg
 
 __all__ = [
     "MIGRATIONS_DIR",
@@ -672,6 +675,8 @@ def _redact(dsn: str) -> str:
 
 @asynccontextmanager
 async def _pg_errors() -> AsyncIterator[None]:
+    import asyncpg  # loaded already (the pool exists); see the note at the top
+
     try:
         yield
     except asyncpg.IntegrityConstraintViolationError as exc:
@@ -1007,6 +1012,8 @@ async def open_database(
         asyncpg_dsn, min_size, max_size = _parse_postgres_dsn(dsn, parsed)
         if min_size > max_size:
             raise ValueError(f"bad PostgreSQL DSN {_redact(dsn)!r}: min_size > max_size")
+        import asyncpg  # only for PostgreSQL; see the note at the top
+
         pool = await asyncpg.create_pool(asyncpg_dsn, min_size=min_size, max_size=max_size)
         database = PostgresDatabase(dsn, pool)
     else:

@@ -30,11 +30,11 @@ async def test_last_seen_is_written_at_most_once_a_minute(accounts_client: Accou
     await call(client, "GET", "/devices", alice)
     first = clock.now_ms
     clock.advance(30_000)
-    status, body = await call(client, "GET", f"/devices/{alice.device_id}", alice)
+    _, body = await call(client, "GET", f"/devices/{alice.device_id}", alice)
     assert body["last_seen_ts"] == first
     clock.advance(31_000)
     await call(client, "GET", "/devices", alice)
-    status, body = await call(client, "GET", f"/devices/{alice.device_id}", alice)
+    _status, body = await call(client, "GET", f"/devices/{alice.device_id}", alice)
     assert body["last_seen_ts"] == clock.now_ms
 
 
@@ -56,12 +56,12 @@ async def test_rename_device(accounts_client: AccountsClient) -> None:
     hs = client.app[HOMESERVER]
     before = await current_stream_position(hs.database, "device_lists")
     assert await call(client, "PUT", f"/devices/{alice.device_id}", alice, {"display_name": "Phone"}) == (200, {})
-    status, body = await call(client, "GET", f"/devices/{alice.device_id}", alice)
+    _, body = await call(client, "GET", f"/devices/{alice.device_id}", alice)
     assert body["display_name"] == "Phone"
     assert await current_stream_position(hs.database, "device_lists") == before + 1
     # No display_name: unchanged.
     assert await call(client, "PUT", f"/devices/{alice.device_id}", alice, {}) == (200, {})
-    status, body = await call(client, "GET", f"/devices/{alice.device_id}", alice)
+    _status, body = await call(client, "GET", f"/devices/{alice.device_id}", alice)
     assert body["display_name"] == "Phone"
 
 
@@ -155,3 +155,27 @@ async def test_delete_devices_bad_input(accounts_client: AccountsClient) -> None
     assert (status, body["errcode"]) == (400, "M_BAD_JSON")
     status, body = await call(client, "POST", "/delete_devices", None, {"devices": []})
     assert (status, body["errcode"]) == (401, "M_MISSING_TOKEN")
+
+
+async def test_logout_and_logout_all_forget_the_devices_keys(accounts_client: AccountsClient) -> None:
+    client = await accounts_client()
+    alice = await new_user(client, "alice")
+    other = await new_device(client, alice, "OTHER")
+    hs = client.app[HOMESERVER]
+    for device in (alice, other):
+        status, _ = await call(client, "POST", "/keys/upload", device, {
+            "device_keys": device.device_keys(),
+            "one_time_keys": {"signed_curve25519:A": device.signed_key("k")},
+        })
+        assert status == 200
+    before = await current_stream_position(hs.database, "device_lists")
+    assert (await call(client, "POST", "/logout", other, {}))[0] == 200
+    assert await current_stream_position(hs.database, "device_lists") == before + 1
+    assert await hs.e2e_keys.one_time_key_counts(alice.user_id, "OTHER") == {"signed_curve25519": 0}
+    # Logging in again with the same device ID does not bring the old keys back.
+    again = await new_device(client, alice, "OTHER")
+    status, body = await call(client, "POST", "/keys/query", again, {"device_keys": {alice.user_id: []}})
+    assert list(body["device_keys"][alice.user_id]) == [alice.device_id]
+    assert (await call(client, "POST", "/logout/all", alice, {}))[0] == 200
+    assert await hs.e2e_keys.one_time_key_counts(alice.user_id, alice.device_id) == {"signed_curve25519": 0}
+    assert await hs.e2e_keys.store.get_device_keys(alice.user_id, alice.device_id) is None

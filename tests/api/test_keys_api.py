@@ -289,11 +289,11 @@ async def test_cross_signing_upload_and_query(accounts_client: AccountsClient) -
     # The same keys again: no authentication either, and no change.
     assert await call(client, "POST", "/keys/device_signing/upload", alice, upload) == (200, {})
     assert await current_stream_position(hs.database, "device_lists") == 1
-    status, body = await call(client, "POST", "/keys/query", bob, {"device_keys": {alice.user_id: []}})
+    _, body = await call(client, "POST", "/keys/query", bob, {"device_keys": {alice.user_id: []}})
     assert body["master_keys"] == {alice.user_id: upload["master_key"]}
     assert body["self_signing_keys"] == {alice.user_id: upload["self_signing_key"]}
     assert body["user_signing_keys"] == {}  # only for the user themselves
-    status, body = await call(client, "POST", "/keys/query", alice, {"device_keys": {alice.user_id: []}})
+    _status, body = await call(client, "POST", "/keys/query", alice, {"device_keys": {alice.user_id: []}})
     assert body["user_signing_keys"] == {alice.user_id: upload["user_signing_key"]}
 
 

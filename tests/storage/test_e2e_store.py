@@ -165,6 +165,10 @@ async def test_to_device_inbox_and_txn_ids(database: Database) -> None:
         assert await store.delete_to_device_messages(txn, ALICE, "D2", 1) == 1
     assert await store.to_device_messages(ALICE, "D2", 0, 3, 10) == [(2, '{"n": 2}')]
     assert await current_stream_position(database, "to_device") == 3
+    # Transaction IDs are forgotten after a day.
+    async with database.transaction() as txn:
+        assert not await store.claim_to_device_txn(txn, ALICE, "D1", "t1", 1 + 24 * 3600 * 1000)
+        assert await store.claim_to_device_txn(txn, ALICE, "D1", "t1", 2 + 24 * 3600 * 1000)
 
 
 async def test_delete_device_data(database: Database) -> None:
@@ -220,3 +224,21 @@ async def test_key_backup_versions_and_keys(database: Database) -> None:
     async with database.transaction() as txn:
         # Deleted version numbers are not reused.
         assert await store.create_version(txn, ALICE, "alg", "{}") == 3
+
+
+async def test_delete_all_device_data_of_a_user(database: Database) -> None:
+    store = E2eStore(database)
+    async with database.transaction() as txn:
+        await store.set_cross_signing_key(txn, ALICE, "master", "M", "{}")
+        for device in ("D1", "D2"):
+            await store.set_device_keys(txn, ALICE, device, "{}")
+            await store.add_one_time_keys(txn, ALICE, device, [("a", "k", '"x"')])
+            await store.add_signatures(txn, [SignatureRow(ALICE, "ed25519:S", ALICE, device, "s")])
+        await store.add_signatures(txn, [SignatureRow(ALICE, "ed25519:D1", ALICE, "M", "m")])
+        await store.set_device_keys(txn, "@bob:test", "D1", "{}")
+    async with database.transaction() as txn:
+        await store.delete_device_data(txn, ALICE, None)
+    assert await store.get_device_keys(ALICE, "D1") is None
+    assert await store.get_device_keys("@bob:test", "D1") == "{}"
+    assert await store.one_time_key_counts(ALICE, "D2") == {}
+    assert [s.target_key_id for s in await store.signatures_of(ALICE)] == ["M"]
