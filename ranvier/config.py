@@ -12,7 +12,6 @@ becomes a :class:`ConfigError` that lists every bad key with where it came from.
 
 from __future__ import annotations
 
-import difflib
 import logging
 import os
 import re
@@ -355,6 +354,8 @@ def _flatten(
             values[dotted] = value
             sources[dotted] = f"{source}: '{dotted}'"
         else:
+            import difflib  # only for this error message; kept out of the server's memory
+
             close = difflib.get_close_matches(dotted, [*_KEYS, *_SECTIONS], n=1)
             hint = f" (did you mean '{close[0]}'?)" if close else ""
             errors.append(f"{source}: unknown key '{dotted}'{hint}")

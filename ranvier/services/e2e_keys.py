@@ -100,6 +100,27 @@ class ParsedKey:
     key_id: str
     key_json: str
     canonical: bytes
+    #: The key as uploaded: a string, or a signed key object.
+    value: str | dict[str, Any]
+
+
+#: Algorithms whose keys are signed key objects (Client-Server API, "Key
+#: algorithms": a ``signed_curve25519`` key is a KeyObject, ``signatures`` required).
+SIGNED_KEY_ALGORITHMS = frozenset({"signed_curve25519"})
+
+
+def _check_signatures_shape(signatures: object, what: str) -> None:
+    """``signatures``: user ID → key ID → signature string (Signed JSON)."""
+    if not (
+        isinstance(signatures, dict)
+        and all(
+            isinstance(sigs, dict) and all(isinstance(sig, str) for sig in sigs.values())
+            for sigs in signatures.values()
+        )
+    ):
+        raise MatrixError(
+            400, "M_BAD_JSON", f"'signatures' of {what} must map user IDs to key IDs to strings."
+        )
 
 
 def _parse_key_map(value: object, name: str) -> list[ParsedKey]:
@@ -125,23 +146,25 @@ def _parse_key_map(value: object, name: str) -> list[ParsedKey]:
         if isinstance(key, str):
             if not key or len(key) > MAX_KEY_LENGTH:
                 raise MatrixError(400, "M_INVALID_PARAM", f"Key {full_id!r} is empty or too long.")
+            if algorithm in SIGNED_KEY_ALGORITHMS:
+                raise MatrixError(
+                    400, "M_BAD_JSON", f"Key {full_id!r} must be a signed key object ({algorithm})."
+                )
         elif isinstance(key, dict):
             inner = key.get("key")
             if not isinstance(inner, str) or not inner or len(inner) > MAX_KEY_LENGTH:
                 raise MatrixError(400, "M_BAD_JSON", f"Key {full_id!r} needs a string 'key'.")
-            signatures = key.get("signatures")
-            if signatures is not None and not (
-                isinstance(signatures, dict)
-                and all(isinstance(sigs, dict) for sigs in signatures.values())
-            ):
-                raise MatrixError(
-                    400, "M_BAD_JSON", f"'signatures' of key {full_id!r} must be an object of objects."
-                )
+            # KeyObject: "signatures: Required".
+            if "signatures" not in key:
+                raise MatrixError(400, "M_BAD_JSON", f"Key {full_id!r} has no 'signatures'.")
+            _check_signatures_shape(key["signatures"], f"key {full_id!r}")
         else:
             raise MatrixError(
                 400, "M_BAD_JSON", f"Key {full_id!r} must be a string or a key object."
             )
-        parsed.append(ParsedKey(algorithm, key_id, orjson.dumps(key).decode(), _canonical(key)))
+        parsed.append(
+            ParsedKey(algorithm, key_id, orjson.dumps(key).decode(), _canonical(key), key)
+        )
     return parsed
 
 
@@ -199,6 +222,10 @@ class E2eKeysService:
                 raise MatrixError(
                     400, "M_INVALID_PARAM", f"Device key ID {key_id!r} must be '<algorithm>:<device_id>'."
                 )
+        unsigned = device_keys.get("unsigned")
+        if unsigned is not None and not isinstance(unsigned, dict):
+            # /keys/query adds device_display_name to it; it must be an object.
+            raise MatrixError(400, "M_BAD_JSON", "'device_keys.unsigned' must be an object.")
         signing_key_id = f"ed25519:{device_id}"
         public_key = keys.get(signing_key_id)
         if public_key is None:
@@ -210,6 +237,40 @@ class E2eKeysService:
                 400, "M_INVALID_SIGNATURE", "'device_keys' are not signed by the device's ed25519 key."
             )
         return device_keys
+
+    async def _check_key_signatures(
+        self,
+        user_id: str,
+        device_id: str,
+        device_keys: dict[str, Any] | None,
+        keys: list[ParsedKey],
+    ) -> None:
+        """Signed one-time and fallback keys must be signed by the device's ed25519
+        key ("For Olm version 1, devices use signed_curve25519 one-time keys,
+        signed by the device's Ed25519 key"): 400 M_INVALID_SIGNATURE otherwise.
+
+        The device's key comes from this upload or the stored device keys; a
+        device that has published none yet cannot be checked (as Synapse, which
+        checks none), and its keys are useless to others until it does.
+        """
+        signed = [key for key in keys if isinstance(key.value, dict)]
+        if not signed:
+            return
+        signing_key_id = f"ed25519:{device_id}"
+        if device_keys is None:
+            stored = await self.store.get_device_keys(user_id, device_id)
+            if stored is None:
+                return
+            device_keys = orjson.loads(stored)
+        public_key = device_keys["keys"][signing_key_id]
+        for key in signed:
+            assert isinstance(key.value, dict)
+            if not _verify(key.value, user_id, signing_key_id, public_key):
+                raise MatrixError(
+                    400,
+                    "M_INVALID_SIGNATURE",
+                    f"Key {key.algorithm}:{key.key_id} is not signed by the device's ed25519 key.",
+                )
 
     async def upload_keys(self, requester: Requester, body: Mapping[str, Any]) -> dict[str, int]:
         """Store device, one-time and fallback keys; the one-time key counts.
@@ -242,6 +303,7 @@ class E2eKeysService:
                 raise MatrixError(400, "M_INVALID_PARAM", f"Duplicate key ID {key.key_id!r}.")
             seen.add((key.algorithm, key.key_id))
             by_algorithm.setdefault(key.algorithm, []).append(key)
+        await self._check_key_signatures(user_id, device_id, device_keys, one_time_keys + fallback_keys)
 
         changed = False
         async with self.hs.database.transaction() as txn:
@@ -346,7 +408,9 @@ class E2eKeysService:
                 continue  # a device without keys is not listed
             obj = orjson.loads(row.key_json)
             obj = _with_signatures(obj, [s for s in signatures if s.target_key_id == row.device_id])
-            unsigned = dict(obj.get("unsigned") or {})
+            unsigned = obj.get("unsigned")
+            # Uploads check it is an object; rows stored before that check might not be.
+            unsigned = dict(unsigned) if isinstance(unsigned, dict) else {}
             if row.display_name is not None:
                 unsigned["device_display_name"] = row.display_name
             else:
@@ -544,15 +608,19 @@ class E2eKeysService:
                     fail(user_id, key_id, *result)
                 else:
                     accepted += result
-        changed_users: set[str] = set()
+        # A signature on the signer's own device or master key changes what
+        # everyone sees of the signer. A signature on another user's master key
+        # is only shown to the signer, whose other devices must re-query that
+        # user to see it: Synapse puts the target in the signer's own
+        # device_lists.changed; here it is recorded as a change of the target
+        # (the signer's devices then see the target in ``changed``; others
+        # sharing a room with the target re-query and find nothing new).
+        changed_users = sorted({row.target_user_id for row in accepted})
         if accepted:
             async with self.hs.database.transaction() as txn:
                 await self.store.add_signatures(txn, accepted)
-                # Own devices and master key: the signer's keys changed. A
-                # signature on another user's master key is only seen by the
-                # signer, so it too is a change of the signer's (as Synapse).
-                changed_users = {signer}
-                await self.store.add_device_list_change(txn, signer)
+                for user_id in changed_users:
+                    await self.store.add_device_list_change(txn, user_id)
             for user_id in changed_users:
                 await self.notify_device_change(user_id)
         return {"failures": failures}

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from ranvier.api.http import MatrixError
+from ranvier.storage.engine import Transaction
 from ranvier.storage.key_backup import BackupKeyRow, BackupVersionRow, KeyBackupStore
 
 if TYPE_CHECKING:
@@ -22,6 +23,33 @@ if TYPE_CHECKING:
 
 MAX_AUTH_DATA_BYTES = 64 * 1024
 MAX_ID_LENGTH = 255
+#: The one backup algorithm the spec defines (modules/end_to_end_encryption.md,
+#: "Backup algorithm: m.megolm_backup.v1.curve25519-aes-sha2").
+CURVE25519_BACKUP = "m.megolm_backup.v1.curve25519-aes-sha2"
+
+
+def check_auth_data(algorithm: str, auth_data: dict[str, Any]) -> None:
+    """definitions/key_backup_auth_data.yaml for the curve25519 algorithm:
+    ``public_key`` (required, string) and ``signatures`` (Signed JSON). Other
+    algorithms' auth_data is opaque (as Synapse, which checks none)."""
+    if algorithm != CURVE25519_BACKUP:
+        return
+    public_key = auth_data.get("public_key")
+    if public_key is None:
+        raise MatrixError(400, "M_MISSING_PARAM", "'auth_data.public_key' is required.")
+    if not isinstance(public_key, str) or not public_key:
+        raise MatrixError(400, "M_BAD_JSON", "'auth_data.public_key' must be a non-empty string.")
+    signatures = auth_data.get("signatures")
+    if signatures is not None and not (
+        isinstance(signatures, dict)
+        and all(
+            isinstance(sigs, dict) and all(isinstance(sig, str) for sig in sigs.values())
+            for sigs in signatures.values()
+        )
+    ):
+        raise MatrixError(
+            400, "M_BAD_JSON", "'auth_data.signatures' must map user IDs to key IDs to strings."
+        )
 
 
 def should_replace(current: BackupKeyRow | None, new: BackupKeyRow) -> bool:
@@ -93,6 +121,7 @@ class KeyBackupService:
         auth_data = body.get("auth_data")
         if not isinstance(auth_data, dict):
             raise MatrixError(400, "M_BAD_JSON", "'auth_data' must be an object.")
+        check_auth_data(algorithm, auth_data)
         encoded = orjson.dumps(auth_data).decode()
         if len(encoded) > MAX_AUTH_DATA_BYTES:
             raise MatrixError(413, "M_TOO_LARGE", "'auth_data' is too large.")
@@ -184,8 +213,14 @@ class KeyBackupService:
             if changed:
                 await self.store.bump_etag(txn, user_id, row.version)
             count = await self.store.count_keys(user_id, row.version, txn)
-            etag = current.etag + 1 if changed else current.etag
+            etag = await self._etag(txn, user_id, row.version)
         return {"etag": str(etag), "count": count}
+
+    async def _etag(self, txn: Transaction, user_id: str, version: int) -> int:
+        """The version's etag as this transaction leaves it (a concurrent writer's
+        bump included, so two writers never answer the same new etag)."""
+        row = await self.store.get_version(user_id, version, txn)
+        return row.etag if row is not None else 0
 
     async def get_keys(
         self,
@@ -225,4 +260,5 @@ class KeyBackupService:
             if deleted:
                 await self.store.bump_etag(txn, user_id, row.version)
             count = await self.store.count_keys(user_id, row.version, txn)
-        return {"etag": str(row.etag + 1 if deleted else row.etag), "count": count}
+            etag = await self._etag(txn, user_id, row.version)
+        return {"etag": str(etag), "count": count}

@@ -11,7 +11,7 @@ too). Every event served passes the history-visibility filter.
 Who may read: a joined user; anyone in a ``world_readable`` room; a user who
 left or was banned, up to the moment they left (as Synapse's
 ``check_user_in_room_or_world_readable(allow_departed_users=True)``). Anyone
-else gets 403 ``M_FORBIDDEN`` — unknown rooms too, so room existence does not leak.
+else gets 403 ``M_FORBIDDEN``; an unknown room is 404 ``M_NOT_FOUND``.
 """
 
 from __future__ import annotations
@@ -61,6 +61,9 @@ class PaginationService:
     # --- access --------------------------------------------------------------------------
 
     async def _access(self, user_id: str, room_id: str) -> _Access:
+        # An unknown room is 404 M_NOT_FOUND, as for /state, /members and /send
+        # (the issue's "unknown room/event → 404"); hiding it here would hide nothing.
+        await self.hs.rooms.require_room(room_id)
         membership = await self.hs.rooms.store.get_membership(room_id, user_id)
         kind = None if membership is None else membership.membership
         if membership is not None and kind == "join":

@@ -22,7 +22,6 @@ import unicodedata
 from concurrent.futures import ThreadPoolExecutor
 
 import argon2
-import bcrypt
 
 from ranvier.config import ARGON2_PARALLELISM, PasswordHashingConfig
 
@@ -89,6 +88,10 @@ class PasswordHasher:
             self._argon2.hash(encoded)
             return False
         if password_hash.startswith(_BCRYPT_PREFIXES):
+            # Imported here: only hashes imported from Synapse need it (and
+            # they are upgraded to argon2id at their first login).
+            import bcrypt
+
             try:
                 return bcrypt.checkpw(encoded[:_BCRYPT_MAX_BYTES], password_hash.encode("ascii"))
             except (ValueError, UnicodeEncodeError):

@@ -54,6 +54,7 @@ MAX_ID_BYTES = 255
 MAX_PREV_EVENTS = 10
 
 MEMBER = "m.room.member"
+GUEST_ACCESS = "m.room.guest_access"
 HISTORY_VISIBILITY_KEY: StateKey = ("m.room.history_visibility", "")
 
 
@@ -336,7 +337,24 @@ class RoomsService:
             ):
                 return current_id
         stored = await self.send_event(sender, room_id, EventSpec(event_type, content, state_key))
+        if event_type == GUEST_ACCESS and state_key == "" and content.get("guest_access") != "can_join":
+            await self._remove_guests(room_id)
         return stored.event_id
+
+    async def _remove_guests(self, room_id: str) -> None:
+        """Client-Server API, "Guest Access", Server behaviour: once guests may no
+        longer join, "the server MUST set those users' m.room.member state to
+        leave". As Synapse, each joined guest leaves by itself."""
+        for user_id in sorted(await self.store.joined_user_ids(room_id)):
+            if not self.is_local_user(user_id):
+                continue
+            user = await self.hs.accounts.get_user(user_id)
+            if user is None or not user.is_guest:
+                continue
+            try:
+                await self.update_membership(user_id, room_id, user_id, "leave")
+            except MatrixError:
+                continue  # e.g. already gone; nothing more to do
 
     async def _check_canonical_alias(self, room_id: str, content: Mapping[str, Any]) -> None:
         """m.room.canonical_alias: new aliases must be valid and point to this room."""

@@ -61,6 +61,10 @@ STREAMS = ("events", "account_data", "receipts", "presence", "typing", "to_devic
 _DB_STREAMS = tuple(name for name in STREAMS if name != "typing")
 #: Synapse's default timeline limit when the filter sets none.
 DEFAULT_TIMELINE_LIMIT = 10
+#: Cap on a filter's timeline ``limit``: any larger one reads as this (a filter may
+#: say 2**70; the query needs a 64-bit LIMIT and the response a bounded size).
+#: As the /messages limit cap (ranvier/api/client/room_history.py).
+MAX_TIMELINE_LIMIT = 1000
 #: Longest accepted long-poll (Synapse does not cap; this bounds held requests).
 MAX_TIMEOUT_MS = 10 * 60 * 1000
 MEMBER = "m.room.member"
@@ -81,6 +85,11 @@ STRIPPED_STATE_TYPES = (
 _NAME_KEYS: list[StateKey] = [("m.room.name", ""), ("m.room.canonical_alias", "")]
 #: Bound on extra timeline fetches when filtering/visibility drop events.
 _MAX_TIMELINE_REFILLS = 8
+
+
+def timeline_limit(sync_filter: Filter) -> int:
+    """The number of timeline events per room: the filter's, capped, or the default."""
+    return min(sync_filter.room.timeline.limit or DEFAULT_TIMELINE_LIMIT, MAX_TIMELINE_LIMIT)
 
 
 class InvalidToken(ValueError):
@@ -554,8 +563,7 @@ class SyncService:
         at_since: dict[str, str | None],
     ) -> dict[str, _JoinedRoom]:
         store = self.hs.rooms.events
-        timeline_filter = params.filter.room.timeline
-        limit = timeline_filter.limit or DEFAULT_TIMELINE_LIMIT
+        limit = timeline_limit(params.filter)
         rooms: dict[str, _JoinedRoom] = {}
         for membership in joined:
             room_changes = changes.get(membership.room_id, [])
@@ -836,7 +844,7 @@ class SyncService:
     ) -> dict[str, _JoinedRoom]:
         """``rooms.leave``: the timeline up to the leave, and the state delta."""
         store = self.hs.rooms.events
-        limit = params.filter.room.timeline.limit or DEFAULT_TIMELINE_LIMIT
+        limit = timeline_limit(params.filter)
         rooms: dict[str, _JoinedRoom] = {}
         previous_groups: dict[str, int | None] = {}
         for membership in left:

@@ -105,14 +105,21 @@ class E2eStore:
         self, txn: Transaction, user_id: str, device_ids: Sequence[str] | None
     ) -> None:
         """Forget everything end-to-end of these devices (None: all the user's
-        devices): keys, signatures of them, inbox."""
+        devices): keys, signatures of them and by them, inbox."""
         if device_ids is None:
             for table in _DEVICE_TABLES:
                 await txn.execute(f"DELETE FROM {table} WHERE user_id = ?", user_id)
-            # Signatures of the devices; those of the cross-signing keys stay.
+            # Signatures of the devices and by the devices (of the master key);
+            # those of and by the cross-signing keys stay.
             await txn.execute(
                 "DELETE FROM e2e_signatures WHERE target_user_id = ? AND target_key_id NOT IN "
                 "(SELECT public_key FROM e2e_cross_signing_keys WHERE user_id = ?)",
+                user_id,
+                user_id,
+            )
+            await txn.execute(
+                "DELETE FROM e2e_signatures WHERE signer_user_id = ? AND signer_key_id NOT IN "
+                "(SELECT 'ed25519:' || public_key FROM e2e_cross_signing_keys WHERE user_id = ?)",
                 user_id,
                 user_id,
             )
@@ -129,6 +136,12 @@ class E2eStore:
                 f"DELETE FROM e2e_signatures WHERE target_user_id = ? AND target_key_id IN ({marks})",
                 user_id,
                 *chunk,
+            )
+            # A device's signature of its user's master key goes with the device.
+            await txn.execute(
+                f"DELETE FROM e2e_signatures WHERE signer_user_id = ? AND signer_key_id IN ({marks})",
+                user_id,
+                *[f"ed25519:{device_id}" for device_id in chunk],
             )
 
     # --- device keys -------------------------------------------------------------------

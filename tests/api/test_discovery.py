@@ -18,11 +18,17 @@ from ranvier.core.signing import SigningKey
 MakeClient = Any  # the make_client fixture of conftest.py
 
 
-async def test_versions_lists_the_targeted_spec_release(client: TestClient[Any, Any]) -> None:
+async def test_versions_lists_every_release_from_v1_1_to_v1_19(
+    client: TestClient[Any, Any],
+) -> None:
     response = await client.get("/_matrix/client/versions")
     assert response.status == 200
     assert response.content_type == "application/json"
-    assert await response.json() == {"versions": ["v1.19"], "unstable_features": {}}
+    body = await response.json()
+    assert body == {"versions": [f"v1.{n}" for n in range(1, 20)], "unstable_features": {}}
+    # matrix-js-sdk's autodiscovery needs one of its SUPPORTED_MATRIX_VERSIONS
+    # (v1.1 … v1.13 in js-sdk 43) or it rejects the server.
+    assert {"v1.1", "v1.13"} <= set(body["versions"])
 
 
 async def test_client_well_known_is_404_when_not_configured(

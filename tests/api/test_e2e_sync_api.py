@@ -98,3 +98,30 @@ async def test_keys_changes_bad_tokens(accounts_client: AccountsClient) -> None:
     assert (status, body) == (200, {"changed": [], "left": []})
     status, body = await call(client, "GET", "/keys/changes", None, params={"from": token, "to": token})
     assert (status, body["errcode"]) == (401, "M_MISSING_TOKEN")
+
+
+async def test_left_only_once_no_room_is_shared_any_more(accounts_client: AccountsClient) -> None:
+    client = await accounts_client()
+    alice = await new_user(client, "alice")
+    bob = await new_user(client, "bob")
+    carol = await new_user(client, "carol")
+    first = await create_room(client, alice, preset="public_chat")  # type: ignore[arg-type]
+    second = await create_room(client, alice, preset="public_chat")  # type: ignore[arg-type]
+    for room in (first, second):
+        assert (await join(client, bob, room))[0] == 200  # type: ignore[arg-type]
+    assert (await join(client, carol, first))[0] == 200  # type: ignore[arg-type]
+    start = (await _sync(client, alice))["next_batch"]
+    # Alice leaves the first room: she still shares the second with Bob, none with Carol.
+    assert (await call(client, "POST", f"/rooms/{q(first)}/leave", alice, {}))[0] == 200
+    body = await _sync(client, alice, start)
+    assert body["device_lists"] == {"changed": [], "left": [carol.user_id]}
+    # Bob leaves the second room: now he is gone too.
+    assert (await call(client, "POST", f"/rooms/{q(second)}/leave", bob, {}))[0] == 200
+    body = await _sync(client, alice, body["next_batch"])
+    assert body["device_lists"] == {"changed": [], "left": [bob.user_id]}
+    status, changes = await call(client, "GET", "/keys/changes", alice, params={"from": start, "to": body["next_batch"]})
+    assert (status, changes) == (200, {"changed": [], "left": [bob.user_id, carol.user_id]})
+    # Bob's later key changes are no longer reported to Alice.
+    mark = body["next_batch"]
+    await call(client, "POST", "/keys/upload", bob, {"device_keys": bob.device_keys()})
+    assert (await _sync(client, alice, mark))["device_lists"] == {"changed": [], "left": []}

@@ -72,13 +72,14 @@ async def test_versions(accounts_client: AccountsClient) -> None:
     assert body["auth_data"] == {"public_key": "new"}
     for request, code, errcode in (
         ({"algorithm": "other", "auth_data": {}}, 400, "M_INVALID_PARAM"),
-        ({"algorithm": ALG, "auth_data": {}, "version": "1"}, 400, "M_INVALID_PARAM"),
+        ({"algorithm": ALG, "auth_data": {"public_key": "pk"}, "version": "1"}, 400, "M_INVALID_PARAM"),
         ({"algorithm": ALG}, 400, "M_BAD_JSON"),
         ({"auth_data": {}}, 400, "M_BAD_JSON"),
     ):
         status, body = await call(client, "PUT", "/room_keys/version/2", alice, request)
         assert (status, body["errcode"]) == (code, errcode), request
-    status, body = await call(client, "PUT", "/room_keys/version/7", alice, {"algorithm": ALG, "auth_data": {}})
+    status, body = await call(client, "PUT", "/room_keys/version/7", alice,
+                              {"algorithm": ALG, "auth_data": {"public_key": "pk"}})
     assert (status, body["errcode"]) == (404, "M_NOT_FOUND")
     # Delete: the previous one becomes current; the number is not reused.
     assert await call(client, "DELETE", "/room_keys/version/2", alice) == (200, {})
@@ -203,3 +204,33 @@ async def test_bad_key_data_stores_nothing(accounts_client: AccountsClient) -> N
     status, body = await call(client, "PUT", f"/room_keys/keys/{ROOM}", alice, {"sessions": []}, params=v)
     assert (status, body["errcode"]) == (400, "M_BAD_JSON")
     assert await call(client, "GET", "/room_keys/keys", alice, params=v) == (200, {"rooms": {}})
+
+
+async def test_auth_data_of_the_curve25519_algorithm_is_checked(accounts_client: AccountsClient) -> None:
+    client = await accounts_client()
+    alice = await new_user(client, "alice")
+    for auth_data, errcode in (
+        ({}, "M_MISSING_PARAM"),
+        ({"signatures": {}}, "M_MISSING_PARAM"),
+        ({"public_key": 5}, "M_BAD_JSON"),
+        ({"public_key": ""}, "M_BAD_JSON"),
+        ({"public_key": "pk", "signatures": "x"}, "M_BAD_JSON"),
+        ({"public_key": "pk", "signatures": {alice.user_id: []}}, "M_BAD_JSON"),
+        ({"public_key": "pk", "signatures": {alice.user_id: {"ed25519:D": 5}}}, "M_BAD_JSON"),
+    ):
+        status, body = await call(client, "POST", "/room_keys/version", alice, {"algorithm": ALG, "auth_data": auth_data})
+        assert (status, body["errcode"]) == (400, errcode), auth_data
+    status, body = await call(client, "GET", "/room_keys/version", alice)
+    assert (status, body["errcode"]) == (404, "M_NOT_FOUND")  # nothing was created
+    version = await _version(client, alice)
+    status, body = await call(client, "PUT", f"/room_keys/version/{version}", alice,
+                              {"algorithm": ALG, "auth_data": {"public_key": 1}})
+    assert (status, body["errcode"]) == (400, "M_BAD_JSON")
+    assert (await call(client, "GET", "/room_keys/version", alice))[1]["auth_data"] == {"public_key": "pk"}
+    signed = {"public_key": "pk", "signatures": {alice.user_id: {"ed25519:D": "sig"}}}
+    assert await call(client, "PUT", f"/room_keys/version/{version}", alice,
+                      {"algorithm": ALG, "auth_data": signed}) == (200, {})
+    # Other algorithms' auth_data is opaque.
+    status, body = await call(client, "POST", "/room_keys/version", alice,
+                              {"algorithm": "org.example.backup", "auth_data": {"anything": [1]}})
+    assert (status, body) == (200, {"version": "2"})

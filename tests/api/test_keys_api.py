@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from typing import Any
 
 from ranvier.api.http import HOMESERVER
@@ -419,3 +420,126 @@ async def test_signatures_upload_failures(accounts_client: AccountsClient) -> No
     ):
         status, body = await call(client, "POST", "/keys/signatures/upload", alice, request)
         assert (status, body["errcode"]) == (400, errcode), request
+
+
+# --- audit regressions -------------------------------------------------------------
+
+
+async def test_device_keys_unsigned_must_be_an_object_and_query_never_fails_on_it(
+    accounts_client: AccountsClient,
+) -> None:
+    client = await accounts_client()
+    alice = await new_user(client, "alice")
+    bob = await new_user(client, "bob")
+    hs = client.app[HOMESERVER]
+    for unsigned in ("xy", 5, [1], ["ab"]):
+        status, body = await _upload(client, alice, {"device_keys": {**alice.device_keys(), "unsigned": unsigned}})
+        assert (status, body["errcode"]) == (400, "M_BAD_JSON"), unsigned
+    status, body = await call(client, "POST", "/keys/query", bob, {"device_keys": {alice.user_id: []}})
+    assert (status, body["device_keys"]) == (200, {alice.user_id: {}})
+    # A row stored before uploads were checked: /keys/query still answers (it used to 500).
+    async with hs.database.transaction() as txn:
+        await hs.e2e_keys.store.set_device_keys(
+            txn, alice.user_id, alice.device_id, json.dumps({**alice.device_keys(), "unsigned": "xy"})
+        )
+    status, body = await call(client, "POST", "/keys/query", bob, {"device_keys": {alice.user_id: []}})
+    assert status == 200
+    assert body["device_keys"][alice.user_id][alice.device_id]["unsigned"] == {}
+
+
+async def test_signed_one_time_and_fallback_keys_must_be_signed_by_the_device(
+    accounts_client: AccountsClient,
+) -> None:
+    client = await accounts_client()
+    alice = await new_user(client, "alice")
+    hs = client.app[HOMESERVER]
+    other = SigningKey.generate(alice.device_id)  # right key ID, wrong key
+    forged = sign_json({"key": "k"}, alice.user_id, other)
+    tampered = {**alice.signed_key("k"), "key": "changed"}
+    bad_fallback = sign_json({"key": "f", "fallback": True}, alice.user_id, other)
+    # In the same upload as the device keys: nothing at all is stored.
+    status, body = await _upload(client, alice, {
+        "device_keys": alice.device_keys(), "one_time_keys": {"signed_curve25519:A": forged},
+    })
+    assert (status, body["errcode"]) == (400, "M_INVALID_SIGNATURE")
+    assert await hs.e2e_keys.store.get_device_keys(alice.user_id, alice.device_id) is None
+    # Checked against the stored device keys afterwards.
+    assert (await _upload(client, alice, {"device_keys": alice.device_keys()}))[0] == 200
+    cases: list[tuple[dict[str, Any], int, str]] = [
+        ({"one_time_keys": {"signed_curve25519:A": forged}}, 400, "M_INVALID_SIGNATURE"),
+        ({"one_time_keys": {"signed_curve25519:A": tampered}}, 400, "M_INVALID_SIGNATURE"),
+        ({"one_time_keys": {"signed_curve25519:A": alice.signed_key("ok"), "signed_curve25519:B": forged}},
+         400, "M_INVALID_SIGNATURE"),
+        ({"fallback_keys": {"signed_curve25519:F": bad_fallback}}, 400, "M_INVALID_SIGNATURE"),
+        # KeyObject: signatures are required, and are strings.
+        ({"one_time_keys": {"signed_curve25519:A": {"key": "k"}}}, 400, "M_BAD_JSON"),
+        ({"one_time_keys": {"signed_curve25519:A": {"key": "k", "signatures": {alice.user_id: {"ed25519:X": 5}}}}},
+         400, "M_BAD_JSON"),
+        # signed_curve25519 keys are signed objects, never bare strings.
+        ({"one_time_keys": {"signed_curve25519:A": "bare"}}, 400, "M_BAD_JSON"),
+        ({"fallback_keys": {"signed_curve25519:F": "bare"}}, 400, "M_BAD_JSON"),
+    ]
+    for request, code, errcode in cases:
+        status, body = await _upload(client, alice, request)
+        assert (status, body["errcode"]) == (code, errcode), request
+    assert await _counts(client, alice) == {"signed_curve25519": 0}
+    assert await hs.e2e_keys.unused_fallback_key_types(alice.user_id, alice.device_id) == []
+    # Correctly signed keys (and unsigned curve25519 strings) are fine.
+    status, body = await _upload(client, alice, {
+        "one_time_keys": {"signed_curve25519:A": alice.signed_key("ok"), "curve25519:C": "plain"},
+        "fallback_keys": {"signed_curve25519:F": alice.signed_key("f", fallback=True)},
+    })
+    assert (status, body) == (200, {"one_time_key_counts": {"signed_curve25519": 1, "curve25519": 1}})
+
+
+async def test_signing_another_users_master_key_is_a_device_list_change_for_the_signer(
+    accounts_client: AccountsClient,
+) -> None:
+    from tests.api.rooms_support import create_room, join
+
+    client = await accounts_client()
+    alice = await new_user(client, "alice")
+    bob = await new_user(client, "bob")
+    alice2 = await new_device(client, alice, "ALICE2")
+    room = await create_room(client, alice, preset="public_chat")  # type: ignore[arg-type]
+    assert (await join(client, bob, room))[0] == 200  # type: ignore[arg-type]
+    alice_keys, bob_keys = CrossSigning(alice.user_id), CrossSigning(bob.user_id)
+    await call(client, "POST", "/keys/device_signing/upload", alice, alice_keys.upload_body())
+    await call(client, "POST", "/keys/device_signing/upload", bob, bob_keys.upload_body())
+    status, body = await call(client, "GET", "/sync", alice2, params={"timeout": "0"})
+    since = body["next_batch"]
+    bob_master = bob_keys.upload_body()["master_key"]
+    signed = sign_with(bob_master, alice.user_id, alice_keys.user_signing)
+    status, body = await call(client, "POST", "/keys/signatures/upload", alice,
+                              {bob.user_id: {CrossSigning.public(bob_keys.master): signed}})
+    assert (status, body) == (200, {"failures": {}})
+    # Alice's other device learns that Bob's keys (as Alice sees them) changed.
+    status, body = await call(client, "GET", "/sync", alice2, params={"timeout": "0", "since": since})
+    assert body["device_lists"] == {"changed": [bob.user_id], "left": []}
+    status, changes = await call(client, "GET", "/keys/changes", alice2,
+                                 params={"from": since, "to": body["next_batch"]})
+    assert changes == {"changed": [bob.user_id], "left": []}
+
+
+async def test_deleting_a_device_removes_its_signature_of_the_master_key(accounts_client: AccountsClient) -> None:
+    client = await accounts_client()
+    alice = await new_user(client, "alice")
+    second = await new_device(client, alice, "SECOND")
+    bob = await new_user(client, "bob")
+    keys = CrossSigning(alice.user_id)
+    await call(client, "POST", "/keys/device_signing/upload", alice, keys.upload_body())
+    await _upload(client, second, {"device_keys": second.device_keys()})
+    master = keys.upload_body()["master_key"]
+    signed = sign_json(master, alice.user_id, second.signing_key)
+    status, body = await call(client, "POST", "/keys/signatures/upload", second,
+                              {alice.user_id: {CrossSigning.public(keys.master): signed}})
+    assert (status, body) == (200, {"failures": {}})
+
+    async def master_signers() -> set[str]:
+        _, body = await call(client, "POST", "/keys/query", bob, {"device_keys": {alice.user_id: []}})
+        return set(body["master_keys"][alice.user_id].get("signatures", {}).get(alice.user_id, {}))
+
+    assert await master_signers() == {"ed25519:SECOND"}
+    status, _ = await call(client, "DELETE", "/devices/SECOND", alice, {"auth": password_auth(alice)})
+    assert status == 200
+    assert await master_signers() == set()

@@ -114,7 +114,7 @@ async def test_messages_errors(make_sync_client: MakeSyncClient) -> None:
     status, error = await messages(client, carol, room_id, dir="b")
     assert (status, error["errcode"]) == (403, "M_FORBIDDEN")
     status, error = await messages(client, alice, "!unknown:localhost", dir="b")
-    assert (status, error["errcode"]) == (403, "M_FORBIDDEN")
+    assert (status, error["errcode"]) == (404, "M_NOT_FOUND")
     status, error = await messages(client, alice, "not-a-room", dir="b")
     assert (status, error["errcode"]) == (400, "M_INVALID_PARAM")
 

@@ -456,5 +456,5 @@ async def test_members_and_joined_members(setup: Any) -> None:
     # "at": the members at an earlier stream position.
     rooms = hs_of(client).rooms
     before_bob = (await rooms.store.get_membership(room_id, bob.user_id)).stream_ordering - 1  # type: ignore[union-attr]
-    _, earlier = await call(client, "GET", f"/rooms/{q(room_id)}/members?at=s{before_bob}_0", alice)
+    _, earlier = await call(client, "GET", f"/rooms/{q(room_id)}/members?at=t{before_bob}", alice)
     assert {e["state_key"] for e in earlier["chunk"]} == {alice.user_id, carol.user_id}

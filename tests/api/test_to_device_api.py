@@ -109,3 +109,22 @@ async def test_send_to_device_bad_input(accounts_client: AccountsClient) -> None
     bob = await new_user(client, "bob")
     assert await _send(client, alice, "t", {bob.user_id: {bob.device_id: {"ok": 1}}}) == (200, {})
     assert len((await _sync(client, bob))["to_device"]["events"]) == 1
+
+
+async def test_deleting_a_device_deletes_its_inbox(accounts_client: AccountsClient) -> None:
+    from tests.api.e2e_support import password_auth
+
+    client = await accounts_client()
+    alice = await new_user(client, "alice")
+    bob = await new_user(client, "bob")
+    second = await new_device(client, bob, "SECOND")
+    await _send(client, alice, "t1", {bob.user_id: {"SECOND": {"n": 1}, bob.device_id: {"n": 2}}})
+    status, _ = await call(client, "DELETE", "/devices/SECOND", bob, {"auth": password_auth(bob)})
+    assert status == 200
+    # The device ID logged in again starts with an empty inbox; the other device keeps its message.
+    second = await new_device(client, bob, "SECOND")
+    assert (await _sync(client, second))["to_device"]["events"] == []
+    assert [e["content"] for e in (await _sync(client, bob))["to_device"]["events"]] == [{"n": 2}]
+    # "*" reaches only the devices that exist now.
+    await _send(client, alice, "t2", {bob.user_id: {"*": {"n": 3}}})
+    assert [e["content"] for e in (await _sync(client, second))["to_device"]["events"]] == [{"n": 3}]

@@ -61,8 +61,10 @@ async def test_acknowledged_sends_survive_kill_9(engine: str, tmp_path: Path) ->
                     body = {"msgtype": "m.text", "body": f"burst {number}/{txn}"}
                     try:
                         async with session.put(url, json=body, headers=_auth(token)) as response:
-                            if response.status == 200:
-                                acknowledged.append((await response.json())["event_id"])
+                            # Before the kill every send must succeed: an error status
+                            # would otherwise keep the burst going without acks, forever.
+                            assert response.status == 200, await response.text()
+                            acknowledged.append((await response.json())["event_id"])
                     except (TimeoutError, aiohttp.ClientError):
                         return
                     if len(acknowledged) >= KILL_AFTER_ACKS and not killed.is_set():

@@ -180,6 +180,8 @@ async def test_delete_device_data(database: Database) -> None:
             await store.set_fallback_key(txn, ALICE, device, "a", "f", '"y"')
             await store.add_to_device_messages(txn, [(ALICE, device, "{}")])
             await store.add_signatures(txn, [SignatureRow(ALICE, "ed25519:S", ALICE, device, "s")])
+            # The device's signature of its user's master key.
+            await store.add_signatures(txn, [SignatureRow(ALICE, f"ed25519:{device}", ALICE, "M", "m")])
     async with database.transaction() as txn:
         await store.delete_device_data(txn, ALICE, ["D1"])
     assert await store.get_device_keys(ALICE, "D1") is None
@@ -188,7 +190,10 @@ async def test_delete_device_data(database: Database) -> None:
     assert await store.one_time_key_counts(ALICE, "D2") == {"a": 1}
     assert await store.unused_fallback_key_types(ALICE, "D1") == []
     assert await store.to_device_messages(ALICE, "D1", 0, 10, 10) == []
-    assert [s.target_key_id for s in await store.signatures_of(ALICE)] == ["D2"]
+    assert sorted((s.signer_key_id, s.target_key_id) for s in await store.signatures_of(ALICE)) == [
+        ("ed25519:D2", "M"),
+        ("ed25519:S", "D2"),
+    ]
 
 
 def _key(session: str, index: int, forwarded: int, verified: bool) -> BackupKeyRow:
@@ -235,10 +240,18 @@ async def test_delete_all_device_data_of_a_user(database: Database) -> None:
             await store.add_one_time_keys(txn, ALICE, device, [("a", "k", '"x"')])
             await store.add_signatures(txn, [SignatureRow(ALICE, "ed25519:S", ALICE, device, "s")])
         await store.add_signatures(txn, [SignatureRow(ALICE, "ed25519:D1", ALICE, "M", "m")])
+        # Bob's device signature of his master key; Alice's master key's signature of Bob's.
+        await store.add_signatures(txn, [SignatureRow("@bob:test", "ed25519:D1", "@bob:test", "BM", "b")])
+        await store.add_signatures(txn, [SignatureRow(ALICE, "ed25519:M", "@bob:test", "BM", "u")])
         await store.set_device_keys(txn, "@bob:test", "D1", "{}")
     async with database.transaction() as txn:
         await store.delete_device_data(txn, ALICE, None)
     assert await store.get_device_keys(ALICE, "D1") is None
     assert await store.get_device_keys("@bob:test", "D1") == "{}"
     assert await store.one_time_key_counts(ALICE, "D2") == {}
-    assert [s.target_key_id for s in await store.signatures_of(ALICE)] == ["M"]
+    # Signatures of and by Alice's devices are gone; her cross-signing key's stays.
+    assert await store.signatures_of(ALICE) == []
+    assert sorted((s.signer_user_id, s.signer_key_id) for s in await store.signatures_of("@bob:test")) == [
+        ("@alice:test", "ed25519:M"),
+        ("@bob:test", "ed25519:D1"),
+    ]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from ranvier.api.auth import require_user
+from ranvier.api.auth import Requester, require_user
 from ranvier.api.http import HOMESERVER, MatrixError, json_response, read_json_object
 
 routes = web.RouteTableDef()
@@ -25,10 +25,19 @@ async def get_profile_field(request: web.Request) -> web.Response:
     return json_response({key: value})
 
 
+def _check_guest_field(requester: Requester, key: str) -> None:
+    """Client-Server API, "Guest Access": "Guest users may only modify their
+    display name; other profile fields may not be changed" (PUT and, since
+    v1.16, DELETE)."""
+    if requester.is_guest and key != "displayname":
+        raise MatrixError(403, "M_GUEST_ACCESS_FORBIDDEN", "Guests may only change displayname.")
+
+
 @routes.put(PROFILE + "/{keyName}")
 async def set_profile_field(request: web.Request) -> web.Response:
-    requester = await require_user(request)
+    requester = await require_user(request, allow_guest=True)
     key = request.match_info["keyName"]
+    _check_guest_field(requester, key)
     body = await read_json_object(request)
     if key not in body:
         raise MatrixError(400, "M_MISSING_PARAM", f"Missing {key!r} in the request body")
@@ -40,7 +49,8 @@ async def set_profile_field(request: web.Request) -> web.Response:
 
 @routes.delete(PROFILE + "/{keyName}")
 async def delete_profile_field(request: web.Request) -> web.Response:
-    requester = await require_user(request)
+    requester = await require_user(request, allow_guest=True)
+    _check_guest_field(requester, request.match_info["keyName"])
     await request.app[HOMESERVER].profiles.delete_field(
         requester.user_id, request.match_info["userId"], request.match_info["keyName"]
     )

@@ -14,7 +14,7 @@ from aiohttp import web
 
 from ranvier.api.auth import require_user
 from ranvier.api.client.rooms import ROOM, room_id_param
-from ranvier.api.client.sync import query_int
+from ranvier.api.client.sync import MAX_DB_INTEGER, query_int
 from ranvier.api.http import HOMESERVER, MatrixError, json_response
 from ranvier.core.filters import FilterError, RoomEventFilter, parse_room_event_filter
 from ranvier.core.ids import EventID
@@ -64,6 +64,10 @@ async def get_messages(request: web.Request) -> web.Response:
     direction = direction_param(request, required=False)
     limit = min(query_int(request, "limit", DEFAULT_MESSAGES_LIMIT), MAX_MESSAGES_LIMIT)
     event_filter = room_event_filter(request)
+    if event_filter.limit is not None:
+        # RoomEventFilter.limit, "the maximum number of events to return", bounds
+        # the page as the query's own limit does; the smaller one wins.
+        limit = min(limit, event_filter.limit)
     hs = request.app[HOMESERVER]
     body = await hs.pagination.messages(
         requester.user_id,
@@ -105,7 +109,8 @@ async def timestamp_to_event(request: web.Request) -> web.Response:
     room_id = room_id_param(request)
     if request.query.get("ts") is None:
         raise MatrixError(400, "M_MISSING_PARAM", "Missing ts parameter")
-    timestamp = query_int(request, "ts", 0)
+    # A timestamp beyond what the database stores matches nothing: 400, not a 500.
+    timestamp = query_int(request, "ts", 0, maximum=MAX_DB_INTEGER)
     direction = direction_param(request, required=True)
     hs = request.app[HOMESERVER]
     body = await hs.pagination.timestamp_to_event(requester.user_id, room_id, timestamp, direction)

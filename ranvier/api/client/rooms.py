@@ -8,7 +8,6 @@ authenticate and format.
 
 from __future__ import annotations
 
-import re
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
@@ -19,6 +18,7 @@ from ranvier.core.ids import EventID, RoomID
 from ranvier.services.client_events import serialize_events
 from ranvier.services.room_creation import create_room
 from ranvier.services.rooms import EventSpec
+from ranvier.services.sync import parse_pagination_token
 from ranvier.services.visibility import filter_events_for_user
 from ranvier.storage.events import StoredEvent, TxnKey
 
@@ -26,6 +26,11 @@ if TYPE_CHECKING:
     from ranvier.homeserver import Homeserver
 
 routes = web.RouteTableDef()
+
+# Guests (Client-Server API, "Guest Access", Client behaviour) may read a room's
+# state, events and members, and send any event or state event (v1.2); those
+# handlers pass ``allow_guest=True``. Creating rooms, redacting, joined_members
+# and aliases stay closed to them, as in Synapse.
 
 ROOM = "/_matrix/client/v3/rooms/{roomId}"
 MEMBERSHIPS = ("join", "invite", "knock", "leave", "ban")
@@ -63,7 +68,7 @@ async def create_room_handler(request: web.Request) -> web.Response:
 
 @routes.put(ROOM + "/send/{eventType}/{txnId}")
 async def send_message(request: web.Request) -> web.Response:
-    requester = await require_user(request)
+    requester = await require_user(request, allow_guest=True)
     room_id = room_id_param(request)
     event_type = request.match_info["eventType"]
     content = await read_json_object(request)
@@ -80,7 +85,7 @@ async def send_message(request: web.Request) -> web.Response:
 
 
 async def _put_state(request: web.Request, state_key: str) -> web.Response:
-    requester = await require_user(request)
+    requester = await require_user(request, allow_guest=True)
     room_id = room_id_param(request)
     content = await read_json_object(request)
     hs = request.app[HOMESERVER]
@@ -91,7 +96,7 @@ async def _put_state(request: web.Request, state_key: str) -> web.Response:
 
 
 async def _get_state(request: web.Request, state_key: str) -> web.Response:
-    requester = await require_user(request)
+    requester = await require_user(request, allow_guest=True)
     room_id = room_id_param(request)
     event_format = request.query.get("format", "content")
     if event_format not in ("content", "event"):
@@ -130,7 +135,7 @@ async def get_state_event(request: web.Request) -> web.Response:
 
 @routes.get(ROOM + "/state")
 async def get_room_state(request: web.Request) -> web.Response:
-    requester = await require_user(request)
+    requester = await require_user(request, allow_guest=True)
     room_id = room_id_param(request)
     hs = request.app[HOMESERVER]
     group = await hs.rooms.visible_state_group(requester.user_id, room_id)
@@ -164,7 +169,7 @@ async def redact_event(request: web.Request) -> web.Response:
 
 @routes.get(ROOM + "/event/{eventId}")
 async def get_event(request: web.Request) -> web.Response:
-    requester = await require_user(request)
+    requester = await require_user(request, allow_guest=True)
     room_id = room_id_param(request)
     event_id = request.match_info["eventId"]
     hs = request.app[HOMESERVER]
@@ -181,15 +186,31 @@ async def get_event(request: web.Request) -> web.Response:
     return json_response(client_event)
 
 
-_TOKEN_POSITION = re.compile(r"^[a-z]?(\d+)")
+async def _members_group_at(
+    hs: Homeserver, user_id: str, room_id: str, visible_group: int, at: str
+) -> int:
+    """The state group of ``GET /members?at=``: the state after the room's last
+    event at the token (members.yaml), which the user must be allowed to see.
 
-
-def events_position_from_token(token: str) -> int:
-    """The ``events`` stream position of a sync/pagination token (its leading integer)."""
-    match = _TOKEN_POSITION.match(token)
-    if match is None:
-        raise MatrixError(400, "M_INVALID_PARAM", f"Invalid token {token!r}")
-    return int(match.group(1))
+    As Synapse's ``get_state_events(at_token=...)``: 404 without an event at the
+    token, 403 when history visibility hides that event (e.g. a token from
+    before the user joined a ``joined`` room). A user who left reads at most
+    the state when they left (``visible_group``).
+    """
+    position = parse_pagination_token(at)  # 400 M_INVALID_PARAM for a bad token
+    current_group = await hs.rooms.events.current_state_group(room_id)
+    if visible_group != current_group:
+        membership = await hs.rooms.store.get_membership(room_id, user_id)
+        if membership is not None:
+            position = min(position, membership.stream_ordering)
+    event = await hs.rooms.events.last_event_at_or_before(room_id, position)
+    if event is None or event.state_group is None:
+        raise MatrixError(404, "M_NOT_FOUND", f"No event in {room_id} at token {at!r}")
+    if not await filter_events_for_user(hs, user_id, [event]):
+        raise MatrixError(
+            403, "M_FORBIDDEN", f"You may not see the members of {room_id} at token {at!r}"
+        )
+    return event.state_group
 
 
 def _membership_filter(request: web.Request, name: str) -> str | None:
@@ -201,7 +222,7 @@ def _membership_filter(request: web.Request, name: str) -> str | None:
 
 @routes.get(ROOM + "/members")
 async def get_members(request: web.Request) -> web.Response:
-    requester = await require_user(request)
+    requester = await require_user(request, allow_guest=True)
     room_id = room_id_param(request)
     membership = _membership_filter(request, "membership")
     not_membership = _membership_filter(request, "not_membership")
@@ -209,12 +230,7 @@ async def get_members(request: web.Request) -> web.Response:
     group = await hs.rooms.visible_state_group(requester.user_id, room_id)
     at = request.query.get("at")
     if at is not None:
-        position = events_position_from_token(at)
-        current_group = await hs.rooms.events.current_state_group(room_id)
-        event = await hs.rooms.events.last_event_at_or_before(room_id, position)
-        # "at" may not reach past what the user may see (the group they left at).
-        if group == current_group and event is not None and event.state_group is not None:
-            group = event.state_group
+        group = await _members_group_at(hs, requester.user_id, room_id, group, at)
     state = await hs.rooms.state_store.get_state_ids(group)
     member_ids = [eid for (etype, _), eid in state.items() if etype == "m.room.member"]
     events = await hs.rooms.events.get_events_ordered(member_ids)

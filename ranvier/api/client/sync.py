@@ -5,6 +5,8 @@ Parses and validates the query; ranvier/services/sync.py does the work.
 
 from __future__ import annotations
 
+import re
+
 from aiohttp import web
 
 from ranvier.api.auth import require_user
@@ -25,16 +27,26 @@ def query_bool(request: web.Request, name: str) -> bool:
     return value == "true"
 
 
-def query_int(request: web.Request, name: str, default: int, minimum: int = 0) -> int:
+#: The largest integer the databases store (a signed 64-bit column).
+MAX_DB_INTEGER = 2**63 - 1
+_INTEGER = re.compile(r"-?[0-9]{1,30}")
+
+
+def query_int(
+    request: web.Request, name: str, default: int, minimum: int = 0, maximum: int | None = None
+) -> int:
+    """An integer query parameter (ASCII digits, optional minus sign); 400
+    ``M_INVALID_PARAM`` when it is not one or is out of ``[minimum, maximum]``."""
     value = request.query.get(name)
     if value is None:
         return default
-    try:
-        number = int(value)
-    except ValueError:
-        raise MatrixError(400, "M_INVALID_PARAM", f"{name} must be an integer") from None
+    if not _INTEGER.fullmatch(value):
+        raise MatrixError(400, "M_INVALID_PARAM", f"{name} must be an integer")
+    number = int(value)
     if number < minimum:
         raise MatrixError(400, "M_INVALID_PARAM", f"{name} must be at least {minimum}")
+    if maximum is not None and number > maximum:
+        raise MatrixError(400, "M_INVALID_PARAM", f"{name} must be at most {maximum}")
     return number
 
 

@@ -8,11 +8,17 @@ from ranvier.api.http import json_response
 
 routes = web.RouteTableDef()
 
-# The spec releases this server speaks. Clients need at least one entry to talk to us
-# at all; we target the current release, v1.19, and its endpoints land issue by issue.
-# Add a release here only when the server is compatible with it, and list features
-# behind unstable flags (MSC numbers) in UNSTABLE_FEATURES as they are implemented.
-SUPPORTED_VERSIONS: tuple[str, ...] = ("v1.19",)
+# The spec releases this server speaks: every stable release since v1.1 (as Synapse
+# lists every release it is compatible with). Ranvier implements v1.19, and each
+# release is backwards compatible with the ones before it (Client-Server API, "API
+# Versions": deprecated endpoints stay until removed; the r0 paths are not served, so
+# no r0.x release is listed). What is not implemented yet (media, relations, ...) is
+# equally missing from every one of them, so listing v1.19 alone would be no more
+# accurate — and clients compare these strings exactly: matrix-js-sdk (and Element)
+# refuse a server that lists none of v1.1 … v1.13 (autodiscovery, "Homeserver does
+# not meet version requirements") and gate features on single entries (``m.read.private``
+# receipts on "v1.4", intentional mentions on "v1.7").
+SUPPORTED_VERSIONS: tuple[str, ...] = tuple(f"v1.{minor}" for minor in range(1, 20))
 UNSTABLE_FEATURES: dict[str, bool] = {}
 
 

@@ -14,6 +14,16 @@ function withTimeout(promise, what) {
   ]);
 }
 
+// What Element does before showing its login form: validate the homeserver. It fails
+// (ERROR_UNSUPPORTED_HOMESERVER_SPEC_VERSION) unless /versions lists one of the
+// releases this SDK supports (v1.1 … v1.13 in js-sdk 43).
+const discovered = await sdk.AutoDiscovery.fromDiscoveryConfig({ "m.homeserver": { base_url: baseUrl } });
+const homeserver = discovered["m.homeserver"];
+if (homeserver.state !== sdk.AutoDiscovery.SUCCESS) {
+  console.error(`autodiscovery failed: ${homeserver.state} ${homeserver.error}`);
+  process.exit(1);
+}
+
 const client = sdk.createClient({ baseUrl });
 const login = await client.loginRequest({
   type: "m.login.password",
