@@ -74,5 +74,4 @@ class Homeserver:
 
     async def close(self) -> None:
         await self.typing.close()
-        self.accounts.passwords.close()
         await self.database.close()

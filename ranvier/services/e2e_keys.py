@@ -107,6 +107,9 @@ class ParsedKey:
 #: Algorithms whose keys are signed key objects (Client-Server API, "Key
 #: algorithms": a ``signed_curve25519`` key is a KeyObject, ``signatures`` required).
 SIGNED_KEY_ALGORITHMS = frozenset({"signed_curve25519"})
+# device_list_changes lists the membership changes of a /sync's range in one
+# scan when there are at most this many (else it asks per joined room).
+_MEMBERSHIP_SCAN_CAP = 1000
 
 
 def _check_signatures_shape(signatures: object, what: str) -> None:
@@ -734,28 +737,60 @@ class E2eKeysService:
         after a membership change in that events range (modules/end_to_end_encryption.md,
         "Tracking the device list for a user").
         """
-        sharing = set(await self.hs.rooms.users_sharing_rooms_with(user_id))
-        sharing.add(user_id)
-        changed = await self.store.users_with_device_changes(sorted(sharing), from_pos, to_pos)
+        memberships_moved = (
+            events_from is not None and events_to is not None and events_from < events_to
+        )
+        if from_pos >= to_pos and not memberships_moved:
+            return set(), set()  # nothing happened: most long-polling syncs
+        sharing: set[str] | None = None
+        changed: set[str] = set()
+        if from_pos < to_pos:
+            sharing = set(await self.hs.rooms.users_sharing_rooms_with(user_id))
+            sharing.add(user_id)
+            changed = await self.store.users_with_device_changes(sorted(sharing), from_pos, to_pos)
         left: set[str] = set()
-        if events_from is not None and events_to is not None and events_from < events_to:
-            joined_now = set(await self.hs.rooms.joined_room_ids(user_id))
+        if events_from is not None and events_to is not None and memberships_moved:
             own = await self.hs.rooms.events.membership_changes_for_user(user_id, events_from, events_to)
+            # Every membership change in the range, whatever the room (few, for
+            # an incremental sync): without any, the user's rooms need no look.
+            recent = await self.store.membership_changes_between(
+                events_from, events_to, _MEMBERSHIP_SCAN_CAP
+            )
+            if not own and recent == []:
+                return await self._visible_device_changes(user_id, changed, left, sharing)
+            joined_now = set(await self.hs.rooms.joined_room_ids(user_id))
             for change in own:
                 if change.room_id in joined_now:
                     changed |= await self.hs.rooms.joined_user_ids(change.room_id)
                 else:
                     left |= await self.hs.rooms.joined_user_ids(change.room_id)
             if joined_now:
-                for _, other, membership in await self.store.membership_changes_in_rooms(
-                    sorted(joined_now), events_from, events_to
-                ):
+                if recent is None:  # too many to list: ask per room
+                    recent = await self.store.membership_changes_in_rooms(
+                        sorted(joined_now), events_from, events_to
+                    )
+                for room_id, other, membership in recent:
+                    if room_id not in joined_now:
+                        continue
                     if other == user_id:
                         continue
                     if membership == "join":
                         changed.add(other)
                     else:
                         left.add(other)
+        return await self._visible_device_changes(user_id, changed, left, sharing)
+
+    async def _visible_device_changes(
+        self, user_id: str, changed: set[str], left: set[str], sharing: set[str] | None
+    ) -> tuple[set[str], set[str]]:
+        """(changed, left) limited to users who (no longer) share a room with ``user_id``."""
+        if not changed and not left:
+            return changed, left
+        if sharing is None:
+            # Only now, when there is something to check against it: every
+            # /sync comes here, and this query grows with the user's rooms.
+            sharing = set(await self.hs.rooms.users_sharing_rooms_with(user_id))
+            sharing.add(user_id)
         return changed & sharing, left - sharing
 
     async def current_device_list_position(self) -> int:

@@ -71,7 +71,8 @@ class PasswordHasher:
             parallelism=ARGON2_PARALLELISM,
             type=argon2.Type.ID,
         )
-        # Threads start on first use; an idle pool costs nothing.
+        # Threads start on first use, so an idle pool costs nothing; they end
+        # when the hasher is garbage-collected (or at close()).
         self._pool = ThreadPoolExecutor(
             config.max_concurrent, thread_name_prefix="ranvier-password-hash"
         )

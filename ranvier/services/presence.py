@@ -147,6 +147,8 @@ class PresenceService:
         (from_pos, to_pos]; ``from_pos`` 0 gives every such user's current
         presence. ``room_ids`` is accepted for a uniform signature and unused:
         presence is per user, not per room."""
+        if from_pos >= to_pos:
+            return []  # no presence changed (most syncs): skip the audience query
         audience = await self.hs.rooms.users_sharing_rooms_with(user_id)
         rows = await self.store.changed_between(sorted({*audience, user_id}), from_pos, to_pos)
         return [self._event(row) for row in rows]

@@ -85,6 +85,9 @@ STRIPPED_STATE_TYPES = (
 _NAME_KEYS: list[StateKey] = [("m.room.name", ""), ("m.room.canonical_alias", "")]
 #: Bound on extra timeline fetches when filtering/visibility drop events.
 _MAX_TIMELINE_REFILLS = 8
+# An incremental /sync first lists the rooms with events since the token (one
+# range scan) and looks only at those, when fewer than this many events happened.
+_ACTIVE_ROOMS_SCAN_CAP = 2000
 
 
 def timeline_limit(sync_filter: Filter) -> int:
@@ -398,6 +401,21 @@ class SyncService:
         if newly_joined and since is not None:
             presence = await self._add_presence_of_new_members(presence, newly_joined)
 
+        # Joined rooms an incremental sync leaves out: nothing in the range
+        # (no events, no ephemeral, no room account data). Skipped up front, so
+        # the per-room work below scales with the active rooms, not all of them.
+        quiet = {
+            room.room_id
+            for room in joined_rooms.values()
+            if since is not None
+            and not room.full_state
+            and room.timeline is None
+            and not room.state_ids
+            and room.room_id not in typing
+            and room.room_id not in receipts
+            and room.room_id not in account_data.room_events
+        }
+
         # Serialize every room event in one batch.
         slots: dict[tuple[str, str, str], tuple[int, int]] = {}
         state_events = await hs.rooms.events.get_events(
@@ -409,6 +427,8 @@ class SyncService:
         )
         for section, rooms in (("join", joined_rooms), ("leave", left_rooms)):
             for room in rooms.values():
+                if section == "join" and room.room_id in quiet:
+                    continue
                 room_state = sorted(
                     (state_events[eid] for eid in room.state_ids if eid in state_events),
                     key=lambda e: e.stream_ordering,
@@ -432,6 +452,8 @@ class SyncService:
         response_join: dict[str, Any] = {}
         for room in joined_rooms.values():
             room_id = room.room_id
+            if room_id in quiet:
+                continue
             ephemeral = [
                 event for event in (typing.get(room_id), receipts.get(room_id)) if event is not None
             ]
@@ -579,7 +601,16 @@ class SyncService:
         if not rooms:
             return rooms
         from_pos = 0 if since is None else since.events
-        raw = await store.recent_events_for_rooms(list(rooms), from_pos, now.events, limit + 1)
+        wanted = list(rooms)
+        if since is not None:
+            # Only rooms with events in the range can have a timeline (rooms
+            # needing full state are looked at anyway).
+            active = await store.rooms_with_events_between(
+                from_pos, now.events, _ACTIVE_ROOMS_SCAN_CAP
+            )
+            if active is not None:
+                wanted = [r.room_id for r in rooms.values() if r.full_state or r.room_id in active]
+        raw = await store.recent_events_for_rooms(wanted, from_pos, now.events, limit + 1)
         # Rooms needing state but without events in the range: their latest event.
         missing = [r.room_id for r in rooms.values() if r.full_state and r.room_id not in raw]
         latest = await store.recent_events_for_rooms(missing, 0, now.events, 1) if missing else {}

@@ -412,6 +412,26 @@ class E2eStore:
             changed.update(row[0] for row in rows)
         return changed
 
+    async def membership_changes_between(
+        self, from_pos: int, to_pos: int, cap: int
+    ) -> list[tuple[str, str, str]] | None:
+        """``(room_id, user_id, membership)`` of every membership change with
+        ``from_pos < events position <= to_pos``, oldest first, or None when
+        there are more than ``cap``: a primary-key range scan, cheap for the
+        short range of an incremental /sync whatever the user's room count."""
+        if from_pos >= to_pos:
+            return []
+        rows = await self.db.fetch_all(
+            "SELECT room_id, user_id, membership FROM membership_history "
+            "WHERE stream_ordering > ? AND stream_ordering <= ? ORDER BY stream_ordering LIMIT ?",
+            from_pos,
+            to_pos,
+            cap + 1,
+        )
+        if len(rows) > cap:
+            return None
+        return [(row[0], row[1], row[2]) for row in rows]
+
     async def membership_changes_in_rooms(
         self, room_ids: Sequence[str], from_pos: int, to_pos: int
     ) -> list[tuple[str, str, str]]:

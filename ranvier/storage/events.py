@@ -245,6 +245,25 @@ class EventStore:
             found.update(row[0] for row in rows)
         return found
 
+    async def rooms_with_events_between(
+        self, from_pos: int, to_pos: int, cap: int
+    ) -> set[str] | None:
+        """The rooms with an event at ``from_pos < stream_ordering <= to_pos``
+        (outliers and rejected ones included: a superset), or None when the
+        range holds more than ``cap`` events. A primary-key range scan, so an
+        incremental /sync costs what happened since, not how many rooms the
+        user is in (Synapse keeps a "room stream change cache" for the same)."""
+        rows = await self.database.fetch_all(
+            "SELECT room_id FROM events WHERE stream_ordering > ? AND stream_ordering <= ?"
+            " ORDER BY stream_ordering LIMIT ?",
+            from_pos,
+            to_pos,
+            cap + 1,
+        )
+        if len(rows) > cap:
+            return None
+        return {row[0] for row in rows}
+
     async def recent_events_for_rooms(
         self, room_ids: Sequence[str], from_pos: int, to_pos: int, limit: int
     ) -> dict[str, list[StoredEvent]]:
