@@ -88,6 +88,8 @@ _MAX_TIMELINE_REFILLS = 8
 # An incremental /sync first lists the rooms with events since the token (one
 # range scan) and looks only at those, when fewer than this many events happened.
 _ACTIVE_ROOMS_SCAN_CAP = 2000
+# ... if the user is in more rooms than this (else asking for them is one query anyway).
+_ACTIVE_ROOMS_MIN_ROOMS = 20
 
 
 def timeline_limit(sync_filter: Filter) -> int:
@@ -320,12 +322,20 @@ class SyncService:
         deadline = loop.time() + timeout_ms / 1000
         while True:
             version = self.hs.notifier.version(params.user_id)
-            response, has_updates = await self._sync_once(params)
+            # Every stream still at the token's position: nothing can have
+            # changed for anyone, so wait before computing an answer that would
+            # be empty (as Synapse does). A client long-polls again right after
+            # each answer; this spares that whole computation, one query instead.
+            idle = params.since == await self.current_token()
+            if not idle:
+                response, has_updates = await self._sync_once(params)
+                if has_updates:
+                    return response
             remaining = deadline - loop.time()
-            if has_updates or remaining <= 0:
-                return response
-            if not await self.hs.notifier.wait(params.user_id, version, remaining):
-                return response
+            if remaining <= 0 or not await self.hs.notifier.wait(
+                params.user_id, version, remaining
+            ):
+                return (await self._sync_once(params))[0] if idle else response
 
     async def _sync_once(self, params: SyncParams) -> tuple[dict[str, Any], bool]:
         hs = self.hs
@@ -602,7 +612,7 @@ class SyncService:
             return rooms
         from_pos = 0 if since is None else since.events
         wanted = list(rooms)
-        if since is not None:
+        if since is not None and len(rooms) > _ACTIVE_ROOMS_MIN_ROOMS:
             # Only rooms with events in the range can have a timeline (rooms
             # needing full state are looked at anyway).
             active = await store.rooms_with_events_between(
