@@ -10,10 +10,14 @@ service, with ``soft_logout`` where it applies).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
 from ranvier.api.http import HOMESERVER, MatrixError, client_address
+
+if TYPE_CHECKING:
+    from ranvier.services.accounts import UiAuthResult
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,3 +56,25 @@ async def require_user(request: web.Request, *, allow_guest: bool = False) -> Re
         # last_seen_ts / last_seen_ip of the device (throttled by the devices service).
         await hs.devices.note_seen(requester.user_id, requester.device_id, client_address(request))
     return requester
+
+
+async def password_ui_auth(
+    request: web.Request, requester: Requester, body: dict[str, Any]
+) -> UiAuthResult:
+    """User-interactive auth with the account password, for the endpoints that
+    ask for it (password change, deactivation, device deletion, cross-signing
+    key replacement). The accounts service runs the UIA; password attempts are
+    rate limited by client address."""
+    from ranvier.services.accounts import LOGIN_TYPE_PASSWORD
+
+    hs = request.app[HOMESERVER]
+    ip = client_address(request)
+    result: UiAuthResult = await hs.accounts.check_ui_auth(
+        body,
+        uri=request.path,
+        method=request.method,
+        flows=[[LOGIN_TYPE_PASSWORD]],
+        requester=requester,
+        ratelimit=lambda action: hs.ratelimiter.check(action, ip),
+    )
+    return result

@@ -9,7 +9,7 @@ from typing import Any
 
 from aiohttp import web
 
-from ranvier.api.auth import require_user
+from ranvier.api.auth import password_ui_auth, require_user
 from ranvier.api.client.login import optional_bool, session_body
 from ranvier.api.http import (
     HOMESERVER,
@@ -20,7 +20,6 @@ from ranvier.api.http import (
 )
 from ranvier.services.accounts import (
     LOGIN_TYPE_DUMMY,
-    LOGIN_TYPE_PASSWORD,
     LOGIN_TYPE_REGISTRATION_TOKEN,
     AccountsService,
 )
@@ -162,17 +161,9 @@ async def change_password(request: web.Request) -> web.Response:
     # an email address, and no 3PIDs are kept here.
     requester = await require_user(request)
     hs = request.app[HOMESERVER]
-    ip = client_address(request)
     body = await read_json_object(request)
     _check_password_params(body)
-    result = await hs.accounts.check_ui_auth(
-        body,
-        uri=request.path,
-        method=request.method,
-        flows=[[LOGIN_TYPE_PASSWORD]],
-        requester=requester,
-        ratelimit=lambda action: hs.ratelimiter.check(action, ip),
-    )
+    result = await password_ui_auth(request, requester, body)
     params = result.clientdict
     _check_password_params(params)
     new_password = params.get("new_password")
@@ -198,17 +189,9 @@ def _check_deactivate_params(params: dict[str, Any]) -> None:
 async def deactivate(request: web.Request) -> web.Response:
     requester = await require_user(request)
     hs = request.app[HOMESERVER]
-    ip = client_address(request)
     body = await read_json_object(request)
     _check_deactivate_params(body)
-    result = await hs.accounts.check_ui_auth(
-        body,
-        uri=request.path,
-        method=request.method,
-        flows=[[LOGIN_TYPE_PASSWORD]],
-        requester=requester,
-        ratelimit=lambda action: hs.ratelimiter.check(action, ip),
-    )
+    result = await password_ui_auth(request, requester, body)
     _check_deactivate_params(result.clientdict)
     await hs.accounts.deactivate(requester.user_id, ui_auth=result)
     # No third-party identifiers are kept, so there is nothing to unbind:

@@ -7,15 +7,13 @@ from typing import Any
 
 from aiohttp import web
 
-from ranvier.api.auth import Requester, require_user
+from ranvier.api.auth import Requester, password_ui_auth, require_user
 from ranvier.api.http import (
     HOMESERVER,
     MatrixError,
-    client_address,
     json_response,
     read_json_object,
 )
-from ranvier.services.accounts import LOGIN_TYPE_PASSWORD
 from ranvier.services.devices import MAX_DEVICES_PER_DELETE
 
 routes = web.RouteTableDef()
@@ -31,19 +29,9 @@ async def read_optional_json_object(request: web.Request) -> dict[str, Any]:
 
 
 async def _ui_auth(request: web.Request, requester: Requester, body: dict[str, Any]) -> dict[str, Any]:
-    """User-interactive auth with the account password (the accounts service's
-    implementation); the request parameters."""
-    hs = request.app[HOMESERVER]
-    ip = client_address(request)
-    result = await hs.accounts.check_ui_auth(
-        body,
-        uri=request.path,
-        method=request.method,
-        flows=[[LOGIN_TYPE_PASSWORD]],
-        requester=requester,
-        ratelimit=lambda action: hs.ratelimiter.check(action, ip),
-    )
-    return result.clientdict
+    """Password UIA; the request parameters (those of the first request of the session)."""
+    params: dict[str, Any] = (await password_ui_auth(request, requester, body)).clientdict
+    return params
 
 
 @routes.get(V3 + "/devices")
