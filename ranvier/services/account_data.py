@@ -102,7 +102,9 @@ class AccountDataService:
         """
         changes = AccountDataChanges()
         allowed = None if room_ids is None else set(room_ids)
-        for row in await self.store.changed_between(user_id, from_pos, to_pos):
+        # (from_pos, to_pos] empty: nothing to read (most incremental syncs).
+        rows = await self.store.changed_between(user_id, from_pos, to_pos) if from_pos < to_pos else []
+        for row in rows:
             event = {"type": row.data_type, "content": orjson.loads(row.content)}
             if row.room_id is None:
                 changes.global_events.append(event)

@@ -35,10 +35,19 @@ MAX_RECIPIENT_DEVICES = 10_000
 MAX_TXN_ID_LENGTH = 255
 
 
+# How many devices' acknowledged positions to remember (see _acknowledged).
+MAX_ACKNOWLEDGED = 100_000
+
+
 class ToDeviceService:
     def __init__(self, hs: Homeserver) -> None:
         self.hs = hs
         self.store = E2eStore(hs.database)
+        # (user, device) -> position up to which this process has already deleted
+        # the device's acknowledged messages. New messages always get positions
+        # above every token handed out, so once deleted up to P nothing at or
+        # below P can reappear: later syncs from the same token skip the write.
+        self._acknowledged: dict[tuple[str, str], int] = {}
 
     def _is_local(self, user_id: str) -> bool:
         return user_id.rpartition(":")[2] == self.hs.server_name
@@ -122,9 +131,15 @@ class ToDeviceService:
         wait, the returned position is the last one delivered, so the rest come
         with the next sync.
         """
-        if since_pos > 0:
+        key = (user_id, device_id)
+        if since_pos > self._acknowledged.get(key, 0):
             async with self.hs.database.transaction() as txn:
                 await self.store.delete_to_device_messages(txn, user_id, device_id, since_pos)
+            if len(self._acknowledged) >= MAX_ACKNOWLEDGED:
+                self._acknowledged.clear()  # only an optimisation: forgetting is safe
+            self._acknowledged[key] = since_pos
+        if since_pos >= up_to_pos:
+            return [], up_to_pos  # nothing can be in the empty range
         rows = await self.store.to_device_messages(user_id, device_id, since_pos, up_to_pos, limit)
         events = [orjson.loads(message_json) for _, message_json in rows]
         next_pos = rows[-1][0] if len(rows) >= limit else up_to_pos
