@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from ranvier.api.http import MatrixError
 from ranvier.core.filters import Filter, RoomEventFilter
 from ranvier.services.sync import format_events, pagination_token, parse_pagination_token
-from ranvier.services.visibility import filter_events_for_user
+from ranvier.services.visibility import filter_events_for_member, filter_events_for_user
 from ranvier.storage.events import StoredEvent
 from ranvier.storage.state import StateKey
 
@@ -74,20 +74,6 @@ class PaginationService:
             return _Access(membership.stream_ordering, None)
         raise MatrixError(403, "M_FORBIDDEN", f"User {user_id} is not in room {room_id}")
 
-    async def _visible(
-        self, user_id: str, events: list[StoredEvent], joined_from: int | None
-    ) -> list[StoredEvent]:
-        slow = [e for e in events if joined_from is None or e.stream_ordering <= joined_from]
-        if not slow:
-            return events
-        allowed = {e.event_id for e in await filter_events_for_user(self.hs, user_id, slow)}
-        return [
-            e
-            for e in events
-            if (joined_from is not None and e.stream_ordering > joined_from)
-            or e.event_id in allowed
-        ]
-
     # --- paging --------------------------------------------------------------------------
 
     async def _paginate(
@@ -120,7 +106,10 @@ class PaginationService:
             exhausted = len(raw) < _BATCH
             matching = [e for e in raw if event_filter.matches(e.event, room_id=room_id)]
             allowed = {
-                e.event_id for e in await self._visible(user_id, matching, access.joined_from)
+                e.event_id
+                for e in await filter_events_for_member(
+                    self.hs, user_id, matching, access.joined_from
+                )
             }
             for event in raw:
                 cursor = event.stream_ordering - 1 if direction == "b" else event.stream_ordering
@@ -287,7 +276,7 @@ class PaginationService:
         if (
             stored is None
             or (access.cap is not None and stored.stream_ordering > access.cap)
-            or not await self._visible(user_id, [stored], access.joined_from)
+            or not await filter_events_for_member(self.hs, user_id, [stored], access.joined_from)
         ):
             raise MatrixError(
                 404,

@@ -47,7 +47,7 @@ from ranvier.api.http import MatrixError
 from ranvier.core.filters import DEFAULT_FILTER, Filter, filter_events, project_event_fields
 from ranvier.core.redaction import redact
 from ranvier.services.client_events import serialize_events
-from ranvier.services.visibility import filter_events_for_user
+from ranvier.services.visibility import filter_events_for_member, filter_events_for_user
 from ranvier.storage.events import MembershipChange, StoredEvent
 from ranvier.storage.rooms import Membership
 from ranvier.storage.state import StateKey, StateMap
@@ -669,7 +669,9 @@ class SyncService:
         gave_up = False
         while True:
             matching = [e for e in candidates if timeline_filter.matches(e.event, room_id=room_id)]
-            kept.extend(await self._visible(params.user_id, matching, joined_from))
+            kept.extend(
+                await filter_events_for_member(self.hs, params.user_id, matching, joined_from)
+            )
             if len(kept) > limit or exhausted or not candidates:
                 break
             if refills >= _MAX_TIMELINE_REFILLS:
@@ -690,22 +692,6 @@ class SyncService:
             else pagination_token(last.stream_ordering if last is not None else 0)
         )
         return _Timeline(events, limited, prev_batch, last)
-
-    async def _visible(
-        self, user_id: str, events: list[StoredEvent], joined_from: int | None
-    ) -> list[StoredEvent]:
-        """History visibility; events after the user's current join are visible
-        without looking at the state (their membership at the event is join)."""
-        slow = [e for e in events if joined_from is None or e.stream_ordering <= joined_from]
-        if not slow:
-            return events
-        allowed = {e.event_id for e in await filter_events_for_user(self.hs, user_id, slow)}
-        return [
-            e
-            for e in events
-            if (joined_from is not None and e.stream_ordering > joined_from)
-            or e.event_id in allowed
-        ]
 
     async def _room_states(
         self,
