@@ -15,7 +15,6 @@ from typing import TYPE_CHECKING, Any
 
 from ranvier.api.http import MatrixError
 from ranvier.storage.accounts import DeviceRow
-from ranvier.storage.e2e import E2eStore
 
 if TYPE_CHECKING:
     from ranvier.homeserver import Homeserver
@@ -44,7 +43,7 @@ def device_body(device: DeviceRow) -> dict[str, Any]:
 class DevicesService:
     def __init__(self, hs: Homeserver) -> None:
         self.hs = hs
-        self.store = E2eStore(hs.database)
+        self.store = hs.e2e_keys.store  # one store: it holds caches
         # (user_id, device_id) → (when last written, ip written).
         self._last_seen: OrderedDict[tuple[str, str], tuple[int, str | None]] = OrderedDict()
 

@@ -753,7 +753,7 @@ class E2eKeysService:
             own = await self.hs.rooms.events.membership_changes_for_user(user_id, events_from, events_to)
             # Every membership change in the range, whatever the room (few, for
             # an incremental sync): without any, the user's rooms need no look.
-            recent = await self.store.membership_changes_between(
+            recent = await self.hs.rooms.events.membership_changes_between(
                 events_from, events_to, _MEMBERSHIP_SCAN_CAP
             )
             if not own and recent == []:
@@ -766,18 +766,16 @@ class E2eKeysService:
                     left |= await self.hs.rooms.joined_user_ids(change.room_id)
             if joined_now:
                 if recent is None:  # too many to list: ask per room
-                    recent = await self.store.membership_changes_in_rooms(
+                    recent = await self.hs.rooms.events.membership_changes_in_rooms(
                         sorted(joined_now), events_from, events_to
                     )
-                for room_id, other, membership in recent:
-                    if room_id not in joined_now:
+                for change in recent:
+                    if change.room_id not in joined_now or change.user_id == user_id:
                         continue
-                    if other == user_id:
-                        continue
-                    if membership == "join":
-                        changed.add(other)
+                    if change.membership == "join":
+                        changed.add(change.user_id)
                     else:
-                        left.add(other)
+                        left.add(change.user_id)
         return await self._visible_device_changes(user_id, changed, left, sharing)
 
     async def _visible_device_changes(

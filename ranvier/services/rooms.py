@@ -86,8 +86,8 @@ class RoomsService:
         self.hs = hs
         self.server_name = hs.server_name
         self.state_store = StateStore(hs.database)
-        self.events = EventStore(hs.database, self.state_store)
         self.store = RoomStore(hs.database)
+        self.events = EventStore(hs.database, self.state_store, self.store)
         self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
 
     # --- interface for other areas (team brief) ------------------------------------------

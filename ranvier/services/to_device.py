@@ -20,7 +20,6 @@ import orjson
 
 from ranvier.api.http import MatrixError
 from ranvier.core.ids import UserID
-from ranvier.storage.e2e import E2eStore
 
 if TYPE_CHECKING:
     from ranvier.api.auth import Requester
@@ -42,7 +41,7 @@ MAX_ACKNOWLEDGED = 100_000
 class ToDeviceService:
     def __init__(self, hs: Homeserver) -> None:
         self.hs = hs
-        self.store = E2eStore(hs.database)
+        self.store = hs.e2e_keys.store  # one store: it holds caches
         # (user, device) -> position up to which this process has already deleted
         # the device's acknowledged messages. New messages always get positions
         # above every token handed out, so once deleted up to P nothing at or

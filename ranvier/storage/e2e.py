@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
+from ranvier.storage.cache import ReadCache
 from ranvier.storage.engine import (
     Database,
     Queryable,
@@ -59,8 +60,33 @@ class SignatureRow:
 
 
 class E2eStore:
-    def __init__(self, database: Database) -> None:
+    """One per homeserver (``hs.e2e_keys.store``): it holds the caches below."""
+
+    def __init__(self, database: Database, cache_size: int = 10_000) -> None:
         self.db = database
+        # Every /sync of a device reports these two (sync.yaml); kept in memory
+        # per (user_id, device_id), forgotten by the writers below once committed.
+        self._one_time_key_counts: ReadCache[tuple[str, str], dict[str, int]] = ReadCache(
+            cache_size
+        )
+        self._unused_fallback_types: ReadCache[tuple[str, str], list[str]] = ReadCache(cache_size)
+        database.on_positions_reset(self._one_time_key_counts.clear)
+        database.on_positions_reset(self._unused_fallback_types.clear)
+
+    def _forget_keys_after_commit(
+        self, txn: Transaction, user_id: str, device_ids: Sequence[str] | None
+    ) -> None:
+        """The devices' one-time or fallback keys change in ``txn`` (None: all
+        the user's devices)."""
+
+        def forget() -> None:
+            for cache in (self._one_time_key_counts, self._unused_fallback_types):
+                if device_ids is None:
+                    cache.invalidate_where(lambda key: key[0] == user_id)
+                else:
+                    cache.invalidate((user_id, device_id) for device_id in device_ids)
+
+        txn.call_after_commit(forget)
 
     # --- devices (the accounts area's table; display name and last seen) ---------------
 
@@ -106,6 +132,7 @@ class E2eStore:
     ) -> None:
         """Forget everything end-to-end of these devices (None: all the user's
         devices): keys, signatures of them and by them, inbox."""
+        self._forget_keys_after_commit(txn, user_id, device_ids)
         if device_ids is None:
             for table in _DEVICE_TABLES:
                 await txn.execute(f"DELETE FROM {table} WHERE user_id = ?", user_id)
@@ -222,6 +249,7 @@ class E2eStore:
     ) -> None:
         """Add ``(algorithm, key_id, key_json)``; an existing key ID is left as it is."""
         if keys:
+            self._forget_keys_after_commit(txn, user_id, (device_id,))
             await txn.execute_many(
                 "INSERT INTO e2e_one_time_keys (user_id, device_id, algorithm, key_id, key_json) "
                 "VALUES (?, ?, ?, ?, ?) ON CONFLICT (user_id, device_id, algorithm, key_id) DO NOTHING",
@@ -229,15 +257,22 @@ class E2eStore:
             )
 
     async def one_time_key_counts(
-        self, user_id: str, device_id: str, db: Queryable | None = None
+        self, user_id: str, device_id: str, txn: Transaction | None = None
     ) -> dict[str, int]:
-        rows = await (db or self.db).fetch_all(
-            "SELECT algorithm, COUNT(*) FROM e2e_one_time_keys WHERE user_id = ? AND device_id = ? "
-            "GROUP BY algorithm",
-            user_id,
-            device_id,
-        )
-        return {row[0]: int(row[1]) for row in rows}
+        """Unclaimed one-time keys per algorithm (inside ``txn``: as it sees them)."""
+
+        async def load(db: Queryable = txn or self.db) -> dict[str, int]:
+            rows = await db.fetch_all(
+                "SELECT algorithm, COUNT(*) FROM e2e_one_time_keys"
+                " WHERE user_id = ? AND device_id = ? GROUP BY algorithm",
+                user_id,
+                device_id,
+            )
+            return {row[0]: int(row[1]) for row in rows}
+
+        if txn is not None:
+            return await load()
+        return dict(await self._one_time_key_counts.get((user_id, device_id), load))
 
     async def claim_one_time_key(
         self, txn: Transaction, user_id: str, device_id: str, algorithm: str
@@ -250,6 +285,7 @@ class E2eStore:
         the row this transaction holds.
         """
         lock = " FOR UPDATE SKIP LOCKED" if txn.engine == "postgresql" else ""
+        self._forget_keys_after_commit(txn, user_id, (device_id,))
         row = await txn.fetch_one(
             "DELETE FROM e2e_one_time_keys WHERE id = ("
             "SELECT id FROM e2e_one_time_keys WHERE user_id = ? AND device_id = ? AND algorithm = ? "
@@ -282,6 +318,7 @@ class E2eStore:
         )
         if current is not None and current[0] == key_id and current[1] == key_json:
             return
+        self._forget_keys_after_commit(txn, user_id, (device_id,))
         await txn.execute(
             upsert_sql(
                 "e2e_fallback_keys",
@@ -300,6 +337,7 @@ class E2eStore:
         self, txn: Transaction, user_id: str, device_id: str, algorithm: str
     ) -> tuple[str, str] | None:
         """The fallback key ``(key_id, key_json)`` for ``algorithm``, now marked used."""
+        self._forget_keys_after_commit(txn, user_id, (device_id,))
         row = await txn.fetch_one(
             "UPDATE e2e_fallback_keys SET used = ? WHERE user_id = ? AND device_id = ? "
             "AND algorithm = ? RETURNING key_id, key_json",
@@ -310,17 +348,18 @@ class E2eStore:
         )
         return None if row is None else (row[0], row[1])
 
-    async def unused_fallback_key_types(
-        self, user_id: str, device_id: str, db: Queryable | None = None
-    ) -> list[str]:
-        rows = await (db or self.db).fetch_all(
-            "SELECT algorithm FROM e2e_fallback_keys WHERE user_id = ? AND device_id = ? "
-            "AND used = ? ORDER BY algorithm",
-            user_id,
-            device_id,
-            False,
-        )
-        return [row[0] for row in rows]
+    async def unused_fallback_key_types(self, user_id: str, device_id: str) -> list[str]:
+        async def load() -> list[str]:
+            rows = await self.db.fetch_all(
+                "SELECT algorithm FROM e2e_fallback_keys WHERE user_id = ? AND device_id = ? "
+                "AND used = ? ORDER BY algorithm",
+                user_id,
+                device_id,
+                False,
+            )
+            return [row[0] for row in rows]
+
+        return list(await self._unused_fallback_types.get((user_id, device_id), load))
 
     # --- cross-signing ------------------------------------------------------------------
 
@@ -411,48 +450,6 @@ class E2eStore:
             )
             changed.update(row[0] for row in rows)
         return changed
-
-    async def membership_changes_between(
-        self, from_pos: int, to_pos: int, cap: int
-    ) -> list[tuple[str, str, str]] | None:
-        """``(room_id, user_id, membership)`` of every membership change with
-        ``from_pos < events position <= to_pos``, oldest first, or None when
-        there are more than ``cap``: a primary-key range scan, cheap for the
-        short range of an incremental /sync whatever the user's room count."""
-        if from_pos >= to_pos:
-            return []
-        rows = await self.db.fetch_all(
-            "SELECT room_id, user_id, membership FROM membership_history "
-            "WHERE stream_ordering > ? AND stream_ordering <= ? ORDER BY stream_ordering LIMIT ?",
-            from_pos,
-            to_pos,
-            cap + 1,
-        )
-        if len(rows) > cap:
-            return None
-        return [(row[0], row[1], row[2]) for row in rows]
-
-    async def membership_changes_in_rooms(
-        self, room_ids: Sequence[str], from_pos: int, to_pos: int
-    ) -> list[tuple[str, str, str]]:
-        """``(room_id, user_id, membership)`` of membership changes in these rooms with
-        ``from_pos < events position <= to_pos``, oldest first (read from the rooms
-        area's membership_history table)."""
-        found: list[tuple[int, str, str, str]] = []
-        if from_pos >= to_pos:
-            return []
-        for chunk in _chunks(list(room_ids)):
-            rows = await self.db.fetch_all(
-                "SELECT stream_ordering, room_id, user_id, membership FROM membership_history "
-                "WHERE stream_ordering > ? AND stream_ordering <= ? "
-                f"AND room_id IN ({placeholders(len(chunk))})",
-                from_pos,
-                to_pos,
-                *chunk,
-            )
-            found += [(int(r[0]), r[1], r[2], r[3]) for r in rows]
-        found.sort()
-        return [(room_id, user_id, membership) for _, room_id, user_id, membership in found]
 
     # --- the to_device stream ------------------------------------------------------------
 

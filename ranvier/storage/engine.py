@@ -46,13 +46,14 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import logging
 import re
 import sqlite3
 import threading
 import time
 import urllib.parse
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
@@ -92,6 +93,8 @@ __all__ = [
 ]
 
 Engine = Literal["sqlite", "postgresql"]
+
+logger = logging.getLogger(__name__)
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 
@@ -285,11 +288,49 @@ class Queryable(ABC):
 class Transaction(Queryable):
     """A transaction in progress; valid only inside its ``async with`` block."""
 
+    #: Stream positions allocated in this transaction: ``stream -> (first, last)``.
+    _allocated: dict[str, tuple[int, int]]
+    _after_commit: list[Callable[[], None]]
+
+    def call_after_commit(self, callback: Callable[[], None]) -> None:
+        """Run ``callback`` once this transaction has committed (never if it
+        rolls back): synchronously on the event loop, in the order added, before
+        this transaction's stream positions become the database's current ones
+        (:meth:`Database.stream_position`) and before the ``async with`` block
+        exits. In-memory caches are invalidated this way, so that a reader who
+        sees the new positions also sees the caches without the old data."""
+        self._after_commit.append(callback)
+
 
 class Database(Queryable):
-    """A connection (pool) to one database; see the module docstring for semantics."""
+    """A connection (pool) to one database; see the module docstring for semantics.
+
+    **Stream positions in memory.** Ranvier runs as one process, the only
+    writer of its database, so the committed position of every stream (what a
+    /sync token is built from) is known here without a query: read once when
+    the database is opened, then advanced as transactions that allocated
+    positions commit. A position advances only when every position below it
+    is committed *and* its transaction's :meth:`Transaction.call_after_commit`
+    callbacks have run (PostgreSQL may finish two commits' continuations out
+    of order). A commit whose outcome is unknown (the connection failed during
+    COMMIT) makes the positions unknown: they are read again from the database,
+    and the ``on_positions_reset`` callbacks (caches) run. Several processes
+    sharing one PostgreSQL database would need these (and the caches) refreshed
+    by LISTEN/NOTIFY (DESIGN.md, "Concurrency and scale"); not yet.
+    """
 
     dsn: str
+    _positions: dict[str, int]
+    #: Committed ranges waiting for a lower position: ``stream -> {first: last}``.
+    _pending_positions: dict[str, dict[int, int]]
+    _positions_known: bool
+    _reset_callbacks: list[Callable[[], None]]
+
+    def _init_positions(self) -> None:
+        self._positions = {}
+        self._pending_positions = {}
+        self._positions_known = False
+        self._reset_callbacks = []
 
     @abstractmethod
     def transaction(self) -> AbstractAsyncContextManager[Transaction]:
@@ -298,6 +339,69 @@ class Database(Queryable):
     @abstractmethod
     async def close(self) -> None:
         """Release connections and threads. Idempotent."""
+
+    async def stream_positions(self, stream_names: Sequence[str]) -> dict[str, int]:
+        """``stream_name -> highest committed position`` (0 for a stream never
+        written); every position up to it is committed too. From memory (see
+        the class docstring), reading the database only when unknown."""
+        if not self._positions_known:
+            await self.load_stream_positions()
+        positions = self._positions
+        return {name: positions.get(name, 0) for name in stream_names}
+
+    async def load_stream_positions(self) -> None:
+        """Read every stream's committed position from the database."""
+        self._positions_known = False
+        self._positions = {}  # commits while reading (see _committed)
+        rows = await self.fetch_all("SELECT stream_name, position FROM stream_positions")
+        for row in rows:
+            self._positions[row[0]] = max(self._positions.get(row[0], 0), int(row[1]))
+        self._pending_positions = {}
+        self._positions_known = True
+
+    def known_stream_position(self, stream_name: str) -> int | None:
+        """The committed position of ``stream_name`` if known without a query."""
+        return self._positions.get(stream_name, 0) if self._positions_known else None
+
+    def on_positions_reset(self, callback: Callable[[], None]) -> None:
+        """``callback()`` when the positions become unknown (see the class
+        docstring): an in-memory cache of what was committed must forget it."""
+        self._reset_callbacks.append(callback)
+
+    def _committed(self, txn: Transaction) -> None:
+        """After ``txn`` committed: its callbacks, then its positions."""
+        for callback in txn._after_commit:
+            try:
+                callback()
+            except Exception:  # the data is committed: report, go on
+                logger.exception("after-commit callback failed")
+        if not self._positions_known:
+            # Being read from the database: that read may predate this commit.
+            for stream, (_, last) in txn._allocated.items():
+                self._positions[stream] = max(self._positions.get(stream, 0), last)
+            return
+        for stream, (first, last) in txn._allocated.items():
+            current = self._positions.get(stream, 0)
+            if first > current + 1:  # a lower position's commit is still finishing
+                self._pending_positions.setdefault(stream, {})[first] = last
+                continue
+            current = max(current, last)
+            pending = self._pending_positions.get(stream)
+            while pending and current + 1 in pending:
+                current = pending.pop(current + 1)
+            self._positions[stream] = current
+
+    def _commit_outcome_unknown(self, txn: Transaction) -> None:
+        if not txn._allocated and not txn._after_commit:
+            return
+        self._positions_known = False
+        self._positions = {}
+        self._pending_positions = {}
+        for callback in self._reset_callbacks:
+            try:
+                callback()
+            except Exception:
+                logger.exception("positions-reset callback failed")
 
     async def __aenter__(self) -> Database:
         return self
@@ -431,13 +535,15 @@ def _sqlite_connect(options: _SqliteOptions, *, read_only: bool) -> sqlite3.Conn
 class _SqliteTransaction(Transaction):
     engine: Engine = "sqlite"
 
-    __slots__ = ("_begun", "_closed", "_conn", "_database")
+    __slots__ = ("_after_commit", "_allocated", "_begun", "_closed", "_conn", "_database")
 
     def __init__(self, database: SqliteDatabase) -> None:
         self._database = database
         self._conn = database._writer_conn
         self._begun = False
         self._closed = False
+        self._allocated = {}
+        self._after_commit = []
 
     async def _run(self, fn: Any, sql: str, args: Any) -> Any:
         if self._closed:
@@ -490,6 +596,7 @@ class SqliteDatabase(Database):
         self._reader_conns: list[sqlite3.Connection] = []
         self._reader_conns_lock = threading.Lock()
         self._closed = False
+        self._init_positions()
 
     async def _open(self) -> None:
         loop = asyncio.get_running_loop()
@@ -591,7 +698,15 @@ class SqliteDatabase(Database):
             else:
                 txn._closed = True
                 if txn._begun:
-                    await self._in_writer(_w_commit, self._writer_conn)
+                    try:
+                        await self._in_writer(_w_commit, self._writer_conn)
+                    except BaseException:
+                        # SQLite rolls back a failed COMMIT, but a cancelled
+                        # await may hide a commit that happened.
+                        self._commit_outcome_unknown(txn)
+                        raise
+                # Under the write lock: commits and their callbacks are in order.
+                self._committed(txn)
             finally:
                 txn._closed = True
                 self._write_owner = None
@@ -730,6 +845,8 @@ class _PostgresTransaction(_PostgresQueries, Transaction):
     def __init__(self, conn: asyncpg.Connection) -> None:
         self._target = conn
         self._closed = False
+        self._allocated = {}
+        self._after_commit = []
 
     def _check(self) -> None:
         if self._closed:
@@ -744,6 +861,7 @@ class PostgresDatabase(_PostgresQueries, Database):
         self._target = pool
         self._pool = pool
         self._txn_tasks: set[asyncio.Task[Any]] = set()
+        self._init_positions()
 
     def _check_write(self) -> None:
         task = asyncio.current_task()
@@ -757,12 +875,27 @@ class PostgresDatabase(_PostgresQueries, Database):
     async def _transaction(self) -> AsyncIterator[Transaction]:
         self._check_write()
         task = asyncio.current_task()
-        async with self._pool.acquire() as conn, conn.transaction():
+        async with self._pool.acquire() as conn:
+            transaction = conn.transaction()
+            await transaction.start()
             txn = _PostgresTransaction(conn)
             if task is not None:
                 self._txn_tasks.add(task)
             try:
-                yield txn
+                try:
+                    yield txn
+                except BaseException:
+                    if not conn.is_closed():
+                        await transaction.rollback()
+                    raise
+                try:
+                    await transaction.commit()
+                except BaseException:
+                    self._commit_outcome_unknown(txn)
+                    raise
+                # Before the connection goes back to the pool (its reset is a
+                # round trip): the callbacks run as soon as the commit is known.
+                self._committed(txn)
             finally:
                 txn._closed = True
                 if task is not None:
@@ -954,7 +1087,10 @@ async def next_stream_positions(txn: Transaction, stream_name: str, count: int) 
     if count < 1:
         raise ValueError("count must be at least 1")
     last = int(await txn.fetch_val(_NEXT_POSITIONS_SQL, stream_name, count))
-    return range(last - count + 1, last + 1)
+    first = last - count + 1
+    earlier = txn._allocated.get(stream_name)
+    txn._allocated[stream_name] = (earlier[0] if earlier is not None else first, last)
+    return range(first, last + 1)
 
 
 async def next_stream_position(txn: Transaction, stream_name: str) -> int:
@@ -964,7 +1100,11 @@ async def next_stream_position(txn: Transaction, stream_name: str) -> int:
 
 async def current_stream_position(db: Queryable, stream_name: str) -> int:
     """The highest committed position of ``stream_name`` (0 when none);
-    every position up to it is committed too (see :func:`next_stream_positions`)."""
+    every position up to it is committed too (see :func:`next_stream_positions`).
+    From memory for a :class:`Database` (see its docstring); inside a
+    transaction, read from the database."""
+    if isinstance(db, Database):
+        return (await db.stream_positions((stream_name,)))[stream_name]
     value = await db.fetch_val(
         "SELECT position FROM stream_positions WHERE stream_name = ?", stream_name
     )
@@ -1021,12 +1161,13 @@ async def open_database(
             f"unsupported database DSN scheme {parsed.scheme!r} in {_redact(dsn)!r}: "
             "expected sqlite:// or postgresql://"
         )
-    if migrate:
-        try:
+    try:
+        if migrate:
             await _migrate(
                 database, load_migrations(database.engine, migrations_dir or MIGRATIONS_DIR)
             )
-        except BaseException:
-            await database.close()
-            raise
+            await database.load_stream_positions()
+    except BaseException:
+        await database.close()
+        raise
     return database

@@ -45,6 +45,8 @@ from ranvier.storage.engine import (
     next_stream_positions,
     placeholders,
 )
+from ranvier.storage.recent import RecentLog
+from ranvier.storage.rooms import RoomStore
 from ranvier.storage.state import StateKey, StateMap, StateStore
 
 EVENTS_STREAM = "events"
@@ -52,6 +54,10 @@ EVENTS_STREAM = "events"
 TxnKey = tuple[str, str, str, str]
 
 _CHUNK = 500
+#: Newest events (their rooms) and membership changes kept in memory for
+#: incremental /syncs (:class:`ranvier.storage.recent.RecentLog`).
+_RECENT_EVENTS = 10_000
+_RECENT_MEMBERSHIPS = 5_000
 _EVENT_COLUMNS = (
     "e.event_id, e.json, e.stream_ordering, e.state_group_before, e.state_group,"
     " e.replaces_state, e.redacted_by, e.rejected, e.outlier, r.room_version"
@@ -135,14 +141,26 @@ def _row_to_stored(row: Row) -> StoredEvent:
 
 
 class EventStore:
-    def __init__(self, database: Database, state: StateStore, cache_size: int = 20_000) -> None:
+    def __init__(
+        self, database: Database, state: StateStore, rooms: RoomStore, cache_size: int = 20_000
+    ) -> None:
         self.database = database
         self.state = state
+        #: Told when memberships change (its per-user membership cache).
+        self.rooms = rooms
         self._cache: OrderedDict[str, StoredEvent] = OrderedDict()
         self._cache_size = cache_size
         # Bumped by every invalidation: a read that started before one must
         # not put what it read into the cache (it may be stale).
         self._generation = 0
+        floor = database.known_stream_position(EVENTS_STREAM)
+        #: The room of each recent event, and recent membership changes.
+        self._recent_rooms: RecentLog[str] = RecentLog(_RECENT_EVENTS, floor)
+        self._recent_memberships: RecentLog[MembershipChange] = RecentLog(
+            _RECENT_MEMBERSHIPS, floor
+        )
+        database.on_positions_reset(self._recent_rooms.reset)
+        database.on_positions_reset(self._recent_memberships.reset)
 
     # --- cache ----------------------------------------------------------------------
 
@@ -253,6 +271,9 @@ class EventStore:
         range holds more than ``cap`` events. A primary-key range scan, so an
         incremental /sync costs what happened since, not how many rooms the
         user is in (Synapse keeps a "room stream change cache" for the same)."""
+        recent = self._recent_rooms.between(from_pos, to_pos)
+        if recent is not None:
+            return set(recent) if len(recent) <= cap else None
         rows = await self.database.fetch_all(
             "SELECT room_id FROM events WHERE stream_ordering > ? AND stream_ordering <= ?"
             " ORDER BY stream_ordering LIMIT ?",
@@ -329,6 +350,9 @@ class EventStore:
         self, user_id: str, from_pos: int, to_pos: int
     ) -> list[MembershipChange]:
         """Membership changes of ``user_id`` with ``from_pos < position <= to_pos``, oldest first."""
+        recent = self._recent_memberships.between(from_pos, to_pos)
+        if recent is not None:
+            return [change for change in recent if change.user_id == user_id]
         rows = await self.database.fetch_all(
             "SELECT stream_ordering, room_id, user_id, membership, event_id"
             " FROM membership_history WHERE user_id = ? AND stream_ordering > ?"
@@ -338,6 +362,52 @@ class EventStore:
             to_pos,
         )
         return [MembershipChange(int(r[0]), r[1], r[2], r[3], r[4]) for r in rows]
+
+    async def membership_changes_between(
+        self, from_pos: int, to_pos: int, cap: int
+    ) -> list[MembershipChange] | None:
+        """Every membership change with ``from_pos < position <= to_pos``, oldest
+        first, or None when there are more than ``cap``: from memory for a
+        recent ``from_pos``, else a primary-key range scan (cheap for the short
+        range of an incremental /sync, whatever the user's room count)."""
+        recent = self._recent_memberships.between(from_pos, to_pos)
+        if recent is not None:
+            return recent if len(recent) <= cap else None
+        if from_pos >= to_pos:
+            return []
+        rows = await self.database.fetch_all(
+            "SELECT stream_ordering, room_id, user_id, membership, event_id"
+            " FROM membership_history WHERE stream_ordering > ? AND stream_ordering <= ?"
+            " ORDER BY stream_ordering LIMIT ?",
+            from_pos,
+            to_pos,
+            cap + 1,
+        )
+        if len(rows) > cap:
+            return None
+        return [MembershipChange(int(r[0]), r[1], r[2], r[3], r[4]) for r in rows]
+
+    async def membership_changes_in_rooms(
+        self, room_ids: Sequence[str], from_pos: int, to_pos: int
+    ) -> list[MembershipChange]:
+        """Membership changes in these rooms with ``from_pos < position <= to_pos``,
+        oldest first."""
+        if from_pos >= to_pos:
+            return []
+        found: list[MembershipChange] = []
+        for start in range(0, len(room_ids), _CHUNK):
+            chunk = room_ids[start : start + _CHUNK]
+            rows = await self.database.fetch_all(
+                "SELECT stream_ordering, room_id, user_id, membership, event_id"
+                " FROM membership_history WHERE stream_ordering > ? AND stream_ordering <= ?"
+                f" AND room_id IN ({placeholders(len(chunk))})",
+                from_pos,
+                to_pos,
+                *chunk,
+            )
+            found += [MembershipChange(int(r[0]), r[1], r[2], r[3], r[4]) for r in rows]
+        found.sort(key=lambda change: change.stream_ordering)
+        return found
 
     async def membership_history_in_room(
         self, room_id: str, user_id: str
@@ -557,6 +627,7 @@ class EventStore:
             await txn.execute(
                 "UPDATE rooms SET current_state_group = ? WHERE room_id = ?", group, room_id
             )
+            txn.call_after_commit(lambda: self._after_persist(stored, membership_rows))
         self._invalidate(redacted_targets)
         for result in stored:
             self._cache_put(result)
@@ -614,6 +685,19 @@ class EventStore:
                 " ON CONFLICT (room_id, type, state_key) DO UPDATE SET event_id = excluded.event_id",
                 rows,
             )
+
+    def _after_persist(
+        self, stored: Sequence[StoredEvent], membership_rows: Sequence[tuple[Any, ...]]
+    ) -> None:
+        """Once committed: the in-memory logs and the membership cache."""
+        for item in stored:
+            self._recent_rooms.add(item.stream_ordering, item.event.room_id)
+        for room_id, user_id, membership, event_id, position in membership_rows:
+            self._recent_memberships.add(
+                position, MembershipChange(position, room_id, user_id, membership, event_id)
+            )
+        if membership_rows:
+            self.rooms.invalidate_memberships({row[1] for row in membership_rows})
 
     async def _write_memberships(self, txn: Transaction, rows: list[tuple[Any, ...]]) -> None:
         if not rows:

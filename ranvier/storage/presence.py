@@ -1,12 +1,16 @@
 """Store of presence (Client-Server API, "Presence"): the current state per user.
 
-Each change takes the next position of the ``presence`` stream.
+Each change takes the next position of the ``presence`` stream. Every /sync
+reads the syncing user's own row (is the user already online?), so rows read
+or written are kept in memory, a bounded LRU updated by :meth:`PresenceStore.put`
+once committed.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ranvier.storage.cache import ReadCache
 from ranvier.storage.engine import (
     Database,
     Row,
@@ -41,8 +45,11 @@ def _row(values: Row) -> PresenceRow:
 
 
 class PresenceStore:
-    def __init__(self, database: Database) -> None:
+    def __init__(self, database: Database, cache_size: int = 10_000) -> None:
         self.database = database
+        #: ``user_id -> row`` (None: the user has no presence row).
+        self._rows: ReadCache[str, PresenceRow | None] = ReadCache(cache_size)
+        database.on_positions_reset(self._rows.clear)
 
     async def put(
         self, user_id: str, state: str, status_msg: str | None, last_active_ts: int
@@ -51,13 +58,18 @@ class PresenceStore:
         async with self.database.transaction() as txn:
             position = await next_stream_position(txn, STREAM)
             await txn.execute(_UPSERT, user_id, state, status_msg, last_active_ts, position)
+            row = PresenceRow(user_id, state, status_msg, last_active_ts, position)
+            txn.call_after_commit(lambda: self._rows.set(user_id, row))
         return position
 
     async def get(self, user_id: str) -> PresenceRow | None:
-        row = await self.database.fetch_one(
-            f"SELECT {_COLUMNS} FROM presence WHERE user_id = ?", user_id
-        )
-        return None if row is None else _row(row)
+        async def load() -> PresenceRow | None:
+            values = await self.database.fetch_one(
+                f"SELECT {_COLUMNS} FROM presence WHERE user_id = ?", user_id
+            )
+            return None if values is None else _row(values)
+
+        return await self._rows.get(user_id, load)
 
     async def get_many(self, user_ids: list[str]) -> list[PresenceRow]:
         if not user_ids:

@@ -4,6 +4,10 @@ Memberships are written by :meth:`ranvier.storage.events.EventStore.persist_loca
 in the event's transaction; this store reads them (joined rooms, members,
 users sharing rooms) and writes what is not an event: aliases, the room
 directory flag, "forgotten", profile fields.
+
+Each user's memberships (every /sync starts with them) are cached in memory,
+a bounded LRU; the event store invalidates a user's entry when their
+membership changes (:meth:`RoomStore.invalidate_memberships`, after commit).
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from typing import Any
 
 import orjson
 
+from ranvier.storage.cache import ReadCache
 from ranvier.storage.engine import Database, IntegrityError, placeholders
 
 
@@ -41,8 +46,28 @@ class AliasInUse(Exception):
 
 
 class RoomStore:
-    def __init__(self, database: Database) -> None:
+    def __init__(self, database: Database, membership_cache_size: int = 10_000) -> None:
         self.database = database
+        #: ``user_id -> every membership of the user`` (all kinds), oldest first.
+        self._memberships: ReadCache[str, tuple[Membership, ...]] = ReadCache(
+            membership_cache_size
+        )
+        database.on_positions_reset(self._memberships.clear)
+
+    def invalidate_memberships(self, user_ids: Iterable[str]) -> None:
+        """The memberships of ``user_ids`` changed (called once committed)."""
+        self._memberships.invalidate(user_ids)
+
+    async def _all_memberships(self, user_id: str) -> tuple[Membership, ...]:
+        async def load() -> tuple[Membership, ...]:
+            rows = await self.database.fetch_all(
+                "SELECT room_id, user_id, membership, event_id, stream_ordering, forgotten"
+                " FROM room_memberships WHERE user_id = ? ORDER BY stream_ordering",
+                user_id,
+            )
+            return tuple(_membership(row) for row in rows)
+
+        return await self._memberships.get(user_id, load)
 
     # --- rooms ----------------------------------------------------------------------
 
@@ -70,6 +95,9 @@ class RoomStore:
     # --- memberships ----------------------------------------------------------------
 
     async def get_membership(self, room_id: str, user_id: str) -> Membership | None:
+        cached = self._memberships.peek(user_id)
+        if cached is not None:
+            return next((m for m in cached if m.room_id == room_id), None)
         row = await self.database.fetch_one(
             "SELECT room_id, user_id, membership, event_id, stream_ordering, forgotten"
             " FROM room_memberships WHERE room_id = ? AND user_id = ?",
@@ -81,15 +109,8 @@ class RoomStore:
     async def rooms_for_user(
         self, user_id: str, memberships: Iterable[str] = ("join",)
     ) -> list[Membership]:
-        wanted = list(memberships)
-        rows = await self.database.fetch_all(
-            "SELECT room_id, user_id, membership, event_id, stream_ordering, forgotten"
-            " FROM room_memberships WHERE user_id = ?"
-            f" AND membership IN ({placeholders(len(wanted))}) ORDER BY stream_ordering",
-            user_id,
-            *wanted,
-        )
-        return [_membership(row) for row in rows]
+        wanted = set(memberships)
+        return [m for m in await self._all_memberships(user_id) if m.membership in wanted]
 
     async def joined_room_ids(self, user_id: str) -> list[str]:
         return [m.room_id for m in await self.rooms_for_user(user_id, ("join",))]
@@ -175,12 +196,15 @@ class RoomStore:
         return result
 
     async def forget(self, room_id: str, user_id: str) -> None:
-        await self.database.execute(
-            "UPDATE room_memberships SET forgotten = ? WHERE room_id = ? AND user_id = ?",
-            True,
-            room_id,
-            user_id,
-        )
+        try:
+            await self.database.execute(
+                "UPDATE room_memberships SET forgotten = ? WHERE room_id = ? AND user_id = ?",
+                True,
+                room_id,
+                user_id,
+            )
+        finally:  # even if cancelled: the update may have happened
+            self.invalidate_memberships((user_id,))
 
     # --- aliases --------------------------------------------------------------------
 

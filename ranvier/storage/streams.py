@@ -4,24 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from ranvier.storage.engine import Queryable, placeholders
+from ranvier.storage.engine import Database
 
 
-async def current_stream_positions(db: Queryable, stream_names: Sequence[str]) -> dict[str, int]:
+async def current_stream_positions(db: Database, stream_names: Sequence[str]) -> dict[str, int]:
     """``stream_name -> highest committed position`` (0 for a stream never written).
 
     Each value is what :func:`ranvier.storage.engine.current_stream_position`
-    returns; every position up to it is committed.
+    returns; every position up to it is committed. Kept in memory by the
+    database (:class:`ranvier.storage.engine.Database`), so this costs no query.
     """
-    names = list(dict.fromkeys(stream_names))
-    positions = dict.fromkeys(names, 0)
-    if not names:
-        return positions
-    rows = await db.fetch_all(
-        "SELECT stream_name, position FROM stream_positions"
-        f" WHERE stream_name IN ({placeholders(len(names))})",
-        *names,
-    )
-    for row in rows:
-        positions[row[0]] = int(row[1])
-    return positions
+    return await db.stream_positions(list(dict.fromkeys(stream_names)))

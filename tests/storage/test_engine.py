@@ -9,7 +9,9 @@ import subprocess
 import sys
 import textwrap
 import time
+from collections.abc import Iterable, Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -18,6 +20,8 @@ from ranvier.storage import (
     DatabaseTooNewError,
     IntegrityError,
     MigrationError,
+    Row,
+    Transaction,
     TransactionMisuseError,
     current_stream_position,
     next_stream_position,
@@ -399,6 +403,108 @@ async def test_stream_positions_unique_increasing_and_visible_in_order(
     assert [r["position"] for r in rows] == list(range(1, writers + 1))
     assert sorted(r["writer"] for r in rows) == list(range(writers))
     assert violations == []
+
+
+class Finished(Transaction):
+    """A transaction that allocated ``events`` positions first..last and is
+    over (for the position bookkeeping only; it runs no SQL)."""
+
+    def __init__(self, first: int, last: int) -> None:
+        self._allocated = {"events": (first, last)}
+        self._after_commit = []
+
+    async def fetch_one(self, sql: str, *args: Any) -> Row | None:
+        raise NotImplementedError
+
+    async def fetch_all(self, sql: str, *args: Any) -> list[Row]:
+        raise NotImplementedError
+
+    async def fetch_val(self, sql: str, *args: Any) -> Any:
+        raise NotImplementedError
+
+    async def execute(self, sql: str, *args: Any) -> int:
+        raise NotImplementedError
+
+    async def execute_many(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
+        raise NotImplementedError
+
+
+async def test_after_commit_callbacks_run_before_the_positions_move(database: Database) -> None:
+    seen: list[tuple[str, int]] = []
+
+    async def position() -> int:
+        return (await database.stream_positions(["events"]))["events"]
+
+    async with database.transaction() as txn:
+        assert await next_stream_position(txn, "events") == 1
+        # A callback sees the position of before its transaction: it runs first.
+        txn.call_after_commit(lambda: seen.append(("first", database.known_stream_position("events") or 0)))
+        txn.call_after_commit(lambda: seen.append(("second", database.known_stream_position("events") or 0)))
+        assert seen == []
+        assert await position() == 0  # not committed yet
+    assert seen == [("first", 0), ("second", 0)]
+    assert await position() == 1
+    assert database.known_stream_position("events") == 1
+    assert database.known_stream_position("never_written") == 0
+
+
+async def test_after_commit_callbacks_never_run_on_rollback(database: Database) -> None:
+    seen: list[str] = []
+    with pytest.raises(ZeroDivisionError):
+        async with database.transaction() as txn:
+            await next_stream_position(txn, "events")
+            txn.call_after_commit(lambda: seen.append("ran"))
+            _ = 1 / 0
+    assert seen == []
+    assert await current_stream_position(database, "events") == 0
+
+
+async def test_a_failing_after_commit_callback_does_not_undo_the_commit(
+    database: Database, caplog: pytest.LogCaptureFixture
+) -> None:
+    seen: list[str] = []
+
+    def fails() -> None:
+        raise RuntimeError("boom")
+
+    async with database.transaction() as txn:
+        await next_stream_position(txn, "events")
+        txn.call_after_commit(fails)
+        txn.call_after_commit(lambda: seen.append("after"))
+    assert seen == ["after"]
+    assert await current_stream_position(database, "events") == 1
+    assert "after-commit callback failed" in caplog.text
+
+
+async def test_positions_move_only_when_every_lower_commit_has_finished(
+    database: Database,
+) -> None:
+    """PostgreSQL may finish two commits' continuations out of order: a position
+    is current only once every position below it is (fake transactions here)."""
+    assert database.known_stream_position("events") == 0
+    database._committed(Finished(3, 4))  # 1-2 not finished yet
+    assert database.known_stream_position("events") == 0
+    database._committed(Finished(2, 2))
+    assert database.known_stream_position("events") == 0
+    database._committed(Finished(1, 1))
+    assert database.known_stream_position("events") == 4
+    database._committed(Finished(5, 7))
+    assert database.known_stream_position("events") == 7
+
+
+async def test_unknown_commit_outcome_forgets_positions_and_caches(database: Database) -> None:
+    resets: list[str] = []
+    database.on_positions_reset(lambda: resets.append("reset"))
+    async with database.transaction() as txn:
+        await next_stream_positions(txn, "events", 3)
+    assert database.known_stream_position("events") == 3
+
+    database._commit_outcome_unknown(Finished(4, 4))
+    assert resets == ["reset"]
+    assert database.known_stream_position("events") is None
+    # Read again from the database (which never saw position 4).
+    assert await current_stream_position(database, "events") == 3
+    assert database.known_stream_position("events") == 3
 
 
 async def test_stream_positions_need_a_transaction(database: Database) -> None:

@@ -1,0 +1,79 @@
+"""The newest entries of a stream, in memory (DESIGN.md: "Caches are explicit,
+bounded and invalidated by the code that writes").
+
+An incremental /sync asks "what happened after position P" where P is a
+moment ago: which rooms had events, whose memberships changed. A
+:class:`RecentLog` answers that from memory for recent P, and says "don't
+know" (None) for older P, so the caller asks the database. Synapse keeps
+"stream change caches" for the same purpose.
+
+Entries are added by the writer once its transaction has committed
+(:meth:`ranvier.storage.engine.Transaction.call_after_commit`), before the
+stream's position moves past them, so a reader bounded by the current
+position never misses one.
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_right, insort
+from typing import Generic, TypeVar
+
+T = TypeVar("T")
+
+
+class RecentLog(Generic[T]):
+    """Entries at positions of one stream, oldest first, at most about ``capacity``.
+
+    ``floor``: every entry with a position above it is here (None: no such
+    promise yet, every question goes to the database).
+    """
+
+    def __init__(self, capacity: int, floor: int | None) -> None:
+        if capacity < 1:
+            raise ValueError("capacity must be at least 1")
+        self.capacity = capacity
+        self.floor = floor
+        self._positions: list[int] = []
+        self._items: list[T] = []
+
+    def __len__(self) -> int:
+        return len(self._positions)
+
+    def reset(self) -> None:
+        """Forget everything (what was committed is unknown). The next entry
+        added sets the floor: entries after it are added as they commit."""
+        self.floor = None
+        self._positions.clear()
+        self._items.clear()
+
+    def add(self, position: int, item: T) -> None:
+        if self.floor is None:
+            # First entry after a reset: later positions commit after it.
+            self.floor = position
+            return
+        if position <= self.floor:
+            return
+        if not self._positions or position >= self._positions[-1]:
+            self._positions.append(position)
+            self._items.append(item)
+        else:  # a lower position's commit finished late (PostgreSQL)
+            index = bisect_right(self._positions, position)
+            insort(self._positions, position)
+            self._items.insert(index, item)
+        if len(self._positions) > self.capacity + self.capacity // 4:
+            # Drop the oldest quarter at once (amortised O(1) per entry).
+            drop = len(self._positions) - self.capacity
+            self.floor = self._positions[drop - 1]
+            del self._positions[:drop]
+            del self._items[:drop]
+
+    def between(self, from_pos: int, to_pos: int) -> list[T] | None:
+        """Entries with ``from_pos < position <= to_pos``, oldest first, or None
+        when ``from_pos`` is older than what this log knows."""
+        if self.floor is None or from_pos < self.floor:
+            return None
+        if from_pos >= to_pos:
+            return []
+        start = bisect_right(self._positions, from_pos)
+        end = bisect_right(self._positions, to_pos)
+        return self._items[start:end]
