@@ -28,9 +28,9 @@ Read API (for the room, sync and messages services):
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import orjson
 
@@ -54,6 +54,7 @@ EVENTS_STREAM = "events"
 TxnKey = tuple[str, str, str, str]
 
 _CHUNK = 500
+_T = TypeVar("_T")
 #: Newest events (their rooms) and membership changes kept in memory for
 #: incremental /syncs (:class:`ranvier.storage.recent.RecentLog`).
 _RECENT_EVENTS = 10_000
@@ -271,11 +272,30 @@ class EventStore:
         range holds more than ``cap`` events. A primary-key range scan, so an
         incremental /sync costs what happened since, not how many rooms the
         user is in (Synapse keeps a "room stream change cache" for the same)."""
-        recent = self._recent_rooms.between(from_pos, to_pos)
+        rooms = await self._recent_or_scan(
+            self._recent_rooms, "events", "room_id", lambda row: str(row[0]), from_pos, to_pos, cap
+        )
+        return None if rooms is None else set(rooms)
+
+    async def _recent_or_scan(
+        self,
+        log: RecentLog[_T],
+        table: str,
+        columns: str,
+        convert: Callable[[Row], _T],
+        from_pos: int,
+        to_pos: int,
+        cap: int,
+    ) -> list[_T] | None:
+        """What ``log`` holds in the range, or a range scan of ``table`` on its
+        ``stream_ordering``; None when more than ``cap``."""
+        recent = log.between(from_pos, to_pos)
         if recent is not None:
-            return set(recent) if len(recent) <= cap else None
+            return recent if len(recent) <= cap else None
+        if from_pos >= to_pos:
+            return []
         rows = await self.database.fetch_all(
-            "SELECT room_id FROM events WHERE stream_ordering > ? AND stream_ordering <= ?"
+            f"SELECT {columns} FROM {table} WHERE stream_ordering > ? AND stream_ordering <= ?"
             " ORDER BY stream_ordering LIMIT ?",
             from_pos,
             to_pos,
@@ -283,7 +303,7 @@ class EventStore:
         )
         if len(rows) > cap:
             return None
-        return {row[0] for row in rows}
+        return [convert(row) for row in rows]
 
     async def recent_events_for_rooms(
         self, room_ids: Sequence[str], from_pos: int, to_pos: int, limit: int
@@ -370,22 +390,15 @@ class EventStore:
         first, or None when there are more than ``cap``: from memory for a
         recent ``from_pos``, else a primary-key range scan (cheap for the short
         range of an incremental /sync, whatever the user's room count)."""
-        recent = self._recent_memberships.between(from_pos, to_pos)
-        if recent is not None:
-            return recent if len(recent) <= cap else None
-        if from_pos >= to_pos:
-            return []
-        rows = await self.database.fetch_all(
-            "SELECT stream_ordering, room_id, user_id, membership, event_id"
-            " FROM membership_history WHERE stream_ordering > ? AND stream_ordering <= ?"
-            " ORDER BY stream_ordering LIMIT ?",
+        return await self._recent_or_scan(
+            self._recent_memberships,
+            "membership_history",
+            "stream_ordering, room_id, user_id, membership, event_id",
+            lambda r: MembershipChange(int(r[0]), r[1], r[2], r[3], r[4]),
             from_pos,
             to_pos,
-            cap + 1,
+            cap,
         )
-        if len(rows) > cap:
-            return None
-        return [MembershipChange(int(r[0]), r[1], r[2], r[3], r[4]) for r in rows]
 
     async def membership_changes_in_rooms(
         self, room_ids: Sequence[str], from_pos: int, to_pos: int

@@ -189,6 +189,52 @@ async def test_memberships_and_their_history(hs: Homeserver) -> None:
     assert await hs.rooms.get_membership(room_id, "@carol:localhost") is None
 
 
+async def test_recent_changes_answer_alike_from_memory_and_from_the_database(
+    hs: Homeserver,
+) -> None:
+    """An incremental /sync asks which rooms had events and whose memberships
+    changed since a token: from the in-memory logs for a recent token, from the
+    tables otherwise (an old token, or after the logs were reset)."""
+    events = hs.rooms.events
+    first = await _room(hs, preset="public_chat")
+    start = await events.current_position()
+    second = await _room(hs, preset="public_chat")
+    await hs.rooms.join("@bob:localhost", first)
+    await hs.rooms.send_event(
+        "@alice:localhost", first, EventSpec("m.room.message", {"body": "hi"}, None)
+    )
+    await hs.rooms.update_membership("@bob:localhost", first, "@bob:localhost", "leave")
+    end = await events.current_position()
+
+    async def answers() -> tuple[object, ...]:
+        return (
+            await events.rooms_with_events_between(start, end, 100),
+            await events.rooms_with_events_between(start, end, 2),  # over the cap
+            await events.membership_changes_between(start, end, 100),
+            await events.membership_changes_between(start, end, 1),
+            await events.membership_changes_for_user("@bob:localhost", start, end),
+            await events.rooms_with_events_between(end, end, 100),
+        )
+
+    assert events._recent_rooms.between(start, end) is not None  # memory knows the range
+    from_memory = await answers()
+    assert from_memory[0] == {first, second}
+    assert from_memory[1] is None
+    changes = from_memory[2]
+    assert isinstance(changes, list)
+    assert [(c.room_id, c.user_id, c.membership) for c in changes] == [
+        (second, "@alice:localhost", "join"),
+        (first, "@bob:localhost", "join"),
+        (first, "@bob:localhost", "leave"),
+    ]
+    assert from_memory[3] is None
+    assert from_memory[4] == changes[1:]
+    assert from_memory[5] == set()
+    events._recent_rooms.reset()
+    events._recent_memberships.reset()
+    assert await answers() == from_memory  # now read from the tables
+
+
 async def test_room_events_in_stream_range_both_directions(hs: Homeserver) -> None:
     room_id = await _room(hs, preset="public_chat")
     start = await hs.rooms.events.current_position()
