@@ -1,0 +1,59 @@
+"""What a started server holds: libraries that many servers never use wait
+for their first use.
+
+Resident memory is a benchmark figure (docs/performance.md): bcrypt loads at
+the first password hash imported from Synapse, asyncpg only for PostgreSQL
+(3.4 MiB). This checks a fresh interpreter after the app has started on SQLite
+(database open, every service built), so a new top-level import brings them
+back loudly. (Libraries every server soon uses, PyNaCl for signing events and
+argon2 for logins, load at startup: deferring them would only move the cost.)
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+# Top-level package names as they appear in sys.modules.
+LOADED_ON_FIRST_USE = ("bcrypt", "asyncpg")
+
+STARTED_APP_MODULES = """
+import asyncio
+import sys
+import tempfile
+from pathlib import Path
+
+from aiohttp import web
+
+import ranvier.cli
+from ranvier.app import build_app
+from ranvier.config import parse_config
+from ranvier.core.signing import SigningKey
+
+
+async def main() -> None:
+    config = parse_config({"database": "sqlite:///:memory:"}, Path(tempfile.mkdtemp()), env={})
+    runner = web.AppRunner(build_app(config, signing_key=SigningKey("t", bytes(32))))
+    await runner.setup()  # runs the startup hooks: database, migrations, services
+    try:
+        print(" ".join(sorted(sys.modules)))
+    finally:
+        await runner.cleanup()
+
+
+asyncio.run(main())
+"""
+
+
+def test_a_started_server_has_not_imported_what_only_a_first_use_needs() -> None:
+    completed = subprocess.run(
+        [sys.executable, "-c", STARTED_APP_MODULES],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert completed.returncode == 0, completed.stderr
+    modules = completed.stdout.split()
+    assert "ranvier.homeserver" in modules
+    assert [name for name in modules if name.split(".")[0] in LOADED_ON_FIRST_USE] == []
