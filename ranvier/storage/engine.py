@@ -288,6 +288,7 @@ class Queryable(ABC):
 class Transaction(Queryable):
     """A transaction in progress; valid only inside its ``async with`` block."""
 
+    _database: Database
     #: Stream positions allocated in this transaction: ``stream -> (first, last)``.
     _allocated: dict[str, tuple[int, int]]
     _after_commit: list[Callable[[], None]]
@@ -312,7 +313,11 @@ class Database(Queryable):
     positions commit. A position advances only when every position below it
     is committed *and* its transaction's :meth:`Transaction.call_after_commit`
     callbacks have run (PostgreSQL may finish two commits' continuations out
-    of order). A commit whose outcome is unknown (the connection failed during
+    of order). A gap below a committed range that no open transaction of this
+    process explains was filled by another process (``ranvier user create``
+    on a running server's database, say): allocation holds the stream's row
+    lock until commit, so that writer has committed, and the position moves
+    on. A commit whose outcome is unknown (the connection failed during
     COMMIT) makes the positions unknown: they are read again from the database,
     and the ``on_positions_reset`` callbacks (caches) run. Several processes
     sharing one PostgreSQL database would need these (and the caches) refreshed
@@ -325,12 +330,16 @@ class Database(Queryable):
     _pending_positions: dict[str, dict[int, int]]
     _positions_known: bool
     _reset_callbacks: list[Callable[[], None]]
+    #: First positions allocated by transactions still open in this process:
+    #: ``stream -> {id(transaction): first}``.
+    _in_flight: dict[str, dict[int, int]]
 
     def _init_positions(self) -> None:
         self._positions = {}
         self._pending_positions = {}
         self._positions_known = False
         self._reset_callbacks = []
+        self._in_flight = {}
 
     @abstractmethod
     def transaction(self) -> AbstractAsyncContextManager[Transaction]:
@@ -368,6 +377,16 @@ class Database(Queryable):
         docstring): an in-memory cache of what was committed must forget it."""
         self._reset_callbacks.append(callback)
 
+    def _allocating(self, txn: Transaction, stream: str, first: int) -> None:
+        """``txn`` allocated its first position of ``stream`` (still open)."""
+        self._in_flight.setdefault(stream, {})[id(txn)] = first
+
+    def _ended(self, txn: Transaction) -> None:
+        for stream in txn._allocated:
+            flights = self._in_flight.get(stream)
+            if flights is not None:
+                flights.pop(id(txn), None)
+
     def _committed(self, txn: Transaction) -> None:
         """After ``txn`` committed: its callbacks, then its positions."""
         for callback in txn._after_commit:
@@ -375,23 +394,39 @@ class Database(Queryable):
                 callback()
             except Exception:  # the data is committed: report, go on
                 logger.exception("after-commit callback failed")
+        self._ended(txn)
         if not self._positions_known:
             # Being read from the database: that read may predate this commit.
             for stream, (_, last) in txn._allocated.items():
                 self._positions[stream] = max(self._positions.get(stream, 0), last)
             return
         for stream, (first, last) in txn._allocated.items():
-            current = self._positions.get(stream, 0)
-            if first > current + 1:  # a lower position's commit is still finishing
-                self._pending_positions.setdefault(stream, {})[first] = last
-                continue
-            current = max(current, last)
-            pending = self._pending_positions.get(stream)
-            while pending and current + 1 in pending:
-                current = pending.pop(current + 1)
-            self._positions[stream] = current
+            self._pending_positions.setdefault(stream, {})[first] = last
+            self._advance(stream)
+
+    def _rolled_back(self, txn: Transaction) -> None:
+        self._ended(txn)
+        if self._positions_known:
+            for stream in txn._allocated:
+                self._advance(stream)
+
+    def _advance(self, stream: str) -> None:
+        """Move ``stream``'s position over the committed ranges that nothing
+        of this process still committing lies below."""
+        pending = self._pending_positions.get(stream)
+        if not pending:
+            return
+        current = self._positions.get(stream, 0)
+        flights = self._in_flight.get(stream)
+        lowest_open = min(flights.values()) if flights else None
+        for first in sorted(pending):
+            if first > current + 1 and lowest_open is not None and lowest_open < first:
+                break  # a lower position's commit is still finishing here
+            current = max(current, pending.pop(first))
+        self._positions[stream] = current
 
     def _commit_outcome_unknown(self, txn: Transaction) -> None:
+        self._ended(txn)
         if not txn._allocated and not txn._after_commit:
             return
         self._positions_known = False
@@ -536,6 +571,7 @@ class _SqliteTransaction(Transaction):
     engine: Engine = "sqlite"
 
     __slots__ = ("_after_commit", "_allocated", "_begun", "_closed", "_conn", "_database")
+    _database: SqliteDatabase
 
     def __init__(self, database: SqliteDatabase) -> None:
         self._database = database
@@ -690,6 +726,7 @@ class SqliteDatabase(Database):
                 yield txn
             except BaseException:
                 txn._closed = True
+                self._rolled_back(txn)
                 if txn._begun:
                     # Even if this await is cancelled, the rollback is queued on
                     # the single writer thread ahead of any later BEGIN.
@@ -842,8 +879,9 @@ class _PostgresQueries(Queryable):
 
 
 class _PostgresTransaction(_PostgresQueries, Transaction):
-    def __init__(self, conn: asyncpg.Connection) -> None:
+    def __init__(self, conn: asyncpg.Connection, database: PostgresDatabase) -> None:
         self._target = conn
+        self._database = database
         self._closed = False
         self._allocated = {}
         self._after_commit = []
@@ -878,13 +916,14 @@ class PostgresDatabase(_PostgresQueries, Database):
         async with self._pool.acquire() as conn:
             transaction = conn.transaction()
             await transaction.start()
-            txn = _PostgresTransaction(conn)
+            txn = _PostgresTransaction(conn, self)
             if task is not None:
                 self._txn_tasks.add(task)
             try:
                 try:
                     yield txn
                 except BaseException:
+                    self._rolled_back(txn)
                     if not conn.is_closed():
                         await transaction.rollback()
                     raise
@@ -1089,6 +1128,8 @@ async def next_stream_positions(txn: Transaction, stream_name: str, count: int) 
     last = int(await txn.fetch_val(_NEXT_POSITIONS_SQL, stream_name, count))
     first = last - count + 1
     earlier = txn._allocated.get(stream_name)
+    if earlier is None:
+        txn._database._allocating(txn, stream_name, first)
     txn._allocated[stream_name] = (earlier[0] if earlier is not None else first, last)
     return range(first, last + 1)
 

@@ -481,15 +481,49 @@ async def test_positions_move_only_when_every_lower_commit_has_finished(
 ) -> None:
     """PostgreSQL may finish two commits' continuations out of order: a position
     is current only once every position below it is (fake transactions here)."""
+    low, middle, high = Finished(1, 1), Finished(2, 2), Finished(3, 4)
+    for txn in (low, middle, high):
+        database._allocating(txn, "events", txn._allocated["events"][0])
+    database._committed(high)  # 1-2 are still committing
     assert database.known_stream_position("events") == 0
-    database._committed(Finished(3, 4))  # 1-2 not finished yet
+    database._committed(middle)
     assert database.known_stream_position("events") == 0
-    database._committed(Finished(2, 2))
-    assert database.known_stream_position("events") == 0
-    database._committed(Finished(1, 1))
+    database._committed(low)
     assert database.known_stream_position("events") == 4
-    database._committed(Finished(5, 7))
+    later = Finished(5, 7)
+    database._allocating(later, "events", 5)
+    database._committed(later)
     assert database.known_stream_position("events") == 7
+
+
+async def test_a_rolled_back_lower_allocation_no_longer_holds_positions_back(
+    database: Database,
+) -> None:
+    abandoned, committed = Finished(1, 1), Finished(2, 2)
+    database._allocating(abandoned, "events", 1)
+    database._allocating(committed, "events", 2)
+    database._committed(committed)
+    assert database.known_stream_position("events") == 0
+    database._rolled_back(abandoned)
+    assert database.known_stream_position("events") == 2
+
+
+async def test_positions_written_by_another_process_are_stepped_over(database_dsn: str) -> None:
+    """``ranvier user create`` (say) writing to a running server's database:
+    the server's next commit moves its position past the other writer's."""
+    server = await open_database(database_dsn)
+    other = await open_database(database_dsn)
+    try:
+        async with other.transaction() as txn:
+            assert list(await next_stream_positions(txn, "events", 2)) == [1, 2]
+        assert server.known_stream_position("events") == 0  # not told
+        async with server.transaction() as txn:
+            assert await next_stream_position(txn, "events") == 3
+        assert server.known_stream_position("events") == 3
+        assert await current_stream_position(server, "events") == 3
+    finally:
+        await other.close()
+        await server.close()
 
 
 async def test_unknown_commit_outcome_forgets_positions_and_caches(database: Database) -> None:
