@@ -248,8 +248,10 @@ async def create_room(rooms: RoomsService, requester: Requester, body: dict[str,
         specs.append(EventSpec("m.room.member", invite_content, invitee))
 
     # v12 room IDs are the create event's hash: two identical createRooms in
-    # the same millisecond would collide, so a collision retries one ms later.
-    now = hs.clock_ms()
+    # the same millisecond would collide. Rooms this process creates get
+    # strictly increasing timestamps (rooms.creation_ts), and a collision with
+    # a room from elsewhere retries one ms later.
+    now = rooms.creation_ts()
     for attempt in range(10):
         head = _Head(
             room_id="" if version.room_id_from_create_event else new_room_id(rooms.server_name),

@@ -89,6 +89,15 @@ class RoomsService:
         self.store = RoomStore(hs.database)
         self.events = EventStore(hs.database, self.state_store, self.store)
         self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
+        self._last_creation_ts = 0
+
+    def creation_ts(self) -> int:
+        """The timestamp of a new room's events: now, or one ms after the last
+        room this process created when that was in the same millisecond (a v12
+        room ID is the create event's hash, which includes it)."""
+        ts = max(self.hs.clock_ms(), self._last_creation_ts + 1)
+        self._last_creation_ts = ts
+        return ts
 
     # --- interface for other areas (team brief) ------------------------------------------
 

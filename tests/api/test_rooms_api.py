@@ -64,6 +64,23 @@ async def test_create_room_private_chat_default_state(setup: Any) -> None:
     assert (status, body) == (200, {"visibility": "private"})
 
 
+async def test_identical_rooms_created_in_the_same_millisecond_get_distinct_ids(
+    setup: Any,
+) -> None:
+    """A v12 room ID is the create event's hash; the test clock stands still, so
+    every createRoom below happens in the same millisecond with the same body."""
+    client, alice, _, _ = setup
+    room_ids = [await create_room(client, alice) for _ in range(25)]
+    assert len(set(room_ids)) == 25
+    status, body = await call(client, "GET", "/joined_rooms", alice)
+    assert status == 200 and sorted(body["joined_rooms"]) == sorted(room_ids)
+    timestamps = []
+    for room_id in room_ids:
+        state = await _state_map(client, alice, room_id)
+        timestamps.append(state[("m.room.create", "")]["origin_server_ts"])
+    assert timestamps == sorted(timestamps) and timestamps[0] == NOW_MS
+
+
 async def test_create_room_event_order_follows_the_spec(setup: Any) -> None:
     client, alice, bob, _ = setup
     room_id = await create_room(
