@@ -710,6 +710,9 @@ class SyncService:
         starts: dict[str, StateMap] = {}
         start_groups: dict[str, int | None] = {}
         summary_rooms: list[str] = []
+        # (start, end, previous) state groups per room; every group needed is
+        # read in one batch (an initial sync needs one or two per room).
+        groups: dict[str, tuple[int | None, int | None, int | None]] = {}
         for room in rooms:
             timeline = room.timeline
             assert timeline is not None
@@ -717,20 +720,24 @@ class SyncService:
             start_group = timeline.events[0].state_group_before if timeline.events else end_group
             previous_group = None if room.full_state else previous_groups.get(room.room_id)
             start_groups[room.room_id] = start_group
+            groups[room.room_id] = (start_group, end_group, previous_group)
+        states = await state_store.get_state_ids_many(
+            group
+            for room in rooms
+            if room.full_state or len(set(groups[room.room_id])) > 1
+            for group in groups[room.room_id]
+            if group is not None
+        )
+        for room in rooms:
+            timeline = room.timeline
+            assert timeline is not None
+            start_group, end_group, previous_group = groups[room.room_id]
             if not room.full_state and previous_group == start_group == end_group:
                 candidates[room.room_id] = {}
             else:
-                start = await state_store.get_state_ids(start_group) if start_group else {}
-                end = (
-                    start
-                    if end_group == start_group
-                    else (await state_store.get_state_ids(end_group) if end_group else {})
-                )
-                prev: StateMap = (
-                    {}
-                    if previous_group is None
-                    else await state_store.get_state_ids(previous_group)
-                )
+                start = states[start_group] if start_group else {}
+                end = start if end_group == start_group else (states[end_group] if end_group else {})
+                prev: StateMap = {} if previous_group is None else states[previous_group]
                 in_timeline = {e.event_id for e in timeline.events}
                 found: dict[str, StateKey] = {}
                 for state in (start, end) if end is not start else (start,):

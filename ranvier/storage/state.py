@@ -22,7 +22,7 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Iterable, Mapping
 
-from ranvier.storage.engine import Database, Queryable, Transaction
+from ranvier.storage.engine import Database, Queryable, Transaction, placeholders
 
 StateKey = tuple[str, str]
 #: ``(type, state_key) -> event_id``.
@@ -50,6 +50,28 @@ _RESOLVE_SQL = (
     " JOIN events ev ON ev.stream_ordering = e.event_nid"
     " ORDER BY c.lvl DESC"
 )
+
+# Resolve several groups at once (an initial /sync reads one or two per room):
+# the same walk from each root, rows tagged with their root.
+def _resolve_many_sql(count: int) -> str:
+    return (
+        "WITH RECURSIVE chain(root, id, parent, lvl) AS ("
+        f" SELECT id, id, parent_group, 0 FROM state_groups WHERE id IN ({placeholders(count)})"
+        " UNION ALL"
+        " SELECT c.root, g.id, g.parent_group, c.lvl + 1"
+        " FROM state_groups g JOIN chain c ON g.id = c.parent"
+        ") "
+        "SELECT c.root, k.type, k.state_key, ev.event_id, c.lvl"
+        " FROM chain c"
+        " JOIN state_group_entries e ON e.state_group = c.id"
+        " JOIN state_keys k ON k.id = e.state_key_id"
+        " JOIN events ev ON ev.stream_ordering = e.event_nid"
+        " ORDER BY c.root, c.lvl DESC"
+    )
+
+
+#: Groups resolved per query by :meth:`StateStore.get_state_ids_many`.
+_MANY_CHUNK = 100
 
 # Copy a group's resolved state into a new snapshot group, inside the database.
 _SNAPSHOT_SQL = (
@@ -99,6 +121,29 @@ class StateStore:
         if db is None or db is self.database:
             self._groups.put(group, state)
         return state
+
+    async def get_state_ids_many(self, groups: Iterable[int]) -> dict[int, StateMap]:
+        """The full state of each of ``groups``: cached ones from memory, the
+        others read :data:`_MANY_CHUNK` at a time (not one query each). Do not
+        mutate the returned maps."""
+        found: dict[int, StateMap] = {}
+        missing: list[int] = []
+        for group in dict.fromkeys(groups):
+            cached = self._groups.get(group)
+            if cached is not None:
+                found[group] = cached
+            else:
+                missing.append(group)
+        for start in range(0, len(missing), _MANY_CHUNK):
+            chunk = missing[start : start + _MANY_CHUNK]
+            read: dict[int, StateMap] = {group: {} for group in chunk}
+            rows = await self.database.fetch_all(_resolve_many_sql(len(chunk)), *chunk)
+            for row in rows:  # per root: snapshot first, nearest delta last
+                read[int(row[0])][(row[1], row[2])] = row[3]
+            for group, state in read.items():
+                self._groups.put(group, state)
+            found.update(read)
+        return found
 
     async def get_state_ids_for_keys(
         self, group: int, keys: Iterable[StateKey], db: Queryable | None = None

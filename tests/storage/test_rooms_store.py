@@ -154,6 +154,14 @@ async def test_chains_are_bounded_and_every_group_resolves(
         assert await hs.rooms.state_store.get_state_ids(group) == state
         topic = await hs.rooms.state_store.get_state_ids_for_keys(group, [("m.room.topic", "")])
         assert topic == {("m.room.topic", ""): state[("m.room.topic", "")]}
+    # The batch read (an initial /sync's): the same answers, more than one chunk
+    # of groups, some cached and some not, across snapshots and deltas.
+    hs.rooms.state_store._groups = type(hs.rooms.state_store._groups)(8)
+    some = list(expected)[::7]
+    assert await hs.rooms.state_store.get_state_ids_many(some) == {g: expected[g] for g in some}
+    assert len(expected) > 100  # more than one query's worth
+    assert await hs.rooms.state_store.get_state_ids_many([*expected, *some]) == expected
+    assert await hs.rooms.state_store.get_state_ids_many([]) == {}
 
 
 async def test_state_at_and_after_event(hs: Homeserver) -> None:
