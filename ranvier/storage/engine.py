@@ -297,7 +297,7 @@ class Transaction(Queryable):
         """Run ``callback`` once this transaction has committed (never if it
         rolls back): synchronously on the event loop, in the order added, before
         this transaction's stream positions become the database's current ones
-        (:meth:`Database.stream_position`) and before the ``async with`` block
+        (:meth:`Database.stream_positions`) and before the ``async with`` block
         exits. In-memory caches are invalidated this way, so that a reader who
         sees the new positions also sees the caches without the old data."""
         self._after_commit.append(callback)
