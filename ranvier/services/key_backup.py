@@ -145,6 +145,13 @@ class KeyBackupService:
             raise MatrixError(404, "M_NOT_FOUND", "Unknown backup version.")
         return row
 
+    async def _required_version(self, user_id: str, version: str | None) -> BackupVersionRow:
+        """The key endpoints' ``version`` query parameter (required): 400
+        M_MISSING_PARAM without it, else as :meth:`_version`."""
+        if version is None:
+            raise MatrixError(400, "M_MISSING_PARAM", "Missing 'version' query parameter.")
+        return await self._version(user_id, version)
+
     async def get_version(self, user_id: str, version: str | None) -> dict[str, Any]:
         row = await self._version(user_id, version)
         return {
@@ -175,9 +182,7 @@ class KeyBackupService:
         raise MatrixError(404, "M_NOT_FOUND", "Unknown backup version.")
 
     async def _writable_version(self, user_id: str, version: str | None) -> BackupVersionRow:
-        if version is None:
-            raise MatrixError(400, "M_MISSING_PARAM", "Missing 'version' query parameter.")
-        row = await self._version(user_id, version)
+        row = await self._required_version(user_id, version)
         current = await self.store.get_version(user_id, None)
         if current is not None and current.version != row.version:
             raise MatrixError(
@@ -229,9 +234,7 @@ class KeyBackupService:
         room_id: str | None = None,
         session_id: str | None = None,
     ) -> dict[str, Any]:
-        if version is None:
-            raise MatrixError(400, "M_MISSING_PARAM", "Missing 'version' query parameter.")
-        row = await self._version(user_id, version)
+        row = await self._required_version(user_id, version)
         keys = await self.store.get_keys(user_id, row.version, room_id, session_id)
         if session_id is not None:
             if not keys:
@@ -252,9 +255,7 @@ class KeyBackupService:
         room_id: str | None = None,
         session_id: str | None = None,
     ) -> dict[str, Any]:
-        if version is None:
-            raise MatrixError(400, "M_MISSING_PARAM", "Missing 'version' query parameter.")
-        row = await self._version(user_id, version)
+        row = await self._required_version(user_id, version)
         async with self.hs.database.transaction() as txn:
             deleted = await self.store.delete_keys(txn, user_id, row.version, room_id, session_id)
             if deleted:

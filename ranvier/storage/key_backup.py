@@ -33,6 +33,21 @@ def _key(row: Row) -> BackupKeyRow:
 _KEY_COLUMNS = "room_id, session_id, first_message_index, forwarded_count, is_verified, session_data"
 
 
+def _keys_where(
+    user_id: str, version: int, room_id: str | None, session_id: str | None
+) -> tuple[str, list[object]]:
+    """The WHERE clause selecting a version's keys, a room's, or one session's."""
+    where = "user_id = ? AND version = ?"
+    args: list[object] = [user_id, version]
+    if room_id is not None:
+        where += " AND room_id = ?"
+        args.append(room_id)
+        if session_id is not None:
+            where += " AND session_id = ?"
+            args.append(session_id)
+    return where, args
+
+
 class KeyBackupStore:
     def __init__(self, database: Database) -> None:
         self.db = database
@@ -121,14 +136,8 @@ class KeyBackupStore:
         session_id: str | None = None,
         db: Queryable | None = None,
     ) -> list[BackupKeyRow]:
-        sql = f"SELECT {_KEY_COLUMNS} FROM room_key_backup_keys WHERE user_id = ? AND version = ?"
-        args: list[object] = [user_id, version]
-        if room_id is not None:
-            sql += " AND room_id = ?"
-            args.append(room_id)
-            if session_id is not None:
-                sql += " AND session_id = ?"
-                args.append(session_id)
+        where, args = _keys_where(user_id, version, room_id, session_id)
+        sql = f"SELECT {_KEY_COLUMNS} FROM room_key_backup_keys WHERE {where}"
         rows = await (db or self.db).fetch_all(sql + " ORDER BY room_id, session_id", *args)
         return [_key(row) for row in rows]
 
@@ -158,12 +167,6 @@ class KeyBackupStore:
         room_id: str | None = None,
         session_id: str | None = None,
     ) -> int:
-        sql = "DELETE FROM room_key_backup_keys WHERE user_id = ? AND version = ?"
-        args: list[object] = [user_id, version]
-        if room_id is not None:
-            sql += " AND room_id = ?"
-            args.append(room_id)
-            if session_id is not None:
-                sql += " AND session_id = ?"
-                args.append(session_id)
+        where, args = _keys_where(user_id, version, room_id, session_id)
+        sql = f"DELETE FROM room_key_backup_keys WHERE {where}"
         return await txn.execute(sql, *args)
