@@ -17,7 +17,7 @@ import uvloop
 from aiohttp import web
 
 import ranvier
-from ranvier.api.http import SIGNING_KEY, MatrixError, wall_clock_ms
+from ranvier.api.http import SIGNING_KEY, wall_clock_ms
 from ranvier.api.http import serve as serve_http
 from ranvier.app import build_app
 from ranvier.config import (
@@ -33,6 +33,7 @@ from ranvier.config import (
     write_signing_key,
 )
 from ranvier.config import _duration_ms as parse_duration_ms
+from ranvier.errors import MatrixError
 from ranvier.services.accounts import AccountsService
 from ranvier.storage import Database, open_database
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from ranvier.api.http import MatrixError
 from ranvier.config import RateConfig, RateLimitConfig, parse_config
+from ranvier.errors import MatrixError
 from ranvier.services.ratelimit import RateLimiter
 
 

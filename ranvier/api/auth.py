@@ -9,28 +9,16 @@ service, with ``soft_logout`` where it applies).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from ranvier.api.http import HOMESERVER, MatrixError, client_address
+from ranvier.api.http import HOMESERVER, client_address
+from ranvier.errors import MatrixError
+from ranvier.services.requester import Requester
 
 if TYPE_CHECKING:
     from ranvier.services.accounts import UiAuthResult
-
-
-@dataclass(frozen=True, slots=True)
-class Requester:
-    """An authenticated user acting through one device."""
-
-    user_id: str
-    device_id: str | None
-    is_guest: bool = False
-    #: Row ID of the access token, so logout can remove exactly it.
-    access_token_id: int | None = None
-    #: Set when an appservice masquerades as one of its users.
-    app_service_id: str | None = None
 
 
 def access_token_from_request(request: web.Request) -> str | None:

@@ -20,6 +20,7 @@ from aiohttp import web
 import ranvier
 from ranvier.config import Config
 from ranvier.core.signing import SigningKey
+from ranvier.errors import MatrixError
 
 if TYPE_CHECKING:
     from ranvier.homeserver import Homeserver
@@ -52,24 +53,13 @@ def wall_clock_ms() -> int:
     return int(time.time() * 1000)
 
 
-class MatrixError(Exception):
-    """An error the client sees as ``{"errcode": ..., "error": ..., **extra}``."""
-
-    def __init__(self, status: int, errcode: str, error: str, **extra: Any) -> None:
-        super().__init__(f"{status} {errcode}: {error}")
-        self.status = status
-        self.errcode = errcode
-        self.error = error
-        self.extra = extra
-
-    def to_response(self) -> web.Response:
-        return json_response(
-            {"errcode": self.errcode, "error": self.error, **self.extra}, status=self.status
-        )
-
-
 def json_response(body: Any, status: int = 200) -> web.Response:
     return web.Response(body=orjson.dumps(body), status=status, content_type=JSON_CONTENT_TYPE)
+
+
+def to_response(error: MatrixError) -> web.Response:
+    """The HTTP response of a Matrix error raised below the API."""
+    return json_response(error.json_body(), status=error.status)
 
 
 async def read_json_object(request: web.Request) -> dict[str, Any]:
@@ -156,7 +146,7 @@ def _from_http_exception(request: web.Request, exc: web.HTTPException) -> web.Re
     else:
         errcode, message = _HTTP_ERRCODES.get(exc.status, ("M_UNKNOWN", exc.reason))
         error = MatrixError(exc.status, errcode, message)
-    response = error.to_response()
+    response = to_response(error)
     if exc.status == 405 and "Allow" in exc.headers:
         response.headers["Allow"] = exc.headers["Allow"]
     return response
@@ -168,7 +158,7 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     try:
         return await handler(request)
     except MatrixError as exc:
-        return exc.to_response()
+        return to_response(exc)
     except web.HTTPException as exc:
         if exc.status < 400:  # redirects and other non-errors pass through
             raise
@@ -177,7 +167,7 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         raise  # the client went away; nobody to answer
     except Exception:
         logger.exception("Unhandled error in %s %s", request.method, request.rel_url.raw_path)
-        return MatrixError(500, "M_UNKNOWN", "Internal server error").to_response()
+        return to_response(MatrixError(500, "M_UNKNOWN", "Internal server error"))
 
 
 @web.middleware

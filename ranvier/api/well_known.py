@@ -14,7 +14,8 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from ranvier.api.http import CONFIG, MatrixError, json_response
+from ranvier.api.http import CONFIG, json_response
+from ranvier.errors import MatrixError
 
 routes = web.RouteTableDef()
 

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from ranvier.api.http import MatrixError
+from ranvier.errors import MatrixError
 from ranvier.storage.account_data import STREAM, AccountDataStore
 from ranvier.storage.engine import Transaction, current_stream_position
 

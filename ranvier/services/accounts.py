@@ -26,11 +26,11 @@ from typing import Any, Protocol
 
 import orjson
 
-from ranvier.api.auth import Requester
-from ranvier.api.http import MatrixError, json_response
 from ranvier.config import Config
 from ranvier.core.ids import MAX_IDENTIFIER_BYTES, InvalidIdentifier, UserID, is_valid_opaque_id
+from ranvier.errors import MatrixError
 from ranvier.services.passwords import PasswordHasher
+from ranvier.services.requester import Requester
 from ranvier.storage import Database, Queryable, Transaction, next_stream_position
 from ranvier.storage.accounts import AccountsStore, DeviceRow, UserRow
 
@@ -112,8 +112,8 @@ class UiAuthRequired(MatrixError):
             self.body["errcode"] = errcode
             self.body["error"] = error
 
-    def to_response(self) -> Any:
-        return json_response(self.body, status=401)
+    def json_body(self) -> dict[str, Any]:
+        return self.body
 
 
 class _StageFailed(Exception):

@@ -13,7 +13,7 @@ from collections import OrderedDict
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from ranvier.api.http import MatrixError
+from ranvier.errors import MatrixError
 from ranvier.storage.accounts import DeviceRow
 
 if TYPE_CHECKING:

@@ -19,15 +19,15 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from ranvier.api.http import MatrixError
 from ranvier.core.canonical_json import CanonicalJSONError
 from ranvier.core.ids import InvalidIdentifier, UserID
 from ranvier.core.signing import SignatureError, decode_base64, signable_bytes, verify_signature
+from ranvier.errors import MatrixError
 from ranvier.storage.e2e import DeviceKeysRow, E2eStore, SignatureRow
 
 if TYPE_CHECKING:
-    from ranvier.api.auth import Requester
     from ranvier.homeserver import Homeserver
+    from ranvier.services.requester import Requester
 
 logger = logging.getLogger(__name__)
 

@@ -7,8 +7,8 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from ranvier.api.http import MatrixError
 from ranvier.core.filters import DEFAULT_FILTER, Filter, FilterError, parse_filter
+from ranvier.errors import MatrixError
 from ranvier.storage.filters import FilterStore
 
 if TYPE_CHECKING:

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from ranvier.api.http import MatrixError
+from ranvier.errors import MatrixError
 from ranvier.storage.engine import Transaction
 from ranvier.storage.key_backup import BackupKeyRow, BackupVersionRow, KeyBackupStore
 

@@ -20,8 +20,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
-from ranvier.api.http import MatrixError
 from ranvier.core.filters import Filter, RoomEventFilter
+from ranvier.errors import MatrixError
 from ranvier.services.sync import format_events, pagination_token, parse_pagination_token
 from ranvier.services.visibility import filter_events_for_member, filter_events_for_user
 from ranvier.storage.events import StoredEvent

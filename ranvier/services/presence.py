@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Collection, Iterable
 from typing import TYPE_CHECKING, Any
 
-from ranvier.api.http import MatrixError
+from ranvier.errors import MatrixError
 from ranvier.storage.engine import current_stream_position
 from ranvier.storage.presence import STREAM, PresenceRow, PresenceStore
 

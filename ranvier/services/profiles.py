@@ -14,8 +14,8 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from ranvier.api.http import MatrixError
 from ranvier.core.ids import UserID
+from ranvier.errors import MatrixError
 
 if TYPE_CHECKING:
     from ranvier.homeserver import Homeserver

@@ -17,7 +17,6 @@ from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any
 
-from ranvier.api.http import MatrixError
 from ranvier.core.push_rules import (
     InvalidPushRule,
     PushRule,
@@ -30,6 +29,7 @@ from ranvier.core.push_rules import (
     parse_rule_body,
     position_rule,
 )
+from ranvier.errors import MatrixError
 from ranvier.storage.engine import Queryable, Transaction
 from ranvier.storage.push_rules import PushRulesStore
 

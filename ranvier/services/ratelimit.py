@@ -10,8 +10,8 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 
-from ranvier.api.http import MatrixError
 from ranvier.config import RateConfig, RateLimitConfig
+from ranvier.errors import MatrixError
 
 MAX_BUCKETS = 100_000
 

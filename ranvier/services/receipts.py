@@ -14,8 +14,8 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from ranvier.api.http import MatrixError
 from ranvier.core.ids import EventID, RoomID
+from ranvier.errors import MatrixError
 from ranvier.storage.engine import current_stream_position
 from ranvier.storage.receipts import STREAM, ReceiptStore
 

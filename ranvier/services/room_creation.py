@@ -10,15 +10,15 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from ranvier.api.http import MatrixError
 from ranvier.core.auth_rules import is_valid_user_id
 from ranvier.core.ids import InvalidIdentifier, RoomAlias
 from ranvier.core.room_versions import RoomVersion
+from ranvier.errors import MatrixError
 from ranvier.services.rooms import EventSpec, _Head, new_room_id, parse_room_version
 from ranvier.storage.events import AliasTaken, NewRoom, RoomExists
 
 if TYPE_CHECKING:
-    from ranvier.api.auth import Requester
+    from ranvier.services.requester import Requester
     from ranvier.services.rooms import RoomsService
 
 PRESETS: dict[str, tuple[str, str, str]] = {

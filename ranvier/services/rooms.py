@@ -6,7 +6,7 @@ state), hashed and signed (``core/events.py``), authorized
 (``core/auth_rules.py``), persisted with its state in one transaction
 (``storage/events.py``), then the room's members are woken up.
 
-Errors are :class:`~ranvier.api.http.MatrixError`: 403 ``M_FORBIDDEN`` with
+Errors are :class:`~ranvier.errors.MatrixError`: 403 ``M_FORBIDDEN`` with
 the auth rule's reason, 413 ``M_TOO_LARGE`` for events over 65536 bytes,
 404 ``M_NOT_FOUND`` for unknown rooms.
 
@@ -24,7 +24,6 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from ranvier.api.http import MatrixError
 from ranvier.core.auth_rules import (
     CREATE_KEY,
     AuthError,
@@ -39,6 +38,7 @@ from ranvier.core.canonical_json import CanonicalJSONError, encode_canonical_jso
 from ranvier.core.events import Event, StateKey, hash_and_sign_event
 from ranvier.core.ids import InvalidIdentifier, RoomAlias, RoomID, UserID
 from ranvier.core.room_versions import RoomVersion, UnknownRoomVersion, get_room_version
+from ranvier.errors import MatrixError
 from ranvier.storage.events import EventStore, EventToPersist, NewRoom, StoredEvent, TxnKey
 from ranvier.storage.rooms import AliasInUse, RoomRecord, RoomStore
 from ranvier.storage.state import StateStore

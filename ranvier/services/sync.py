@@ -43,9 +43,9 @@ from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
-from ranvier.api.http import MatrixError
 from ranvier.core.filters import DEFAULT_FILTER, Filter, filter_events, project_event_fields
 from ranvier.core.redaction import redact
+from ranvier.errors import MatrixError
 from ranvier.services.client_events import serialize_events
 from ranvier.services.visibility import filter_events_for_member, filter_events_for_user
 from ranvier.storage.events import MembershipChange, StoredEvent

@@ -18,12 +18,12 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from ranvier.api.http import MatrixError
 from ranvier.core.ids import UserID
+from ranvier.errors import MatrixError
 
 if TYPE_CHECKING:
-    from ranvier.api.auth import Requester
     from ranvier.homeserver import Homeserver
+    from ranvier.services.requester import Requester
 
 logger = logging.getLogger(__name__)
 

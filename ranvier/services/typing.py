@@ -17,7 +17,7 @@ import logging
 from collections.abc import Collection
 from typing import TYPE_CHECKING, Any
 
-from ranvier.api.http import MatrixError
+from ranvier.errors import MatrixError
 
 if TYPE_CHECKING:
     from ranvier.homeserver import Homeserver

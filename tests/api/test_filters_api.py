@@ -99,8 +99,8 @@ async def test_auth_required(make_client: MakeClient) -> None:
 
 
 async def test_resolve_filter_param(make_client: MakeClient) -> None:
-    from ranvier.api.http import MatrixError
     from ranvier.core.filters import DEFAULT_FILTER
+    from ranvier.errors import MatrixError
 
     client, _, hs = await fake_client(make_client)
     await client.post(BASE, json=EXAMPLE, headers=auth("alice"))

@@ -11,14 +11,8 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 
-from ranvier.api.http import (
-    CORS_HEADERS,
-    MatrixError,
-    json_response,
-    read_json_object,
-    redact_query,
-    serve,
-)
+from ranvier.api.http import CORS_HEADERS, json_response, read_json_object, redact_query, serve
+from ranvier.errors import MatrixError
 
 MakeClient = Any  # the make_client fixture of conftest.py
 

@@ -12,8 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from ranvier.api.auth import Requester
-from ranvier.api.http import MatrixError
+from ranvier.errors import MatrixError
+from ranvier.services.requester import Requester
 
 SERVER = "localhost"
 

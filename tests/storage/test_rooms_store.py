@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from ranvier.api.auth import Requester
 from ranvier.config import parse_config
 from ranvier.core.signing import SigningKey
 from ranvier.homeserver import Homeserver
+from ranvier.services.requester import Requester
 from ranvier.services.room_creation import create_room
 from ranvier.services.rooms import EventSpec
 from ranvier.storage import Database

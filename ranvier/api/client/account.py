@@ -11,13 +11,8 @@ from aiohttp import web
 
 from ranvier.api.auth import password_ui_auth, require_user
 from ranvier.api.client.login import optional_bool, session_body
-from ranvier.api.http import (
-    HOMESERVER,
-    MatrixError,
-    client_address,
-    json_response,
-    read_json_object,
-)
+from ranvier.api.http import HOMESERVER, client_address, json_response, read_json_object
+from ranvier.errors import MatrixError
 from ranvier.services.accounts import (
     LOGIN_TYPE_DUMMY,
     LOGIN_TYPE_REGISTRATION_TOKEN,

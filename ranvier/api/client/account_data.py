@@ -8,9 +8,11 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from ranvier.api.auth import Requester, require_user
-from ranvier.api.http import HOMESERVER, MatrixError, json_response, read_json_object
+from ranvier.api.auth import require_user
+from ranvier.api.http import HOMESERVER, json_response, read_json_object
 from ranvier.core.ids import RoomID
+from ranvier.errors import MatrixError
+from ranvier.services.requester import Requester
 
 routes = web.RouteTableDef()
 

@@ -7,14 +7,11 @@ from typing import Any
 
 from aiohttp import web
 
-from ranvier.api.auth import Requester, password_ui_auth, require_user
-from ranvier.api.http import (
-    HOMESERVER,
-    MatrixError,
-    json_response,
-    read_json_object,
-)
+from ranvier.api.auth import password_ui_auth, require_user
+from ranvier.api.http import HOMESERVER, json_response, read_json_object
+from ranvier.errors import MatrixError
 from ranvier.services.devices import MAX_DEVICES_PER_DELETE
+from ranvier.services.requester import Requester
 
 routes = web.RouteTableDef()
 V3 = "/_matrix/client/v3"

@@ -7,7 +7,8 @@ from aiohttp import web
 
 from ranvier.api.auth import require_user
 from ranvier.api.client.rooms import room_id_param
-from ranvier.api.http import HOMESERVER, MatrixError, json_response, read_json_object
+from ranvier.api.http import HOMESERVER, json_response, read_json_object
+from ranvier.errors import MatrixError
 
 routes = web.RouteTableDef()
 

@@ -8,7 +8,8 @@ from typing import Any
 from aiohttp import web
 
 from ranvier.api.auth import require_user
-from ranvier.api.http import HOMESERVER, MatrixError, json_response, read_json_object
+from ranvier.api.http import HOMESERVER, json_response, read_json_object
+from ranvier.errors import MatrixError
 from ranvier.services.key_backup import parse_key_backup_data
 from ranvier.storage.key_backup import BackupKeyRow
 

@@ -8,7 +8,8 @@ from aiohttp import web
 
 from ranvier.api.auth import require_user
 from ranvier.api.client.devices import _ui_auth
-from ranvier.api.http import HOMESERVER, MatrixError, json_response, read_json_object
+from ranvier.api.http import HOMESERVER, json_response, read_json_object
+from ranvier.errors import MatrixError
 from ranvier.services.sync import InvalidToken, SyncToken
 
 routes = web.RouteTableDef()

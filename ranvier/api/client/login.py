@@ -7,20 +7,16 @@ from typing import Any
 
 from aiohttp import web
 
-from ranvier.api.auth import Requester, access_token_from_request
-from ranvier.api.http import (
-    HOMESERVER,
-    MatrixError,
-    client_address,
-    json_response,
-    read_json_object,
-)
+from ranvier.api.auth import access_token_from_request
+from ranvier.api.http import HOMESERVER, client_address, json_response, read_json_object
+from ranvier.errors import MatrixError
 from ranvier.services.accounts import (
     LOGIN_TYPE_PASSWORD,
     AccountsService,
     Session,
     password_login_user,
 )
+from ranvier.services.requester import Requester
 
 routes = web.RouteTableDef()
 

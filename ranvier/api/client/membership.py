@@ -15,7 +15,8 @@ from aiohttp import web
 
 from ranvier.api.auth import require_user
 from ranvier.api.client.rooms import ROOM, room_id_param
-from ranvier.api.http import HOMESERVER, MatrixError, json_response
+from ranvier.api.http import HOMESERVER, json_response
+from ranvier.errors import MatrixError
 
 routes = web.RouteTableDef()
 

@@ -15,9 +15,10 @@ from aiohttp import web
 from ranvier.api.auth import require_user
 from ranvier.api.client.rooms import ROOM, room_id_param
 from ranvier.api.client.sync import MAX_DB_INTEGER, query_int
-from ranvier.api.http import HOMESERVER, MatrixError, json_response
+from ranvier.api.http import HOMESERVER, json_response
 from ranvier.core.filters import FilterError, RoomEventFilter, parse_room_event_filter
 from ranvier.core.ids import EventID
+from ranvier.errors import MatrixError
 
 routes = web.RouteTableDef()
 

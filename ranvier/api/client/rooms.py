@@ -12,10 +12,12 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from ranvier.api.auth import Requester, require_user
-from ranvier.api.http import HOMESERVER, MatrixError, json_response, read_json_object
+from ranvier.api.auth import require_user
+from ranvier.api.http import HOMESERVER, json_response, read_json_object
 from ranvier.core.ids import EventID, RoomID
+from ranvier.errors import MatrixError
 from ranvier.services.client_events import serialize_events
+from ranvier.services.requester import Requester
 from ranvier.services.room_creation import create_room
 from ranvier.services.rooms import EventSpec
 from ranvier.services.sync import parse_pagination_token

@@ -10,7 +10,8 @@ import re
 from aiohttp import web
 
 from ranvier.api.auth import require_user
-from ranvier.api.http import HOMESERVER, MatrixError, json_response
+from ranvier.api.http import HOMESERVER, json_response
+from ranvier.errors import MatrixError
 from ranvier.services.sync import InvalidToken, SyncParams, SyncToken
 
 routes = web.RouteTableDef()

@@ -5,7 +5,8 @@ from __future__ import annotations
 from aiohttp import web
 
 from ranvier.api.auth import require_user
-from ranvier.api.http import HOMESERVER, MatrixError, json_response, read_json_object
+from ranvier.api.http import HOMESERVER, json_response, read_json_object
+from ranvier.errors import MatrixError
 from ranvier.services.to_device import event_type_or_400
 
 routes = web.RouteTableDef()

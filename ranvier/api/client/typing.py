@@ -5,8 +5,9 @@ from __future__ import annotations
 from aiohttp import web
 
 from ranvier.api.auth import require_user
-from ranvier.api.http import HOMESERVER, MatrixError, json_response, read_json_object
+from ranvier.api.http import HOMESERVER, json_response, read_json_object
 from ranvier.core.ids import RoomID
+from ranvier.errors import MatrixError
 
 routes = web.RouteTableDef()
 
