@@ -92,6 +92,27 @@ def parse_key_backup_data(room_id: str, session_id: str, data: object) -> Backup
     )
 
 
+def parse_room_key_backup(room_id: str, value: object) -> list[BackupKeyRow]:
+    """A RoomKeyBackup object (``{"sessions": {sessionId: KeyBackupData}}``)."""
+    if not isinstance(value, dict) or not isinstance(value.get("sessions"), dict):
+        raise MatrixError(400, "M_BAD_JSON", "A room's keys must be {'sessions': {...}}.")
+    return [
+        parse_key_backup_data(room_id, session_id, data)
+        for session_id, data in value["sessions"].items()
+    ]
+
+
+def parse_key_backup(body: dict[str, Any]) -> list[BackupKeyRow]:
+    """The body of ``PUT /room_keys/keys``: ``{"rooms": {roomId: RoomKeyBackup}}``."""
+    rooms = body.get("rooms")
+    if not isinstance(rooms, dict):
+        raise MatrixError(400, "M_BAD_JSON", "'rooms' must be an object.")
+    keys: list[BackupKeyRow] = []
+    for room_id, value in rooms.items():
+        keys += parse_room_key_backup(room_id, value)
+    return keys
+
+
 def _key_body(key: BackupKeyRow) -> dict[str, Any]:
     return {
         "first_message_index": key.first_message_index,

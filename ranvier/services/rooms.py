@@ -39,12 +39,17 @@ from ranvier.core.events import Event, StateKey, hash_and_sign_event
 from ranvier.core.ids import InvalidIdentifier, RoomAlias, RoomID, UserID
 from ranvier.core.room_versions import RoomVersion, UnknownRoomVersion, get_room_version
 from ranvier.errors import MatrixError
-from ranvier.storage.events import EventStore, EventToPersist, NewRoom, StoredEvent, TxnKey
+from ranvier.storage.events import EventStore, EventToPersist, NewRoom, TxnKey
+
+# Re-exported: the stored event is what this service hands to its callers (the
+# API layer types with it but does not import storage).
+from ranvier.storage.events import StoredEvent as StoredEvent
 from ranvier.storage.rooms import AliasInUse, RoomRecord, RoomStore
 from ranvier.storage.state import StateStore
 
 if TYPE_CHECKING:
     from ranvier.homeserver import Homeserver
+    from ranvier.services.requester import Requester
 
 #: Server-Server API, "Size limits": an event is at most 65536 bytes of
 #: canonical JSON; type, state_key, sender, room_id, event_id at most 255 bytes.
@@ -470,6 +475,45 @@ class RoomsService:
                 400, "M_UNKNOWN", f"User {user_id} is in room {room_id}; leave it before forgetting"
             )
         await self.store.forget(room_id, user_id)
+
+    # --- client sends with transaction IDs -----------------------------------------------
+
+    @staticmethod
+    def txn_key(requester: Requester, scope: str, txn_id: str) -> TxnKey:
+        # Client-Server API, "Transaction identifiers": scoped to one device and
+        # one endpoint (here, as Synapse, the request path without the txn id).
+        return (requester.user_id, requester.device_id or "", scope, txn_id)
+
+    async def _earlier_txn_event_id(self, requester: Requester, key: TxnKey) -> str | None:
+        """The event a retried request already sent, or None after the message
+        rate limit (a retry is not a new message, so it is never rate limited)."""
+        existing = await self.events.get_txn_event_id(key)
+        if existing is None:
+            self.hs.ratelimiter.check("message", requester.user_id)
+        return existing
+
+    async def send_client_event(
+        self, requester: Requester, room_id: str, spec: EventSpec, txn_id: str
+    ) -> str:
+        """``PUT /rooms/{roomId}/send/{eventType}/{txnId}``: the event ID, the
+        same one for every retry of the transaction."""
+        key = self.txn_key(requester, f"send/{room_id}/{spec.type}", txn_id)
+        existing = await self._earlier_txn_event_id(requester, key)
+        if existing is not None:
+            return existing
+        stored = await self.send_event(requester.user_id, room_id, spec, txn=key)
+        return stored.event_id
+
+    async def redact_client_event(
+        self, requester: Requester, room_id: str, event_id: str, reason: str | None, txn_id: str
+    ) -> str:
+        """``PUT /rooms/{roomId}/redact/{eventId}/{txnId}``: the redaction's
+        event ID, the same one for every retry of the transaction."""
+        key = self.txn_key(requester, f"redact/{room_id}/{event_id}", txn_id)
+        existing = await self._earlier_txn_event_id(requester, key)
+        if existing is not None:
+            return existing
+        return await self.redact(requester.user_id, room_id, event_id, reason=reason, txn=key)
 
     # --- redactions ----------------------------------------------------------------------
 

@@ -233,6 +233,28 @@ async def test_send_is_idempotent_per_device_and_txn(setup: Any, make_client: Ma
     assert "transaction_id" not in seen_by_phone["unsigned"]
 
 
+async def test_a_retried_transaction_is_not_rate_limited(make_client: MakeClient) -> None:
+    # Client-Server API, "Transaction identifiers": a retry answers the first
+    # request's event ID; only a new transaction counts as a new message.
+    limited = {"ratelimit": {"enabled": True, "message": {"per_second": 0.001, "burst": 2}}}
+    client = await make_client({**ROOMS_CONFIG, **limited})
+    alice = await make_user(client, "alice")
+    room_id = await create_room(client, alice)
+    status, sent = await send(client, alice, room_id, {"body": "one"}, "t1")
+    assert status == 200
+    target = sent["event_id"]
+    redact_path = f"/rooms/{q(room_id)}/redact/{q(target)}/r1"
+    status, redaction = await call(client, "PUT", redact_path, alice, {})
+    assert status == 200 and redaction["event_id"] != target
+    # The burst is spent: retries still answer, new transactions are limited.
+    assert await send(client, alice, room_id, {"body": "one"}, "t1") == (200, sent)
+    assert await call(client, "PUT", redact_path, alice, {}) == (200, redaction)
+    status, payload = await send(client, alice, room_id, {"body": "two"}, "t2")
+    assert (status, payload["errcode"]) == (429, "M_LIMIT_EXCEEDED")
+    status, payload = await call(client, "PUT", redact_path[: -len("r1")] + "r2", alice, {})
+    assert (status, payload["errcode"]) == (429, "M_LIMIT_EXCEEDED")
+
+
 async def test_send_rejects_bad_input_and_large_events(setup: Any) -> None:
     client, alice, bob, _ = setup
     room_id = await create_room(client, alice)

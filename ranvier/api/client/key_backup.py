@@ -9,9 +9,11 @@ from aiohttp import web
 
 from ranvier.api.auth import require_user
 from ranvier.api.http import HOMESERVER, json_response, read_json_object
-from ranvier.errors import MatrixError
-from ranvier.services.key_backup import parse_key_backup_data
-from ranvier.storage.key_backup import BackupKeyRow
+from ranvier.services.key_backup import (
+    parse_key_backup,
+    parse_key_backup_data,
+    parse_room_key_backup,
+)
 
 routes = web.RouteTableDef()
 V3 = "/_matrix/client/v3/room_keys"
@@ -58,27 +60,11 @@ async def delete_version(request: web.Request) -> web.Response:
     return json_response({})
 
 
-def _sessions(room_id: str, value: object) -> list[BackupKeyRow]:
-    """A RoomKeyBackup object (``{"sessions": {sessionId: KeyBackupData}}``)."""
-    if not isinstance(value, dict) or not isinstance(value.get("sessions"), dict):
-        raise MatrixError(400, "M_BAD_JSON", "A room's keys must be {'sessions': {...}}.")
-    return [
-        parse_key_backup_data(room_id, session_id, data)
-        for session_id, data in value["sessions"].items()
-    ]
-
-
 @routes.put(V3 + "/keys")
 async def put_keys(request: web.Request) -> web.Response:
     requester = await require_user(request)
     hs = request.app[HOMESERVER]
-    body = await read_json_object(request)
-    rooms = body.get("rooms")
-    if not isinstance(rooms, dict):
-        raise MatrixError(400, "M_BAD_JSON", "'rooms' must be an object.")
-    keys: list[BackupKeyRow] = []
-    for room_id, value in rooms.items():
-        keys += _sessions(room_id, value)
+    keys = parse_key_backup(await read_json_object(request))
     return json_response(
         await hs.key_backup.put_keys(requester.user_id, request.query.get("version"), keys)
     )
@@ -89,7 +75,7 @@ async def put_room_keys(request: web.Request) -> web.Response:
     requester = await require_user(request)
     hs = request.app[HOMESERVER]
     body = await read_json_object(request)
-    keys = _sessions(request.match_info["room_id"], body)
+    keys = parse_room_key_backup(request.match_info["room_id"], body)
     return json_response(
         await hs.key_backup.put_keys(requester.user_id, request.query.get("version"), keys)
     )

@@ -19,10 +19,9 @@ from ranvier.errors import MatrixError
 from ranvier.services.client_events import serialize_events
 from ranvier.services.requester import Requester
 from ranvier.services.room_creation import create_room
-from ranvier.services.rooms import EventSpec
+from ranvier.services.rooms import EventSpec, StoredEvent
 from ranvier.services.sync import parse_pagination_token
 from ranvier.services.visibility import filter_events_for_user
-from ranvier.storage.events import StoredEvent, TxnKey
 
 if TYPE_CHECKING:
     from ranvier.homeserver import Homeserver
@@ -43,12 +42,6 @@ def room_id_param(request: web.Request) -> str:
     if not RoomID.is_valid(room_id):
         raise MatrixError(400, "M_INVALID_PARAM", f"{room_id!r} is not a valid room ID")
     return room_id
-
-
-def txn_key(requester: Requester, scope: str, txn_id: str) -> TxnKey:
-    # Client-Server API, "Transaction identifiers": scoped to one device and
-    # one endpoint (here, as Synapse, the request path without the txn id).
-    return (requester.user_id, requester.device_id or "", scope, txn_id)
 
 
 async def _serialize(
@@ -75,15 +68,10 @@ async def send_message(request: web.Request) -> web.Response:
     event_type = request.match_info["eventType"]
     content = await read_json_object(request)
     hs = request.app[HOMESERVER]
-    key = txn_key(requester, f"send/{room_id}/{event_type}", request.match_info["txnId"])
-    existing = await hs.rooms.events.get_txn_event_id(key)
-    if existing is not None:
-        return json_response({"event_id": existing})
-    hs.ratelimiter.check("message", requester.user_id)
-    stored = await hs.rooms.send_event(
-        requester.user_id, room_id, EventSpec(event_type, content), txn=key
+    event_id = await hs.rooms.send_client_event(
+        requester, room_id, EventSpec(event_type, content), request.match_info["txnId"]
     )
-    return json_response({"event_id": stored.event_id})
+    return json_response({"event_id": event_id})
 
 
 async def _put_state(request: web.Request, state_key: str) -> web.Response:
@@ -158,13 +146,8 @@ async def redact_event(request: web.Request) -> web.Response:
     if reason is not None and not isinstance(reason, str):
         raise MatrixError(400, "M_BAD_JSON", "reason must be a string")
     hs = request.app[HOMESERVER]
-    key = txn_key(requester, f"redact/{room_id}/{event_id}", request.match_info["txnId"])
-    existing = await hs.rooms.events.get_txn_event_id(key)
-    if existing is not None:
-        return json_response({"event_id": existing})
-    hs.ratelimiter.check("message", requester.user_id)
-    redaction_id = await hs.rooms.redact(
-        requester.user_id, room_id, event_id, reason=reason, txn=key
+    redaction_id = await hs.rooms.redact_client_event(
+        requester, room_id, event_id, reason, request.match_info["txnId"]
     )
     return json_response({"event_id": redaction_id})
 
