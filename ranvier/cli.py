@@ -33,6 +33,7 @@ from ranvier.config import (
     write_signing_key,
 )
 from ranvier.config import _duration_ms as parse_duration_ms
+from ranvier.core.ids import is_my_user_id
 from ranvier.errors import MatrixError
 from ranvier.services.accounts import AccountsService
 from ranvier.storage import Database, open_database
@@ -281,8 +282,8 @@ def user_create(name: str, admin: bool, password: str | None, config_path: Path)
     config = _load_config_or_exit(config_path)
     localpart = name
     if name.startswith("@"):
-        localpart, _, domain = name[1:].partition(":")
-        if domain != config.server_name:
+        localpart = name[1:].partition(":")[0]
+        if not is_my_user_id(name, config.server_name):
             raise click.BadParameter(
                 f"{name} is not a user of this server ({config.server_name})", param_hint="NAME"
             )

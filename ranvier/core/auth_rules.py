@@ -36,7 +36,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any, Final, TypeAlias
 
 from ranvier.core.events import Event, StateKey, room_id_from_create_event_id
-from ranvier.core.ids import UserID
+from ranvier.core.ids import UserID, server_name_of
 from ranvier.core.room_versions import KNOWN_ROOM_VERSIONS, RoomVersion
 from ranvier.core.signing import SignatureError, decode_base64, verify_signature
 
@@ -105,7 +105,7 @@ _STRINGY_LEVEL = re.compile(r"[ \t\n\r\f\v]*[+-]?[0-9]+[ \t\n\r\f\v]*", re.ASCII
 
 def _domain(identifier: str) -> str:
     """The server part of a user, room or (v1–v2) event ID: after the first colon."""
-    return identifier.partition(":")[2]
+    return server_name_of(identifier) or ""
 
 
 def is_valid_user_id(value: object) -> bool:

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ranvier.core.canonical_json import CanonicalJSONError, encode_canonical_json
+from ranvier.core.ids import server_name_of
 from ranvier.core.redaction import redact
 from ranvier.core.room_versions import EventIdFormat, RoomVersion
 from ranvier.core.signing import SigningKey, encode_base64, sign_json
@@ -208,4 +209,4 @@ class Event:
 
     def origin_domain(self) -> str:
         """The server part of the sender."""
-        return self.sender.split(":", 1)[1] if ":" in self.sender else ""
+        return server_name_of(self.sender) or ""

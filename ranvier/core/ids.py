@@ -406,6 +406,44 @@ class EventID:
         return f"{EVENT_ID_SIGIL}{self.opaque_id}:{self.domain}"
 
 
+# --- Which server an identifier belongs to ------------------------------------
+
+_SIGILS = (USER_ID_SIGIL, ROOM_ID_SIGIL, ROOM_ALIAS_SIGIL, EVENT_ID_SIGIL)
+
+
+def server_name_of(identifier: str) -> str | None:
+    """The server name of a user ID, room ID, room alias or (v1–v2) event ID.
+
+    "The localpart ... MUST NOT contain ``:``" in every sigilled identifier
+    (Appendices, "Identifier Grammar"), so the server name is everything after
+    the *first* colon — port and IPv6 literal included (``@a:[::1]:8448`` →
+    ``[::1]:8448``). None for what has no server name: a room version 12 room
+    ID or a v3+ event ID (a bare hash), or a string without a sigil. The
+    server name is not validated: use the ``parse`` methods for that.
+    """
+    if not isinstance(identifier, str) or not identifier.startswith(_SIGILS):
+        return None
+    _, colon, server_name = identifier.partition(":")
+    return server_name if colon else None
+
+
+def is_mine(identifier: str, server_name: str) -> bool:
+    """Whether ``identifier`` belongs to the server ``server_name``.
+
+    Server names compare exactly: they "must be treated case-sensitively"
+    (Appendices, "Server Name"), and a port is part of the name, so
+    ``example.org`` and ``example.org:8448`` are different servers.
+    """
+    return server_name_of(identifier) == server_name
+
+
+def is_my_user_id(user_id: str, server_name: str) -> bool:
+    """Whether ``user_id`` is a user ID (``@``) of the server ``server_name``."""
+    return isinstance(user_id, str) and user_id.startswith(USER_ID_SIGIL) and is_mine(
+        user_id, server_name
+    )
+
+
 # --- Opaque and namespaced identifiers ----------------------------------------
 
 #: Appendices, "Opaque Identifiers": RFC 3986 unreserved characters.

@@ -27,7 +27,12 @@ from typing import Any, Protocol
 import orjson
 
 from ranvier.config import Config
-from ranvier.core.ids import MAX_IDENTIFIER_BYTES, InvalidIdentifier, UserID, is_valid_opaque_id
+from ranvier.core.ids import (
+    MAX_IDENTIFIER_BYTES,
+    UserID,
+    is_mine,
+    is_valid_opaque_id,
+)
 from ranvier.errors import MatrixError
 from ranvier.services.passwords import PasswordHasher
 from ranvier.services.requester import Requester
@@ -290,11 +295,9 @@ class AccountsService:
     def resolve_user_identifier(self, user: str) -> str | None:
         """``m.id.user``: a localpart or a full user ID → a user ID of this server, or None."""
         if user.startswith("@"):
-            try:
-                parsed = UserID.parse(user)
-            except InvalidIdentifier:
+            if not UserID.is_valid(user):
                 return None
-            return user if parsed.domain == self.server_name else None
+            return user if is_mine(user, self.server_name) else None
         return self.user_id_for_localpart(user)
 
     # --- passwords and login ---------------------------------------------------------

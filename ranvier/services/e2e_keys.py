@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from ranvier.core.canonical_json import CanonicalJSONError
-from ranvier.core.ids import InvalidIdentifier, UserID
+from ranvier.core.ids import InvalidIdentifier, UserID, is_my_user_id, server_name_of
 from ranvier.core.signing import SignatureError, decode_base64, signable_bytes, verify_signature
 from ranvier.errors import MatrixError
 from ranvier.storage.e2e import DeviceKeysRow, E2eStore, SignatureRow
@@ -184,11 +184,11 @@ class E2eKeysService:
         self.store = E2eStore(hs.database)
 
     def _is_local(self, user_id: str) -> bool:
-        return user_id.rpartition(":")[2] == self.server_name
+        return is_my_user_id(user_id, self.server_name)
 
     @staticmethod
     def _server_of(user_id: str) -> str:
-        return user_id.split(":", 1)[1] if ":" in user_id else user_id
+        return server_name_of(user_id) or user_id
 
     async def notify_device_change(self, user_id: str) -> None:
         """Wake /sync of every user sharing a room with ``user_id`` (and the user)."""

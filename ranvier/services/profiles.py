@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from ranvier.core.ids import UserID
+from ranvier.core.ids import UserID, is_my_user_id
 from ranvier.errors import MatrixError
 
 if TYPE_CHECKING:
@@ -34,7 +34,7 @@ class ProfileService:
         self.hs = hs
 
     def _is_local(self, user_id: str) -> bool:
-        return user_id.startswith("@") and user_id.rpartition(":")[2] == self.hs.server_name
+        return is_my_user_id(user_id, self.hs.server_name)
 
     async def _require_local_user(self, user_id: str) -> None:
         if not UserID.is_valid(user_id):

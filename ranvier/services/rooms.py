@@ -36,7 +36,7 @@ from ranvier.core.auth_rules import (
 )
 from ranvier.core.canonical_json import CanonicalJSONError, encode_canonical_json
 from ranvier.core.events import Event, StateKey, hash_and_sign_event
-from ranvier.core.ids import InvalidIdentifier, RoomAlias, RoomID, UserID
+from ranvier.core.ids import InvalidIdentifier, RoomAlias, RoomID, UserID, is_mine, is_my_user_id
 from ranvier.core.room_versions import RoomVersion, UnknownRoomVersion, get_room_version
 from ranvier.errors import MatrixError
 from ranvier.storage.events import EventStore, EventToPersist, NewRoom, TxnKey
@@ -169,16 +169,16 @@ class RoomsService:
         return room
 
     def is_local_user(self, user_id: str) -> bool:
-        return user_id.rpartition(":")[2] == self.server_name and user_id.startswith("@")
+        return is_my_user_id(user_id, self.server_name)
 
     async def resolve_room_id_or_alias(self, room_id_or_alias: str) -> str:
         """A room ID for ``!room`` or ``#alias``; unknown → 404 M_NOT_FOUND."""
         if room_id_or_alias.startswith("#"):
             try:
-                alias = RoomAlias.parse(room_id_or_alias)
+                RoomAlias.parse(room_id_or_alias)
             except InvalidIdentifier as exc:
                 raise MatrixError(400, "M_INVALID_PARAM", str(exc)) from None
-            if alias.domain != self.server_name:
+            if not is_mine(room_id_or_alias, self.server_name):
                 raise MatrixError(
                     404,
                     "M_NOT_FOUND",
@@ -387,10 +387,10 @@ class RoomsService:
             raise MatrixError(400, "M_INVALID_PARAM", "alt_aliases must be a list of strings")
         for candidate in _canonical_aliases(content) - old:
             try:
-                parsed = RoomAlias.parse(candidate)
+                RoomAlias.parse(candidate)
             except InvalidIdentifier:
                 raise MatrixError(400, "M_INVALID_PARAM", f"Invalid alias {candidate!r}") from None
-            if parsed.domain != self.server_name:
+            if not is_mine(candidate, self.server_name):
                 raise MatrixError(
                     400, "M_BAD_ALIAS", f"Cannot check alias {candidate} on another server"
                 )
@@ -573,8 +573,8 @@ class RoomsService:
         return parsed
 
     async def create_alias(self, user_id: str, alias: str, room_id: str) -> None:
-        parsed = self.parse_local_alias(alias)
-        if parsed.domain != self.server_name:
+        self.parse_local_alias(alias)
+        if not is_mine(alias, self.server_name):
             raise MatrixError(400, "M_INVALID_PARAM", "Room alias must be on this server")
         await self.require_room(room_id)
         try:
@@ -583,8 +583,8 @@ class RoomsService:
             raise MatrixError(409, "M_UNKNOWN", f"Room alias {alias} already exists") from None
 
     async def get_alias(self, alias: str) -> str:
-        parsed = self.parse_local_alias(alias)
-        if parsed.domain != self.server_name:
+        self.parse_local_alias(alias)
+        if not is_mine(alias, self.server_name):
             raise MatrixError(
                 404,
                 "M_NOT_FOUND",

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from ranvier.core.ids import UserID
+from ranvier.core.ids import UserID, is_my_user_id
 from ranvier.errors import MatrixError
 
 if TYPE_CHECKING:
@@ -49,7 +49,7 @@ class ToDeviceService:
         self._acknowledged: dict[tuple[str, str], int] = {}
 
     def _is_local(self, user_id: str) -> bool:
-        return user_id.rpartition(":")[2] == self.hs.server_name
+        return is_my_user_id(user_id, self.hs.server_name)
 
     async def send(
         self, requester: Requester, event_type: str, txn_id: str, messages: object

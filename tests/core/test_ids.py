@@ -17,11 +17,14 @@ from ranvier.core.ids import (
     RoomID,
     UserID,
     is_compliant_user_localpart,
+    is_mine,
+    is_my_user_id,
     is_valid_namespaced_id,
     is_valid_opaque_id,
     is_valid_server_name,
     is_valid_user_localpart,
     parse_server_name,
+    server_name_of,
 )
 from ranvier.core.room_versions import get_room_version
 
@@ -669,3 +672,93 @@ def test_opaque_id_custom_length() -> None:
 )
 def test_namespaced_ids(value: Any, valid: bool) -> None:
     assert is_valid_namespaced_id(value) is valid
+
+
+# --- which server an identifier belongs to ---------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("identifier", "server_name"),
+    [
+        ("@alice:example.org", "example.org"),
+        ("@alice:example.org:8448", "example.org:8448"),
+        ("@alice:127.0.0.1:8448", "127.0.0.1:8448"),
+        ("@alice:[::1]", "[::1]"),
+        ("@alice:[::1]:8448", "[::1]:8448"),
+        ("@alice:[2001:db8::1]:443", "[2001:db8::1]:443"),
+        ("@:example.org", "example.org"),  # historical: empty localpart
+        ("!opaque:example.org:8448", "example.org:8448"),
+        ("#room:[::1]:8448", "[::1]:8448"),
+        ("$h1:127.0.0.1:8448", "127.0.0.1:8448"),  # room versions 1-2
+        (V12_ROOM_ID, None),  # room version 12: no server name
+        (V3_EVENT_ID, None),
+        (V4_EVENT_ID, None),
+        ("alice:example.org", None),  # no sigil: not an identifier
+        ("", None),
+        ("@alice", None),
+    ],
+)
+def test_server_name_of(identifier: str, server_name: str | None) -> None:
+    assert server_name_of(identifier) == server_name
+
+
+@given(
+    sigil=st.sampled_from("@!#$"),
+    localpart=st.text(st.characters(exclude_characters=":\x00", codec="utf-8")),
+    host=st.sampled_from(["example.org", "127.0.0.1", "[::1]", "[2001:db8::8:800:200c:417a]"]),
+    port=st.one_of(st.none(), st.integers(1, 65535)),
+)
+def test_server_name_of_round_trips_every_server_name(
+    sigil: str, localpart: str, host: str, port: int | None
+) -> None:
+    server_name = host if port is None else f"{host}:{port}"
+    identifier = f"{sigil}{localpart}:{server_name}"
+    assert server_name_of(identifier) == server_name
+    assert is_mine(identifier, server_name)
+    assert not is_mine(identifier, host if port is not None else f"{host}:8448")
+
+
+@pytest.mark.parametrize(
+    ("identifier", "server_name", "mine"),
+    [
+        ("@alice:127.0.0.1:8448", "127.0.0.1:8448", True),
+        ("@alice:127.0.0.1:8448", "127.0.0.1", False),  # the port is part of the name
+        ("@alice:127.0.0.1", "127.0.0.1:8448", False),
+        ("@alice:8448", "127.0.0.1:8448", False),  # the old rpartition(":") answered True
+        ("@alice:evil.org:8448", "example.org:8448", False),
+        ("@alice:Example.org", "example.org", False),  # case-sensitive
+        ("@alice:[::1]:8448", "[::1]:8448", True),
+        ("@alice:[::1]:8448", "1]:8448", False),
+        ("#room:[::1]:8448", "[::1]:8448", True),
+        ("!opaque:example.org:8448", "example.org:8448", True),
+        (V12_ROOM_ID, "example.org", False),
+        ("alice:example.org", "example.org", False),
+    ],
+)
+def test_is_mine(identifier: str, server_name: str, mine: bool) -> None:
+    assert is_mine(identifier, server_name) is mine
+
+
+@pytest.mark.parametrize(
+    ("identifier", "mine"),
+    [
+        ("@alice:example.org:8448", True),
+        ("#alice:example.org:8448", False),  # an alias of this server, not a user
+        ("!alice:example.org:8448", False),
+        ("@alice:example.org", False),
+    ],
+)
+def test_is_my_user_id(identifier: str, mine: bool) -> None:
+    assert is_my_user_id(identifier, "example.org:8448") is mine
+
+
+def test_server_name_of_agrees_with_the_parsers() -> None:
+    for identifier, parse in [
+        ("@alice:[::1]:8448", UserID.parse),
+        ("!opaque:[::1]:8448", RoomID.parse),
+        ("#room:[::1]:8448", RoomAlias.parse),
+        ("$h1:[::1]:8448", EventID.parse),
+        (V12_ROOM_ID, RoomID.parse),
+        (V4_EVENT_ID, EventID.parse),
+    ]:
+        assert server_name_of(identifier) == parse(identifier).domain  # type: ignore[operator]
