@@ -17,6 +17,13 @@ from ranvier.core.signing import SigningKey
 
 NOW_MS = 1_700_000_000_000
 
+#: The server name of the in-process app, unless a test's config sets one.
+DEFAULT_SERVER_NAME = "localhost"
+#: Issue 10: federation test set-ups and many deployments name the server with
+#: a port, and locality must not break on it. Modules marked
+#: ``pytest.mark.port_server_name`` run every test under both names.
+PORT_SERVER_NAME = "127.0.0.1:8448"
+
 MakeClient = Callable[..., Awaitable[TestClient[Any, Any]]]
 
 
@@ -31,10 +38,30 @@ def signing_key() -> SigningKey:
     return SigningKey.generate("test1")
 
 
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "server_name" in metafunc.fixturenames and metafunc.definition.get_closest_marker(
+        "port_server_name"
+    ):
+        metafunc.parametrize(
+            "server_name", [DEFAULT_SERVER_NAME, PORT_SERVER_NAME], indirect=True
+        )
+
+
 @pytest.fixture
-def make_config(tmp_path: Path) -> Callable[..., Config]:
+def server_name(request: pytest.FixtureRequest) -> str:
+    """The app's server name: ``localhost``, or each of the two names in marked modules."""
+    name: str = getattr(request, "param", DEFAULT_SERVER_NAME)
+    return name
+
+
+def with_server_name(raw: dict[str, Any] | None, server_name: str) -> dict[str, Any]:
+    return {"server_name": server_name, **(raw or {})}
+
+
+@pytest.fixture
+def make_config(tmp_path: Path, server_name: str) -> Callable[..., Config]:
     def make(raw: dict[str, Any] | None = None) -> Config:
-        return parse_config(raw or {}, tmp_path, env={})
+        return parse_config(with_server_name(raw, server_name), tmp_path, env={})
 
     return make
 
@@ -98,7 +125,7 @@ CHEAP_PASSWORD_HASHING = {"time_cost": 1, "memory_cost": 32}
 
 @pytest.fixture
 def accounts_client(
-    aiohttp_client: Any, tmp_path: Path, signing_key: SigningKey, clock: Clock
+    aiohttp_client: Any, tmp_path: Path, signing_key: SigningKey, clock: Clock, server_name: str
 ) -> MakeClient:
     """``await accounts_client(overrides)``: the app with open registration, cheap
     password hashing and no rate limits (sections merged with ``overrides``), on
@@ -115,7 +142,7 @@ def accounts_client(
                 raw[key].update(value)
             else:
                 raw[key] = value
-        config = parse_config(raw, tmp_path, env={})
+        config = parse_config(with_server_name(raw, server_name), tmp_path, env={})
         app = build_app(config, signing_key=signing_key, clock_ms=clock)
         client: TestClient[Any, Any] = await aiohttp_client(app)
         return client

@@ -19,7 +19,6 @@ ROOMS_CONFIG: dict[str, Any] = {
     "password_hashing": {"time_cost": 1, "memory_cost": 32},
 }
 V3 = "/_matrix/client/v3"
-SERVER = "localhost"
 
 
 @dataclass
@@ -35,6 +34,26 @@ class User:
 
 def hs_of(client: Client) -> Homeserver:
     return client.app[HOMESERVER]
+
+
+def local_id(client: Client, sigil_and_localpart: str) -> str:
+    """``"#lobby"`` → ``"#lobby:<the app's server name>"``."""
+    return f"{sigil_and_localpart}:{hs_of(client).server_name}"
+
+
+#: Stands for the app's server name in test tables built before the app exists.
+THIS_SERVER = "<this server>"
+
+
+def on_this_server(client: Client, value: Any) -> Any:
+    """``value`` (JSON) with every :data:`THIS_SERVER` in its strings replaced."""
+    if isinstance(value, str):
+        return value.replace(THIS_SERVER, hs_of(client).server_name)
+    if isinstance(value, list):
+        return [on_this_server(client, item) for item in value]
+    if isinstance(value, dict):
+        return {on_this_server(client, k): on_this_server(client, v) for k, v in value.items()}
+    return value
 
 
 async def make_user(client: Client, localpart: str, device_id: str | None = None) -> User:

@@ -14,7 +14,7 @@ from aiohttp.test_utils import TestClient
 from ranvier.app import build_app
 from ranvier.config import parse_config
 from ranvier.core.signing import SigningKey
-from tests.api.conftest import Clock
+from tests.api.conftest import Clock, with_server_name
 from tests.api.rooms_support import ROOMS_CONFIG, V3, Client, User, q
 
 MakeSyncClient = Callable[..., Awaitable[Client]]
@@ -22,7 +22,7 @@ MakeSyncClient = Callable[..., Awaitable[Client]]
 
 @pytest.fixture(name="make_sync_client")
 def make_sync_client_fixture(
-    aiohttp_client: Any, tmp_path: Path, signing_key: SigningKey, clock: Clock
+    aiohttp_client: Any, tmp_path: Path, signing_key: SigningKey, clock: Clock, server_name: str
 ) -> MakeSyncClient:
     """``await make_sync_client(database=None)``: the app with rate limits off on
     the movable ``clock``; ``database`` is a DSN (default: a SQLite file in tmp_path,
@@ -32,7 +32,7 @@ def make_sync_client_fixture(
         raw: dict[str, Any] = dict(ROOMS_CONFIG)
         if database is not None:
             raw["database"] = database
-        config = parse_config(raw, tmp_path, env={})
+        config = parse_config(with_server_name(raw, server_name), tmp_path, env={})
         app = build_app(config, signing_key=signing_key, clock_ms=clock)
         client: TestClient[Any, Any] = await aiohttp_client(app)
         return client

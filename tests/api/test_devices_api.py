@@ -3,10 +3,14 @@ last seen; deleting a device logs it out and removes its keys."""
 
 from __future__ import annotations
 
+import pytest
+
 from ranvier.api.http import HOMESERVER
 from ranvier.storage import current_stream_position
 from tests.api.accounts_support import AccountsClient, Clock, whoami
 from tests.api.e2e_support import call, new_device, new_user, password_auth
+
+pytestmark = pytest.mark.port_server_name
 
 
 async def test_list_and_get_devices_with_last_seen(accounts_client: AccountsClient, clock: Clock) -> None:

@@ -4,9 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
 from tests.api.accounts_support import AccountsClient
 from tests.api.e2e_support import Client, Device, call, new_device, new_user
 from tests.api.rooms_support import create_room, join, q
+
+pytestmark = pytest.mark.port_server_name
 
 
 async def _sync(client: Client, device: Device, since: str | None = None) -> dict[str, Any]:

@@ -6,6 +6,8 @@ import asyncio
 import json
 from typing import Any
 
+import pytest
+
 from ranvier.api.http import HOMESERVER
 from ranvier.core.signing import SigningKey, encode_base64, sign_json
 from ranvier.storage import current_stream_position
@@ -20,6 +22,9 @@ from tests.api.e2e_support import (
     password_auth,
     sign_with,
 )
+from tests.api.rooms_support import local_id
+
+pytestmark = pytest.mark.port_server_name
 
 
 async def _upload(client: Client, device: Device, body: dict[str, Any]) -> tuple[int, Any]:
@@ -172,7 +177,7 @@ async def test_query_keys(accounts_client: AccountsClient) -> None:
     await _upload(client, second, {"device_keys": second.device_keys()})
     await call(client, "PUT", "/devices/SECOND", second, {"display_name": "Laptop"})
     status, body = await call(client, "POST", "/keys/query", bob, {
-        "device_keys": {alice.user_id: [], bob.user_id: [], "@ghost:localhost": [], "@x:remote.example": []},
+        "device_keys": {alice.user_id: [], bob.user_id: [], local_id(client, "@ghost"): [], "@x:remote.example": []},
         "timeout": 1000,
     })
     assert status == 200
@@ -327,7 +332,7 @@ async def test_cross_signing_upload_bad_input(accounts_client: AccountsClient) -
          400, "M_INVALID_SIGNATURE"),
         ({**good, "user_signing_key": keys.key_object(keys.user_signing, "user_signing")}, 400, "M_INVALID_SIGNATURE"),
         ({**good, "master_key": keys.key_object(keys.master, "self_signing")}, 400, "M_INVALID_PARAM"),
-        ({**good, "master_key": {**good["master_key"], "user_id": "@bob:localhost"}}, 400, "M_INVALID_PARAM"),
+        ({**good, "master_key": {**good["master_key"], "user_id": local_id(client, "@bob")}}, 400, "M_INVALID_PARAM"),
         ({**good, "master_key": {**good["master_key"], "keys": {"ed25519:abc": "abc"}}}, 400, "M_INVALID_PARAM"),
         ({**good, "master_key": {**good["master_key"], "keys": {}}}, 400, "M_INVALID_PARAM"),
         ({**good, "master_key": {**good["master_key"], "usage": "master"}}, 400, "M_BAD_JSON"),

@@ -16,12 +16,14 @@ from tests.api.rooms_support import (
     get_state,
     hs_of,
     join,
+    local_id,
     make_user,
     put_state,
     q,
     send,
 )
 
+pytestmark = pytest.mark.port_server_name
 
 @pytest.fixture
 async def setup(make_client: MakeClient) -> tuple[Client, User, User, User]:
@@ -80,7 +82,7 @@ async def test_invite_errors(setup: Any) -> None:
         ({}, 400, "M_MISSING_PARAM"),
         ({"user_id": 5}, 400, "M_BAD_JSON"),
         ({"user_id": "nope"}, 400, "M_INVALID_PARAM"),
-        ({"user_id": "@ghost:localhost"}, 404, "M_NOT_FOUND"),
+        ({"user_id": local_id(client, "@ghost")}, 404, "M_NOT_FOUND"),
         ({"user_id": "@remote:elsewhere.org"}, 404, "M_NOT_FOUND"),
         (
             {"medium": "email", "address": "a@b.c", "id_server": "x", "id_access_token": "t"},
@@ -99,13 +101,13 @@ async def test_invite_errors(setup: Any) -> None:
 async def test_join_by_alias_and_unknown_rooms(setup: Any) -> None:
     client, alice, bob, _ = setup
     room_id = await create_room(client, alice, preset="public_chat", room_alias_name="lobby")
-    status, body = await _post(client, bob, "/join/" + q("#lobby:localhost"))
+    status, body = await _post(client, bob, "/join/" + q(local_id(client, "#lobby")))
     assert (status, body) == (200, {"room_id": room_id})
     # An empty body is accepted too.
     response = await client.post(f"/_matrix/client/v3/join/{q(room_id)}", headers=bob.headers)
     assert response.status == 200
     for target, status, errcode in (
-        ("#missing:localhost", 404, "M_NOT_FOUND"),
+        (local_id(client, "#missing"), 404, "M_NOT_FOUND"),
         ("#far:remote.example", 404, "M_NOT_FOUND"),
         ("!unknown:remote.example", 404, "M_NOT_FOUND"),
         ("not-a-room", 400, "M_INVALID_PARAM"),
@@ -159,7 +161,7 @@ async def test_knock_flow(setup: Any) -> None:
     assert (status, payload["errcode"]) == (403, "M_FORBIDDEN")  # join rule is invite
     await put_state(client, alice, room_id, "m.room.join_rules", "", {"join_rule": "knock"})
     assert await _post(
-        client, bob, "/knock/" + q("#knocky:localhost"), {"reason": "let me in"}
+        client, bob, "/knock/" + q(local_id(client, "#knocky")), {"reason": "let me in"}
     ) == (
         200,
         {"room_id": room_id},
@@ -170,51 +172,47 @@ async def test_knock_flow(setup: Any) -> None:
         {},
     )
     assert (await join(client, bob, room_id))[0] == 200
-    status, payload = await _post(client, carol, "/knock/" + q("#nope:localhost"))
+    status, payload = await _post(client, carol, "/knock/" + q(local_id(client, "#nope")))
     assert (status, payload["errcode"]) == (404, "M_NOT_FOUND")
 
 
 async def test_aliases_directory(setup: Any) -> None:
     client, alice, bob, _ = setup
     room_id = await create_room(client, alice, preset="public_chat")
-    alias_path = "/directory/room/" + q("#hello:localhost")
+    alias_path = "/directory/room/" + q(local_id(client, "#hello"))
     assert await call(client, "PUT", alias_path, bob, {"room_id": room_id}) == (200, {})
     status, payload = await call(client, "PUT", alias_path, alice, {"room_id": room_id})
     assert (status, payload["errcode"]) == (409, "M_UNKNOWN")
     assert await call(client, "GET", alias_path) == (
         200,
-        {"room_id": room_id, "servers": ["localhost"]},
+        {"room_id": room_id, "servers": [hs_of(client).server_name]},
     )
     assert await call(client, "GET", f"/rooms/{q(room_id)}/aliases", alice) == (
         200,
-        {"aliases": ["#hello:localhost"]},
+        {"aliases": [local_id(client, "#hello")]},
     )
     status, payload = await call(client, "GET", f"/rooms/{q(room_id)}/aliases", bob)
     assert (status, payload["errcode"]) == (403, "M_FORBIDDEN")  # bob is not in the room
     for path, body, status, errcode in (
         (
-            "/directory/room/" + q("#x:localhost"),
-            {"room_id": "!missing:localhost"},
+            "/directory/room/" + q(local_id(client, "#x")),
+            {"room_id": local_id(client, "!missing")},
             404,
             "M_NOT_FOUND",
         ),
         ("/directory/room/" + q("#x:other.org"), {"room_id": room_id}, 400, "M_INVALID_PARAM"),
         ("/directory/room/" + q("nope"), {"room_id": room_id}, 400, "M_INVALID_PARAM"),
-        ("/directory/room/" + q("#x:localhost"), {"room_id": 1}, 400, "M_BAD_JSON"),
+        ("/directory/room/" + q(local_id(client, "#x")), {"room_id": 1}, 400, "M_BAD_JSON"),
     ):
         got, payload = await call(client, "PUT", path, alice, body)
         assert (got, payload["errcode"]) == (status, errcode), path
     # Delete: not bob's room to administer, but bob created the alias.
-    await call(
-        client, "PUT", "/directory/room/" + q("#second:localhost"), alice, {"room_id": room_id}
-    )
-    status, payload = await call(client, "DELETE", "/directory/room/" + q("#second:localhost"), bob)
+    second_path = "/directory/room/" + q(local_id(client, "#second"))
+    await call(client, "PUT", second_path, alice, {"room_id": room_id})
+    status, payload = await call(client, "DELETE", second_path, bob)
     assert (status, payload["errcode"]) == (403, "M_FORBIDDEN")
     assert await call(client, "DELETE", alias_path, bob) == (200, {})
-    assert await call(client, "DELETE", "/directory/room/" + q("#second:localhost"), alice) == (
-        200,
-        {},
-    )
+    assert await call(client, "DELETE", second_path, alice) == (200, {})
     status, payload = await call(client, "GET", alias_path)
     assert (status, payload["errcode"]) == (404, "M_NOT_FOUND")
     status, payload = await call(client, "DELETE", alias_path, alice)
@@ -231,7 +229,7 @@ async def test_directory_visibility(setup: Any) -> None:
     assert (status, payload["errcode"]) == (403, "M_FORBIDDEN")
     status, payload = await call(client, "PUT", path, alice, {"visibility": "secret"})
     assert (status, payload["errcode"]) == (400, "M_INVALID_PARAM")
-    status, payload = await call(client, "GET", "/directory/list/room/" + q("!no:localhost"))
+    status, payload = await call(client, "GET", "/directory/list/room/" + q(local_id(client, "!no")))
     assert (status, payload["errcode"]) == (404, "M_NOT_FOUND")
 
 
@@ -318,7 +316,7 @@ async def test_profiles_and_propagation(setup: Any) -> None:
             400,
             "M_PROFILE_TOO_LARGE",
         ),
-        ("GET", f"/profile/{q('@ghost:localhost')}", None, None, 404, "M_NOT_FOUND"),
+        ("GET", "/profile/" + q(local_id(client, "@ghost")), None, None, 404, "M_NOT_FOUND"),
         ("GET", f"/profile/{q(alice.user_id)}/displayname", None, None, 404, "M_NOT_FOUND"),
         ("DELETE", f"/profile/{q(alice.user_id)}/m.tz", bob, None, 403, "M_FORBIDDEN"),
     ):
@@ -377,7 +375,7 @@ async def test_room_flow_on_both_engines(make_client: MakeClient, database_dsn: 
     room_id = await create_room(
         client, alice, preset="public_chat", room_alias_name="both", name="N"
     )
-    assert (await call(client, "POST", "/join/" + q("#both:localhost"), bob, {}))[0] == 200
+    assert (await call(client, "POST", "/join/" + q(local_id(client, "#both")), bob, {}))[0] == 200
     _, sent = await send(client, bob, room_id, {"body": "hi"}, "t1")
     assert await send(client, bob, room_id, {"body": "hi"}, "t1") == (200, sent)
     redact_path = f"/rooms/{q(room_id)}/redact/{q(sent['event_id'])}/r1"

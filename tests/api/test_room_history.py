@@ -5,8 +5,20 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
 from tests.api.conftest import Clock
-from tests.api.rooms_support import Client, User, call, create_room, join, make_user, q, send
+from tests.api.rooms_support import (
+    Client,
+    User,
+    call,
+    create_room,
+    join,
+    local_id,
+    make_user,
+    q,
+    send,
+)
 from tests.api.sync_support import (  # noqa: F401  (fixture)
     MakeSyncClient,
     bodies,
@@ -14,6 +26,8 @@ from tests.api.sync_support import (  # noqa: F401  (fixture)
     make_sync_client_fixture,
     messages,
 )
+
+pytestmark = pytest.mark.port_server_name
 
 V1 = "/_matrix/client/v1"
 V3 = "/_matrix/client/v3"
@@ -113,7 +127,7 @@ async def test_messages_errors(make_sync_client: MakeSyncClient) -> None:
         assert (status, error["errcode"]) == expected, params
     status, error = await messages(client, carol, room_id, dir="b")
     assert (status, error["errcode"]) == (403, "M_FORBIDDEN")
-    status, error = await messages(client, alice, "!unknown:localhost", dir="b")
+    status, error = await messages(client, alice, local_id(client, "!unknown"), dir="b")
     assert (status, error["errcode"]) == (404, "M_NOT_FOUND")
     status, error = await messages(client, alice, "not-a-room", dir="b")
     assert (status, error["errcode"]) == (400, "M_INVALID_PARAM")

@@ -9,6 +9,7 @@ import pytest
 from tests.api.conftest import NOW_MS, MakeClient
 from tests.api.rooms_support import (
     ROOMS_CONFIG,
+    THIS_SERVER,
     Client,
     User,
     call,
@@ -16,13 +17,16 @@ from tests.api.rooms_support import (
     get_state,
     hs_of,
     join,
+    local_id,
     login_again,
     make_user,
+    on_this_server,
     put_state,
     q,
     send,
 )
 
+pytestmark = pytest.mark.port_server_name
 
 @pytest.fixture
 async def setup(make_client: MakeClient) -> tuple[Client, User, User, User]:
@@ -113,7 +117,7 @@ async def test_create_room_event_order_follows_the_spec(setup: Any) -> None:
     state = await _state_map(client, alice, room_id)
     assert state[("m.room.join_rules", "")]["content"] == {"join_rule": "public"}
     assert state[("m.room.guest_access", "")]["content"] == {"guest_access": "forbidden"}
-    assert state[("m.room.canonical_alias", "")]["content"] == {"alias": "#order:localhost"}
+    assert state[("m.room.canonical_alias", "")]["content"] == {"alias": local_id(client, "#order")}
     assert state[("m.room.topic", "")]["content"]["m.topic"] == [
         {"body": "Topic", "mimetype": "text/plain"}
     ]
@@ -121,9 +125,9 @@ async def test_create_room_event_order_follows_the_spec(setup: Any) -> None:
         200,
         {"visibility": "public"},
     )
-    assert await call(client, "GET", "/directory/room/" + q("#order:localhost")) == (
+    assert await call(client, "GET", "/directory/room/" + q(local_id(client, "#order"))) == (
         200,
-        {"room_id": room_id, "servers": ["localhost"]},
+        {"room_id": room_id, "servers": [hs_of(client).server_name]},
     )
 
 
@@ -156,7 +160,7 @@ async def test_create_room_older_version_lists_creator_in_power_levels(setup: An
     room_id = await create_room(
         client, alice, room_version="10", preset="trusted_private_chat", invite=[bob.user_id]
     )
-    assert room_id.endswith(":localhost")
+    assert room_id.endswith(":" + hs_of(client).server_name)
     state = await _state_map(client, alice, room_id)
     assert state[("m.room.create", "")]["content"] == {
         "room_version": "10",
@@ -177,12 +181,12 @@ async def test_create_room_older_version_lists_creator_in_power_levels(setup: An
         ({"visibility": "hidden"}, 400, "M_INVALID_PARAM"),
         ({"name": 5}, 400, "M_BAD_JSON"),
         ({"invite": ["not-a-user"]}, 400, "M_INVALID_PARAM"),
-        ({"invite": ["@nobody:localhost"]}, 404, "M_NOT_FOUND"),
+        ({"invite": [f"@nobody:{THIS_SERVER}"]}, 404, "M_NOT_FOUND"),
         ({"room_alias_name": "bad alias"}, 400, "M_INVALID_PARAM"),
         ({"initial_state": [{"type": "m.room.name"}]}, 400, "M_BAD_JSON"),
         ({"creation_content": {"additional_creators": ["x"]}}, 400, "M_BAD_JSON"),
         (
-            {"power_level_content_override": {"users": {"@alice:localhost": 100}}},
+            {"power_level_content_override": {"users": {f"@alice:{THIS_SERVER}": 100}}},
             400,
             "M_INVALID_ROOM_STATE",
         ),
@@ -193,6 +197,7 @@ async def test_create_room_rejects_bad_requests(
     setup: Any, body: dict[str, Any], status: int, errcode: str
 ) -> None:
     client, alice, _, _ = setup
+    body = on_this_server(client, body)
     got_status, payload = await call(client, "POST", "/createRoom", alice, body)
     assert (got_status, payload["errcode"]) == (status, errcode), payload
     assert await hs_of(client).rooms.joined_room_ids(alice.user_id) == []
@@ -274,7 +279,7 @@ async def test_send_rejects_bad_input_and_large_events(setup: Any) -> None:
     assert (status, payload["errcode"]) == (400, "M_BAD_JSON")
     status, payload = await send(client, bob, room_id, {"body": "x"}, "nope")
     assert (status, payload["errcode"]) == (403, "M_FORBIDDEN")
-    status, payload = await send(client, alice, "!unknown:localhost", {"body": "x"}, "t3")
+    status, payload = await send(client, alice, local_id(client, "!unknown"), {"body": "x"}, "t3")
     assert (status, payload["errcode"]) == (404, "M_NOT_FOUND")
     status, payload = await send(client, alice, "not-a-room", {"body": "x"}, "t4")
     assert (status, payload["errcode"]) == (400, "M_INVALID_PARAM")
@@ -344,7 +349,7 @@ async def test_state_of_a_room_one_is_not_in_is_forbidden(setup: Any) -> None:
     assert (status, payload["errcode"]) == (403, "M_FORBIDDEN")
     status, payload = await call(client, "GET", f"/rooms/{q(room_id)}/members", bob)
     assert (status, payload["errcode"]) == (403, "M_FORBIDDEN")
-    status, payload = await call(client, "GET", "/rooms/!nope:localhost/state", bob)
+    status, payload = await call(client, "GET", "/rooms/" + q(local_id(client, "!nope")) + "/state", bob)
     assert (status, payload["errcode"]) == (404, "M_NOT_FOUND")
 
 
@@ -363,7 +368,7 @@ async def test_canonical_alias_must_point_to_the_room(setup: Any) -> None:
     room_id = await create_room(client, alice, room_alias_name="mine")
     other = await create_room(client, alice, room_alias_name="other")
     status, payload = await put_state(
-        client, alice, room_id, "m.room.canonical_alias", "", {"alias": "#other:localhost"}
+        client, alice, room_id, "m.room.canonical_alias", "", {"alias": local_id(client, "#other")}
     )
     assert (status, payload["errcode"]) == (400, "M_BAD_ALIAS")
     status, payload = await put_state(
@@ -372,7 +377,7 @@ async def test_canonical_alias_must_point_to_the_room(setup: Any) -> None:
         room_id,
         "m.room.canonical_alias",
         "",
-        {"alt_aliases": ["#missing:localhost"]},
+        {"alt_aliases": [local_id(client, "#missing")]},
     )
     assert (status, payload["errcode"]) == (400, "M_BAD_ALIAS")
     status, payload = await put_state(
@@ -385,7 +390,7 @@ async def test_canonical_alias_must_point_to_the_room(setup: Any) -> None:
         room_id,
         "m.room.canonical_alias",
         "",
-        {"alias": "#mine:localhost", "alt_aliases": []},
+        {"alias": local_id(client, "#mine"), "alt_aliases": []},
     )
     assert status == 200
     assert other != room_id
@@ -454,7 +459,7 @@ async def test_get_event_not_found_and_other_rooms(setup: Any) -> None:
     for user, path in (
         (bob, f"/rooms/{q(room_id)}/event/{q(sent['event_id'])}"),
         (alice, f"/rooms/{q(room_id)}/event/{q('$' + 'B' * 43)}"),
-        (alice, f"/rooms/{q('!other:localhost')}/event/{q(sent['event_id'])}"),
+        (alice, f"/rooms/{q(local_id(client, '!other'))}/event/{q(sent['event_id'])}"),
     ):
         status, payload = await call(client, "GET", path, user)
         assert (status, payload["errcode"]) == (404, "M_NOT_FOUND")

@@ -7,6 +7,8 @@ import re
 import time
 from typing import Any
 
+import pytest
+
 from tests.api.conftest import Clock
 from tests.api.rooms_support import (
     V3,
@@ -29,6 +31,8 @@ from tests.api.sync_support import (  # noqa: F401  (fixture)
     state_keys,
     sync,
 )
+
+pytestmark = pytest.mark.port_server_name
 
 TOKEN = re.compile(r"^s\d+(_\d+){6}$")
 

@@ -5,9 +5,14 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
 from ranvier.services.sync import SyncToken
 from tests.api.accounts_support import AccountsClient
 from tests.api.e2e_support import Client, Device, call, new_device, new_user
+from tests.api.rooms_support import local_id
+
+pytestmark = pytest.mark.port_server_name
 
 
 async def _send(client: Client, sender: Device, txn: str, messages: Any, event_type: str = "m.test") -> tuple[int, Any]:
@@ -53,7 +58,7 @@ async def test_wildcard_device_and_unknown_devices(accounts_client: AccountsClie
     bob = await new_user(client, "bob")
     bob2 = await new_device(client, bob, "BOB2")
     await _send(client, alice, "t1", {bob.user_id: {"*": {"all": True}, "BOB2": {"only": 2}},
-                                     "@nobody:localhost": {"X": {}}, "@r:remote.example": {"*": {}}})
+                                     local_id(client, "@nobody"): {"X": {}}, "@r:remote.example": {"*": {}}})
     await _send(client, alice, "t2", {bob.user_id: {"UNKNOWN": {"lost": True}}})
     assert [e["content"] for e in (await _sync(client, bob))["to_device"]["events"]] == [{"all": True}]
     assert [e["content"] for e in (await _sync(client, bob2))["to_device"]["events"]] == [{"only": 2}]

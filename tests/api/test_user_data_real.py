@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
 from tests.api.conftest import MakeClient
 from tests.api.rooms_support import (
     Client,
@@ -17,6 +19,8 @@ from tests.api.rooms_support import (
     q,
     send,
 )
+
+pytestmark = pytest.mark.port_server_name
 
 
 async def _setup(make_client: MakeClient) -> tuple[Client, User, User, User, str]:
