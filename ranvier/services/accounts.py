@@ -370,9 +370,9 @@ class AccountsService:
         display_name: str | None,
         want_refresh: bool,
         ip: str | None,
-    ) -> tuple[Session, list[str]]:
-        """Create or reuse the device and give it fresh tokens; the session and the
-        access tokens it replaced.
+    ) -> tuple[Session, list[str], bool]:
+        """Create or reuse the device and give it fresh tokens; the session, the
+        access tokens it replaced and whether the device is new.
 
         "If the client sets the device_id, the server will invalidate any access
         and refresh tokens previously assigned to that device" (Client-Server
@@ -381,9 +381,26 @@ class AccountsService:
         now = self._clock_ms()
         device_id = device_id or generate_device_id()
         created = await self.store.upsert_device(txn, user_id, device_id, display_name, now, ip)
+        if created:
+            await self._record_new_device(txn, user_id)
         revoked = [] if created else await self.store.delete_tokens(txn, user_id, [device_id])
         session, _ = await self._issue_tokens(txn, user_id, device_id, want_refresh)
-        return session, revoked
+        return session, revoked, created
+
+    async def _record_new_device(self, txn: Transaction, user_id: str) -> None:
+        """A new device changes the user's device list: the user and everyone
+        sharing a room see it in ``device_lists.changed`` (Client-Server API,
+        "Tracking the device list for a user"; Synapse records the update when
+        the device is created, before it has keys). In the same transaction."""
+        devices = getattr(self.hs, "devices", None)
+        if devices is not None:
+            await devices.record_device_list_change(txn, user_id)
+
+    async def _announce_new_device(self, user_id: str) -> None:
+        """After the commit: wake the /sync long-polls that must see it."""
+        devices = getattr(self.hs, "devices", None)
+        if devices is not None:
+            await devices.announce_device_list_change(user_id)
 
     async def _issue_tokens(
         self, txn: Transaction, user_id: str, device_id: str, want_refresh: bool
@@ -418,10 +435,12 @@ class AccountsService:
     ) -> Session:
         """A new session for an authenticated user."""
         async with self.hs.database.transaction() as txn:
-            session, revoked = await self._issue_session(
+            session, revoked, created = await self._issue_session(
                 txn, user_id, device_id, initial_display_name, want_refresh, ip
             )
         self._forget_tokens(revoked)
+        if created:
+            await self._announce_new_device(user_id)
         return session
 
     async def refresh(self, refresh_token: str) -> Session:
@@ -508,6 +527,7 @@ class AccountsService:
         tokens, and the end of the UIA session. 400 M_USER_IN_USE if taken."""
         password_hash = await self.passwords.hash(password) if password is not None else None
         session: Session | None = None
+        device_created = False
         async with self.hs.database.transaction() as txn:
             if localpart is None:
                 localpart = await self._generate_localpart(txn)
@@ -527,9 +547,11 @@ class AccountsService:
                     await self.store.complete_registration_token(txn, token)
                 await self.store.delete_ui_auth_session(txn, ui_auth.session_id)
             if login:
-                session, _ = await self._issue_session(
+                session, _, device_created = await self._issue_session(
                     txn, user_id, device_id, initial_display_name, want_refresh, ip
                 )
+        if device_created:
+            await self._announce_new_device(user_id)
         return user_id, session
 
     # --- password change and deactivation --------------------------------------------

@@ -18,6 +18,7 @@ from ranvier.storage.accounts import DeviceRow
 
 if TYPE_CHECKING:
     from ranvier.homeserver import Homeserver
+    from ranvier.storage import Transaction
 
 #: last_seen_ts/last_seen_ip are written at most this often per device, so
 #: the hot path of authenticated requests does not write each time (Synapse
@@ -59,6 +60,14 @@ class DevicesService:
         if len(self._last_seen) > _LAST_SEEN_CACHE_SIZE:
             self._last_seen.popitem(last=False)
         await self.store.set_device_last_seen(user_id, device_id, now, ip)
+
+    async def record_device_list_change(self, txn: Transaction, user_id: str) -> None:
+        """For the accounts service, in the transaction that created a device."""
+        await self.store.add_device_list_change(txn, user_id)
+
+    async def announce_device_list_change(self, user_id: str) -> None:
+        """For the accounts service, once that transaction has committed."""
+        await self.hs.e2e_keys.notify_device_change(user_id)
 
     async def list_devices(self, user_id: str) -> list[dict[str, Any]]:
         return [device_body(d) for d in await self.hs.accounts.get_devices(user_id)]

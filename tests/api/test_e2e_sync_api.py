@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
 from typing import Any
 
 import pytest
@@ -77,6 +79,54 @@ async def test_device_lists_changed_and_left(accounts_client: AccountsClient) ->
     assert body["device_lists"] == {"changed": [], "left": [bob.user_id]}
     # Initial syncs carry no device_lists changes.
     assert (await _sync(client, alice))["device_lists"] == {"changed": [], "left": []}
+
+
+async def test_a_new_device_is_a_device_list_change(accounts_client: AccountsClient) -> None:
+    # Client-Server API, "Tracking the device list for a user": ``changed``
+    # lists users "who have updated their device identity or cross-signing
+    # keys"; the user's own are included (as Synapse: "Always tell the user
+    # about their own devices"), and a login's new device counts before it
+    # uploads any key (Synapse records the update when the device is created).
+    client = await accounts_client()
+    alice = await new_user(client, "alice")
+    bob = await new_user(client, "bob")
+    carol = await new_user(client, "carol")  # shares no room with anyone
+    room = await create_room(client, alice, preset="public_chat")  # type: ignore[arg-type]
+    assert (await join(client, bob, room))[0] == 200  # type: ignore[arg-type]
+    marks = {user.user_id: (await _sync(client, user))["next_batch"] for user in (alice, bob, carol)}
+    before = dict(marks)
+    await new_device(client, alice, "NEW")
+    await new_device(client, carol, "CAROL2")
+    for user, changed in ((alice, [alice.user_id]), (bob, [alice.user_id]), (carol, [carol.user_id])):
+        body = await _sync(client, user, marks[user.user_id])
+        assert body["device_lists"] == {"changed": changed, "left": []}, user.user_id
+        marks[user.user_id] = body["next_batch"]
+    status, changes = await call(client, "GET", "/keys/changes", bob,
+                                 params={"from": before[bob.user_id], "to": marks[bob.user_id]})
+    assert (status, changes) == (200, {"changed": [alice.user_id], "left": []})
+    # Logging in again on the same device ID creates no device: no change.
+    await new_device(client, alice, "NEW")
+    assert (await _sync(client, alice, marks[alice.user_id]))["device_lists"] == {"changed": [], "left": []}
+    assert (await _sync(client, bob, marks[bob.user_id]))["device_lists"] == {"changed": [], "left": []}
+
+
+async def test_a_room_members_new_device_wakes_a_long_poll(accounts_client: AccountsClient) -> None:
+    client = await accounts_client()
+    alice = await new_user(client, "alice")
+    bob = await new_user(client, "bob")
+    room = await create_room(client, alice, preset="public_chat")  # type: ignore[arg-type]
+    assert (await join(client, bob, room))[0] == 200  # type: ignore[arg-type]
+    since = (await _sync(client, alice))["next_batch"]
+    started = time.monotonic()
+    poll = asyncio.create_task(
+        call(client, "GET", "/sync", alice, params={"since": since, "timeout": "10000"})
+    )
+    await asyncio.sleep(0.1)
+    assert not poll.done()
+    await new_device(client, bob, "BOB2")
+    status, body = await asyncio.wait_for(poll, 5)
+    assert time.monotonic() - started < 3
+    assert (status, body["device_lists"]) == (200, {"changed": [bob.user_id], "left": []})
 
 
 async def test_joining_a_room_reports_its_members(accounts_client: AccountsClient) -> None:

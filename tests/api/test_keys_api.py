@@ -45,6 +45,8 @@ async def test_upload_device_and_one_time_keys(accounts_client: AccountsClient) 
     client = await accounts_client()
     alice = await new_user(client, "alice")
     hs = client.app[HOMESERVER]
+    # Registering made alice's first device: a device list change of its own.
+    start = await current_stream_position(hs.database, "device_lists")
     status, body = await _upload(client, alice, {
         "device_keys": alice.device_keys(),
         "one_time_keys": {
@@ -55,14 +57,14 @@ async def test_upload_device_and_one_time_keys(accounts_client: AccountsClient) 
         "fallback_keys": {"signed_curve25519:FB": alice.signed_key("fb", fallback=True)},
     })
     assert (status, body) == (200, {"one_time_key_counts": {"signed_curve25519": 2, "curve25519": 1}})
-    assert await current_stream_position(hs.database, "device_lists") == 1
+    assert await current_stream_position(hs.database, "device_lists") == start + 1
     # The same upload again changes nothing.
     status, body = await _upload(client, alice, {
         "device_keys": alice.device_keys(),
         "one_time_keys": {"signed_curve25519:AAAA": alice.signed_key("k1")},
     })
     assert body["one_time_key_counts"] == {"signed_curve25519": 2, "curve25519": 1}
-    assert await current_stream_position(hs.database, "device_lists") == 1
+    assert await current_stream_position(hs.database, "device_lists") == start + 1
     assert await hs.e2e_keys.unused_fallback_key_types(alice.user_id, alice.device_id) == ["signed_curve25519"]
     # No keys yet: signed_curve25519 is reported as 0.
     bob = await new_user(client, "bob")
@@ -156,11 +158,12 @@ async def test_changed_device_keys_replace_and_count_as_a_change(accounts_client
     client = await accounts_client()
     alice = await new_user(client, "alice")
     hs = client.app[HOMESERVER]
+    start = await current_stream_position(hs.database, "device_lists")
     await _upload(client, alice, {"device_keys": alice.device_keys()})
     alice.signing_key = SigningKey.generate(alice.device_id)
     status, _ = await _upload(client, alice, {"device_keys": alice.device_keys()})
     assert status == 200
-    assert await current_stream_position(hs.database, "device_lists") == 2
+    assert await current_stream_position(hs.database, "device_lists") == start + 2
     status, body = await call(client, "POST", "/keys/query", alice, {"device_keys": {alice.user_id: []}})
     assert body["device_keys"][alice.user_id][alice.device_id]["keys"][f"ed25519:{alice.device_id}"] == alice.ed25519
 
@@ -289,12 +292,13 @@ async def test_cross_signing_upload_and_query(accounts_client: AccountsClient) -
     hs = client.app[HOMESERVER]
     keys = CrossSigning(alice.user_id)
     upload = keys.upload_body()
+    start = await current_stream_position(hs.database, "device_lists")
     # The first upload needs no authentication.
     assert await call(client, "POST", "/keys/device_signing/upload", alice, upload) == (200, {})
-    assert await current_stream_position(hs.database, "device_lists") == 1
+    assert await current_stream_position(hs.database, "device_lists") == start + 1
     # The same keys again: no authentication either, and no change.
     assert await call(client, "POST", "/keys/device_signing/upload", alice, upload) == (200, {})
-    assert await current_stream_position(hs.database, "device_lists") == 1
+    assert await current_stream_position(hs.database, "device_lists") == start + 1
     _, body = await call(client, "POST", "/keys/query", bob, {"device_keys": {alice.user_id: []}})
     assert body["master_keys"] == {alice.user_id: upload["master_key"]}
     assert body["self_signing_keys"] == {alice.user_id: upload["self_signing_key"]}
