@@ -24,6 +24,8 @@ from typing import Any
 
 import yaml
 
+from ranvier.core.ids import InvalidIdentifier
+from ranvier.core.ids import parse_server_name as parse_identifier_server_name
 from ranvier.core.signing import SigningKey
 
 logger = logging.getLogger(__name__)
@@ -180,6 +182,13 @@ def parse_server_name(value: object) -> str:
         port = int(name.rsplit(":", 1)[1])
         if not 1 <= port <= 65535:
             raise ValueError(f"{name!r} has a port outside 1-65535")
+    # The identifier grammar decides too: every user and room ID of this server
+    # carries the name, so one the grammar rejects (``a..b``, ``1.2.3.999``)
+    # would make the server's own IDs invalid.
+    try:
+        parse_identifier_server_name(name)
+    except InvalidIdentifier as exc:
+        raise ValueError(f"{name!r} is not a valid server name: {exc}") from None
     return name
 
 

@@ -231,6 +231,10 @@ def test_unknown_ranvier_env_var_is_ignored_with_a_warning(
         ({}, {"RANVIER_LISTEN_PORT": "[1"}, "RANVIER_LISTEN_PORT: '[1' is not a valid value"),
         ({"server_name": "bad name!"}, {}, "is not a valid server name"),
         ({"server_name": "example.org:99999"}, {}, "port outside 1-65535"),
+        # As the identifier grammar (Appendices, "Server Name"), which every user ID follows.
+        ({"server_name": "ex..org"}, {}, "is not a valid server name"),
+        ({"server_name": "example.org."}, {}, "is not a valid server name"),
+        ({"server_name": "1.2.3.999:8448"}, {}, "is not a valid server name"),
         ({"server_name": 12}, {}, "must be a non-empty string"),
         ({"database": "mysql://x"}, {}, "must be sqlite:///PATH or postgresql://"),
         ({"database": "sqlite:///"}, {}, "needs a file path"),
