@@ -392,8 +392,7 @@ class _V2Resolver:
         full: set[str] = set()
         for event_id in event_ids:
             full.add(event_id)
-            if event_id in self.event_map:
-                full.update(self.auth_chain(event_id))
+            full.update(self.auth_chain(event_id))  # empty for an event we lack
         return full
 
     # -- the algorithm ----------------------------------------------------------------
