@@ -25,7 +25,8 @@ switches on :class:`~ranvier.core.room_versions.RoomVersion` flags only.
 Not done here: the signature checks on receipt of a PDU, including v8+ rule
 4.2 ("a join with ``join_authorised_via_users_server`` must be signed by that
 user's server"), which needs the remote server's keys; the federation
-receiver applies it together with the sender's signature check.
+receiver applies it together with the sender's signature check
+(:func:`ranvier.core.events.required_signature_servers` names the servers).
 """
 
 from __future__ import annotations
@@ -450,7 +451,8 @@ def _check_membership(event: Event, state: Mapping[StateKey, Event], create: Eve
     if target is None or membership is None:
         raise AuthError("membership event without state_key or membership")
     # 4.2 (v8+, join_authorised_via_users_server signature) is checked with
-    # the PDU's signatures, outside these rules (see the module docstring).
+    # the PDU's signatures, outside these rules (see the module docstring and
+    # events.required_signature_servers).
 
     sender_membership = _membership(state, event.sender)
     target_membership = _membership(state, target)
@@ -668,7 +670,15 @@ def _check_power_levels(
             raise AuthError(f"room creators may not be listed in users: {sorted(listed)}")
 
     # 9.4: "If there is no previous m.room.power_levels event in the room, allow."
-    previous = state.get(POWER_LEVELS_KEY)
+    # The previous event is the one this event replaces, the one with the same
+    # state key: for the room's power levels (state key "") the two readings
+    # agree. For an m.room.power_levels with another state key (which grants
+    # nothing: only "" is read as the room's power levels), Synapse compares
+    # it with the previous event of that state key, and with none allows it
+    # (``_check_power_levels``); on receipt the auth events never hold one.
+    # Comparing it with the room's power levels instead would reject events
+    # every Synapse server accepts, so we match Synapse.
+    previous = state.get(event.state_tuple)
     if previous is None:
         return
     old = previous.content

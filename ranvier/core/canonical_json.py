@@ -17,10 +17,26 @@ Everything else, and anything orjson refuses, goes to the pure-Python encoder,
 which is the reference and the one that raises ``CanonicalJSONError``.
 tests/core/test_canonical_json.py proves the two agree with each other and with
 matrix.org's ``canonicaljson``.
+
+Room versions 1–5 (``strict=False``). "Servers MUST NOT strictly enforce the
+JSON format specified in the appendices" there (fragment v1-canonical-json),
+and the appendix warns that events of those versions "might not be fully
+compliant": rooms hold such events (float power levels, timestamps beyond
+2**53), and every server must still hash them and derive the same event ID.
+The spec's reference for canonical JSON is Python's ``json.dumps`` with sorted
+keys and compact separators (Appendices, "Canonical JSON"); deployed servers
+(Synapse, through matrix.org's ``canonicaljson``, which is exactly that
+encoder with ``allow_nan=False``) hash such values that way. So the relaxed
+encoding writes integers of any size in full and floats as ``float.__repr__``
+(``50.0``, ``1e+100``, ``-0.0``); only NaN and the infinities, which JSON cannot
+express, still raise. Values without floats and out-of-range integers encode
+exactly as in strict mode, so the orjson fast path is kept for them; v6+
+(``strict=True``, the default) is unchanged.
 """
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import orjson
@@ -51,7 +67,20 @@ def _encode_string(value: str, out: list[str]) -> None:
     out.append('"')
 
 
-def _encode(value: Any, out: list[str]) -> None:
+def _encode_relaxed_number(value: int | float, out: list[str]) -> None:
+    """Room versions 1–5: a number as Python's ``json`` writes it (see above)."""
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise CanonicalJSONError("NaN and infinities cannot be encoded as JSON")
+        out.append(float.__repr__(value))
+        return
+    try:
+        out.append(int.__repr__(value))
+    except ValueError as exc:  # beyond Python's int-to-str digit limit
+        raise CanonicalJSONError(f"integer is too long to encode: {exc}") from None
+
+
+def _encode(value: Any, out: list[str], strict: bool) -> None:
     # bool before int: bool is a subclass of int.
     if value is True:
         out.append("true")
@@ -61,6 +90,8 @@ def _encode(value: Any, out: list[str]) -> None:
         out.append("null")
     elif isinstance(value, str):
         _encode_string(value, out)
+    elif not strict and isinstance(value, (int, float)):
+        _encode_relaxed_number(value, out)
     elif isinstance(value, int):
         if not MIN_SAFE_INTEGER <= value <= MAX_SAFE_INTEGER:
             raise CanonicalJSONError(f"integer {value} is outside the canonical JSON range")
@@ -82,24 +113,24 @@ def _encode(value: Any, out: list[str]) -> None:
             first = False
             _encode_string(key, out)
             out.append(":")
-            _encode(item, out)
+            _encode(item, out, strict)
         out.append("}")
     elif isinstance(value, (list, tuple)):
         out.append("[")
         for index, item in enumerate(value):
             if index:
                 out.append(",")
-            _encode(item, out)
+            _encode(item, out, strict)
         out.append("]")
     else:
         raise CanonicalJSONError(f"cannot encode {type(value).__name__} as canonical JSON")
 
 
-def encode_canonical_json_slow(value: Any) -> bytes:
+def encode_canonical_json_slow(value: Any, *, strict: bool = True) -> bytes:
     """The pure-Python reference encoder behind ``encode_canonical_json``."""
     out: list[str] = []
     try:
-        _encode(value, out)
+        _encode(value, out, strict)
     except RecursionError:
         raise CanonicalJSONError("JSON value is nested too deeply") from None
     try:
@@ -138,15 +169,18 @@ def _is_plain(value: Any, depth: int = 0) -> bool:
     return True
 
 
-def encode_canonical_json(value: Any) -> bytes:
+def encode_canonical_json(value: Any, *, strict: bool = True) -> bytes:
     """Return the canonical JSON encoding of ``value`` as UTF-8 bytes.
 
     Raises ``CanonicalJSONError`` for floats, out-of-range integers, non-string
-    keys, lone surrogates and types JSON does not have.
+    keys, lone surrogates and types JSON does not have. ``strict=False`` is
+    the encoding of room versions 1–5, which accepts floats and integers of
+    any size (see the module docstring); pass
+    ``room_version.strict_canonical_json``.
     """
     if _is_plain(value):
         try:
             return orjson.dumps(value, option=_ORJSON_OPTIONS)
         except TypeError:
-            pass  # let the reference encoder say what is wrong
-    return encode_canonical_json_slow(value)
+            pass  # let the reference encoder say what is wrong (or, relaxed, encode it)
+    return encode_canonical_json_slow(value, strict=strict)

@@ -1,8 +1,15 @@
-"""Events: hashes, reference hashes, event IDs and the immutable ``Event``.
+"""Events: hashes, reference hashes, event IDs, signatures and the immutable ``Event``.
 
 Spec: Server-Server API "Calculating the content hash for an event",
-"Calculating the reference hash for an event"; fragments v1-event-ids,
-v4-event-ids; v12.md "Room IDs" (MSC4291).
+"Calculating the reference hash for an event", "Validating hashes and
+signatures on received events"; Client-Server API "Size limits"; fragments
+v1-event-ids, v4-event-ids, v1-canonical-json, v6-canonical-json; v12.md
+"Room IDs" (MSC4291).
+
+Hashes and signatures use the room version's canonical JSON: strict from
+room version 6, relaxed (floats and large integers allowed) in versions 1–5,
+where "Servers MUST NOT strictly enforce the JSON format" (see
+``canonical_json``).
 """
 
 from __future__ import annotations
@@ -16,7 +23,7 @@ from ranvier.core.canonical_json import CanonicalJSONError, encode_canonical_jso
 from ranvier.core.ids import server_name_of
 from ranvier.core.redaction import redact
 from ranvier.core.room_versions import EventIdFormat, RoomVersion
-from ranvier.core.signing import SigningKey, encode_base64, sign_json
+from ranvier.core.signing import SigningKey, encode_base64, sign_json, verify_signature
 
 StateKey = tuple[str, str]
 
@@ -29,9 +36,26 @@ def _without(obj: Mapping[str, Any], *keys: str) -> dict[str, Any]:
     return {k: v for k, v in obj.items() if k not in keys}
 
 
-def compute_content_hash(event: Mapping[str, Any]) -> str:
-    """``hashes.sha256``: sha256 over the event without unsigned, signatures, hashes."""
-    data = encode_canonical_json(_without(event, "unsigned", "signatures", "hashes"))
+def _is_strict(room_version: RoomVersion | None) -> bool:
+    return room_version is None or room_version.strict_canonical_json
+
+
+def compute_content_hash(event: Mapping[str, Any], room_version: RoomVersion | None = None) -> str:
+    """``hashes.sha256``: sha256 over the event without unsigned, signatures, hashes.
+
+    Pass the event's ``room_version``: without it the JSON is encoded strictly,
+    which raises ``CanonicalJSONError`` for the floats and large integers that
+    events of room versions 1–5 may hold.
+
+    A top-level ``age_ts`` stays in: the spec removes only ``unsigned``,
+    ``signatures`` and ``hashes`` ("Calculating the content hash for an
+    event"). Synapse also drops ``age_ts`` (and its internal ``outlier`` and
+    ``destinations``) before hashing; events that carry such a key at the top
+    level are not sent by any current server, so we keep the spec's rule.
+    """
+    data = encode_canonical_json(
+        _without(event, "unsigned", "signatures", "hashes"), strict=_is_strict(room_version)
+    )
     return encode_base64(hashlib.sha256(data).digest())
 
 
@@ -48,7 +72,9 @@ def reference_hash_input(room_version: RoomVersion, event: Mapping[str, Any]) ->
 
 
 def compute_reference_hash(room_version: RoomVersion, event: Mapping[str, Any]) -> bytes:
-    data = encode_canonical_json(reference_hash_input(room_version, event))
+    data = encode_canonical_json(
+        reference_hash_input(room_version, event), strict=room_version.strict_canonical_json
+    )
     return hashlib.sha256(data).digest()
 
 
@@ -78,13 +104,39 @@ def hash_and_sign_event(
     later never invalidates it.
     """
     pdu = dict(event)
-    pdu["hashes"] = {"sha256": compute_content_hash(pdu)}
-    to_sign = _without(redact(room_version, pdu), "unsigned", "age_ts")
-    if not room_version.event_ids_in_pdu:
-        to_sign.pop("event_id", None)
-    signed = sign_json(to_sign, signer, key)
+    pdu["hashes"] = {"sha256": compute_content_hash(pdu, room_version)}
+    strict = room_version.strict_canonical_json
+    signed = sign_json(_signed_form(room_version, pdu), signer, key, strict=strict)
     pdu["signatures"] = signed["signatures"]
     return pdu
+
+
+def _signed_form(room_version: RoomVersion, pdu: Mapping[str, Any]) -> dict[str, Any]:
+    """What an event's signatures cover: its redacted form without ``unsigned``
+    (and, v3+, without the ``event_id`` that is not part of the PDU)."""
+    signed_form = _without(redact(room_version, dict(pdu)), "unsigned", "age_ts")
+    if not room_version.event_ids_in_pdu:
+        signed_form.pop("event_id", None)
+    return signed_form
+
+
+def verify_event_signature(
+    room_version: RoomVersion, pdu: Mapping[str, Any], signer: str, key_id: str, verify_key: bytes
+) -> None:
+    """Check ``signer``'s signature with ``key_id`` on a PDU; raise ``SignatureError``.
+
+    Server-Server API "Validating hashes and signatures on received events":
+    the event is redacted first, so the check succeeds whether the full event
+    or a redacted copy was received; its JSON is encoded with the room
+    version's canonical JSON rules.
+    """
+    verify_signature(
+        _signed_form(room_version, pdu),
+        signer,
+        key_id,
+        verify_key,
+        strict=room_version.strict_canonical_json,
+    )
 
 
 def _reference_ids(room_version: RoomVersion, value: Any, name: str) -> tuple[str, ...]:
@@ -210,3 +262,131 @@ class Event:
     def origin_domain(self) -> str:
         """The server part of the sender."""
         return server_name_of(self.sender) or ""
+
+
+# --------------------------------------------------------------------------------------
+# Checks on receipt of a PDU that only need the PDU itself
+
+
+#: Client-Server API "Size limits": "The complete event MUST NOT be larger than
+#: 65536 bytes, when formatted with the federation event format, including any
+#: signatures, and encoded as Canonical JSON."
+MAX_PDU_BYTES = 65_536
+#: The same section: ``sender``, ``room_id`` and ``event_id`` may not exceed
+#: the identifier limit (Appendices: 255 bytes), ``state_key`` and ``type``
+#: 255 bytes.
+MAX_PDU_FIELD_BYTES = 255
+_SIZE_LIMITED_FIELDS = ("sender", "room_id", "type", "state_key", "event_id")
+
+
+class PDUTooLargeError(EventFormatError):
+    """A PDU, or one of its size-limited fields, is over the spec's limit."""
+
+    def __init__(self, field_name: str | None, size: int, limit: int) -> None:
+        #: The oversized field, or None for the whole PDU.
+        self.field_name = field_name
+        self.size = size
+        self.limit = limit
+        what = "PDU" if field_name is None else f"'{field_name}'"
+        super().__init__(f"{what} is {size} bytes, over the limit of {limit}")
+
+
+def check_pdu_size_limits(room_version: RoomVersion, pdu: Mapping[str, Any]) -> None:
+    """Apply the spec's size limits to a PDU received over federation.
+
+    Raises ``PDUTooLargeError`` when the PDU's canonical JSON is over 65,536
+    bytes or one of ``sender``, ``room_id``, ``type``, ``state_key`` and
+    (v1–v2) ``event_id`` is over 255 bytes of UTF-8, and ``EventFormatError``
+    when the PDU cannot be encoded as the room version's canonical JSON: from
+    room version 6 that is the strict enforcement that makes servers discard
+    such events over federation (fragment v6-canonical-json).
+
+    Lengths are bytes, as the spec says (and as Synapse measures for new
+    rooms; for old room versions Synapse still stores an event that is over
+    the byte limit but not the code point limit, as rejected). Fields that are
+    not strings are left to ``Event.from_pdu``.
+    """
+    body = dict(pdu)
+    if not room_version.event_ids_in_pdu:
+        body.pop("event_id", None)  # v3+: not part of the PDU
+    for name in _SIZE_LIMITED_FIELDS:
+        value = body.get(name)
+        if isinstance(value, str):
+            size = _utf8_length(value, name)
+            if size > MAX_PDU_FIELD_BYTES:
+                raise PDUTooLargeError(name, size, MAX_PDU_FIELD_BYTES)
+    try:
+        size = len(encode_canonical_json(body, strict=room_version.strict_canonical_json))
+    except CanonicalJSONError as exc:
+        raise EventFormatError(f"event is not canonical JSON: {exc}") from exc
+    if size > MAX_PDU_BYTES:
+        raise PDUTooLargeError(None, size, MAX_PDU_BYTES)
+
+
+def _utf8_length(value: str, name: str) -> int:
+    try:
+        return len(value.encode("utf-8"))
+    except UnicodeEncodeError:
+        raise EventFormatError(f"'{name}' is not valid Unicode") from None
+
+
+def _server_of(identifier: object, what: str) -> str:
+    """The server part of a user ID or v1–v2 event ID (after the first colon)."""
+    if not isinstance(identifier, str) or ":" not in identifier:
+        raise EventFormatError(f"{what} has no server name: {identifier!r}")
+    return identifier.split(":", 1)[1]
+
+
+def is_third_party_invite(event: Event) -> bool:
+    """An invite made from a third-party invite (``content.third_party_invite``)."""
+    return (
+        event.type == "m.room.member"
+        and event.membership == "invite"
+        and "third_party_invite" in event.content
+    )
+
+
+def required_signature_servers(
+    event: Event, room_version: RoomVersion | None = None
+) -> frozenset[str]:
+    """The servers whose valid signatures a received PDU must carry.
+
+    Server-Server API "Validating hashes and signatures on received events":
+
+    * the originating server, the server of ``sender`` — "unless the event is
+      a 3rd party invite", which the server of the invite's original sender
+      may have sent on another server's behalf;
+    * room versions 1 and 2: also "the domain in the event_id, if it differs
+      from the originating server";
+    * v8+ auth rule 4.2 (MSC3083): a join whose ``content`` names
+      ``join_authorised_via_users_server`` must be "validly signed by the
+      homeserver of the user ID denoted by the key".
+
+    As deployed (Synapse's ``_check_sigs_on_pdu``; ruma and conduwuit agree),
+    rule 4.2 is applied to ``join`` memberships only, in room versions with
+    restricted join rules: a leave or invite that happens to carry the key
+    needs no extra signature. Requiring more than the other servers do would
+    make us reject events they accept and split the room.
+
+    ``room_version`` defaults to the event's own. Raises ``EventFormatError``
+    when a server name cannot be found (a malformed sender, v1–v2 event ID or
+    authorising user), which deployed servers also refuse.
+    """
+    version = room_version if room_version is not None else event.room_version
+    sender_server = _server_of(event.sender, "sender")
+    servers: set[str] = set()
+    if not is_third_party_invite(event):
+        servers.add(sender_server)
+    if version.event_ids_in_pdu:
+        event_id_server = _server_of(event.event_id, "event_id")
+        if event_id_server != sender_server:
+            servers.add(event_id_server)
+    if (
+        version.restricted_join_rule
+        and event.type == "m.room.member"
+        and event.membership == "join"
+        and "join_authorised_via_users_server" in event.content
+    ):
+        authoriser = event.content["join_authorised_via_users_server"]
+        servers.add(_server_of(authoriser, "join_authorised_via_users_server"))
+    return frozenset(servers)

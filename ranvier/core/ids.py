@@ -51,13 +51,23 @@ MAX_SERVER_NAME_LENGTH = 255
 
 
 def _parse_port(port: str, server_name: str) -> int:
+    """The port of a server name: any 1 to 5 ASCII digits, as the grammar says.
+
+    Ports 0 and 65536–99999 match ``1*5DIGIT``, though nothing can listen on
+    them. A server name is an identifier inside user, room and event IDs, and
+    Synapse accepts such names too (it only checks that the port is an
+    integer); refusing them would reject events, and with them rooms, that
+    every other server accepts. Whoever connects to a server uses
+    ``is_connectable_port`` (Server-Server API "Resolving server names").
+    """
     if not _PORT_RE.match(port):
         raise InvalidIdentifier(f"invalid port in server name {server_name!r}")
-    value = int(port)
-    # Port 0 matches ``1*5DIGIT`` but is not a port anything can listen on.
-    if not 1 <= value <= 65535:
-        raise InvalidIdentifier(f"port out of range in server name {server_name!r}")
-    return value
+    return int(port)
+
+
+def is_connectable_port(port: int) -> bool:
+    """A TCP port one can connect to (1–65535); the grammar allows up to 99999."""
+    return 1 <= port <= 65535
 
 
 def _check_hostname(host: str, server_name: str) -> None:

@@ -72,14 +72,28 @@ def _kept_content(rules: RedactionRules, event_type: Any, content: dict[str, Any
     elif event_type == "m.room.redaction" and rules is RedactionRules.V11:
         keep = ("redacts",)
     kept = {key: content[key] for key in keep if key in content}
-    if (
-        rules is RedactionRules.V11
-        and event_type == "m.room.member"
-        and isinstance(content.get("third_party_invite"), dict)
-        and "signed" in content["third_party_invite"]
-    ):
-        kept["third_party_invite"] = {"signed": content["third_party_invite"]["signed"]}
+    if rules is RedactionRules.V11 and event_type == "m.room.member":
+        third_party_invite = _kept_third_party_invite(content.get("third_party_invite"))
+        if third_party_invite is not None:
+            kept["third_party_invite"] = third_party_invite
     return kept
+
+
+def _kept_third_party_invite(value: Any) -> dict[str, Any] | None:
+    """v11+ (MSC3821): what redaction keeps of a member's ``third_party_invite``.
+
+    The spec keeps "the ``signed`` key of the ``third_party_invite`` key", and
+    v11.md adds that ``third_party_invite`` "is no longer redacted, *but* will
+    only contain the ``signed`` key after redaction". So an object without
+    ``signed`` stays, as ``{}``; that is what MSC3821 says and what Synapse
+    (``redact``) and ruma do. Dropping the key instead would change the
+    redacted form, and with it the reference hash and the event ID, and split
+    the room. A value that is not an object is dropped, as Synapse does (ruma
+    keeps it as it is; no server sends one).
+    """
+    if not isinstance(value, dict):
+        return None
+    return {"signed": value["signed"]} if "signed" in value else {}
 
 
 def redact(room_version: RoomVersion, event: dict[str, Any]) -> dict[str, Any]:

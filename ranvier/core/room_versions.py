@@ -55,6 +55,8 @@ class RoomVersion:
     #: v5+: signing keys must be valid at the event's origin_server_ts.
     enforce_key_validity: bool
     #: v6+: events with floats or out-of-range integers are rejected (MSC2540).
+    #: v1–v5 events may hold them and are hashed and signed with the relaxed
+    #: canonical JSON (fragment v1-canonical-json; see ``canonical_json``).
     strict_canonical_json: bool
     #: v6+: ``notifications`` in power levels is checked like the rest (MSC2209).
     limit_notifications_power_levels: bool

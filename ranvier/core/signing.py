@@ -105,14 +105,20 @@ class SigningKey:
         return cls(parts[1], decode_base64(parts[2]))
 
 
-def signable_bytes(obj: dict[str, Any]) -> bytes:
-    """The bytes a signature covers: canonical JSON without signatures and unsigned."""
+def signable_bytes(obj: dict[str, Any], *, strict: bool = True) -> bytes:
+    """The bytes a signature covers: canonical JSON without signatures and unsigned.
+
+    ``strict=False`` only for events of room versions 1–5, whose canonical JSON
+    may hold floats and large integers (see ``canonical_json``).
+    """
     return encode_canonical_json(
-        {k: v for k, v in obj.items() if k not in ("signatures", "unsigned")}
+        {k: v for k, v in obj.items() if k not in ("signatures", "unsigned")}, strict=strict
     )
 
 
-def sign_json(obj: dict[str, Any], signer: str, key: SigningKey) -> dict[str, Any]:
+def sign_json(
+    obj: dict[str, Any], signer: str, key: SigningKey, *, strict: bool = True
+) -> dict[str, Any]:
     """Return a copy of ``obj`` with ``signer``'s signature added.
 
     Existing signatures (of other servers or other keys) are kept; ``unsigned``
@@ -123,14 +129,20 @@ def sign_json(obj: dict[str, Any], signer: str, key: SigningKey) -> dict[str, An
     existing = obj.get("signatures", {})
     if not isinstance(existing, dict) or not all(isinstance(s, dict) for s in existing.values()):
         raise SignatureError("signatures must be an object of objects")
-    signature = encode_base64(key.sign(signable_bytes(obj)))
+    signature = encode_base64(key.sign(signable_bytes(obj, strict=strict)))
     signatures = {name: dict(sigs) for name, sigs in existing.items()}
     signatures.setdefault(signer, {})[key.key_id] = signature
     return {**obj, "signatures": signatures}
 
 
-def verify_signature(obj: dict[str, Any], signer: str, key_id: str, verify_key: bytes) -> None:
-    """Check ``signer``'s signature with ``key_id`` on ``obj``; raise SignatureError if bad."""
+def verify_signature(
+    obj: dict[str, Any], signer: str, key_id: str, verify_key: bytes, *, strict: bool = True
+) -> None:
+    """Check ``signer``'s signature with ``key_id`` on ``obj``; raise SignatureError if bad.
+
+    ``strict=False`` for (redacted) events of room versions 1–5; see
+    ``ranvier.core.events.verify_event_signature``, which picks it.
+    """
     try:
         signature_b64 = obj["signatures"][signer][key_id]
     except (KeyError, TypeError):
@@ -142,7 +154,7 @@ def verify_signature(obj: dict[str, Any], signer: str, key_id: str, verify_key: 
     except ValueError as exc:
         raise SignatureError(f"signature for {signer} {key_id} is not base64") from exc
     try:
-        nacl.signing.VerifyKey(verify_key).verify(signable_bytes(obj), signature)
+        nacl.signing.VerifyKey(verify_key).verify(signable_bytes(obj, strict=strict), signature)
     except (nacl.exceptions.BadSignatureError, nacl.exceptions.ValueError, ValueError) as exc:
         raise SignatureError(f"bad signature for {signer} {key_id}") from exc
 

@@ -296,21 +296,29 @@ def _allowed(event: Event, state: Mapping[StateKey, Event]) -> bool:
 # State resolution v2 and v2.1
 
 
+#: The state entries whose events are power events whoever sent them.
+_POWER_EVENT_KEYS = frozenset({POWER_LEVELS_KEY, ("m.room.join_rules", ""), CREATE_KEY})
+
+
 def _is_power_event(event: Event) -> bool:
-    """Power events: ``m.room.power_levels`` and ``m.room.join_rules`` state events,
+    """Power events: the room's ``m.room.power_levels`` and ``m.room.join_rules``,
     and memberships of ``leave`` or ``ban`` sent by someone else (kicks and bans).
 
-    Synapse also counts the create event, which the spec's definition leaves out. A
-    create event only reaches the full conflicted set in a broken room; sorting it
-    with the power events (first, as everything cites it) is what Synapse does.
-    Synapse only counts the two types with an empty state key; the spec counts the
-    type alone, and so do we.
+    The spec ("a state event with type ``m.room.power_levels`` or
+    ``m.room.join_rules``") counts the two types whatever their state key. Every
+    deployed implementation (Synapse's ``_is_power_event``, ruma, conduwuit)
+    counts them only with the empty state key, the one the auth rules read; a
+    ``m.room.power_levels`` with another state key is an ordinary state event
+    to them, sorted in mainline order. Sorting it differently resolves some
+    rooms differently, so we match them.
+
+    They also count the create event, which the spec's definition leaves out. A
+    create event only reaches the full conflicted set in a broken room; sorting
+    it with the power events (first, as everything cites it) changes nothing else.
     """
     if not event.is_state():
         return False
-    if event.type in ("m.room.power_levels", "m.room.join_rules"):
-        return True
-    if event.state_tuple == CREATE_KEY:
+    if event.state_tuple in _POWER_EVENT_KEYS:
         return True
     if event.type == "m.room.member" and event.membership in ("leave", "ban"):
         return event.sender != event.state_key
@@ -366,21 +374,25 @@ class _V2Resolver:
             on_path.discard(current)
         return chains[event_id]
 
-    def full_auth_chain(self, event_ids: Iterable[str]) -> set[str]:
-        """The union of the auth chains of ``event_ids`` (spec "Auth difference").
+    def state_set_auth_chain(self, event_ids: Iterable[str]) -> set[str]:
+        """The auth chain of a state set for the auth difference: the state set's
+        own events plus the auth chains of each.
 
-        Test-vector README caveat 5: Synapse also counts each state-set event as
-        part of its own set's chain; the spec does not, and neither do we. The two
-        readings differ when an unconflicted event is in the auth chain of some
-        state sets' events but not of others': the spec puts it in the auth
-        difference, so it is replayed and keeps its place in the auth DAG used by
-        the reverse topological power ordering. All 337 vectors pass either way;
-        random forks of the vector DAGs resolve differently in a few cases in 10^4.
+        The spec ("Auth difference") takes the union of the events' auth chains,
+        and an event's auth chain leaves the event itself out (test-vector README
+        caveat 5). Synapse's ``get_auth_chain_difference`` starts its walk from the
+        state sets' events and counts each as reachable from its own set (ruma's
+        test harness builds its state-set chains the same way). The readings
+        differ when an unconflicted event is in the auth chain of some state
+        sets' events but not of others': by the spec's letter it is in the auth
+        difference, replayed, and kept as a link in the auth DAG of the reverse
+        topological power ordering; for Synapse it is in every set's chain, so
+        not. We match Synapse: a room must resolve the same on every server.
         """
         full: set[str] = set()
         for event_id in event_ids:
-            if event_id in self.event_map:
-                full.update(self.auth_chain(event_id))
+            full.add(event_id)
+            full.update(self.auth_chain(event_id))  # empty for an event we lack
         return full
 
     # -- the algorithm ----------------------------------------------------------------
@@ -390,7 +402,7 @@ class _V2Resolver:
         if not conflicted_ids:
             return unconflicted
 
-        chains = [self.full_auth_chain(state_set.values()) for state_set in state_sets]
+        chains = [self.state_set_auth_chain(state_set.values()) for state_set in state_sets]
         auth_difference = set[str]().union(*chains) - chains[0].intersection(*chains[1:])
         full_conflicted = conflicted_ids | auth_difference
         if v2_1:
@@ -443,10 +455,7 @@ class _V2Resolver:
         the sender with more power, then the earlier ``origin_server_ts``, then the
         smaller event ID first.
         """
-        selected: set[str] = set()
-        for event_id in power_event_ids:
-            selected.add(event_id)
-            selected.update(self.auth_chain(event_id) & full_conflicted)
+        selected = self._power_events_with_conflicted_auth(power_event_ids, full_conflicted)
         graph = {
             event_id: [parent for parent in self._parents(event_id) if parent in selected]
             for event_id in selected
@@ -457,6 +466,35 @@ class _V2Resolver:
             return (-power[event_id], self.event_map[event_id].origin_server_ts, event_id)
 
         return lexicographical_topological_sort(graph, order)
+
+    def _power_events_with_conflicted_auth(
+        self, power_event_ids: Iterable[str], full_conflicted: set[str]
+    ) -> set[str]:
+        """The power events and the events reached from them through auth events
+        without leaving the full conflicted set.
+
+        The spec's step 1 adds "the events in the auth chain of P which also
+        belong to the full conflicted set", which would take an auth-chain event
+        in the full conflicted set even when every path to it passes through
+        an event outside the set. Synapse (``_add_event_and_auth_chain_to_graph``),
+        ruma and conduwuit follow auth events only while they stay in the full
+        conflicted set; an event reached only through an unconflicted event is
+        not sorted with the power events but later, in mainline order. We match
+        them, so the room resolves the same everywhere.
+        """
+        selected: set[str] = set()
+        stack = list(power_event_ids)
+        while stack:
+            event_id = stack.pop()
+            if event_id in selected:
+                continue
+            selected.add(event_id)
+            stack.extend(
+                parent
+                for parent in self._parents(event_id)
+                if parent in full_conflicted and parent not in selected
+            )
+        return selected
 
     def iterative_auth_checks(self, event_ids: Iterable[str], base: StateMap) -> StateMap:
         """Apply each event that the auth rules allow, in order, to ``base``.

@@ -456,6 +456,19 @@ def test_unfederated_room_keeps_other_servers_out(version: str) -> None:
     assert federated.allowed(federated.member(BOB, BOB, "join"))
 
 
+@pytest.mark.parametrize("version", ["1", "10", "12"])
+def test_unfederated_room_judges_the_sender_not_the_target(version: str) -> None:
+    """Rule 3 looks at the sender's domain only: the creator's server may invite,
+    kick or ban users of other servers. Synapse also rejects membership events
+    whose *target* is on another server; we keep the spec's rule."""
+    room = Room(version, create_content={"m.federate": False}, members={BOB: "join"})
+    assert room.allowed(room.member(ALICE, ERIN, "invite"))
+    assert room.allowed(room.member(ALICE, BOB, "ban"))
+    assert room.allowed(room.member(ALICE, BOB, "leave"))
+    assert not room.allowed(room.member(BOB, BOB, "leave"))
+    assert not room.allowed(room.event("m.room.message", BOB, {"body": "hi"}))
+
+
 # ---------------------------------------------------------------------------
 # v1–v5 rule 4: m.room.aliases
 
@@ -1089,6 +1102,35 @@ def test_notifications_old_value_above_sender() -> None:  # 9.6
 def test_users_changes(users: dict[str, Any], ok: bool) -> None:  # 9.8 / 9.9
     room = Room("10")
     assert room.allowed(pl_event(room, BOB, users=users_with(room, **users))) is ok
+
+
+@pytest.mark.parametrize("version", ["1", "10", "12"])
+def test_power_levels_with_a_state_key_compare_with_their_own_previous(version: str) -> None:
+    """9.4 for ``m.room.power_levels`` with a non-empty state key: the previous
+    event is the one with the same state key (none: allow), as in Synapse's
+    ``_check_power_levels``, not the room's power levels."""
+    room = Room(version)
+    creator = [] if room.version.creators_have_infinite_power else [ALICE]
+    # Bob (50) drops every entry, Alice's 100 included: there is no previous "x".
+    bobs = room.event("m.room.power_levels", BOB, {"users": {BOB: 50}}, state_key="x")
+    assert room.allowed(bobs)
+    # The content rules (9.1–9.3; v12 10.4) still apply.
+    bad = room.event("m.room.power_levels", BOB, {"users": {"carol": 1}}, state_key="x")
+    assert not room.allowed(bad)
+    # With a previous "x" in the state, Bob may not lower a level above his own…
+    room.set_state("m.room.power_levels", "x", {"users": {OSCAR: 51, CAROL: 0}}, sender=ALICE)
+    lowering = room.event("m.room.power_levels", BOB, {"users": {CAROL: 0}}, state_key="x")
+    with pytest.raises(AuthError):
+        check_state_dependent_auth_rules(lowering, room.state)
+    # …but may change what the room's power levels would forbid him.
+    room_levels = room.state[("m.room.power_levels", "")].content["users"]
+    assert all(room_levels[user] > 50 for user in [*creator, OSCAR])
+    untouched = {"users": {OSCAR: 51, CAROL: 40}}
+    allowed = room.event("m.room.power_levels", BOB, untouched, state_key="x")
+    check_state_dependent_auth_rules(allowed, room.state)
+    # The sender's power still comes from the room's power levels ("").
+    carols = room.event("m.room.power_levels", CAROL, {}, state_key="y")
+    assert not room.allowed(carols)
 
 
 def test_users_at_equal_level_cannot_change() -> None:  # 9.8 ("greater than or equal")

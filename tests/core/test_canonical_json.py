@@ -343,3 +343,78 @@ def test_input_is_not_modified() -> None:
     encode_canonical_json_slow(value)
     assert json.dumps(value) == snapshot
     assert list(value) == ["b", "a"]
+
+
+# --- Room versions 1–5: relaxed canonical JSON ---------------------------------
+
+#: Leaves that room versions 1–5 may hold and strict canonical JSON refuses.
+_RELAXED_LEAVES = st.one_of(
+    LEAVES,
+    st.floats(allow_nan=False, allow_infinity=False),
+    st.integers(min_value=MAX_SAFE_INTEGER + 1),
+    st.integers(max_value=MIN_SAFE_INTEGER - 1),
+)
+_RELAXED_VALUES: st.SearchStrategy[Any] = st.recursive(
+    _RELAXED_LEAVES,
+    lambda children: st.one_of(
+        st.lists(children, max_size=6), st.dictionaries(TEXT, children, max_size=6)
+    ),
+    max_leaves=20,
+)
+
+
+def _spec_reference_encoding(value: Any) -> bytes:
+    """The Python the spec gives for canonical JSON (Appendices, "Canonical JSON")."""
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"), sort_keys=True).encode(
+        "UTF-8"
+    )
+
+
+@settings(max_examples=400, derandomize=True, deadline=None)
+@given(_RELAXED_VALUES)
+def test_relaxed_matches_the_spec_reference_and_canonicaljson(value: Any) -> None:
+    """v1–v5: floats and large integers hash as Python's json writes them, which
+    is the spec's reference code and what Synapse's canonicaljson produces."""
+    expected = _spec_reference_encoding(value)
+    assert encode_canonical_json(value, strict=False) == expected
+    assert encode_canonical_json_slow(value, strict=False) == expected
+    assert canonicaljson.encode_canonical_json(value) == expected
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        (50.0, b"50.0"),
+        (-0.0, b"-0.0"),
+        (0.1, b"0.1"),
+        (1e100, b"1e+100"),
+        (1.5e-07, b"1.5e-07"),
+        (2**53, b"9007199254740992"),
+        (-(2**64) - 1, b"-18446744073709551617"),
+        (
+            {"users": {"@a:b": 50.5}, "ts": 2**60},
+            b'{"ts":1152921504606846976,"users":{"@a:b":50.5}}',
+        ),
+    ],
+)
+def test_relaxed_numbers(value: Any, expected: bytes) -> None:
+    assert encode_canonical_json(value, strict=False) == expected
+    with pytest.raises(CanonicalJSONError):
+        encode_canonical_json(value)
+
+
+@settings(max_examples=150, derandomize=True, deadline=None)
+@given(JSON_VALUES)
+def test_relaxed_is_strict_on_strict_values(value: Any) -> None:
+    assert encode_canonical_json(value, strict=False) == encode_canonical_json(value)
+
+
+@pytest.mark.parametrize("encode", ENCODERS, ids=ENCODER_IDS)
+@pytest.mark.parametrize(
+    "value",
+    [float("nan"), float("inf"), [float("-inf")], 10**5000, {1: 1.5}, "\ud800", {"a", "b"}],
+    ids=["nan", "inf", "-inf", "huge-int", "int-key", "surrogate", "set"],
+)
+def test_relaxed_still_rejects_what_json_cannot_write(encode: Any, value: Any) -> None:
+    with pytest.raises(CanonicalJSONError):
+        encode(value, strict=False)

@@ -17,6 +17,7 @@ from ranvier.core.ids import (
     RoomID,
     UserID,
     is_compliant_user_localpart,
+    is_connectable_port,
     is_mine,
     is_my_user_id,
     is_valid_namespaced_id,
@@ -66,9 +67,14 @@ VALID_SERVER_NAMES = [
     ("1.2.3.4a", ("1.2.3.4a", None)),
     # Not IPv4address (1*3DIGIT per part), so read as a dns-name, as Synapse does.
     ("1.2.3.1000", ("1.2.3.1000", None)),
-    # Ports: 1–65535, 1*5DIGIT.
+    # Ports: ``port = 1*5DIGIT``, whatever the number (as Synapse accepts them).
     ("localhost:1", ("localhost", 1)),
     ("localhost:65535", ("localhost", 65535)),
+    ("matrix.org:0", ("matrix.org", 0)),
+    ("matrix.org:00000", ("matrix.org", 0)),
+    ("matrix.org:65536", ("matrix.org", 65536)),
+    ("matrix.org:99999", ("matrix.org", 99999)),
+    ("[::1]:99999", ("[::1]", 99999)),
     ("example.org:08448", ("example.org", 8448)),
     ("example.org:00001", ("example.org", 1)),
     # IPv4 edges.
@@ -93,12 +99,9 @@ INVALID_SERVER_NAMES = [
     ":",
     ":80",
     "matrix.org:",
-    # Ports.
-    "matrix.org:0",
-    "matrix.org:00000",
-    "matrix.org:65536",
-    "matrix.org:99999",
+    # Ports: more than five digits, or not ASCII digits.
     "matrix.org:123456",
+    "matrix.org:000000",
     "matrix.org:-1",
     "matrix.org:+80",
     "matrix.org: 80",
@@ -137,8 +140,7 @@ INVALID_SERVER_NAMES = [
     "[:]",
     "[::1]x",
     "[::1]:",
-    "[::1]:0",
-    "[::1]:65536",
+    "[::1]:123456",
     "[::1]]",
     "[[::1]]",
     "[::1%eth0]",
@@ -189,6 +191,22 @@ def test_server_name_must_be_a_string(value: Any) -> None:
     assert not is_valid_server_name(value)
 
 
+def test_ports_beyond_65535_are_valid_identifiers_but_not_connectable() -> None:
+    """``port = 1*5DIGIT``: Synapse accepts ``:99999`` in IDs, so refusing it would
+    reject events other servers accept; connecting is another matter."""
+    user = UserID.parse("@alice:example.org:99999")
+    assert (user.localpart, user.domain) == ("alice", "example.org:99999")
+    assert RoomAlias.is_valid("#room:example.org:99999")
+    assert [is_connectable_port(p) for p in (0, 1, 8448, 65535, 65536, 99999)] == [
+        False,
+        True,
+        True,
+        True,
+        False,
+        False,
+    ]
+
+
 def test_invalid_identifier_is_a_value_error() -> None:
     assert issubclass(InvalidIdentifier, ValueError)
 
@@ -196,7 +214,7 @@ def test_invalid_identifier_is_a_value_error() -> None:
 @settings(max_examples=300, derandomize=True, deadline=None)
 @given(
     host=st.from_regex(r"[A-Za-z0-9-]{1,20}(\.[A-Za-z0-9-]{1,20}){0,3}", fullmatch=True),
-    port=st.none() | st.integers(min_value=1, max_value=65535),
+    port=st.none() | st.integers(min_value=0, max_value=99999),
 )
 def test_any_dns_name_and_port_parse_back(host: str, port: int | None) -> None:
     server_name = host if port is None else f"{host}:{port}"
@@ -207,7 +225,7 @@ def test_any_dns_name_and_port_parse_back(host: str, port: int | None) -> None:
 
 
 @settings(max_examples=200, derandomize=True, deadline=None)
-@given(st.ip_addresses(v=6), st.none() | st.integers(min_value=1, max_value=65535))
+@given(st.ip_addresses(v=6), st.none() | st.integers(min_value=0, max_value=99999))
 def test_any_ipv6_address_parses(address: Any, port: int | None) -> None:
     literal = f"[{address}]"
     server_name = literal if port is None else f"{literal}:{port}"
@@ -315,8 +333,8 @@ INVALID_USER_IDS = [
     "@alice",
     "@alice:",
     "@:",
-    "@alice:example.org:0",
-    "@alice:example.org:65536",
+    "@alice:example.org:123456",
+    "@alice:example.org:+80",
     "@alice:bad_domain.org",
     "@alice:exa mple.org",
     "@alice:[::1",
@@ -442,7 +460,7 @@ INVALID_ROOM_IDS = [
     "!a\x00c:example.org",
     "!\ud800:example.org",
     "!abc:bad_domain",
-    "!abc:example.org:0",
+    "!abc:example.org:123456",
     "!" + "A" * 42,
     "!" + "A" * 44,
     "!" + "+" * 43,  # v12 room IDs use URL-safe base64
@@ -523,7 +541,7 @@ INVALID_ALIASES = [
     "#ro\x00om:example.org",
     "#\udc00:example.org",
     "#room:exa mple.org",
-    "#room:example.org:99999",
+    "#room:example.org:123456",
     _padded("#", "example.org", MAX_IDENTIFIER_BYTES + 1),
 ]
 

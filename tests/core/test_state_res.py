@@ -677,15 +677,16 @@ def test_subsets_of_vector_state_sets_permuted(data: st.DataObject) -> None:
         assert expected == subset[0]
 
 
-def test_auth_chain_leaves_out_the_state_set_events_themselves() -> None:
+def test_auth_chain_counts_the_state_set_events_themselves_on_a_vector_dag() -> None:
     """Vector README caveat 5, on a fork of a vector DAG where the readings differ.
 
     Alice's re-join $rand334 is in both state sets (unconflicted) but only in the
-    auth chains of the first set's events, so by the spec's definition it is in
-    the auth difference. As part of step 1 it links Alice's join rules $rand350 to
-    Peggy's $rand330 (which it cites), so $rand350 sorts after $rand330 and wins.
-    Synapse counts $rand334 as part of its own set's chain, leaves it out, loses
-    that link and keeps $rand330 (Alice sorts first, having more power).
+    auth chains of the first set's events. Counting each state set's own events
+    as part of its chain, as Synapse does, puts $rand334 in both chains, so not
+    in the auth difference; nothing then links Alice's join rules $rand350 to
+    Peggy's $rand330 (which $rand334 cites), Alice sorts first (more power) and
+    Peggy's $rand330 is applied last and kept. By the spec's letter $rand334 is
+    in the auth difference and $rand350 would win.
     """
     case_id = "state_res/v2/random-seed3-n49"
     case = next(c for c in CASES if c["id"] == case_id)
@@ -693,4 +694,100 @@ def test_auth_chain_leaves_out_the_state_set_events_themselves() -> None:
     after = _states_after_every_event(case_id)
     sets = [after["$rand334:a.test"], after["$rand355:b.test"]]
     assert all(s[member_key(ALICE)] == "$rand334:a.test" for s in sets)
-    assert resolve_state(version, sets, event_map)[JR_KEY] == "$rand350:a.test"
+    assert resolve_state(version, sets, event_map)[JR_KEY] == "$rand330:a.test"
+
+
+# ------------------------------------------------------------------------------------
+# Where deployed servers read the spec differently, we resolve as they do
+# (issue 10, "Agreeing with the rest of the network"); each room below resolves
+# differently under the spec's letter.
+
+
+def test_state_set_events_count_in_their_own_auth_chain() -> None:
+    """Auth difference: a state set's auth chain includes the set's own events
+    (Synapse's ``get_auth_chain_difference``).
+
+    Alice re-joins (``rejoin``) citing Peggy's join rules; then Alice changes the
+    join rules. ``rejoin`` is in both state sets, but only the second set's join
+    rules cite it. By the spec's letter it is in the auth difference, and in
+    step 1 it links Alice's join rules after Peggy's (which it cites), so Alice's
+    win. Synapse leaves it out: the two join rules are sorted by power alone,
+    Alice's first, and Peggy's, applied last, is kept.
+    """
+    room = Room(V10)
+    main = room.create()
+    peggys = main.send("m.room.join_rules", PEGGY, {"join_rule": "public"})
+    rejoin = main.member(ALICE, "join")
+    assert peggys.event_id in rejoin.auth_event_ids
+    before, after = main.fork(), main.fork()
+    alices = after.send("m.room.join_rules", ALICE, {"join_rule": "invite"})
+    assert rejoin.event_id in alices.auth_event_ids
+    assert before.state[member_key(ALICE)] is after.state[member_key(ALICE)] is rejoin
+    assert room.resolve(before, after)[JR_KEY] == peggys.event_id
+    assert room.resolve(after, before)[JR_KEY] == peggys.event_id
+
+
+def test_state_set_own_events_rule_does_not_matter_in_v2_1() -> None:
+    """The same room in v12: ``rejoin`` lies on the auth path between the two
+    conflicted join rules, so the conflicted subgraph (MSC4297) replays it and
+    links them either way; Alice's join rules win."""
+    room = Room(V12)
+    main = room.create()
+    main.send("m.room.join_rules", PEGGY, {"join_rule": "public"})
+    main.member(ALICE, "join")
+    before, after = main.fork(), main.fork()
+    alices = after.send("m.room.join_rules", ALICE, {"join_rule": "invite"})
+    assert room.resolve(before, after)[JR_KEY] == alices.event_id
+
+
+def test_power_ordering_follows_auth_events_only_within_the_full_conflicted_set() -> None:
+    """Step 1 gathers the power events' auth events only while they stay in the
+    full conflicted set (Synapse's ``_add_event_and_auth_chain_to_graph``, ruma).
+
+    Carol's join ``carol_join`` is conflicted (the other branch has Carol leave).
+    It is in the auth chain of Dave's power levels, but only through Dave's join
+    and invite, which are unconflicted. By the spec's letter it is sorted with
+    the power events and applied in step 1, before Carol's leave (step 3): Carol
+    ends up left. Deployed servers sort it in mainline order with the leave; the
+    leave has the earlier timestamp, goes first, and the join, applied after it
+    in a public room, is kept.
+    """
+    room = Room(V10)
+    dave = "@dave:a.test"
+    main = room.create(users={BOB: 50, PEGGY: 50, dave: 50})
+    carol_join = main.state[member_key(CAROL)]
+    invite = main.member(dave, "invite", sender=CAROL)
+    dave_join = main.member(dave, "join")
+    assert carol_join.event_id in invite.auth_event_ids
+    assert invite.event_id in dave_join.auth_event_ids
+    kept, left = main.fork(), main.fork()
+    daves_levels = dict(main.state[PL_KEY].content)
+    daves_levels["events"] = {"m.room.topic": 10}
+    kept.send("m.room.power_levels", dave, daves_levels)
+    carol_leave = left.member(CAROL, "leave", ts=1)
+    assert carol_leave.origin_server_ts < carol_join.origin_server_ts
+    resolved = room.resolve(kept, left)
+    assert resolved[member_key(CAROL)] == carol_join.event_id
+    assert resolved[PL_KEY] == kept.state[PL_KEY].event_id
+
+
+@pytest.mark.parametrize("version", [V10, V12], ids=lambda v: f"v{v.identifier}")
+def test_power_levels_with_a_state_key_are_not_power_events(version: RoomVersion) -> None:
+    """Only the room's ``m.room.power_levels`` and ``m.room.join_rules`` (state key
+    "") are power events for deployed servers (Synapse's ``_is_power_event``,
+    ruma); the spec counts the types alone.
+
+    Alice and Bob each set ``m.room.power_levels`` with state key "x", Bob first.
+    As power events Alice's sorts first (more power) and Bob's, applied last,
+    wins; as ordinary state events the mainline order puts Bob's (earlier) first
+    and Alice's wins.
+    """
+    room = Room(version)
+    main = room.create()
+    levels = dict(main.state[PL_KEY].content)
+    alices_side, bobs_side = main.fork(), main.fork()
+    bobs = bobs_side.send("m.room.power_levels", BOB, levels, "x", ts=50_000)
+    alices = alices_side.send("m.room.power_levels", ALICE, levels, "x", ts=60_000)
+    resolved = room.resolve(alices_side, bobs_side)
+    assert resolved[("m.room.power_levels", "x")] == alices.event_id != bobs.event_id
+    assert resolved[PL_KEY] == main.state[PL_KEY].event_id
