@@ -808,6 +808,40 @@ def test_content_hash_compares_decoded_bytes() -> None:
         assert check_content_hash(respelled) is respelled
 
 
+@pytest.mark.parametrize(
+    ("version", "outcome"),
+    [(V10, PduOutcome.REDACTED), (V11, PduOutcome.DROPPED), (V12, PduOutcome.DROPPED)],
+    ids=["v10", "v11", "v12"],
+)
+def test_tampered_create_content_per_redaction_rules(
+    version: RoomVersion, outcome: PduOutcome
+) -> None:
+    # Up to v10 redaction keeps only ``creator`` of a create event, so the rest
+    # of its content is covered by the hash alone: a change means the redacted
+    # copy. From v11 (MSC2176) the whole create content survives redaction and
+    # so is signed: a change breaks the signature.
+    create: dict[str, Any] = {
+        "type": "m.room.create",
+        "state_key": "",
+        "prev_events": [],
+        "auth_events": [],
+        "content": {"creator": "@alice:a.test", "room_version": version.identifier},
+    }
+    pdu = _unsigned_pdu(version, **create)
+    if version.room_id_from_create_event:
+        del pdu["room_id"]
+    pdu = hash_and_sign_event(version, pdu, "a.test", KEYS["a.test"])
+    assert _check(pdu, version).outcome is PduOutcome.ACCEPTED
+    tampered = {**pdu, "content": {**pdu["content"], "m.federate": False}}
+    result = _check(tampered, version)
+    assert result.outcome is outcome
+    if outcome is PduOutcome.REDACTED:
+        assert result.event is not None
+        assert result.event.content == {"creator": "@alice:a.test"}
+    else:
+        assert isinstance(result.error, PduSignatureError)
+
+
 def test_hashes_of_other_algorithms_are_ignored() -> None:
     pdu = _signed(V10)
     pdu["hashes"] = {**pdu["hashes"], "sha512": "anything"}
