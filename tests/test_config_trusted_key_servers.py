@@ -20,8 +20,14 @@ def test_notaries_from_the_file(tmp_path: Path) -> None:
     raw = {
         "federation": {
             "trusted_key_servers": [
-                {"server_name": "notary.example", "verify_keys": {"ed25519:a_1": encode_base64(KEY)}},
-                {"server_name": "[::1]:8448", "verify_keys": {"ed25519:b": encode_base64(KEY) + "="}},
+                {
+                    "server_name": "notary.example",
+                    "verify_keys": {"ed25519:a_1": encode_base64(KEY)},
+                },
+                {
+                    "server_name": "[::1]:8448",
+                    "verify_keys": {"ed25519:b": encode_base64(KEY) + "="},
+                },
             ]
         }
     }

@@ -123,7 +123,9 @@ VALID_VARIANTS = [
 
 @pytest.mark.parametrize("header", VALID_VARIANTS)
 def test_header_variants_parse_to_the_same_parameters(header: str) -> None:
-    assert parse_header(header) == XMatrixAuthorization("o.example", "d.example", "ed25519:k", "c2ln")
+    assert parse_header(header) == XMatrixAuthorization(
+        "o.example", "d.example", "ed25519:k", "c2ln"
+    )
 
 
 def test_destination_may_be_missing_for_older_servers() -> None:
@@ -146,7 +148,9 @@ def test_format_then_parse_round_trips() -> None:
     auth = XMatrixAuthorization("example.org:8448", "other.example", "ed25519:a_Bc1", "c2ln+/x")
     assert parse_header(format_header(auth)) == auth
     no_destination = XMatrixAuthorization("example.org", None, "ed25519:a", "c2ln")
-    assert format_header(no_destination) == 'X-Matrix origin="example.org",key="ed25519:a",sig="c2ln"'
+    assert (
+        format_header(no_destination) == 'X-Matrix origin="example.org",key="ed25519:a",sig="c2ln"'
+    )
 
 
 def test_format_refuses_values_needing_escapes() -> None:
