@@ -258,3 +258,20 @@ async def test_a_body_that_is_not_json_is_a_400(
         client, "PUT", uri, remote.authorization(US, "PUT", uri, {}), b"{not json"
     )
     assert (status, answer["errcode"]) == (400, "M_NOT_JSON")
+
+
+async def test_our_outbound_signer_produces_headers_a_server_accepts(
+    client: TestClient[Any, Any],
+) -> None:
+    """hs.sign_request is the client's authorization hook; a request it signs
+    to ourselves checks out against our own key (never fetched)."""
+    hs = client.app[HOMESERVER]
+    uri = PATH + "/send/1?x=%2F"
+    header = hs.sign_request("PUT", US, uri, CONTENT)
+    assert header.startswith(f'X-Matrix origin="{US}",destination="{US}",key="ed25519:test1",')
+    assert await _send(client, "PUT", uri, header, _body(CONTENT)) == (
+        200,
+        {"origin": US, "content": CONTENT},
+    )
+    elsewhere = hs.sign_request("PUT", "remote.example:8448", uri, CONTENT)
+    await _assert_unauthorized(client, "PUT", uri, elsewhere, _body(CONTENT))
