@@ -26,7 +26,7 @@ import yaml
 
 from ranvier.core.ids import InvalidIdentifier
 from ranvier.core.ids import parse_server_name as parse_identifier_server_name
-from ranvier.core.signing import SigningKey
+from ranvier.core.signing import SigningKey, decode_base64
 
 logger = logging.getLogger(__name__)
 
@@ -120,6 +120,16 @@ class TurnConfig:
 
 
 @dataclass(frozen=True)
+class TrustedKeyServer:
+    """A notary asked for other servers' keys (federation.trusted_key_servers)."""
+
+    server_name: str
+    #: key ID (``ed25519:...``) → raw 32-byte public key; its answers must carry
+    #: a signature by one of these.
+    verify_keys: dict[str, bytes]
+
+
+@dataclass(frozen=True)
 class Config:
     # Folder of the config file; relative paths below were resolved against it.
     config_dir: Path
@@ -139,6 +149,9 @@ class Config:
     password_hashing: PasswordHashingConfig = field(default_factory=PasswordHashingConfig)
     # Lifetime of access tokens given to clients that support refresh tokens, in ms.
     refreshable_access_token_lifetime: int = DEFAULT_REFRESHABLE_ACCESS_TOKEN_LIFETIME_MS
+    # Notaries for other servers' keys (the file's federation.trusted_key_servers);
+    # none by default, unlike Synapse's matrix.org.
+    trusted_key_servers: tuple[TrustedKeyServer, ...] = ()
 
     @property
     def sqlite_path(self) -> Path | None:
@@ -262,6 +275,45 @@ def _log_level(value: object) -> str:
     return level
 
 
+def _trusted_key_servers(value: object) -> tuple[TrustedKeyServer, ...]:
+    """``[{server_name, verify_keys: {"ed25519:...": base64}}]``; every notary
+    needs at least one key, so that its answers can be checked."""
+    if not isinstance(value, list):
+        raise ValueError(f"must be a list of {{server_name, verify_keys}}, got {value!r}")
+    servers = []
+    for entry in value:
+        if not isinstance(entry, Mapping) or set(entry) != {"server_name", "verify_keys"}:
+            raise ValueError(f"each entry needs exactly server_name and verify_keys, got {entry!r}")
+        keys = entry["verify_keys"]
+        if not isinstance(keys, Mapping) or not keys:
+            raise ValueError(f"verify_keys must map key IDs to base64 keys, got {keys!r}")
+        servers.append(
+            TrustedKeyServer(
+                server_name=parse_server_name(entry["server_name"]),
+                verify_keys={_key_id(key_id): _ed25519_key(key) for key_id, key in keys.items()},
+            )
+        )
+    return tuple(servers)
+
+
+def _key_id(value: object) -> str:
+    if not isinstance(value, str) or not re.match(r"^ed25519:[A-Za-z0-9_]+$", value):
+        raise ValueError(f"key IDs must be ed25519:<version>, got {value!r}")
+    return value
+
+
+def _ed25519_key(value: object) -> bytes:
+    if not isinstance(value, str):
+        raise ValueError(f"{value!r} is not unpadded base64")
+    try:
+        key = decode_base64(value)
+    except ValueError:
+        raise ValueError(f"{value!r} is not unpadded base64") from None
+    if len(key) != 32:
+        raise ValueError(f"{value!r} is not a 32-byte ed25519 key")
+    return key
+
+
 def sqlite_path(database_url: str) -> Path | None:
     if not database_url.startswith("sqlite:///"):
         return None
@@ -318,6 +370,7 @@ _KEYS: dict[str, _Key] = {
     "password_hashing.memory_cost": _plain(_argon2_memory_kib, is_string=False),
     "password_hashing.max_concurrent": _plain(_positive_int, is_string=False),
     "refreshable_access_token_lifetime": _plain(_duration_ms, is_string=False),
+    "federation.trusted_key_servers": _plain(_trusted_key_servers, is_string=False),
     **{
         f"ratelimit.{action}.{name}": _plain(parse, is_string=False)
         for action in ("message", "login", "registration")
@@ -466,6 +519,7 @@ def parse_config(
         refreshable_access_token_lifetime=parsed.get(
             "refreshable_access_token_lifetime", DEFAULT_REFRESHABLE_ACCESS_TOKEN_LIFETIME_MS
         ),
+        trusted_key_servers=parsed.get("federation.trusted_key_servers", ()),
     )
 
 

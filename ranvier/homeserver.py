@@ -11,11 +11,13 @@ from collections.abc import Callable
 
 from ranvier.config import Config
 from ranvier.core.signing import SigningKey
+from ranvier.core.x_matrix import request_signer
 from ranvier.services.account_data import AccountDataService
 from ranvier.services.accounts import AccountsService
 from ranvier.services.devices import DevicesService
 from ranvier.services.e2e_keys import E2eKeysService
 from ranvier.services.e2e_sync import register_e2e_sync_extension
+from ranvier.services.federation.keyring import Keyring
 from ranvier.services.filters import FilterService
 from ranvier.services.key_backup import KeyBackupService
 from ranvier.services.notifier import Notifier
@@ -30,6 +32,7 @@ from ranvier.services.sync import SyncService
 from ranvier.services.to_device import ToDeviceService
 from ranvier.services.typing import TypingService
 from ranvier.storage import Database
+from ranvier.storage.server_keys import ServerKeyStore
 
 
 class Homeserver:
@@ -71,6 +74,17 @@ class Homeserver:
         self.sync = SyncService(self)
         register_e2e_sync_extension(self)  # to_device, device_lists, key counts
         self.pagination = PaginationService(self)
+        # Federation: other servers' keys (X-Matrix checks, notary) and the
+        # signer of our outbound requests. The keyring fetches nothing until
+        # the federation client's request_json is wired in as its fetch_json.
+        self.keyring = Keyring(
+            server_name=self.server_name,
+            signing_key=signing_key,
+            store=ServerKeyStore(database),
+            clock_ms=clock_ms,
+            trusted_key_servers=config.trusted_key_servers,
+        )
+        self.sign_request = request_signer(self.server_name, signing_key)
 
     async def close(self) -> None:
         await self.typing.close()

@@ -1,0 +1,1 @@
+"""Federation services (Server-Server API): keyring, and the rest to come."""
