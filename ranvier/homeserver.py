@@ -16,6 +16,7 @@ from ranvier.services.accounts import AccountsService
 from ranvier.services.devices import DevicesService
 from ranvier.services.e2e_keys import E2eKeysService
 from ranvier.services.e2e_sync import register_e2e_sync_extension
+from ranvier.services.federation.client import FederationClient
 from ranvier.services.filters import FilterService
 from ranvier.services.key_backup import KeyBackupService
 from ranvier.services.notifier import Notifier
@@ -71,7 +72,11 @@ class Homeserver:
         self.sync = SyncService(self)
         register_e2e_sync_extension(self)  # to_device, device_lists, key counts
         self.pagination = PaginationService(self)
+        # Outbound federation requests (discovery, TLS, SSRF guard); unsigned until
+        # the X-Matrix signer is plugged in as its ``authorization`` hook.
+        self.federation_client = FederationClient(config.federation)
 
     async def close(self) -> None:
         await self.typing.close()
+        await self.federation_client.close()
         await self.database.close()
