@@ -13,12 +13,11 @@ import logging
 import random
 import socket
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
-import dns.asyncresolver
-import dns.exception
-import dns.rdtypes.IN.SRV
-import dns.resolver
+if TYPE_CHECKING:
+    import dns.asyncresolver
+    import dns.rdtypes.IN.SRV
 
 logger = logging.getLogger(__name__)
 
@@ -52,15 +51,30 @@ class SystemDns:
 
     getaddrinfo (rather than dnspython) for A/AAAA keeps /etc/hosts and the
     system's resolver configuration working, as for every other program.
+    dnspython (3 MiB resident) is imported at the first SRV lookup, so a server
+    that never federates does not carry it.
     """
 
     def __init__(self) -> None:
-        self._resolver = dns.asyncresolver.Resolver()
-        self._resolver.cache = dns.resolver.LRUCache(SRV_CACHE_ENTRIES)
+        self._resolver: dns.asyncresolver.Resolver | None = None
+
+    def _srv_resolver(self) -> dns.asyncresolver.Resolver:
+        if self._resolver is None:
+            import dns.asyncresolver
+            import dns.resolver
+
+            self._resolver = dns.asyncresolver.Resolver()
+            self._resolver.cache = dns.resolver.LRUCache(SRV_CACHE_ENTRIES)
+        return self._resolver
 
     async def srv(self, name: str) -> list[SrvRecord]:
+        import dns.exception
+        import dns.rdtypes.IN.SRV
+        import dns.resolver
+
         try:
-            answer = await self._resolver.resolve(name, "SRV", lifetime=SRV_LOOKUP_SECONDS)
+            resolver = self._srv_resolver()
+            answer = await resolver.resolve(name, "SRV", lifetime=SRV_LOOKUP_SECONDS)
         except (dns.resolver.NXDOMAIN, dns.resolver.NoAnswer):
             return []
         except dns.exception.DNSException as error:
