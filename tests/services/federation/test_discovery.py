@@ -225,7 +225,7 @@ def _redirect(location: str) -> web.StreamResponse:
 
 
 def _redirect_chain(length: int, final: Responder) -> Responder:
-    def respond(request: web.Request) -> web.StreamResponse:
+    def respond(request: web.Request) -> web.StreamResponse | Awaitable[web.StreamResponse]:
         step = int(request.query.get("step", "0"))
         if step < length:
             raise web.HTTPFound(f"/.well-known/matrix/server?step={step + 1}")
