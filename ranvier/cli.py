@@ -86,6 +86,18 @@ well_known:
 # DEBUG, INFO, WARNING, ERROR or CRITICAL.
 log_level: INFO
 
+# Federation (docs/federation.md). Without tls_listen, serve it through the
+# reverse proxy; with it, Ranvier also listens with TLS itself (usually 8448).
+federation:
+  # tls_listen:
+  #   port: 8448
+  #   certificate_path: "/etc/letsencrypt/live/example.org/fullchain.pem"
+  #   private_key_path: "/etc/letsencrypt/live/example.org/privkey.pem"
+  # Extra CAs (PEM) trusted for outbound federation, besides the system's.
+  # trusted_ca_file: "private-ca.pem"
+  # Outbound federation to private and loopback addresses (private networks only).
+  allow_private_addresses: false
+
 # Who may create accounts. Closed by default: create accounts with
 # `ranvier user create NAME [--admin] --config {config_file}`. require_token
 # lets in only holders of a token from `ranvier registration-token create`.
