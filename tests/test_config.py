@@ -354,7 +354,7 @@ def test_federation_keys_from_yaml_and_env_with_relative_paths(tmp_path: Path) -
 
 
 def test_a_tls_port_needs_certificate_and_key(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match="needs 'federation.tls_listen.certificate_path'"):
+    with pytest.raises(ConfigError, match=r"needs 'federation\.tls_listen\.certificate_path'"):
         parse_config({"federation": {"tls_listen": {"port": 8448}}}, tmp_path, env={})
 
 
