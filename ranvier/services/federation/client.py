@@ -196,10 +196,7 @@ class FederationClient:
         body = None if content is None else orjson.dumps(content)
         last_error: FederationUnreachable | None = None
         for host, port in server.targets:
-            url = URL.build(
-                scheme="https", host=host, port=port, path=path,
-                query_string=query_string, encoded=True,
-            )  # fmt: skip
+            url = _target_url(host, port, path, query_string)
             try:
                 return await self._send(method, url, server, request_headers, body)
             except _ConnectFailed as failure:
@@ -277,6 +274,16 @@ class _ConnectFailed(Exception):
     def __init__(self, error: FederationUnreachable) -> None:
         super().__init__(str(error))
         self.error = error
+
+
+def _target_url(host: str, port: int, path: str, query_string: str) -> URL:
+    # encoded=True keeps the caller's percent-encoding as it is (the X-Matrix
+    # signature covers it byte for byte); IPv6 hosts then need their brackets.
+    netloc_host = f"[{host}]" if ":" in host else host
+    return URL.build(
+        scheme="https", host=netloc_host, port=port, path=path,
+        query_string=query_string, encoded=True,
+    )  # fmt: skip
 
 
 def _connect_error(

@@ -292,6 +292,9 @@ class ServerResolver:
         except (TimeoutError, aiohttp.ClientError, OSError) as error:
             logger.info("Fetching %s failed: %s", url, error or type(error).__name__)
             return _WellKnownFetch(_Outcome.DOWN)
+        except ValueError as error:  # e.g. a redirect to a malformed URL
+            logger.info("Fetching %s failed: %s", url, error)
+            return _WellKnownFetch(_Outcome.INVALID)
 
     async def _get_well_known(self, url: URL) -> _WellKnownFetch:
         seen = {url}

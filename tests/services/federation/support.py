@@ -74,11 +74,13 @@ def write_server_cert(ca: trustme.CA, folder: Path, *names: str) -> tuple[Path, 
 
 
 @asynccontextmanager
-async def https_server(app: web.Application, context: ssl.SSLContext) -> AsyncIterator[int]:
-    """Serve ``app`` over TLS on 127.0.0.1; yields the port."""
+async def https_server(
+    app: web.Application, context: ssl.SSLContext, host: str = "127.0.0.1"
+) -> AsyncIterator[int]:
+    """Serve ``app`` over TLS on ``host`` (loopback); yields the port."""
     runner = web.AppRunner(app)
     await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=context)
+    site = web.TCPSite(runner, host, 0, ssl_context=context)
     await site.start()
     try:
         yield runner.addresses[0][1]

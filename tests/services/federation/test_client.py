@@ -306,6 +306,18 @@ async def test_an_unsigned_get_has_no_authorization_and_no_body(
     assert (echoed["authorization"], echoed["body"], echoed["content_type"]) == (None, "", None)
 
 
+async def test_an_ipv6_literal_server_name(ca: trustme.CA, ca_file: Path) -> None:
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", _echo)
+    client = _client(ca_file)
+    try:
+        async with https_server(app, server_context(ca, "::1"), host="::1") as port:
+            echoed = await client.request_json("GET", f"[::1]:{port}", "/a%2Fb", query={"q": "1"})
+    finally:
+        await client.close()
+    assert (echoed["host"], echoed["path_qs"]) == (f"[::1]:{port}", "/a%2Fb?q=1")
+
+
 def test_query_encoding() -> None:
     assert encode_query(None) == ""
     assert encode_query({"limit": "10", "v": ["$a:b", "/x"]}) == "limit=10&v=%24a%3Ab&v=%2Fx"

@@ -249,10 +249,12 @@ def _redirect_chain(length: int, final: Responder) -> Responder:
         # Redirected off HTTPS, in a loop, or more than 5 times.
         lambda _r: _redirect("http://example.test/.well-known/matrix/server"),
         lambda _r: _redirect("/.well-known/matrix/server"),
+        lambda _r: web.Response(status=302, headers={"Location": "https://[not-an-address/"}),
         _redirect_chain(6, delegate("x.test")),
     ],
     ids=["not-json", "array", "no-m.server", "m.server-not-string", "bad-server-name",
-         "404", "403", "too-large", "redirect-to-http", "redirect-loop", "six-redirects"],
+         "404", "403", "too-large", "redirect-to-http", "redirect-loop", "redirect-malformed",
+         "six-redirects"],
 )  # fmt: skip
 async def test_invalid_well_known_answers_fall_through_to_srv_and_are_cached_an_hour(
     env: Env, respond: Responder
