@@ -38,6 +38,7 @@ from ranvier.api.http import (
     install_http_layer,
     wall_clock_ms,
 )
+from ranvier.api.tls_listener import federation_only_over_tls
 from ranvier.config import Config, load_or_create_signing_key
 from ranvier.core.signing import SigningKey
 from ranvier.homeserver import Homeserver
@@ -89,6 +90,9 @@ def build_app(
     """
     app = web.Application(client_max_size=CLIENT_MAX_SIZE)
     install_http_layer(app)
+    tls_listen = config.federation.tls_listen
+    if tls_listen.port is not None and not tls_listen.serve_client_api:
+        app.middlewares.append(federation_only_over_tls)
     app[CONFIG] = config
     key = signing_key if signing_key is not None else load_or_create_signing_key(config.signing_key_path)
     app[SIGNING_KEY] = key

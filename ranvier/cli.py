@@ -6,6 +6,7 @@ import asyncio
 import json
 import logging
 import signal
+import ssl
 import sys
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -17,8 +18,9 @@ import uvloop
 from aiohttp import web
 
 import ranvier
-from ranvier.api.http import SIGNING_KEY, wall_clock_ms
+from ranvier.api.http import SIGNING_KEY, TlsSite, wall_clock_ms
 from ranvier.api.http import serve as serve_http
+from ranvier.api.tls_listener import server_ssl_context
 from ranvier.app import build_app
 from ranvier.config import (
     DEFAULT_CONFIG_PATH,
@@ -36,6 +38,7 @@ from ranvier.config import _duration_ms as parse_duration_ms
 from ranvier.core.ids import is_my_user_id
 from ranvier.errors import MatrixError
 from ranvier.services.accounts import AccountsService
+from ranvier.services.federation.client import federation_ssl_context
 from ranvier.storage import Database, open_database
 
 T = TypeVar("T")
@@ -84,6 +87,18 @@ well_known:
 
 # DEBUG, INFO, WARNING, ERROR or CRITICAL.
 log_level: INFO
+
+# Federation (docs/federation.md). Without tls_listen, serve it through the
+# reverse proxy; with it, Ranvier also listens with TLS itself (usually 8448).
+federation:
+  # tls_listen:
+  #   port: 8448
+  #   certificate_path: "/etc/letsencrypt/live/example.org/fullchain.pem"
+  #   private_key_path: "/etc/letsencrypt/live/example.org/privkey.pem"
+  # Extra CAs (PEM) trusted for outbound federation, besides the system's.
+  # trusted_ca_file: "private-ca.pem"
+  # Outbound federation to private and loopback addresses (private networks only).
+  allow_private_addresses: false
 
 # Who may create accounts. Closed by default: create accounts with
 # `ranvier user create NAME [--admin] --config {config_file}`. require_token
@@ -185,23 +200,49 @@ def serve(config_path: Path) -> None:
         signing_key = load_or_create_signing_key(config.signing_key_path)
     except (ConfigError, OSError) as error:
         _fail_config(ConfigError(str(error)))
+    tls_sites = _tls_sites_or_exit(config)
     app = build_app(config, signing_key=signing_key)
     try:
-        uvloop.run(_serve(app, config))
+        uvloop.run(_serve(app, config, tls_sites))
     except OSError as error:  # e.g. the port is taken
         logger.error("Cannot serve on %s:%d: %s", config.listen.host, config.listen.port, error)
         sys.exit(EXIT_STARTUP_ERROR)
     logger.info("Stopped")
 
 
-async def _serve(app: web.Application, config: Config) -> None:
+def _tls_sites_or_exit(config: Config) -> list[TlsSite]:
+    """The federation TLS listener, if configured; unusable certificate files stop here.
+
+    The outbound CA file is checked here too, so a typo fails at start rather
+    than at the first federation request.
+    """
+    federation = config.federation
+    try:
+        federation_ssl_context(federation.trusted_ca_file)
+    except (OSError, ssl.SSLError) as error:
+        _fail_config(ConfigError(f"federation.trusted_ca_file: cannot load: {error}"))
+    tls = federation.tls_listen
+    if tls.port is None:
+        return []
+    try:
+        context = server_ssl_context(tls)
+    except (OSError, ssl.SSLError, ValueError) as error:
+        _fail_config(ConfigError(f"federation.tls_listen: cannot load the certificate: {error}"))
+    return [TlsSite(tls.host, tls.port, context)]
+
+
+async def _serve(app: web.Application, config: Config, tls_sites: list[TlsSite]) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, _on_signal, signum, stop)
 
     def started(addresses: list[Any]) -> None:
-        bound = ", ".join(f"http://{host}:{port}" for host, port, *_ in addresses)
+        tls_ports = {site.port for site in tls_sites}
+        bound = ", ".join(
+            f"{'https' if port in tls_ports else 'http'}://{host}:{port}"
+            for host, port, *_ in addresses
+        )
         logger.info(
             "Ranvier %s serving %s on %s (signing key %s, database %s)",
             ranvier.__version__,
@@ -211,7 +252,9 @@ async def _serve(app: web.Application, config: Config) -> None:
             config.database,
         )
 
-    await serve_http(app, config.listen.host, config.listen.port, stop, started=started)
+    await serve_http(
+        app, config.listen.host, config.listen.port, stop, started=started, tls_sites=tls_sites
+    )
 
 
 def _on_signal(signum: int, stop: asyncio.Event) -> None:

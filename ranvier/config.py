@@ -119,6 +119,39 @@ class TurnConfig:
     user_lifetime: int = 60 * 60 * 1000
 
 
+# Server-Server API, "Resolving server names": the default federation port.
+DEFAULT_FEDERATION_PORT = 8448
+# Synapse's federation client timeout and response cap (matrixfederationclient.py,
+# MAX_RESPONSE_SIZE): a /state answer for a large room is big, but never unbounded.
+DEFAULT_FEDERATION_REQUEST_TIMEOUT_MS = 60_000
+DEFAULT_FEDERATION_MAX_RESPONSE_SIZE = 100 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class TlsListenConfig:
+    """A second, TLS listener for the federation API (Server-Server API, "TLS")."""
+
+    host: str = "0.0.0.0"
+    # None: no TLS listener (federation through a reverse proxy, or not at all).
+    port: int | None = None
+    # PEM files; the certificate file holds the full chain. Required with a port.
+    certificate_path: Path | None = None
+    private_key_path: Path | None = None
+    # Also serve the client API on this listener (not only /_matrix/federation and /_matrix/key).
+    serve_client_api: bool = False
+
+
+@dataclass(frozen=True)
+class FederationConfig:
+    tls_listen: TlsListenConfig = field(default_factory=TlsListenConfig)
+    # Extra CA certificates (PEM) trusted for outbound federation, beside the system's.
+    trusted_ca_file: Path | None = None
+    # Outbound federation to private, loopback, link-local... addresses (SSRF guard off).
+    allow_private_addresses: bool = False
+    request_timeout: int = DEFAULT_FEDERATION_REQUEST_TIMEOUT_MS
+    max_response_size: int = DEFAULT_FEDERATION_MAX_RESPONSE_SIZE
+
+
 @dataclass(frozen=True)
 class TrustedKeyServer:
     """A notary asked for other servers' keys (federation.trusted_key_servers)."""
@@ -152,6 +185,7 @@ class Config:
     # Notaries for other servers' keys (the file's federation.trusted_key_servers);
     # none by default, unlike Synapse's matrix.org.
     trusted_key_servers: tuple[TrustedKeyServer, ...] = ()
+    federation: FederationConfig = field(default_factory=FederationConfig)
 
     @property
     def sqlite_path(self) -> Path | None:
@@ -321,6 +355,10 @@ def sqlite_path(database_url: str) -> Path | None:
     return None if path == ":memory:" else Path(path)
 
 
+def _path(value: object, base_dir: Path) -> Path:
+    return base_dir / _string(value)
+
+
 def _database(value: object, base_dir: Path) -> str:
     url = _string(value)
     if url.startswith("sqlite:///"):
@@ -371,13 +409,27 @@ _KEYS: dict[str, _Key] = {
     "password_hashing.max_concurrent": _plain(_positive_int, is_string=False),
     "refreshable_access_token_lifetime": _plain(_duration_ms, is_string=False),
     "federation.trusted_key_servers": _plain(_trusted_key_servers, is_string=False),
+    "federation.tls_listen.host": _plain(_string, is_string=True),
+    "federation.tls_listen.port": _plain(_port, is_string=False),
+    "federation.tls_listen.certificate_path": _Key(_path, is_string=True),
+    "federation.tls_listen.private_key_path": _Key(_path, is_string=True),
+    "federation.tls_listen.serve_client_api": _plain(_bool, is_string=False),
+    "federation.trusted_ca_file": _Key(_path, is_string=True),
+    "federation.allow_private_addresses": _plain(_bool, is_string=False),
+    "federation.request_timeout": _plain(_duration_ms, is_string=False),
+    "federation.max_response_size": _plain(_positive_int, is_string=False),
     **{
         f"ratelimit.{action}.{name}": _plain(parse, is_string=False)
         for action in ("message", "login", "registration")
         for name, parse in (("per_second", _positive_number), ("burst", _positive_int))
     },
 }
-_SECTIONS = {key.rsplit(".", 1)[0] for key in _KEYS if "." in key}
+# Every prefix of a dotted key is a section: "federation" and "federation.tls_listen".
+_SECTIONS = {
+    key.rsplit(".", depth)[0]
+    for key in _KEYS
+    for depth in range(1, key.count(".") + 1)
+}
 
 
 def env_var_name(dotted_key: str) -> str:
@@ -520,6 +572,37 @@ def parse_config(
             "refreshable_access_token_lifetime", DEFAULT_REFRESHABLE_ACCESS_TOKEN_LIFETIME_MS
         ),
         trusted_key_servers=parsed.get("federation.trusted_key_servers", ()),
+        federation=_federation_config(parsed),
+    )
+
+
+def _federation_config(parsed: Mapping[str, Any]) -> FederationConfig:
+    tls = TlsListenConfig(
+        host=parsed.get("federation.tls_listen.host", TlsListenConfig.host),
+        port=parsed.get("federation.tls_listen.port"),
+        certificate_path=parsed.get("federation.tls_listen.certificate_path"),
+        private_key_path=parsed.get("federation.tls_listen.private_key_path"),
+        serve_client_api=parsed.get(
+            "federation.tls_listen.serve_client_api", TlsListenConfig.serve_client_api
+        ),
+    )
+    if tls.port is not None and (tls.certificate_path is None or tls.private_key_path is None):
+        raise ConfigError(
+            "invalid configuration:\n  'federation.tls_listen.port' needs "
+            "'federation.tls_listen.certificate_path' and 'federation.tls_listen.private_key_path'"
+        )
+    return FederationConfig(
+        tls_listen=tls,
+        trusted_ca_file=parsed.get("federation.trusted_ca_file"),
+        allow_private_addresses=parsed.get(
+            "federation.allow_private_addresses", FederationConfig.allow_private_addresses
+        ),
+        request_timeout=parsed.get(
+            "federation.request_timeout", DEFAULT_FEDERATION_REQUEST_TIMEOUT_MS
+        ),
+        max_response_size=parsed.get(
+            "federation.max_response_size", DEFAULT_FEDERATION_MAX_RESPONSE_SIZE
+        ),
     )
 
 

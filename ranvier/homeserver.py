@@ -8,6 +8,7 @@ handlers get it from the aiohttp app (``request.app[HOMESERVER]``).
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 from ranvier.config import Config
 from ranvier.core.signing import SigningKey
@@ -17,6 +18,7 @@ from ranvier.services.accounts import AccountsService
 from ranvier.services.devices import DevicesService
 from ranvier.services.e2e_keys import E2eKeysService
 from ranvier.services.e2e_sync import register_e2e_sync_extension
+from ranvier.services.federation.client import FederationClient
 from ranvier.services.federation.keyring import Keyring
 from ranvier.services.filters import FilterService
 from ranvier.services.key_backup import KeyBackupService
@@ -74,18 +76,30 @@ class Homeserver:
         self.sync = SyncService(self)
         register_e2e_sync_extension(self)  # to_device, device_lists, key counts
         self.pagination = PaginationService(self)
-        # Federation: other servers' keys (X-Matrix checks, notary) and the
-        # signer of our outbound requests. The keyring fetches nothing until
-        # the federation client's request_json is wired in as its fetch_json.
+        # Federation: outbound requests (discovery, TLS, SSRF guard) signed with
+        # X-Matrix, and other servers' keys (for X-Matrix checks, events and the
+        # notary), fetched through that client.
+        self.sign_request = request_signer(self.server_name, signing_key)
+        self.federation_client = FederationClient(
+            config.federation, authorization=self.sign_request
+        )
         self.keyring = Keyring(
             server_name=self.server_name,
             signing_key=signing_key,
             store=ServerKeyStore(database),
             clock_ms=clock_ms,
+            fetch_json=self._fetch_key_json,
             trusted_key_servers=config.trusted_key_servers,
         )
-        self.sign_request = request_signer(self.server_name, signing_key)
+
+    async def _fetch_key_json(
+        self, destination: str, method: str, path: str, content: Any
+    ) -> Any:
+        return await self.federation_client.request_json(
+            method, destination, path, content=content
+        )
 
     async def close(self) -> None:
         await self.typing.close()
+        await self.federation_client.close()
         await self.database.close()

@@ -117,6 +117,27 @@ def test_serve_with_a_bad_key_file_exits_2(tmp_path: Path) -> None:
     assert "signing key file" in result.output
 
 
+def test_serve_with_unusable_tls_listener_files_exits_2(tmp_path: Path) -> None:
+    (tmp_path / "cert.pem").write_text("not a certificate\n")
+    config_path = tmp_path / "ranvier.yaml"
+    config_path.write_text(
+        "federation:\n  tls_listen:\n    port: 8448\n"
+        "    certificate_path: cert.pem\n    private_key_path: missing-key.pem\n"
+    )
+    result = CliRunner().invoke(cli, ["serve", "--config", str(config_path)])
+    assert result.exit_code == 2
+    assert "federation.tls_listen: cannot load the certificate" in result.output
+    assert "Traceback" not in result.output
+
+
+def test_serve_with_a_missing_trusted_ca_file_exits_2(tmp_path: Path) -> None:
+    config_path = tmp_path / "ranvier.yaml"
+    config_path.write_text("federation:\n  trusted_ca_file: nope.pem\n")
+    result = CliRunner().invoke(cli, ["serve", "--config", str(config_path)])
+    assert result.exit_code == 2
+    assert "federation.trusted_ca_file: cannot load" in result.output
+
+
 def test_python_dash_m_runs_the_cli() -> None:
     completed = subprocess.run(
         [sys.executable, "-m", "ranvier", "--version"],

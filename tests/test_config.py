@@ -12,7 +12,9 @@ from ranvier.config import (
     ENV_VARS,
     Config,
     ConfigError,
+    FederationConfig,
     ListenConfig,
+    TlsListenConfig,
     WellKnownConfig,
     env_var_name,
     load_config,
@@ -302,3 +304,75 @@ def test_bad_signing_key_file_is_a_config_error(tmp_path: Path, content: str) ->
     path = _write(tmp_path / "s.key", content)
     with pytest.raises(ConfigError, match="signing key file"):
         read_signing_key(path)
+
+
+# --- federation ---------------------------------------------------------------------
+
+
+def test_federation_defaults_no_tls_listener_and_the_ssrf_guard_on(tmp_path: Path) -> None:
+    federation = parse_config({}, tmp_path, env={}).federation
+    assert federation == FederationConfig(
+        tls_listen=TlsListenConfig(
+            host="0.0.0.0", port=None, certificate_path=None, private_key_path=None,
+            serve_client_api=False,
+        ),
+        trusted_ca_file=None,
+        allow_private_addresses=False,
+        request_timeout=60_000,
+        max_response_size=100 * 1024 * 1024,
+    )  # fmt: skip
+
+
+def test_federation_keys_from_yaml_and_env_with_relative_paths(tmp_path: Path) -> None:
+    config = parse_config(
+        {
+            "federation": {
+                "tls_listen": {
+                    "port": 8448,
+                    "certificate_path": "tls/chain.pem",
+                    "private_key_path": "/etc/tls/key.pem",
+                },
+                "trusted_ca_file": "ca.pem",
+            }
+        },
+        tmp_path,
+        env={
+            "RANVIER_FEDERATION_TLS_LISTEN_HOST": "::",
+            "RANVIER_FEDERATION_TLS_LISTEN_SERVE_CLIENT_API": "true",
+            "RANVIER_FEDERATION_ALLOW_PRIVATE_ADDRESSES": "true",
+            "RANVIER_FEDERATION_REQUEST_TIMEOUT": "30s",
+            "RANVIER_FEDERATION_MAX_RESPONSE_SIZE": "1048576",
+        },
+    )
+    base = tmp_path.resolve()
+    assert config.federation == FederationConfig(
+        tls_listen=TlsListenConfig(
+            host="::", port=8448, certificate_path=base / "tls" / "chain.pem",
+            private_key_path=Path("/etc/tls/key.pem"), serve_client_api=True,
+        ),
+        trusted_ca_file=base / "ca.pem",
+        allow_private_addresses=True,
+        request_timeout=30_000,
+        max_response_size=1_048_576,
+    )  # fmt: skip
+
+
+def test_a_tls_port_needs_certificate_and_key(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"needs 'federation\.tls_listen\.certificate_path'"):
+        parse_config({"federation": {"tls_listen": {"port": 8448}}}, tmp_path, env={})
+
+
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        ({"federation": {"allow_private_addresses": "yes"}}, "must be true or false"),
+        ({"federation": {"max_response_size": 0}}, "must be a positive integer"),
+        ({"federation": {"tls_listen": "8448"}}, "must be a mapping of keys"),
+        ({"federation": {"tls_listn": {}}}, "did you mean 'federation.tls_listen'"),
+    ],
+)
+def test_bad_federation_values_are_reported(
+    tmp_path: Path, raw: dict[str, object], message: str
+) -> None:
+    with pytest.raises(ConfigError, match=message):
+        parse_config(raw, tmp_path, env={})

@@ -10,8 +10,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+import ssl
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -200,6 +202,15 @@ def install_http_layer(app: web.Application) -> None:
 GRACEFUL_SHUTDOWN_SECONDS = 10.0
 
 
+@dataclass(frozen=True)
+class TlsSite:
+    """An extra HTTPS listener of the same app (the federation TLS listener)."""
+
+    host: str
+    port: int
+    ssl_context: ssl.SSLContext
+
+
 async def serve(
     app: web.Application,
     host: str,
@@ -208,12 +219,14 @@ async def serve(
     *,
     started: Callable[[list[Any]], None] | None = None,
     shutdown_timeout: float = GRACEFUL_SHUTDOWN_SECONDS,
+    tls_sites: Sequence[TlsSite] = (),
 ) -> None:
     """Serve ``app`` until ``stop`` is set, then shut down gracefully.
 
     Shutdown stops accepting connections, lets in-flight requests finish (up to
     ``shutdown_timeout`` seconds), closes idle keep-alive connections and runs
-    the app's cleanup hooks. ``started`` receives the bound socket addresses.
+    the app's cleanup hooks. ``started`` receives the bound socket addresses (the
+plain listener's first, then those of ``tls_sites``).
     """
     # access_log=None: access_log_middleware writes our own, token-free lines.
     runner = web.AppRunner(app, access_log=None, shutdown_timeout=shutdown_timeout)
@@ -221,6 +234,10 @@ async def serve(
     try:
         site = web.TCPSite(runner, host, port)
         await site.start()
+        for tls_site in tls_sites:
+            await web.TCPSite(
+                runner, tls_site.host, tls_site.port, ssl_context=tls_site.ssl_context
+            ).start()
         if started is not None:
             started(runner.addresses)
         await stop.wait()
