@@ -315,6 +315,10 @@ class RoomsService:
             await self._notify(item.event)
         return stored
 
+    async def notify_event(self, event: Event) -> None:
+        """Wake whoever syncs the room of ``event`` (also for events from other servers)."""
+        await self._notify(event)
+
     async def _notify(self, event: Event) -> None:
         users = await self.store.joined_user_ids(event.room_id)
         if event.type == MEMBER and event.state_key is not None:

@@ -9,109 +9,20 @@ store must record exactly that.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from typing import Any
 
 import pytest
 
-from ranvier.core.events import Event, hash_and_sign_event
-from ranvier.core.room_versions import get_room_version
-from ranvier.core.signing import SigningKey
 from ranvier.storage import Database
-from ranvier.storage.events import EventStore, FederatedEvent, NewRoom
+from ranvier.storage.events import EventStore, FederatedEvent
 from ranvier.storage.rooms import RoomStore
-from ranvier.storage.state import StateMap, StateStore
-
-VERSION = get_room_version("10")
-ROOM = "!room:remote.test"
-REMOTE_KEY = SigningKey.generate("r1")
-CREATOR = "@creator:remote.test"
-LOCAL = "@alice:localhost"
+from ranvier.storage.state import StateStore
+from tests.federation_dag import CREATOR, LOCAL, ROOM, Room, join_room, state_of
 
 
 @pytest.fixture
 async def store(database: Database) -> AsyncIterator[EventStore]:
     rooms = RoomStore(database)
     yield EventStore(database, StateStore(database), rooms)
-
-
-class Dag:
-    """Builds signed events of one room; ``ts`` keeps event IDs distinct."""
-
-    def __init__(self) -> None:
-        self.ts = 1_700_000_000_000
-        self.by_id: dict[str, Event] = {}
-
-    def event(
-        self,
-        event_type: str,
-        sender: str,
-        content: dict[str, Any],
-        prev: list[Event],
-        auth: list[Event],
-        state_key: str | None = None,
-    ) -> Event:
-        self.ts += 1
-        pdu: dict[str, Any] = {
-            "type": event_type,
-            "room_id": ROOM,
-            "sender": sender,
-            "content": content,
-            "origin_server_ts": self.ts,
-            "depth": max((p.depth for p in prev), default=0) + 1,
-            "prev_events": [p.event_id for p in prev],
-            "auth_events": [a.event_id for a in auth],
-        }
-        if state_key is not None:
-            pdu["state_key"] = state_key
-        event = Event.from_pdu(VERSION, hash_and_sign_event(VERSION, pdu, "remote.test", REMOTE_KEY))
-        self.by_id[event.event_id] = event
-        return event
-
-
-def state_of(*events: Event) -> StateMap:
-    return {e.state_tuple: e.event_id for e in events}
-
-
-class Room:
-    """create → creator join → power levels → join rules (public), then alice joins."""
-
-    def __init__(self) -> None:
-        dag = self.dag = Dag()
-        self.create = dag.event("m.room.create", CREATOR, {"room_version": "10"}, [], [], "")
-        self.creator_join = dag.event(
-            "m.room.member", CREATOR, {"membership": "join"}, [self.create], [self.create], CREATOR
-        )
-        auth = [self.create, self.creator_join]
-        self.power = dag.event(
-            "m.room.power_levels", CREATOR, {"users": {CREATOR: 100}}, [self.creator_join], auth, ""
-        )
-        auth = [self.create, self.creator_join, self.power]
-        self.join_rules = dag.event(
-            "m.room.join_rules", CREATOR, {"join_rule": "public"}, [self.power], auth, ""
-        )
-        self.state = state_of(self.create, self.creator_join, self.power, self.join_rules)
-        self.alice_join = dag.event(
-            "m.room.member",
-            LOCAL,
-            {"membership": "join"},
-            [self.join_rules],
-            [self.create, self.power, self.join_rules],
-            LOCAL,
-        )
-        self.state_after_join = {**self.state, **state_of(self.alice_join)}
-
-
-async def join_room(store: EventStore, room: Room) -> None:
-    """What a send_join gives: the state and auth chain as outliers, then the join."""
-    outliers = [
-        FederatedEvent(e, None)
-        for e in (room.create, room.creator_join, room.power, room.join_rules)
-    ]
-    new_room = NewRoom(ROOM, "10", CREATOR, False, room.dag.ts)
-    await store.persist_federated_events(ROOM, outliers, new_room=new_room)
-    await store.persist_federated_events(
-        ROOM, [FederatedEvent(room.alice_join, room.state)], current_state=room.state_after_join
-    )
 
 
 async def timeline(store: EventStore) -> list[str]:

@@ -1,0 +1,1 @@
+"""Federation: the services behind the Server-Server API."""
