@@ -16,6 +16,7 @@ from ranvier.services.accounts import AccountsService
 from ranvier.services.devices import DevicesService
 from ranvier.services.e2e_keys import E2eKeysService
 from ranvier.services.e2e_sync import register_e2e_sync_extension
+from ranvier.services.federation.sender import FederationSender
 from ranvier.services.filters import FilterService
 from ranvier.services.key_backup import KeyBackupService
 from ranvier.services.notifier import Notifier
@@ -71,7 +72,11 @@ class Homeserver:
         self.sync = SyncService(self)
         register_e2e_sync_extension(self)  # to_device, device_lists, key counts
         self.pagination = PaginationService(self)
+        # Federation: set when the server federates (it needs the transport).
+        self.federation_sender: FederationSender | None = None
 
     async def close(self) -> None:
+        if self.federation_sender is not None:
+            await self.federation_sender.close()
         await self.typing.close()
         await self.database.close()

@@ -26,9 +26,11 @@ LOCAL = "@alice:localhost"
 class Dag:
     """Builds signed events of one room; ``ts`` keeps event IDs distinct."""
 
-    def __init__(self) -> None:
+    def __init__(self, room_id: str = ROOM, server_name: str = "remote.test") -> None:
         self.ts = 1_700_000_000_000
         self.by_id: dict[str, Event] = {}
+        self.room_id = room_id
+        self.server_name = server_name
 
     def event(
         self,
@@ -42,7 +44,7 @@ class Dag:
         self.ts += 1
         pdu: dict[str, Any] = {
             "type": event_type,
-            "room_id": ROOM,
+            "room_id": self.room_id,
             "sender": sender,
             "content": content,
             "origin_server_ts": self.ts,
@@ -53,7 +55,7 @@ class Dag:
         if state_key is not None:
             pdu["state_key"] = state_key
         event = Event.from_pdu(
-            VERSION, hash_and_sign_event(VERSION, pdu, "remote.test", REMOTE_KEY)
+            VERSION, hash_and_sign_event(VERSION, pdu, self.server_name, REMOTE_KEY)
         )
         self.by_id[event.event_id] = event
         return event

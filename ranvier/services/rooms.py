@@ -302,7 +302,7 @@ class RoomsService:
             head = await self._load_head(room)
             event = await self._build_event(head, sender, spec)
             [stored] = await self.events.persist_local_events(room_id, [EventToPersist(event, txn)])
-        await self._notify(stored.event)
+        await self._after_local_events([stored])
         return stored
 
     async def persist_new_room(
@@ -311,9 +311,15 @@ class RoomsService:
         stored = await self.events.persist_local_events(
             head.room_id, [EventToPersist(e) for e in events], new_room=room
         )
+        await self._after_local_events(stored)
+        return stored
+
+    async def _after_local_events(self, stored: Sequence[StoredEvent]) -> None:
+        """Wake the room's syncing members and queue the events for other servers."""
         for item in stored:
             await self._notify(item.event)
-        return stored
+        if self.hs.federation_sender is not None:
+            await self.hs.federation_sender.on_local_events(stored)
 
     async def notify_event(self, event: Event) -> None:
         """Wake whoever syncs the room of ``event`` (also for events from other servers)."""
