@@ -258,19 +258,26 @@ class FederationEventHandler:
             other = await self.events.state_after_event(extremity)
             if other is not None:
                 state_sets.append(other)
-        return await self._resolve(event.room_version, state_sets)
+        return await self._resolve(event.room_version, state_sets, event)
 
-    async def _resolve(self, version: RoomVersion, state_sets: list[StateMap]) -> StateMap:
+    async def _resolve(
+        self, version: RoomVersion, state_sets: list[StateMap], new_event: Event | None = None
+    ) -> StateMap:
+        """Resolve ``state_sets``; ``new_event`` is one they may name that is not
+        stored yet (the event being received)."""
         distinct = [dict(s) for s in {tuple(sorted(s.items())): s for s in state_sets}.values()]
         if len(distinct) <= 1:
             return distinct[0] if distinct else {}
-        event_map = await self._auth_closure(
-            event_id for state in distinct for event_id in state.values()
-        )
+        extra = {} if new_event is None else {new_event.event_id: new_event}
+        roots = {event_id for state in distinct for event_id in state.values()}
+        if new_event is not None:
+            roots.update(new_event.auth_event_ids)
+        event_map = await self.auth_closure(roots - extra.keys())
+        event_map.update(extra)
         # Resolution is CPU work (it can be large); keep the event loop free.
         return await asyncio.to_thread(resolve_state, version, distinct, event_map)
 
-    async def _auth_closure(self, event_ids: Iterable[str]) -> dict[str, Event]:
+    async def auth_closure(self, event_ids: Iterable[str]) -> dict[str, Event]:
         """The given events and every event their auth chains reach that is stored."""
         found: dict[str, Event] = {}
         frontier = set(event_ids)
@@ -377,7 +384,7 @@ class FederationEventHandler:
             fetched.update(await self._fetch_events(origin, version, todo))
             needed = {a for eid in todo if eid in fetched for a in fetched[eid].auth_event_ids}
             todo = [eid for eid in await self._unknown(needed) if eid not in fetched]
-        ordered = _auth_order(fetched)
+        ordered = auth_ordered(fetched)
         for event in ordered:
             if not await self._unknown([event.event_id]):
                 continue
@@ -425,7 +432,7 @@ def _implied_create_event_id(event: Event) -> str | None:
     return "$" + event.room_id[1:]
 
 
-def _auth_order(events: Mapping[str, Event]) -> list[Event]:
+def auth_ordered(events: Mapping[str, Event]) -> list[Event]:
     """``events`` with every event after those of its auth events that are in the set."""
     ordered: list[Event] = []
     placed: set[str] = set()
@@ -452,4 +459,5 @@ __all__ = [
     "PduVerifier",
     "RemoteEvents",
     "StoredEvent",
+    "auth_ordered",
 ]

@@ -133,11 +133,16 @@ class FederationSender:
     async def on_local_events(self, events: Sequence[StoredEvent]) -> None:
         """Queue events this server created for every other server in their rooms."""
         for stored in events:
-            for name in await self._destinations_for(stored):
-                queue = await self._queue(name, stored.stream_ordering - 1)
-                if not queue.catching_up:
-                    queue.pdus.append(stored)
-                queue.wake.set()
+            await self.send_pdu(stored)
+
+    async def send_pdu(self, stored: StoredEvent, *, exclude: Iterable[str] = ()) -> None:
+        """Queue one event for the servers in its room (but ``exclude``): ours,
+        or one we pass on (a join received through send_join)."""
+        for name in await self._destinations_for(stored) - set(exclude):
+            queue = await self._queue(name, stored.stream_ordering - 1)
+            if not queue.catching_up:
+                queue.pdus.append(stored)
+            queue.wake.set()
 
     async def send_edu(self, destination: str, edu_type: str, content: Mapping[str, Any]) -> None:
         """An ephemeral EDU (typing, receipts, presence): best effort, from memory."""
