@@ -20,6 +20,7 @@ from ranvier.services.e2e_keys import E2eKeysService
 from ranvier.services.e2e_sync import register_e2e_sync_extension
 from ranvier.services.federation.client import FederationClient
 from ranvier.services.federation.keyring import Keyring
+from ranvier.services.federation.sender import FederationSender
 from ranvier.services.filters import FilterService
 from ranvier.services.key_backup import KeyBackupService
 from ranvier.services.notifier import Notifier
@@ -91,6 +92,8 @@ class Homeserver:
             fetch_json=self._fetch_key_json,
             trusted_key_servers=config.trusted_key_servers,
         )
+        # Federation: set when the server federates (it needs the transport).
+        self.federation_sender: FederationSender | None = None
 
     async def _fetch_key_json(
         self, destination: str, method: str, path: str, content: Any
@@ -100,6 +103,8 @@ class Homeserver:
         )
 
     async def close(self) -> None:
+        if self.federation_sender is not None:
+            await self.federation_sender.close()
         await self.typing.close()
         await self.federation_client.close()
         await self.database.close()

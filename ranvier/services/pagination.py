@@ -206,6 +206,7 @@ class PaginationService:
             or stored.room_id != room_id
             or stored.rejected
             or stored.outlier
+            or stored.soft_failed
             or (access.cap is not None and stored.stream_ordering > access.cap)
         ):
             raise not_found

@@ -209,6 +209,10 @@ class RoomsService:
 
     # --- building and sending events ------------------------------------------------------
 
+    async def load_head(self, room: RoomRecord) -> _Head:
+        """What building the room's next event needs; hold the room's lock."""
+        return await self._load_head(room)
+
     async def _load_head(self, room: RoomRecord) -> _Head:
         version = get_room_version(room.room_version)
         extremities = await self.events.forward_extremities(room.room_id)
@@ -225,10 +229,11 @@ class RoomsService:
                     head.state[key] = loaded[event_id].event
         return {key: head.state[key] for key in wanted if key in head.state}
 
-    async def _build_event(
+    async def draft_event(
         self, head: _Head, sender: str, spec: EventSpec, *, now_ms: int | None = None
-    ) -> Event:
-        """Build, hash, sign and authorize the next event of ``head``; advance ``head``."""
+    ) -> dict[str, Any]:
+        """The next event of ``head`` as an unsigned PDU with its prev and auth
+        events (also the template a resident server answers make_join with)."""
         version = head.version
         prev = head.extremities[:MAX_PREV_EVENTS]
         depth = max((d for _, d in prev), default=0) + 1
@@ -261,6 +266,23 @@ class RoomsService:
             for key in sorted(auth_keys)
             if key in auth_state
         ]
+        return pdu
+
+    async def check_draft(self, head: _Head, event: Event) -> None:
+        """403 unless ``event`` passes the auth rules against ``head``'s state."""
+        auth_state = await self._head_state(head, auth_types_for_event(event) | {CREATE_KEY})
+        try:
+            check_state_independent_auth_rules(event, list(auth_state.values()))
+            check_state_dependent_auth_rules(event, auth_state)
+        except AuthError as exc:
+            raise MatrixError(403, "M_FORBIDDEN", str(exc)) from None
+
+    async def _build_event(
+        self, head: _Head, sender: str, spec: EventSpec, *, now_ms: int | None = None
+    ) -> Event:
+        """Build, hash, sign and authorize the next event of ``head``; advance ``head``."""
+        version = head.version
+        pdu = await self.draft_event(head, sender, spec, now_ms=now_ms)
         try:
             signed = hash_and_sign_event(version, pdu, self.server_name, self.hs.signing_key)
             size = len(encode_canonical_json(signed))
@@ -269,14 +291,14 @@ class RoomsService:
         if size > MAX_EVENT_BYTES:
             raise MatrixError(413, "M_TOO_LARGE", f"Event is {size} bytes, over {MAX_EVENT_BYTES}")
         event = Event.from_pdu(version, signed)
-        if is_create and version.room_id_from_create_event:
+        if (
+            spec.type == "m.room.create"
+            and spec.state_key == ""
+            and version.room_id_from_create_event
+        ):
             head.room_id = event.room_id
-        try:
-            check_state_independent_auth_rules(event, list(auth_state.values()))
-            check_state_dependent_auth_rules(event, auth_state)
-        except AuthError as exc:
-            raise MatrixError(403, "M_FORBIDDEN", str(exc)) from None
-        head.extremities = [(event.event_id, depth)]
+        await self.check_draft(head, event)
+        head.extremities = [(event.event_id, pdu["depth"])]
         if event.is_state():
             head.state[event.state_tuple] = event
         return event
@@ -307,7 +329,7 @@ class RoomsService:
             head = await self._load_head(room)
             event = await self._build_event(head, sender, spec)
             [stored] = await self.events.persist_local_events(room_id, [EventToPersist(event, txn)])
-        await self._notify(stored.event)
+        await self._after_local_events([stored])
         return stored
 
     async def persist_new_room(
@@ -316,9 +338,19 @@ class RoomsService:
         stored = await self.events.persist_local_events(
             head.room_id, [EventToPersist(e) for e in events], new_room=room
         )
+        await self._after_local_events(stored)
+        return stored
+
+    async def _after_local_events(self, stored: Sequence[StoredEvent]) -> None:
+        """Wake the room's syncing members and queue the events for other servers."""
         for item in stored:
             await self._notify(item.event)
-        return stored
+        if self.hs.federation_sender is not None:
+            await self.hs.federation_sender.on_local_events(stored)
+
+    async def notify_event(self, event: Event) -> None:
+        """Wake whoever syncs the room of ``event`` (also for events from other servers)."""
+        await self._notify(event)
 
     async def _notify(self, event: Event) -> None:
         users = await self.store.joined_user_ids(event.room_id)
@@ -351,7 +383,11 @@ class RoomsService:
             ):
                 return current_id
         stored = await self.send_event(sender, room_id, EventSpec(event_type, content, state_key))
-        if event_type == GUEST_ACCESS and state_key == "" and content.get("guest_access") != "can_join":
+        if (
+            event_type == GUEST_ACCESS
+            and state_key == ""
+            and content.get("guest_access") != "can_join"
+        ):
             await self._remove_guests(room_id)
         return stored.event_id
 

@@ -56,7 +56,7 @@ async def filter_events_for_user(
 
     visible: list[StoredEvent] = []
     for stored in events:
-        if stored.rejected or stored.outlier:
+        if stored.rejected or stored.outlier or stored.soft_failed:
             continue
         event = stored.event
         group = stored.state_group_before

@@ -28,7 +28,7 @@ Read API (for the room, sync and messages services):
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, TypeVar
 
@@ -65,8 +65,11 @@ _RECENT_EVENTS = 10_000
 _RECENT_MEMBERSHIPS = 5_000
 _EVENT_COLUMNS = (
     "e.event_id, e.json, e.stream_ordering, e.state_group_before, e.state_group,"
-    " e.replaces_state, e.redacted_by, e.rejected, e.outlier, r.room_version"
+    " e.replaces_state, e.redacted_by, e.rejected, e.outlier, r.room_version, e.soft_failed"
 )
+#: What clients may see of a room's events: no outliers (events held without
+#: the state at them), no rejected and no soft-failed ones.
+_SHOWN = "outlier = FALSE AND rejected = FALSE AND soft_failed = FALSE"
 _EVENT_FROM = " FROM events e JOIN rooms r ON r.room_id = e.room_id"
 
 
@@ -84,6 +87,8 @@ class StoredEvent:
     redacted_by: str | None
     rejected: bool
     outlier: bool
+    #: Received over federation and soft-failed: in the DAG, hidden from clients.
+    soft_failed: bool = False
 
     @property
     def event_id(self) -> str:
@@ -98,6 +103,26 @@ class StoredEvent:
 class EventToPersist:
     event: Event
     txn: TxnKey | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class FederatedEvent:
+    """An event received over federation, already checked by the receiver.
+
+    Server-Server API, "Checks performed on receipt of a PDU": the receiver
+    decides; the store records the outcome.
+    """
+
+    event: Event
+    #: The room state before the event, resolved over its prev events; None
+    #: for an *outlier*: an event held without the state at it (auth chains
+    #: and state fetched through /send_join, /state_ids, /event_auth).
+    state_before: StateMap | None
+    #: Failed a check: kept (so it is not fetched again) but never room state,
+    #: never shown, never an extremity.
+    rejected: bool = False
+    #: Failed only against the current state ("Soft failure").
+    soft_failed: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,6 +167,7 @@ def _row_to_stored(row: Row) -> StoredEvent:
         redacted_by=row[6],
         rejected=bool(row[7]),
         outlier=bool(row[8]),
+        soft_failed=bool(row[10]),
     )
 
 
@@ -237,21 +263,17 @@ class EventStore:
         if direction == "f":
             sql = (
                 "SELECT event_id FROM events WHERE room_id = ? AND stream_ordering > ?"
-                " AND stream_ordering <= ? AND outlier = ? AND rejected = ?"
+                f" AND stream_ordering <= ? AND {_SHOWN}"
                 " ORDER BY stream_ordering ASC LIMIT ?"
             )
-            rows = await self.database.fetch_all(
-                sql, room_id, from_pos, to_pos, False, False, limit
-            )
+            rows = await self.database.fetch_all(sql, room_id, from_pos, to_pos, limit)
         else:
             sql = (
                 "SELECT event_id FROM events WHERE room_id = ? AND stream_ordering <= ?"
-                " AND stream_ordering > ? AND outlier = ? AND rejected = ?"
+                f" AND stream_ordering > ? AND {_SHOWN}"
                 " ORDER BY stream_ordering DESC LIMIT ?"
             )
-            rows = await self.database.fetch_all(
-                sql, room_id, from_pos, to_pos, False, False, limit
-            )
+            rows = await self.database.fetch_all(sql, room_id, from_pos, to_pos, limit)
         return await self.get_events_ordered([row[0] for row in rows])
 
     async def rooms_with_events_in_range(
@@ -326,14 +348,14 @@ class EventStore:
         per_room = (
             "SELECT * FROM (SELECT room_id, event_id, stream_ordering FROM events"
             " WHERE room_id = ? AND stream_ordering > ? AND stream_ordering <= ?"
-            " AND outlier = ? AND rejected = ? ORDER BY stream_ordering DESC LIMIT ?) AS r{index}"
+            f" AND {_SHOWN} ORDER BY stream_ordering DESC LIMIT ?) AS r{{index}}"
         )
         for start in range(0, len(room_list), 100):
             chunk = room_list[start : start + 100]
             sql = " UNION ALL ".join(per_room.format(index=i) for i in range(len(chunk)))
             args: list[Any] = []
             for room_id in chunk:
-                args.extend((room_id, from_pos, to_pos, False, False, limit))
+                args.extend((room_id, from_pos, to_pos, limit))
             rows = await self.database.fetch_all(sql, *args)
             for row in sorted(rows, key=lambda r: -int(r[2])):
                 ids_by_room.setdefault(row[0], []).append(row[1])
@@ -353,13 +375,10 @@ class EventStore:
         else:
             condition, order = "origin_server_ts <= ?", "DESC"
         event_id = await self.database.fetch_val(
-            f"SELECT event_id FROM events WHERE room_id = ? AND {condition}"
-            " AND outlier = ? AND rejected = ?"
+            f"SELECT event_id FROM events WHERE room_id = ? AND {condition} AND {_SHOWN}"
             f" ORDER BY origin_server_ts {order}, stream_ordering {order} LIMIT 1",
             room_id,
             timestamp,
-            False,
-            False,
         )
         return None if event_id is None else await self.get_event(event_id)
 
@@ -367,10 +386,9 @@ class EventStore:
         """The room's latest event with ``stream_ordering <= position``."""
         event_id = await self.database.fetch_val(
             "SELECT event_id FROM events WHERE room_id = ? AND stream_ordering <= ?"
-            " AND outlier = ? ORDER BY stream_ordering DESC LIMIT 1",
+            " AND outlier = FALSE ORDER BY stream_ordering DESC LIMIT 1",
             room_id,
             position,
-            False,
         )
         return None if event_id is None else await self.get_event(event_id)
 
@@ -608,7 +626,7 @@ class EventStore:
                         event.sender,
                         event.origin_server_ts,
                         event.depth,
-                        encode_canonical_json(dict(event.pdu)).decode("utf-8"),
+                        _pdu_json(event),
                         group_before,
                         group,
                         replaces_state,
@@ -653,6 +671,246 @@ class EventStore:
         for result in stored:
             self._cache_put(result)
         return stored
+
+    async def persist_federated_events(
+        self,
+        room_id: str,
+        events: Sequence[FederatedEvent],
+        *,
+        current_state: StateMap | None = None,
+        new_room: NewRoom | None = None,
+    ) -> list[StoredEvent]:
+        """Store events received over federation, in the given (topological) order.
+
+        Unlike :meth:`persist_local_events`, the state before each event is
+        given (the receiver resolved it over the event's prev events), and so
+        is the room's new ``current_state`` when it changes (the resolution of
+        the states after the forward extremities); None leaves it as it is.
+        Events the store already holds are skipped. One transaction: event
+        rows, their state groups (deltas against the state after a prev event
+        where that fits), forward extremities (only accepted, non-outlier,
+        non-soft-failed events become extremities), redactions, and the
+        current state with the membership changes it implies.
+
+        Membership changes get the stream position of their member event when
+        it is in this batch; a change that comes from state resolution alone
+        (an older member event winning again) gets a position of its own, so
+        that /sync sees it.
+        """
+        known = await self.get_events(item.event.event_id for item in events)
+        todo = [item for item in events if item.event.event_id not in known]
+        if not todo and current_state is None:
+            return []
+        stored: list[StoredEvent] = []
+        redacted_targets: list[str] = []
+        async with self.database.transaction() as txn:
+            if new_room is not None:
+                await self._insert_room(txn, new_room)
+            old_current = await self._current_state_in_txn_all(txn, room_id)
+            batch_ids = {item.event.event_id for item in todo}
+            changed_members = _changed_member_keys(old_current, current_state)
+            extra = sum(
+                1
+                for key in changed_members
+                if current_state is not None and current_state[key] not in batch_ids
+            )
+            positions = list(await next_stream_positions(txn, EVENTS_STREAM, len(todo) + extra))
+            nids = await self._nids_in_txn(txn, _referenced_ids(todo, current_state) - batch_ids)
+            groups = _GroupPicker(self.state, txn, room_id, nids)
+            event_rows: list[tuple[Any, ...]] = []
+            for item, position in zip(todo, positions, strict=False):
+                event = item.event
+                nids[event.event_id] = position
+                group_before: int | None = None
+                group_after: int | None = None
+                replaces_state: str | None = None
+                if item.state_before is not None:
+                    group_before = await groups.group_for(
+                        item.state_before, await self._prev_groups(event, stored)
+                    )
+                    group_after = group_before
+                    if event.is_state() and not item.rejected:
+                        replaces_state = item.state_before.get(event.state_tuple)
+                        after = {**item.state_before, event.state_tuple: event.event_id}
+                        group_after = await groups.group_for(after, [group_before])
+                outlier = item.state_before is None
+                event_rows.append(
+                    (
+                        position,
+                        event.event_id,
+                        room_id,
+                        event.type,
+                        event.state_key,
+                        event.sender,
+                        event.origin_server_ts,
+                        event.depth,
+                        _pdu_json(event),
+                        group_before,
+                        group_after,
+                        replaces_state,
+                        None,
+                        item.rejected,
+                        outlier,
+                        item.soft_failed,
+                    )
+                )
+                stored.append(
+                    StoredEvent(
+                        event,
+                        position,
+                        group_before,
+                        group_after,
+                        replaces_state,
+                        None,
+                        item.rejected,
+                        outlier,
+                        item.soft_failed,
+                    )
+                )
+            await txn.execute_many(
+                "INSERT INTO events (stream_ordering, event_id, room_id, type, state_key, sender,"
+                " origin_server_ts, depth, json, state_group_before, state_group, replaces_state,"
+                " redacted_by, rejected, outlier, soft_failed)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                event_rows,
+            )
+            accepted = [
+                s.event for s in stored if not (s.rejected or s.outlier or s.soft_failed)
+            ]
+            await self._write_extremities(txn, room_id, accepted)
+            for event in accepted:
+                redacts = await self._apply_redaction(txn, event)
+                if redacts is not None:
+                    redacted_targets.append(redacts)
+            membership_rows: list[tuple[Any, ...]] = []
+            if current_state is not None:
+                new_positions = {s.event_id: s.stream_ordering for s in stored}
+                membership_rows = await self._membership_rows(
+                    txn,
+                    room_id,
+                    current_state,
+                    changed_members,
+                    new_positions,
+                    positions[len(todo) :],
+                )
+                await self._replace_current_state(txn, room_id, old_current, current_state)
+                candidates = [s.state_group for s in stored if s.state_group is not None]
+                current_group = await groups.group_for(
+                    current_state, candidates or await self._current_group_list(txn, room_id)
+                )
+                await txn.execute(
+                    "UPDATE rooms SET current_state_group = ? WHERE room_id = ?",
+                    current_group,
+                    room_id,
+                )
+                await self._write_memberships(txn, membership_rows)
+            txn.call_after_commit(lambda: self._after_persist(stored, membership_rows))
+        self._invalidate(redacted_targets)
+        for result in stored:
+            self._cache_put(result)
+        return stored
+
+    async def _prev_groups(self, event: Event, batch: Sequence[StoredEvent]) -> list[int]:
+        """The state groups after ``event``'s prev events: candidate parents for its group."""
+        in_batch = {s.event_id: s for s in batch}
+        groups: list[int] = []
+        missing: list[str] = []
+        for prev in event.prev_event_ids:
+            if prev in in_batch:
+                if in_batch[prev].state_group is not None:
+                    groups.append(in_batch[prev].state_group)  # type: ignore[arg-type]
+            else:
+                missing.append(prev)
+        for prev_stored in (await self.get_events(missing)).values():
+            if prev_stored.state_group is not None:
+                groups.append(prev_stored.state_group)
+        return groups
+
+    async def _current_group_list(self, txn: Transaction, room_id: str) -> list[int]:
+        value = await txn.fetch_val(
+            "SELECT current_state_group FROM rooms WHERE room_id = ?", room_id
+        )
+        return [] if value is None else [int(value)]
+
+    async def _current_state_in_txn_all(self, txn: Transaction, room_id: str) -> StateMap:
+        rows = await txn.fetch_all(
+            "SELECT type, state_key, event_id FROM current_state WHERE room_id = ?", room_id
+        )
+        return {(row[0], row[1]): row[2] for row in rows}
+
+    async def _nids_in_txn(self, txn: Transaction, event_ids: Iterable[str]) -> dict[str, int]:
+        """Short IDs (stream orderings) of stored events; every one must be known."""
+        wanted = sorted(set(event_ids))
+        found: dict[str, int] = {}
+        for start in range(0, len(wanted), _CHUNK):
+            chunk = wanted[start : start + _CHUNK]
+            rows = await txn.fetch_all(
+                "SELECT event_id, stream_ordering FROM events"
+                f" WHERE event_id IN ({placeholders(len(chunk))})",
+                *chunk,
+            )
+            found.update({row[0]: int(row[1]) for row in rows})
+        unknown = set(wanted) - found.keys()
+        if unknown:
+            raise ValueError(f"state refers to events that are not stored: {sorted(unknown)[:5]}")
+        return found
+
+    async def _membership_rows(
+        self,
+        txn: Transaction,
+        room_id: str,
+        current_state: StateMap,
+        changed_members: Sequence[StateKey],
+        new_positions: Mapping[str, int],
+        spare_positions: Sequence[int],
+    ) -> list[tuple[Any, ...]]:
+        """``(room_id, user_id, membership, event_id, position)`` for each member
+        key whose current event changed: the member event's own position when
+        it is new in this batch (``new_positions``), else a spare one."""
+        memberships = await self._memberships_in_txn(
+            txn, [current_state[key] for key in changed_members]
+        )
+        spare = iter(spare_positions)
+        rows: list[tuple[Any, ...]] = []
+        for key in changed_members:
+            event_id = current_state[key]
+            position = new_positions[event_id] if event_id in new_positions else next(spare)
+            rows.append((room_id, key[1], memberships[event_id], event_id, position))
+        rows.sort(key=lambda row: int(row[4]))
+        return rows
+
+    async def _memberships_in_txn(
+        self, txn: Transaction, event_ids: Sequence[str]
+    ) -> dict[str, str]:
+        """``content.membership`` of stored member events (read inside ``txn``,
+        so events of the batch being written are seen)."""
+        found: dict[str, str] = {}
+        wanted = sorted(set(event_ids))
+        for start in range(0, len(wanted), _CHUNK):
+            chunk = wanted[start : start + _CHUNK]
+            rows = await txn.fetch_all(
+                f"SELECT event_id, json FROM events WHERE event_id IN ({placeholders(len(chunk))})",
+                *chunk,
+            )
+            for row in rows:
+                content = orjson.loads(row[1]).get("content")
+                membership = content.get("membership") if isinstance(content, dict) else None
+                found[row[0]] = membership if isinstance(membership, str) else "leave"
+        return found
+
+    async def _replace_current_state(
+        self, txn: Transaction, room_id: str, old: StateMap, new: StateMap
+    ) -> None:
+        """Make the ``current_state`` rows of ``room_id`` equal ``new``, writing only the difference."""
+        changed = [key for key, event_id in new.items() if old.get(key) != event_id]
+        await self._write_current_state(txn, room_id, dict(new), changed)
+        for event_type, state_key in (key for key in old if key not in new):
+            await txn.execute(
+                "DELETE FROM current_state WHERE room_id = ? AND type = ? AND state_key = ?",
+                room_id,
+                event_type,
+                state_key,
+            )
 
     async def _insert_room(self, txn: Transaction, room: NewRoom) -> None:
         inserted = await txn.execute(
@@ -777,3 +1035,72 @@ class EventStore:
             event.room_id,
         )
         return event.redacts
+
+
+def _changed_member_keys(old: StateMap, new: StateMap | None) -> list[StateKey]:
+    """Member keys whose current event differs between ``old`` and ``new``."""
+    if new is None:
+        return []
+    return [
+        key for key, event_id in new.items() if key[0] == "m.room.member" and old.get(key) != event_id
+    ]
+
+
+def _referenced_ids(items: Sequence[FederatedEvent], current_state: StateMap | None) -> set[str]:
+    """Every event ID a state map of the batch names."""
+    ids: set[str] = set()
+    for item in items:
+        if item.state_before is not None:
+            ids.update(item.state_before.values())
+    if current_state is not None:
+        ids.update(current_state.values())
+    return ids
+
+
+class _GroupPicker:
+    """State groups for whole state maps, inside one transaction.
+
+    A map equal to a candidate group's state reuses that group; otherwise the
+    new group is a delta against the candidate it differs least from (a
+    candidate holding a key the map lacks cannot be a parent: deltas only add
+    or replace), or a snapshot when none fits.
+    """
+
+    def __init__(
+        self, state: StateStore, txn: Transaction, room_id: str, nids: Mapping[str, int]
+    ) -> None:
+        self.state = state
+        self.txn = txn
+        self.room_id = room_id
+        self.nids = nids
+        self._known: dict[int, StateMap] = {}
+
+    async def _state_of(self, group: int) -> StateMap:
+        if group not in self._known:
+            self._known[group] = await self.state.get_state_ids(group, self.txn)
+        return self._known[group]
+
+    async def group_for(self, state: StateMap, candidates: Iterable[int]) -> int:
+        best: tuple[int, dict[StateKey, str]] | None = None
+        for group in dict.fromkeys(candidates):
+            parent_state = await self._state_of(group)
+            if parent_state == state:
+                return group
+            if not parent_state.keys() <= state.keys():
+                continue
+            delta = {key: eid for key, eid in state.items() if parent_state.get(key) != eid}
+            if best is None or len(delta) < len(best[1]):
+                best = (group, delta)
+        parent, delta = best if best is not None else (None, dict(state))
+        group = await self.state.create_group(
+            self.txn, self.room_id, parent, {key: self.nids[eid] for key, eid in delta.items()}
+        )
+        self._known[group] = dict(state)
+        return group
+
+
+def _pdu_json(event: Event) -> str:
+    """The PDU as stored: canonical JSON, relaxed for room versions 1–5 whose
+    events may hold floats and large integers (room version 1, "Canonical JSON")."""
+    strict = event.room_version.strict_canonical_json
+    return encode_canonical_json(dict(event.pdu), strict=strict).decode("utf-8")

@@ -1,1 +1,1 @@
-"""Federation services (Server-Server API): keyring, and the rest to come."""
+"""Federation: the services behind the Server-Server API (keys, transport, receiving, sending, joins)."""

@@ -1,0 +1,188 @@
+"""Two homeservers federating in one process, without HTTP (both engines).
+
+``Network`` stands for the wire: each server's federation services call the
+other's directly, every PDU and answer goes through a JSON round trip, and
+every PDU a server receives passes ``verify`` (signatures of the sender's
+server with the keys the network knows, and the content hash), as the real
+receiver's checks would. The HTTP endpoints, X-Matrix and TLS are tested
+elsewhere; this drives the federation services end to end.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import AsyncIterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from ranvier.config import parse_config
+from ranvier.core.events import Event, compute_content_hash
+from ranvier.core.ids import UserID
+from ranvier.core.redaction import redact
+from ranvier.core.room_versions import RoomVersion
+from ranvier.core.signing import SigningKey, verify_signature
+from ranvier.homeserver import Homeserver
+from ranvier.services.federation.events import FederationEventHandler, PduCheckFailed
+from ranvier.services.federation.joins import JoinService
+from ranvier.services.federation.reads import FederationReads
+from ranvier.services.federation.sender import FederationSender
+from ranvier.storage import Database, open_database
+from tests.conftest import _postgres_admin, with_query
+
+NOW = 1_700_000_000_000
+
+
+def wire(value: Any) -> Any:
+    """What the other side parses: a JSON round trip."""
+    return orjson.loads(orjson.dumps(value))
+
+
+class Network:
+    def __init__(self) -> None:
+        self.keys: dict[str, SigningKey] = {}
+        self.servers: dict[str, Server] = {}
+
+    async def verify(self, version: RoomVersion, pdu: Mapping[str, Any]) -> Event:
+        """The sender's server's signature and the content hash, as on receipt."""
+        try:
+            event = Event.from_pdu(version, wire(pdu))
+            server = UserID.parse(event.sender).domain
+            key = self.keys[server]
+            signed = {k: v for k, v in redact(version, dict(event.pdu)).items() if k != "unsigned"}
+            if not version.event_ids_in_pdu:
+                signed.pop("event_id", None)
+            verify_signature(signed, server, key.key_id, key.verify_key)
+        except (ValueError, KeyError) as exc:
+            raise PduCheckFailed(f"bad PDU: {exc}") from None
+        if event.pdu.get("hashes", {}).get("sha256") != compute_content_hash(event.pdu):
+            raise PduCheckFailed("content hash mismatch")
+        return event
+
+
+class Server:
+    """One homeserver and its view of the network (the remote interfaces)."""
+
+    def __init__(self, network: Network, hs: Homeserver) -> None:
+        self.network = network
+        self.hs = hs
+        self.name = hs.server_name
+        self.handler = FederationEventHandler(hs, self, network.verify)
+        self.joins = JoinService(hs, self, network.verify, self.handler)
+        self.reads = FederationReads(hs)
+        self.sender = FederationSender(hs, self, initial_retry_ms=60_000, jitter=lambda: 1.0)
+        hs.federation_sender = self.sender
+        self.down = False
+
+    def _peer(self, destination: str) -> Server:
+        peer = self.network.servers[destination]
+        if peer.down:
+            raise ConnectionError(f"{destination} is down")
+        return peer
+
+    # RemoteJoins
+    async def make_join(
+        self, destination: str, room_id: str, user_id: str, versions: Sequence[str]
+    ) -> Mapping[str, Any]:
+        peer = self._peer(destination)
+        return wire(await peer.joins.make_join(self.name, room_id, user_id, versions))
+
+    async def send_join(
+        self, destination: str, room_id: str, event_id: str, pdu: Mapping[str, Any]
+    ) -> Mapping[str, Any]:
+        peer = self._peer(destination)
+        return wire(await peer.joins.send_join(self.name, room_id, event_id, wire(pdu)))
+
+    # RemoteEvents
+    async def get_missing_events(
+        self,
+        destination: str,
+        room_id: str,
+        earliest_events: Sequence[str],
+        latest_events: Sequence[str],
+        limit: int,
+        min_depth: int,
+    ) -> list[Mapping[str, Any]]:
+        peer = self._peer(destination)
+        answer = await peer.reads.get_missing_events(
+            self.name, room_id, earliest_events, latest_events, limit, min_depth
+        )
+        return list(wire(answer)["events"])
+
+    async def state_ids(
+        self, destination: str, room_id: str, event_id: str
+    ) -> tuple[list[str], list[str]]:
+        answer = await self._peer(destination).reads.state_ids(self.name, room_id, event_id)
+        return list(answer["pdu_ids"]), list(answer["auth_chain_ids"])
+
+    async def event(self, destination: str, event_id: str) -> Mapping[str, Any] | None:
+        answer = await self._peer(destination).reads.event(self.name, event_id)
+        return wire(answer)["pdus"][0] if answer["pdus"] else None
+
+    # Transport
+    async def send_transaction(
+        self, destination: str, txn_id: str, body: Mapping[str, Any]
+    ) -> Mapping[str, Any]:
+        from ranvier.services.federation.sender import TransactionFailed
+
+        try:
+            peer = self._peer(destination)
+        except ConnectionError as exc:
+            raise TransactionFailed(None, str(exc)) from None
+        body = wire(body)
+        results: dict[str, Any] = {}
+        for pdu in body["pdus"]:
+            room = await peer.hs.rooms.store.get_room(pdu.get("room_id", ""))
+            if room is None:
+                continue
+            from ranvier.core.room_versions import get_room_version
+
+            try:
+                event = await self.network.verify(get_room_version(room.room_version), pdu)
+            except PduCheckFailed as exc:
+                results[str(pdu.get("event_id"))] = {"error": str(exc)}
+                continue
+            outcome = await peer.handler.on_receive_pdu(self.name, event)
+            results[event.event_id] = {} if outcome.error is None else {"error": outcome.error}
+        return {"pdus": results}
+
+
+async def _database(dsn_kind: str, tmp_path: Path, name: str) -> tuple[Database, str | None]:
+    if dsn_kind == "sqlite":
+        return await open_database(f"sqlite:///{tmp_path / (name + '.db')}"), None
+    from tests.conftest import POSTGRES_DSN
+
+    schema = f"ranvier_fed_{secrets.token_hex(6)}"
+    admin = await _postgres_admin()
+    try:
+        await admin.execute(f'CREATE SCHEMA "{schema}"')
+    finally:
+        await admin.close()
+    return await open_database(with_query(POSTGRES_DSN, search_path=schema)), schema
+
+
+async def make_network(
+    engine: str, tmp_path: Path, names: Sequence[str] = ("a.test", "b.test")
+) -> AsyncIterator[Network]:
+    network = Network()
+    opened: list[tuple[Homeserver, str | None]] = []
+    try:
+        for name in names:
+            database, schema = await _database(engine, tmp_path, name)
+            config = parse_config({"server_name": name}, tmp_path, env={})
+            key = SigningKey.generate("k1")
+            network.keys[name] = key
+            hs = Homeserver(config, database, key, lambda: NOW)
+            opened.append((hs, schema))
+            network.servers[name] = Server(network, hs)
+        yield network
+    finally:
+        for hs, schema in opened:
+            await hs.close()
+            if schema is not None:
+                admin = await _postgres_admin()
+                try:
+                    await admin.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+                finally:
+                    await admin.close()
