@@ -86,9 +86,3 @@ def json_depth(value: Any) -> int:
 class TextWithNulError(ValueError):
     """A string containing NUL (U+0000) was to be stored as text or used as an identifier."""
 
-
-def check_no_nul(text: str, what: str) -> str:
-    """``text`` itself; raises :class:`TextWithNulError` if it contains NUL."""
-    if NUL in text:
-        raise TextWithNulError(f"{what} must not contain NUL (U+0000)")
-    return text

@@ -21,6 +21,7 @@ import pytest
 from ranvier.core.input_limits import MAX_JSON_DEPTH
 from ranvier.services.rooms import EventSpec
 from tests.api.conftest import Clock
+from tests.api.json_limits_support import nested, nested_value, raw
 from tests.api.rooms_support import V3, Client, User, create_room, hs_of, make_user, q, send
 from tests.api.sync_support import (  # noqa: F401  (fixture)
     MakeSyncClient,
@@ -30,26 +31,6 @@ from tests.api.sync_support import (  # noqa: F401  (fixture)
 )
 
 ATTACK_DEPTHS = (MAX_JSON_DEPTH + 1, 248, 250, 254, 255, 1_000, 1_025, 5_000)
-
-
-def nested(depth: int) -> bytes:
-    """A JSON object ``depth`` containers deep: ``{"a":{"a":...1...}}``."""
-    return b'{"a":' * depth + b"1" + b"}" * depth
-
-
-def nested_value(depth: int) -> dict[str, Any]:
-    value: dict[str, Any] = orjson.loads(nested(depth))
-    return value
-
-
-async def raw(
-    client: Client, method: str, path: str, user: User | None, body: bytes
-) -> tuple[int, Any]:
-    """A request whose body is sent byte for byte (aiohttp's ``json=`` would recurse)."""
-    headers = {"Content-Type": "application/json", **(user.headers if user else {})}
-    response = await client.request(method, V3 + path, data=body, headers=headers)
-    payload = await response.json() if response.content_type == "application/json" else None
-    return response.status, payload
 
 
 async def setup_room(client: Client) -> tuple[list[User], str, str]:
@@ -240,6 +221,15 @@ async def test_nul_in_identifiers_is_400_on_both_engines(
         ("POST", "/createRoom", alice, {"initial_state": [{"type": "m.x", "state_key": "\x00", "content": {}}]}),
         ("POST", "/createRoom", alice, {"initial_state": [{"type": "a\x00b", "content": {}}]}),
         ("GET", "/sync?access_token=a%00b", None, None),
+        # Free text stored as plain text, not JSON: refused alike on both engines.
+        ("PUT", f"/presence/{me}/status", alice, {"presence": "online", "status_msg": "a\x00b"}),
+        ("PUT", f"/devices/{q(alice.device_id)}", alice, {"display_name": "a\x00b"}),
+        ("POST", "/login", None, {
+            "type": "m.login.password",
+            "identifier": {"type": "m.id.user", "user": "pat"},
+            "password": "secret-pw",
+            "initial_device_display_name": "a\x00b",
+        }),
         ("POST", "/login", None, {
             "type": "m.login.password",
             "identifier": {"type": "m.id.user", "user": "a\x00b"},
@@ -254,11 +244,18 @@ async def test_nul_in_identifiers_is_400_on_both_engines(
         }),
     ]
     rooms_before = await joined_rooms(client, alice)
+    pat_devices = await hs_of(client).accounts.get_devices("@pat:localhost")
     for method, path, user, body in attacks:
         data = None if body is None else orjson.dumps(body)
         status, answer = await raw(client, method, path, user, data or b"")
         assert (status, answer["errcode"]) == (400, "M_INVALID_PARAM"), (method, path, answer)
     assert await joined_rooms(client, alice) == rooms_before  # no half-created room
+    status, presence = await get(client, f"{V3}/presence/{me}/status", alice)
+    assert status == 200 and "status_msg" not in presence
+    status, device = await get(client, f"{V3}/devices/{q(alice.device_id)}", alice)
+    assert status == 200 and device.get("display_name") is None
+    # No login half-done: pat has no new device.
+    assert await hs_of(client).accounts.get_devices("@pat:localhost") == pat_devices
     assert (await sync(client, bob))["to_device"]["events"] == []
     await assert_everyone_reads(client, users, room_id, event_id)
 
