@@ -20,7 +20,8 @@ An event built from a client body is one level deeper than its content
 (``content`` is a key of the event), and a to-device or device-list EDU one
 level deeper than the client body it came from: :data:`MAX_FEDERATED_ITEM_DEPTH`
 is the limit for a single PDU or EDU, so that everything this server creates is
-accepted by its peers.
+accepted by its peers, and :data:`MAX_TRANSACTION_DEPTH` for the body of a
+``PUT /_matrix/federation/v1/send/{txnId}`` that carries them.
 
 NUL. PostgreSQL ``text`` (and ``jsonb``) cannot hold U+0000. JSON documents are
 stored as their JSON text, where NUL is the escape ``\\u0000``, so JSON content
@@ -39,6 +40,8 @@ from typing import Any
 MAX_JSON_DEPTH = 100
 #: The deepest single PDU or EDU: its content may be a client body of MAX_JSON_DEPTH.
 MAX_FEDERATED_ITEM_DEPTH = MAX_JSON_DEPTH + 1
+#: The deepest federation transaction body: ``{"pdus": [pdu, ...], "edus": [...]}``.
+MAX_TRANSACTION_DEPTH = MAX_FEDERATED_ITEM_DEPTH + 2
 
 NUL = "\x00"
 

@@ -18,6 +18,7 @@ from typing import Any
 import orjson
 import pytest
 
+from ranvier.api.http import MatrixError, json_items_response, json_response
 from ranvier.core.input_limits import MAX_JSON_DEPTH
 from ranvier.services.rooms import EventSpec
 from tests.api.conftest import Clock
@@ -299,3 +300,24 @@ async def test_nul_in_json_content_round_trips_on_both_engines(
     assert status == 200 and data == {"v": text}
     status, name = await get(client, f"{V3}/profile/{me}/displayname", bob)
     assert status == 200 and name == {"displayname": text}
+
+
+def test_items_are_left_out_whole_never_altered() -> None:
+    """An event whose content has a list with a too-deep element is left out
+    whole; a good event and the wrappers around both stay as they were."""
+    deep_list_content = {"x": [1, nested_value(300)]}
+    good = {"type": "m.a", "content": {"x": [1, 2]}}
+    body = {
+        "rooms": {"join": {"!r:x": {"timeline": {"events": [good, {"type": "m.b", "content": deep_list_content}], "limited": False}}}},
+        "account_data": {"events": [{"type": "m.c", "content": nested_value(300)}]},
+        "next_batch": "s1",
+    }
+    answer = orjson.loads(json_items_response(body).body)  # type: ignore[arg-type]
+    assert answer == {
+        "rooms": {"join": {"!r:x": {"timeline": {"events": [good], "limited": False}}}},
+        "account_data": {"events": []},
+        "next_batch": "s1",
+    }
+    with pytest.raises(MatrixError) as raised:  # a single item that cannot be served
+        json_response({"type": "m.b", "content": deep_list_content})
+    assert (raised.value.status, raised.value.errcode) == (404, "M_NOT_FOUND")
