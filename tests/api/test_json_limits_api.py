@@ -18,6 +18,7 @@ from typing import Any
 import orjson
 import pytest
 
+from ranvier.api import http
 from ranvier.api.http import MatrixError, json_items_response, json_response
 from ranvier.core.input_limits import MAX_JSON_DEPTH
 from ranvier.services.rooms import EventSpec
@@ -159,12 +160,13 @@ async def test_data_stored_too_deep_by_older_versions_is_left_out(
     users, room_id, good_id = await setup_room(client)
     alice, bob = users[0], users[1]
     hs = hs_of(client)
-    too_deep = nested_value(300)  # orjson encodes 254 levels at most
+    # orjson encodes 254 levels at most; older versions stored up to ~1,000.
+    too_deep = nested_value(900)
     # Written through the services, below the HTTP limit, as older versions did.
     deep_message = await hs.rooms.send_event(alice.user_id, room_id, EventSpec("m.x", too_deep))
     deep_state = await hs.rooms.send_state_event(alice.user_id, room_id, "m.deep", "", too_deep)
     for data_room in (None, room_id):  # account data straight through the store
-        await hs.account_data.store.put(alice.user_id, data_room, "m.deep", nested(300).decode())
+        await hs.account_data.store.put(alice.user_id, data_room, "m.deep", nested(1_000).decode())
     await hs.account_data.set_account_data(alice.user_id, None, "m.fine", {"ok": True})
     status, after = await send(client, bob, room_id, {"msgtype": "m.text", "body": "after"}, "t1")
     assert status == 200
@@ -194,6 +196,29 @@ async def test_data_stored_too_deep_by_older_versions_is_left_out(
             status, answer = await get(client, path, bob)
             assert (status, answer["errcode"]) == (404, "M_NOT_FOUND"), path
     assert any("Left out of the response" in r.getMessage() for r in caplog.records)
+
+
+async def test_invite_stored_too_deep_by_an_older_version_stays_visible(
+    make_sync_client: MakeSyncClient, database_dsn: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The issue's repro as an older version stored it: the invitee still syncs,
+    sees the invite without the unservable create event, and can reject it."""
+    client = await make_sync_client(database_dsn)
+    users, room_id, event_id = await setup_room(client)
+    victim = await make_user(client, "victim")
+    body = b'{"invite":["@victim:localhost"],"creation_content":{"x":' + nested(300) + b"}}"
+    with monkeypatch.context() as older_version:  # no depth limit on input
+        older_version.setattr(http, "exceeds_depth", lambda value, limit: False)
+        status, created = await raw(client, "POST", "/createRoom", users[0], body)
+    assert status == 200, created
+    invite = (await sync(client, victim))["rooms"]["invite"][created["room_id"]]
+    stripped = {(e["type"], e["state_key"]) for e in invite["invite_state"]["events"]}
+    assert ("m.room.member", victim.user_id) in stripped
+    assert ("m.room.create", "") not in stripped
+    status, _ = await raw(client, "POST", f"/rooms/{q(created['room_id'])}/leave", victim, b"{}")
+    assert status == 200
+    assert (await sync(client, victim))["rooms"]["invite"] == {}
+    await assert_everyone_reads(client, users, room_id, event_id)
 
 
 # --- NUL ---------------------------------------------------------------------------
