@@ -152,6 +152,24 @@ async def test_nested_user_data_is_400_not_500(
     assert {"type": "m.deep", "content": nested_value(MAX_JSON_DEPTH)} in events
 
 
+async def test_deep_inline_filters_are_400(
+    make_sync_client: MakeSyncClient, database_dsn: str
+) -> None:
+    """JSON also enters through the ``filter`` query parameter of /sync and /messages
+    (depths whose URL fits aiohttp's 8 KiB request line)."""
+    client = await make_sync_client(database_dsn)
+    users, room_id, event_id = await setup_room(client)
+    for depth in (MAX_JSON_DEPTH + 1, 250, 254):
+        deep_filter = (b'{"room":{"timeline":{"x":' + nested(depth - 3) + b"}}}").decode()
+        for path in (f"{V3}/sync", f"{V3}/rooms/{q(room_id)}/messages"):
+            response = await client.get(
+                path, params={"filter": deep_filter, "dir": "b"}, headers=users[0].headers
+            )
+            answer = await response.json()
+            assert (response.status, answer["errcode"]) == (400, "M_BAD_JSON"), (path, depth)
+    await assert_everyone_reads(client, users, room_id, event_id)
+
+
 async def test_data_stored_too_deep_by_older_versions_is_left_out(
     make_sync_client: MakeSyncClient, database_dsn: str, caplog: pytest.LogCaptureFixture
 ) -> None:
