@@ -27,9 +27,12 @@ NUL. PostgreSQL ``text`` (and ``jsonb``) cannot hold U+0000. JSON documents are
 stored as their JSON text, where NUL is the escape ``\\u0000``, so JSON content
 keeps its NULs on every engine. A plain string bound to a text column cannot:
 the storage layer refuses it on both engines alike with :class:`TextWithNulError`,
-which the client API answers with 400 ``M_INVALID_PARAM``. NUL is not valid in
-any identifier (the grammars in Appendices, "Identifier Grammar", and Synapse
-rejects it in the same places).
+which the client API answers with 400 ``M_INVALID_PARAM``. So an identifier
+with NUL is refused: the grammars that constrain identifiers (Appendices,
+"Identifier Grammar") exclude it, and where the spec leaves a string free (event
+types, state keys, transaction IDs) PostgreSQL could not store it, so both
+engines refuse it alike. Free text outside JSON (presence ``status_msg``, device
+display names) is a plain text column too, and is refused the same way.
 """
 
 from __future__ import annotations
@@ -88,4 +91,3 @@ def json_depth(value: Any) -> int:
 
 class TextWithNulError(ValueError):
     """A string containing NUL (U+0000) was to be stored as text or used as an identifier."""
-
