@@ -21,6 +21,7 @@ from aiohttp import web
 
 import ranvier
 from ranvier.config import Config
+from ranvier.core.input_limits import MAX_JSON_DEPTH, NUL, TextWithNulError, exceeds_depth
 from ranvier.core.signing import SigningKey
 from ranvier.errors import MatrixError
 
@@ -56,7 +57,18 @@ def wall_clock_ms() -> int:
 
 
 def json_response(body: Any, status: int = 200) -> web.Response:
-    return web.Response(body=orjson.dumps(body), status=status, content_type=JSON_CONTENT_TYPE)
+    """``body`` as a JSON response.
+
+    A body orjson cannot encode (stored before input limits existed: nested
+    deeper than orjson's 254 levels) is not served: 404 ``M_NOT_FOUND``, logged.
+    Collections use :func:`json_items_response`, which leaves out only the bad items.
+    """
+    try:
+        encoded = orjson.dumps(body)
+    except orjson.JSONEncodeError as exc:
+        logger.warning("Not served: the response cannot be encoded as JSON (%s)", exc)
+        raise MatrixError(404, "M_NOT_FOUND", "This data cannot be served") from None
+    return web.Response(body=encoded, status=status, content_type=JSON_CONTENT_TYPE)
 
 
 def to_response(error: MatrixError) -> web.Response:
@@ -64,17 +76,102 @@ def to_response(error: MatrixError) -> web.Response:
     return json_response(error.json_body(), status=error.status)
 
 
-async def read_json_object(request: web.Request) -> dict[str, Any]:
+def json_items_response(body: Any) -> web.Response:
+    """A response made of lists of items (events, account data, to-device messages...).
+
+    An item that cannot be encoded (stored by an older version, nested too deep
+    for orjson) is left out and logged, never failing the whole answer (issue 9).
+    Items are the objects with a ``content`` (every event and EDU shape): they
+    are left out whole, never altered. Encoding is tried once as a whole first,
+    so the usual case costs nothing extra.
+    """
+    try:
+        return web.Response(body=orjson.dumps(body), content_type=JSON_CONTENT_TYPE)
+    except orjson.JSONEncodeError:
+        pass
+    return json_response(_without_unencodable_items(body, 0, ""))
+
+
+#: How many levels of objects wrap the item lists of a response: /sync's
+#: ``rooms.join.<room>.timeline.events`` is the deepest, a list at level 5.
+_MAX_WRAPPER_LEVEL = 6
+
+
+def _fits(value: Any, level: int) -> bool:
+    """True if ``value`` can be encoded ``level`` containers below a response's root."""
+    nested = value
+    for _ in range(level):
+        nested = [nested]
+    try:
+        orjson.dumps(nested)
+    except orjson.JSONEncodeError:
+        return False
+    return True
+
+
+def _without_unencodable_items(value: Any, level: int, path: str) -> Any:
+    """``value`` (which does not fit at ``level``) without the list items that do
+    not fit. Only wrapper objects are descended (down to
+    :data:`_MAX_WRAPPER_LEVEL`), never list items nor objects with ``content``."""
+    if isinstance(value, list):
+        kept = []
+        for index, item in enumerate(value):
+            if _fits(item, level + 1):
+                kept.append(item)
+            else:
+                logger.warning("Left out of the response: %s[%d] cannot be encoded", path, index)
+        return kept
+    if isinstance(value, dict) and "content" not in value and level < _MAX_WRAPPER_LEVEL:
+        return {
+            key: item
+            if _fits(item, level + 1)
+            else _without_unencodable_items(item, level + 1, f"{path}/{key}")
+            for key, item in value.items()
+        }
+    return value  # json_response refuses the whole answer
+
+
+def parse_json(raw: bytes | str, what: str = "Content", max_depth: int = MAX_JSON_DEPTH) -> Any:
+    """Decode JSON that a client sent, or raise the spec's 400 error.
+
+    Not JSON at all → M_NOT_JSON. JSON nested deeper than ``max_depth`` (for
+    clients MAX_JSON_DEPTH; ranvier/core/input_limits.py says why 100, and what
+    federation bodies may carry) → M_BAD_JSON: it is valid JSON whose value is
+    not acceptable (Client-Server API, "Common error codes"). orjson itself
+    refuses more than 1024 levels; that is the same answer.
+    """
+    try:
+        value = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        if "depth limit" in str(exc):
+            raise _too_deep(what, max_depth) from None
+        raise MatrixError(400, "M_NOT_JSON", f"{what} not JSON.") from None
+    if _may_exceed_depth(raw, max_depth) and exceeds_depth(value, max_depth):
+        raise _too_deep(what, max_depth)
+    return value
+
+
+def _may_exceed_depth(raw: bytes | str, max_depth: int) -> bool:
+    """False when ``raw`` has too few brackets to nest deeper than ``max_depth``:
+    counting them in C spares the walk over almost every body."""
+    if isinstance(raw, str):
+        return raw.count("{") + raw.count("[") > max_depth
+    return raw.count(b"{") + raw.count(b"[") > max_depth
+
+
+def _too_deep(what: str, max_depth: int) -> MatrixError:
+    return MatrixError(400, "M_BAD_JSON", f"{what} is nested deeper than {max_depth} levels")
+
+
+async def read_json_object(
+    request: web.Request, max_depth: int = MAX_JSON_DEPTH
+) -> dict[str, Any]:
     """The request body as a JSON object, or the spec's 400 error.
 
-    Not JSON at all → M_NOT_JSON; JSON but not an object → M_BAD_JSON
-    (Client-Server API, "Common error codes").
+    Not JSON at all → M_NOT_JSON; JSON but not an object, or nested too deep →
+    M_BAD_JSON (Client-Server API, "Common error codes").
     """
-    body = await request.read()
-    try:
-        value = orjson.loads(body)
-    except orjson.JSONDecodeError:
-        raise MatrixError(400, "M_NOT_JSON", "Content not JSON.") from None
+    value = parse_json(await request.read(), max_depth=max_depth)
     if not isinstance(value, dict):
         raise MatrixError(400, "M_BAD_JSON", "Content must be a JSON object.")
     return value
@@ -190,9 +287,27 @@ async def _add_common_headers(request: web.Request, response: web.StreamResponse
     response.headers["Server"] = SERVER_HEADER
 
 
+@web.middleware
+async def nul_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """No NUL in identifiers: 400 ``M_INVALID_PARAM`` on both engines (issue 9).
+
+    Path and query parameters are identifiers, tokens and numbers, none of
+    which may contain U+0000 (Appendices, "Identifier Grammar"); storage refuses
+    any text with NUL (``TextWithNulError``), which covers identifiers in bodies.
+    """
+    for name, value in (*request.match_info.items(), *request.query.items()):
+        if NUL in value:
+            raise MatrixError(400, "M_INVALID_PARAM", f"{name} must not contain NUL (U+0000)")
+    try:
+        return await handler(request)
+    except TextWithNulError as exc:
+        raise MatrixError(400, "M_INVALID_PARAM", str(exc)) from None
+
+
 def install_http_layer(app: web.Application) -> None:
     """Middlewares (outermost first) and the CORS signal every Ranvier app has."""
     app.middlewares.extend([access_log_middleware, error_middleware, options_middleware])
+    app.middlewares.append(nul_middleware)
     app.on_response_prepare.append(_add_common_headers)
 
 

@@ -342,10 +342,13 @@ class AccountsService:
 
     @staticmethod
     def check_device_params(device_id: object, display_name: object) -> None:
+        # NUL: checked here, before any write, so that registering cannot stop
+        # half-way on the storage layer's refusal (ranvier/core/input_limits.py).
         if device_id is not None and (
             not isinstance(device_id, str)
             or not device_id
             or len(device_id) > MAX_DEVICE_ID_LENGTH
+            or "\x00" in device_id
         ):
             raise MatrixError(
                 400,
@@ -361,6 +364,8 @@ class AccountsService:
                     "M_TOO_LARGE",
                     f"Device display name is too long (max {MAX_DEVICE_DISPLAY_NAME_LENGTH}).",
                 )
+            if "\x00" in display_name:
+                raise MatrixError(400, "M_INVALID_PARAM", "Device display name contains NUL.")
 
     async def _issue_session(
         self,

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from ranvier.core.filters import DEFAULT_FILTER, Filter, FilterError, parse_filter
+from ranvier.core.input_limits import MAX_JSON_DEPTH, exceeds_depth
 from ranvier.errors import MatrixError
 from ranvier.storage.filters import FilterStore
 
@@ -66,6 +67,8 @@ class FilterService:
                 value = orjson.loads(param)
             except orjson.JSONDecodeError:
                 raise MatrixError(400, "M_NOT_JSON", "filter is not valid JSON") from None
+            if exceeds_depth(value, MAX_JSON_DEPTH):  # see core/input_limits.py
+                raise MatrixError(400, "M_BAD_JSON", "filter is nested too deeply")
             try:
                 return parse_filter(value)
             except FilterError as exc:

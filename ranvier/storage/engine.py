@@ -26,6 +26,10 @@ Stores are written once against :class:`Database` / :class:`Transaction`:
   PostgreSQL cannot infer a parameter's type (``SELECT ?``), add a ``CAST``.
 * Column types that differ (integer identity key, blob) are written as macros in
   migrations, see :data:`MIGRATION_MACROS`.
+* NUL: PostgreSQL text cannot hold U+0000 (SQLite can). A ``str`` argument
+  containing it raises :class:`~ranvier.core.input_limits.TextWithNulError`
+  on both engines, before the statement runs, so both answer alike. JSON
+  stored as text is unaffected: its encoder escapes NUL as ``\\u0000``.
 
 Concurrency. SQLite has exactly one writer connection. Every write and every
 transaction runs on it, in one dedicated thread, serialized by an
@@ -59,6 +63,8 @@ from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Protocol
+
+from ranvier.core.input_limits import NUL, TextWithNulError
 
 if TYPE_CHECKING:
     # asyncpg is imported where a PostgreSQL database is opened: a server on
@@ -254,6 +260,22 @@ def _rowcount_from_status(status: str) -> int:
     """asyncpg's command tag ("INSERT 0 3", "UPDATE 2") to a row count."""
     last = status.rpartition(" ")[2]
     return int(last) if last.isdigit() else 0
+
+
+def _refuse_nul(args: Sequence[Any]) -> None:
+    """Raise TextWithNulError if a ``str`` argument (or an element of a list or
+    tuple argument, a PostgreSQL array) contains NUL; see the module docstring."""
+    for arg in args:
+        if isinstance(arg, str):
+            if NUL in arg:
+                raise TextWithNulError("text must not contain NUL (U+0000)")
+        elif isinstance(arg, list | tuple):
+            _refuse_nul(arg)
+
+
+def _refuse_nul_rows(rows: Sequence[Sequence[Any]]) -> None:
+    for row in rows:
+        _refuse_nul(row)
 
 
 # --------------------------------------------------------------------------- interface
@@ -584,6 +606,10 @@ class _SqliteTransaction(Transaction):
     async def _run(self, fn: Any, sql: str, args: Any) -> Any:
         if self._closed:
             raise _closed_error()
+        if fn is _w_execute_many:
+            _refuse_nul_rows(args)
+        else:
+            _refuse_nul(args)
         if self._begun:
             return await self._database._in_writer(fn, self._conn, sql, args)
         # Mark begun before dispatch: if the statement fails after BEGIN ran,
@@ -678,6 +704,10 @@ class SqliteDatabase(Database):
     async def _write(self, fn: Any, sql: str, args: Any, *, atomic: bool = False) -> Any:
         if self._closed:
             raise RuntimeError("database is closed")
+        if fn is _w_execute_many:
+            _refuse_nul_rows(args)
+        else:
+            _refuse_nul(args)
         self._check_not_in_own_transaction()
         async with self._write_lock:
             if atomic:
@@ -689,6 +719,7 @@ class SqliteDatabase(Database):
             return await self._write(fn, sql, args)
         if self._closed:
             raise RuntimeError("database is closed")
+        _refuse_nul(args)
         return await asyncio.get_running_loop().run_in_executor(
             self._readers, self._r_call, fn, sql, args
         )
@@ -847,29 +878,35 @@ class _PostgresQueries(Queryable):
 
     async def fetch_one(self, sql: str, *args: Any) -> Row | None:
         self._check()
+        _refuse_nul(args)
         async with _pg_errors():
             row: Row | None = await self._target.fetchrow(to_postgres_placeholders(sql), *args)
         return row
 
     async def fetch_all(self, sql: str, *args: Any) -> list[Row]:
         self._check()
+        _refuse_nul(args)
         async with _pg_errors():
             rows: list[Row] = await self._target.fetch(to_postgres_placeholders(sql), *args)
         return rows
 
     async def fetch_val(self, sql: str, *args: Any) -> Any:
         self._check()
+        _refuse_nul(args)
         async with _pg_errors():
             return await self._target.fetchval(to_postgres_placeholders(sql), *args)
 
     async def execute(self, sql: str, *args: Any) -> int:
         self._check_write()
+        _refuse_nul(args)
         async with _pg_errors():
             status: str = await self._target.execute(to_postgres_placeholders(sql), *args)
         return _rowcount_from_status(status)
 
     async def execute_many(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
         self._check_write()
+        rows = _as_sequence(rows)
+        _refuse_nul_rows(rows)
         # asyncpg's executemany is atomic (it runs in an implicit transaction).
         async with _pg_errors():
             await self._target.executemany(to_postgres_placeholders(sql), rows)

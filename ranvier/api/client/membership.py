@@ -10,12 +10,11 @@ from __future__ import annotations
 
 from typing import Any
 
-import orjson
 from aiohttp import web
 
 from ranvier.api.auth import require_user
 from ranvier.api.client.rooms import ROOM, room_id_param
-from ranvier.api.http import HOMESERVER, json_response
+from ranvier.api.http import HOMESERVER, json_response, parse_json
 from ranvier.errors import MatrixError
 
 routes = web.RouteTableDef()
@@ -26,10 +25,7 @@ async def read_optional_object(request: web.Request) -> dict[str, Any]:
     raw = await request.read()
     if not raw.strip():
         return {}
-    try:
-        value = orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        raise MatrixError(400, "M_NOT_JSON", "Content not JSON.") from None
+    value = parse_json(raw)
     if not isinstance(value, dict):
         raise MatrixError(400, "M_BAD_JSON", "Content must be a JSON object.")
     return value

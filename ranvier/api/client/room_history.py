@@ -9,13 +9,12 @@ from __future__ import annotations
 
 from typing import Literal
 
-import orjson
 from aiohttp import web
 
 from ranvier.api.auth import require_user
 from ranvier.api.client.rooms import ROOM, room_id_param
 from ranvier.api.client.sync import MAX_DB_INTEGER, query_int
-from ranvier.api.http import HOMESERVER, json_response
+from ranvier.api.http import HOMESERVER, json_items_response, json_response, parse_json
 from ranvier.core.filters import FilterError, RoomEventFilter, parse_room_event_filter
 from ranvier.core.ids import EventID
 from ranvier.errors import MatrixError
@@ -35,10 +34,7 @@ def room_event_filter(request: web.Request) -> RoomEventFilter:
     text = request.query.get("filter")
     if text is None or text == "":
         return RoomEventFilter()
-    try:
-        value = orjson.loads(text)
-    except orjson.JSONDecodeError:
-        raise MatrixError(400, "M_NOT_JSON", "filter is not valid JSON") from None
+    value = parse_json(text, "filter")
     try:
         return parse_room_event_filter(value)
     except FilterError as exc:
@@ -80,7 +76,7 @@ async def get_messages(request: web.Request) -> web.Response:
         limit=limit,
         event_filter=event_filter,
     )
-    return json_response(body)
+    return json_items_response(body)
 
 
 @routes.get(ROOM + "/context/{eventId}")
@@ -101,7 +97,7 @@ async def get_context(request: web.Request) -> web.Response:
         limit=limit,
         event_filter=event_filter,
     )
-    return json_response(body)
+    return json_items_response(body)
 
 
 @routes.get("/_matrix/client/v1/rooms/{roomId}/timestamp_to_event")

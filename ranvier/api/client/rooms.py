@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 
 from ranvier.api.auth import require_user
-from ranvier.api.http import HOMESERVER, json_response, read_json_object
+from ranvier.api.http import HOMESERVER, json_items_response, json_response, read_json_object
 from ranvier.core.ids import EventID, RoomID
 from ranvier.errors import MatrixError
 from ranvier.services.client_events import serialize_events
@@ -131,7 +131,7 @@ async def get_room_state(request: web.Request) -> web.Response:
     group = await hs.rooms.visible_state_group(requester.user_id, room_id)
     state = await hs.rooms.state_store.get_state_ids(group)
     events = await hs.rooms.events.get_events_ordered(list(state.values()))
-    return json_response(await _serialize(hs, requester, events))
+    return json_items_response(await _serialize(hs, requester, events))
 
 
 @routes.put(ROOM + "/redact/{eventId}/{txnId}")
@@ -230,7 +230,7 @@ async def get_members(request: web.Request) -> web.Response:
         )
 
     chosen = [e for e in events if wanted(e.event.membership)]
-    return json_response({"chunk": await _serialize(hs, requester, chosen)})
+    return json_items_response({"chunk": await _serialize(hs, requester, chosen)})
 
 
 @routes.get(ROOM + "/joined_members")

@@ -10,7 +10,7 @@ import re
 from aiohttp import web
 
 from ranvier.api.auth import require_user
-from ranvier.api.http import HOMESERVER, json_response
+from ranvier.api.http import HOMESERVER, json_items_response
 from ranvier.errors import MatrixError
 from ranvier.services.sync import InvalidToken, SyncParams, SyncToken
 
@@ -81,4 +81,4 @@ async def sync(request: web.Request) -> web.Response:
         timeout_ms=max(query_int(request, "timeout", 0, minimum=-(2**62)), 0),
         set_presence=set_presence,
     )
-    return json_response(await hs.sync.sync(params))
+    return json_items_response(await hs.sync.sync(params))
