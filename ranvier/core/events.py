@@ -17,10 +17,10 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Final
 
 from ranvier.core.canonical_json import CanonicalJSONError, encode_canonical_json
-from ranvier.core.ids import server_name_of
+from ranvier.core.ids import is_valid_server_name, server_name_of
 from ranvier.core.redaction import redact
 from ranvier.core.room_versions import EventIdFormat, RoomVersion
 from ranvier.core.signing import SigningKey, encode_base64, sign_json, verify_signature
@@ -265,76 +265,114 @@ class Event:
 
 
 # --------------------------------------------------------------------------------------
-# Checks on receipt of a PDU that only need the PDU itself
+# Checks on receipt of a PDU that only need the PDU itself (the federation
+# receiver runs them through ``ranvier.core.federation_checks``)
 
 
 #: Client-Server API "Size limits": "The complete event MUST NOT be larger than
 #: 65536 bytes, when formatted with the federation event format, including any
 #: signatures, and encoded as Canonical JSON."
-MAX_PDU_BYTES = 65_536
+MAX_PDU_BYTES: Final = 65_536
 #: The same section: ``sender``, ``room_id`` and ``event_id`` may not exceed
 #: the identifier limit (Appendices: 255 bytes), ``state_key`` and ``type``
 #: 255 bytes.
-MAX_PDU_FIELD_BYTES = 255
-_SIZE_LIMITED_FIELDS = ("sender", "room_id", "type", "state_key", "event_id")
+MAX_PDU_FIELD_BYTES: Final = 255
+_SIZE_LIMITED_FIELDS: Final = ("sender", "room_id", "type", "state_key", "event_id")
+#: Room versions in which Synapse, which long measured the field limits in code
+#: points, keeps an event over 255 bytes but within 255 code points as
+#: *rejected* instead of dropping it (``LENIENT_EVENT_BYTE_LIMITS_ROOM_VERSIONS``
+#: in synapse/event_auth.py: v1–v10). Dropping an event that every other
+#: server stores would split the DAG; from v11 the byte limit drops it.
+_LENIENT_BYTE_LIMIT_VERSIONS: Final = frozenset(str(number) for number in range(1, 11))
 
 
 class PDUTooLargeError(EventFormatError):
-    """A PDU, or one of its size-limited fields, is over the spec's limit."""
+    """A PDU, or one of its size-limited fields, is over the spec's limit.
 
-    def __init__(self, field_name: str | None, size: int, limit: int) -> None:
+    ``keep_as_rejected``: only a field's *byte* limit is exceeded, in a room
+    version (v1–v10) where deployed servers store such an event as rejected;
+    otherwise the PDU is dropped.
+    """
+
+    def __init__(
+        self,
+        field_name: str | None,
+        size: int,
+        limit: int,
+        *,
+        unit: str = "bytes",
+        keep_as_rejected: bool = False,
+    ) -> None:
         #: The oversized field, or None for the whole PDU.
         self.field_name = field_name
         self.size = size
         self.limit = limit
+        self.keep_as_rejected = keep_as_rejected
         what = "PDU" if field_name is None else f"'{field_name}'"
-        super().__init__(f"{what} is {size} bytes, over the limit of {limit}")
+        super().__init__(f"{what} is {size} {unit}, over the limit of {limit}")
 
 
 def check_pdu_size_limits(room_version: RoomVersion, pdu: Mapping[str, Any]) -> None:
     """Apply the spec's size limits to a PDU received over federation.
 
-    Raises ``PDUTooLargeError`` when the PDU's canonical JSON is over 65,536
-    bytes or one of ``sender``, ``room_id``, ``type``, ``state_key`` and
-    (v1–v2) ``event_id`` is over 255 bytes of UTF-8, and ``EventFormatError``
-    when the PDU cannot be encoded as the room version's canonical JSON: from
-    room version 6 that is the strict enforcement that makes servers discard
-    such events over federation (fragment v6-canonical-json).
+    In Synapse's order (``_check_size_limits``), raises ``PDUTooLargeError``
+    for the first limit exceeded:
 
-    Lengths are bytes, as the spec says (and as Synapse measures for new
-    rooms; for old room versions Synapse still stores an event that is over
-    the byte limit but not the code point limit, as rejected). Fields that are
-    not strings are left to ``Event.from_pdu``.
+    1. the PDU's canonical JSON, in the room version's encoding (relaxed for
+       v1–5, as its hashes and signatures are), is over 65,536 bytes;
+    2. one of ``sender``, ``room_id``, ``type``, ``state_key`` and (v1–v2)
+       ``event_id`` is over 255 code points — the limit Synapse always
+       enforced, so every server drops such a PDU;
+    3. one of them is over 255 bytes of UTF-8, the spec's limit: dropped from
+       room version 11, kept as rejected before (``keep_as_rejected``; see
+       ``_LENIENT_BYTE_LIMIT_VERSIONS``).
+
+    Raises ``EventFormatError`` when the PDU cannot be encoded as the room
+    version's canonical JSON: from room version 6 that is the strict
+    enforcement that makes servers discard such events over federation
+    (fragment v6-canonical-json). Fields that are not strings are left to
+    ``Event.from_pdu``.
     """
     body = dict(pdu)
     if not room_version.event_ids_in_pdu:
         body.pop("event_id", None)  # v3+: not part of the PDU
-    for name in _SIZE_LIMITED_FIELDS:
-        value = body.get(name)
-        if isinstance(value, str):
-            size = _utf8_length(value, name)
-            if size > MAX_PDU_FIELD_BYTES:
-                raise PDUTooLargeError(name, size, MAX_PDU_FIELD_BYTES)
     try:
         size = len(encode_canonical_json(body, strict=room_version.strict_canonical_json))
     except CanonicalJSONError as exc:
         raise EventFormatError(f"event is not canonical JSON: {exc}") from exc
     if size > MAX_PDU_BYTES:
         raise PDUTooLargeError(None, size, MAX_PDU_BYTES)
+    fields = [
+        (name, body[name]) for name in _SIZE_LIMITED_FIELDS if isinstance(body.get(name), str)
+    ]
+    for name, value in fields:
+        if len(value) > MAX_PDU_FIELD_BYTES:
+            raise PDUTooLargeError(name, len(value), MAX_PDU_FIELD_BYTES, unit="code points")
+    lenient = room_version.identifier in _LENIENT_BYTE_LIMIT_VERSIONS
+    for name, value in fields:
+        # Cannot raise: a lone surrogate already failed the encoding above.
+        size = len(value.encode("utf-8"))
+        if size > MAX_PDU_FIELD_BYTES:
+            raise PDUTooLargeError(name, size, MAX_PDU_FIELD_BYTES, keep_as_rejected=lenient)
 
 
-def _utf8_length(value: str, name: str) -> int:
-    try:
-        return len(value.encode("utf-8"))
-    except UnicodeEncodeError:
-        raise EventFormatError(f"'{name}' is not valid Unicode") from None
+def identifier_server_name(identifier: object, sigil: str, what: str) -> str:
+    """The server name of a user ID (``@``) or v1–v2 event ID (``$``).
+
+    Everything after the first colon ("the localpart ... MUST NOT contain
+    ``:``", Appendices "Identifier Grammar"), which must be a valid server
+    name. Raises ``EventFormatError`` otherwise. The identifier's length is
+    not checked here: see ``check_pdu_size_limits``.
+    """
+    if isinstance(identifier, str) and identifier.startswith(sigil):
+        _, colon, server_name = identifier.partition(":")
+        if colon and is_valid_server_name(server_name):
+            return server_name
+    raise EventFormatError(f"{what} {identifier!r} does not name a valid server")
 
 
-def _server_of(identifier: object, what: str) -> str:
-    """The server part of a user ID or v1–v2 event ID (after the first colon)."""
-    if not isinstance(identifier, str) or ":" not in identifier:
-        raise EventFormatError(f"{what} has no server name: {identifier!r}")
-    return identifier.split(":", 1)[1]
+#: v8+ restricted joins (MSC3083): the user whose server authorised the join.
+AUTHORISING_USER: Final = "join_authorised_via_users_server"
 
 
 def is_third_party_invite(event: Event) -> bool:
@@ -346,6 +384,26 @@ def is_third_party_invite(event: Event) -> bool:
     )
 
 
+def _authorising_server(event: Event, room_version: RoomVersion) -> str | None:
+    """v8+ auth rule 4.2 (MSC3083): a join naming ``join_authorised_via_users_server``
+    must be "validly signed by the homeserver of the user ID denoted by the key".
+
+    As deployed (Synapse's ``_check_sigs_on_pdu``; ruma and conduwuit agree),
+    this is checked with the other signatures and for ``join`` memberships
+    only, in room versions with restricted join rules: a leave or invite that
+    happens to carry the key needs no extra signature. Requiring more than the
+    other servers do would make us drop events they accept and split the room.
+    """
+    if not (
+        room_version.restricted_join_rule
+        and event.type == "m.room.member"
+        and event.membership == "join"
+        and AUTHORISING_USER in event.content
+    ):
+        return None
+    return identifier_server_name(event.content[AUTHORISING_USER], "@", AUTHORISING_USER)
+
+
 def required_signature_servers(
     event: Event, room_version: RoomVersion | None = None
 ) -> frozenset[str]:
@@ -354,39 +412,29 @@ def required_signature_servers(
     Server-Server API "Validating hashes and signatures on received events":
 
     * the originating server, the server of ``sender`` — "unless the event is
-      a 3rd party invite", which the server of the invite's original sender
-      may have sent on another server's behalf;
+      a 3rd party invite", which "the server which actually sends the event
+      may be a different server" sent on another's behalf (the auth rules then
+      check its ``signed`` block against the room's
+      ``m.room.third_party_invite``);
     * room versions 1 and 2: also "the domain in the event_id, if it differs
       from the originating server";
-    * v8+ auth rule 4.2 (MSC3083): a join whose ``content`` names
-      ``join_authorised_via_users_server`` must be "validly signed by the
-      homeserver of the user ID denoted by the key".
-
-    As deployed (Synapse's ``_check_sigs_on_pdu``; ruma and conduwuit agree),
-    rule 4.2 is applied to ``join`` memberships only, in room versions with
-    restricted join rules: a leave or invite that happens to carry the key
-    needs no extra signature. Requiring more than the other servers do would
-    make us reject events they accept and split the room.
+    * v8+ restricted joins: the authorising user's server (see
+      ``_authorising_server``).
 
     ``room_version`` defaults to the event's own. Raises ``EventFormatError``
-    when a server name cannot be found (a malformed sender, v1–v2 event ID or
-    authorising user), which deployed servers also refuse.
+    when one of those identifiers does not name a valid server (deployed
+    servers refuse such events too).
     """
     version = room_version if room_version is not None else event.room_version
-    sender_server = _server_of(event.sender, "sender")
+    sender_server = identifier_server_name(event.sender, "@", "sender")
     servers: set[str] = set()
     if not is_third_party_invite(event):
         servers.add(sender_server)
     if version.event_ids_in_pdu:
-        event_id_server = _server_of(event.event_id, "event_id")
+        event_id_server = identifier_server_name(event.event_id, "$", "event_id")
         if event_id_server != sender_server:
             servers.add(event_id_server)
-    if (
-        version.restricted_join_rule
-        and event.type == "m.room.member"
-        and event.membership == "join"
-        and "join_authorised_via_users_server" in event.content
-    ):
-        authoriser = event.content["join_authorised_via_users_server"]
-        servers.add(_server_of(authoriser, "join_authorised_via_users_server"))
+    authorising_server = _authorising_server(event, version)
+    if authorising_server is not None:
+        servers.add(authorising_server)
     return frozenset(servers)

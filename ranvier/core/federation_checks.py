@@ -28,23 +28,27 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar, Final
 
-from ranvier.core.canonical_json import CanonicalJSONError, encode_canonical_json
-from ranvier.core.events import Event, EventFormatError, compute_content_hash, compute_event_id
-from ranvier.core.ids import is_valid_server_name
+from ranvier.core.canonical_json import CanonicalJSONError
+from ranvier.core.events import (
+    MAX_PDU_FIELD_BYTES,
+    Event,
+    EventFormatError,
+    PDUTooLargeError,
+    check_pdu_size_limits,
+    compute_content_hash,
+    compute_event_id,
+    identifier_server_name,
+    required_signature_servers,
+    verify_event_signature,
+)
 from ranvier.core.redaction import redact
 from ranvier.core.room_versions import RoomVersion, UnknownRoomVersion, get_room_version
 from ranvier.core.server_acl import ServerAcl
-from ranvier.core.signing import ED25519, SignatureError, decode_base64, verify_signature
+from ranvier.core.signing import ED25519, SignatureError, decode_base64
 
 # --- limits -----------------------------------------------------------------------
+# The size limits (65,536 bytes a PDU, 255 a field) are ``events.check_pdu_size_limits``'s.
 
-#: "The complete event MUST NOT be larger than 65536 bytes, when formatted with
-#: the federation event format, including any signatures, and encoded as
-#: Canonical JSON" (Client-Server API, "Size limits").
-MAX_PDU_BYTES: Final = 65_536
-#: ``sender``, ``room_id``, ``event_id`` (the identifier limits of the
-#: Appendices), ``type`` and ``state_key``: 255 bytes each ("Size limits").
-MAX_FIELD_BYTES: Final = 255
 #: PDU schemas: ``prev_events`` "Must contain less than or equal to 20 events",
 #: ``auth_events`` "less than or equal to 10 events".
 MAX_PREV_EVENTS: Final = 20
@@ -61,12 +65,6 @@ MAX_DEPTH: Final = 2**63 - 1
 #: /sync puts event content about 8 levels down). The receiver may pass the
 #: server-wide JSON nesting limit instead.
 MAX_PDU_NESTING: Final = 100
-
-#: Room versions in which Synapse measured the per-field limits in code points
-#: and, when only the byte limit is exceeded, keeps the event as rejected
-#: rather than dropping it (``LENIENT_EVENT_BYTE_LIMITS_ROOM_VERSIONS``, v1–v10).
-#: Dropping such an event where other servers keep it would split the DAG.
-_LENIENT_BYTE_LIMIT_VERSIONS: Final = frozenset(str(number) for number in range(1, 11))
 
 #: ``unsigned`` is not covered by hashes or signatures, so a remote server
 #: could put anything there (``redacted_because``, ``m.relations``, ...). Keep
@@ -104,7 +102,7 @@ class InvalidPdu(PduCheckError):
 
 
 class PduTooLarge(InvalidPdu):
-    """Step 1: a size limit is exceeded."""
+    """Step 1: a size limit is exceeded (``events.PDUTooLargeError``, as a result)."""
 
     errcode: ClassVar[str] = "M_TOO_LARGE"
 
@@ -138,7 +136,7 @@ class PduOutcome(enum.Enum):
     REDACTED = "redacted"
     #: Keep the event, but as rejected, without authorisation checks: a field
     #: exceeds its byte limit in a room version where deployed servers keep
-    #: such events (v1–v10; see ``_LENIENT_BYTE_LIMIT_VERSIONS``).
+    #: such events (v1–v10; see ``events.check_pdu_size_limits``).
     REJECTED = "rejected"
     #: Failed step 1 or 2, or denied by the ACL: not stored at all.
     DROPPED = "dropped"
@@ -208,6 +206,7 @@ def _room_version(room_version: RoomVersion | str) -> RoomVersion:
         raise UnsupportedRoomVersion(f"unsupported room version {room_version!r}") from None
 
 
+# To become the shared JSON depth check of core/canonical_json.py (branch h9-json) once merged.
 def exceeds_nesting(value: Any, limit: int) -> bool:
     """Whether ``value`` nests objects/arrays more than ``limit`` levels deep.
 
@@ -282,57 +281,32 @@ def _check_counts_and_depth(event: Event) -> None:
         raise InvalidPdu(f"depth {event.depth} is outside 0..2^63-1")
 
 
-def _canonical_size(body: Mapping[str, Any]) -> int:
-    """Bytes of canonical JSON; raises InvalidPdu if the PDU cannot be encoded.
+def _size_violation(event: Event) -> PduTooLarge | None:
+    """The size limits: raise ``PduTooLarge`` for a limit that drops the PDU;
+    return the one that keeps it as rejected (v1–v10 byte limits), if any.
 
-    Once this succeeds for the whole PDU, the redacted copy and the content
-    hash input (subsets of it) encode too, so steps 2 and 3 cannot fail on
-    encoding. (Room versions 1–5 do not enforce canonical JSON, fragment
-    v1-canonical-json: when the encoder learns to hash their floats and large
-    integers, this measures them with it.)
+    Measured with the room version's canonical JSON, as hashes and signatures
+    are, so once this succeeds steps 2 and 3 cannot fail on encoding: the
+    redacted copy and the content hash input are subsets of the PDU.
     """
     try:
-        return len(encode_canonical_json(body))
-    except CanonicalJSONError as exc:
-        raise InvalidPdu(f"not canonical JSON: {exc}") from None
-
-
-def _fields(event: Event) -> dict[str, str]:
-    fields = {
-        "sender": event.sender,
-        "room_id": event.room_id,
-        "type": event.type,
-        "event_id": event.event_id,
-    }
-    if event.state_key is not None:
-        fields["state_key"] = event.state_key
-    return fields
-
-
-def _check_sizes(event: Event) -> None:
-    """The whole PDU and the per-field code point limits: always fatal."""
-    size = _canonical_size(event.pdu)
-    if size > MAX_PDU_BYTES:
-        raise PduTooLarge(f"PDU is {size} bytes of canonical JSON, more than {MAX_PDU_BYTES}")
-    for name, value in _fields(event).items():
-        if len(value) > MAX_FIELD_BYTES:
-            raise PduTooLarge(f"{name} is longer than {MAX_FIELD_BYTES} bytes")
-
-
-def byte_limit_violation(event: Event) -> str | None:
-    """The first field over its 255-byte limit (within 255 code points), if any."""
-    for name, value in _fields(event).items():
-        if len(value.encode("utf-8")) > MAX_FIELD_BYTES:
-            return f"{name} is longer than {MAX_FIELD_BYTES} bytes"
+        check_pdu_size_limits(event.room_version, event.pdu)
+    except PDUTooLargeError as exc:
+        if exc.keep_as_rejected:
+            return PduTooLarge(str(exc))
+        raise PduTooLarge(str(exc)) from None
+    except EventFormatError as exc:  # not canonical JSON for its room version
+        raise InvalidPdu(str(exc)) from None
     return None
 
 
-def _domain_of(identifier: str, sigil: str, name: str) -> str:
-    """The server name of an identifier like ``@user:server``, or InvalidPdu."""
-    _, colon, domain = identifier.partition(":")
-    if not identifier.startswith(sigil) or not colon or not is_valid_server_name(domain):
-        raise InvalidPdu(f"{name} {identifier!r} does not name a valid server")
-    return domain
+def _check_server_names(event: Event) -> None:
+    try:
+        identifier_server_name(event.sender, "@", "sender")
+        if event.room_version.event_ids_in_pdu:
+            identifier_server_name(event.event_id, "$", "event_id")
+    except EventFormatError as exc:
+        raise InvalidPdu(str(exc)) from None
 
 
 def _parse(pdu: Mapping[str, Any], room_version: RoomVersion) -> Event:
@@ -354,14 +328,21 @@ def check_pdu_format(
     """Step 1: the PDU as an ``Event`` of its room version, or raise ``InvalidPdu``.
 
     Checks the shape the room version's PDU schema requires, the size limits
-    (whole PDU; ``sender``, ``room_id``, ``type``, ``state_key``, ``event_id``
-    in code points), at most 20 ``prev_events`` and 10 ``auth_events``, the
-    ``depth`` bounds and the nesting depth. The per-field *byte* limits are
-    fatal here from room version 11; for v1–v10 see
-    :func:`byte_limit_violation`, which :func:`check_received_pdu` applies
+    (``events.check_pdu_size_limits``), at most 20 ``prev_events`` and 10
+    ``auth_events``, the ``depth`` bounds, the nesting depth and that
+    ``sender`` (and a v1–v2 ``event_id``) names a valid server. A field over
+    its 255-byte limit but within 255 code points is not an error here in room
+    versions 1–10: :func:`check_received_pdu` keeps such an event as rejected
     after the signature checks. ``unsigned`` is cut down to what an origin
     server may add. For v3+ the event ID is always computed, never read.
     """
+    return _check_format(pdu, room_version, max_nesting)[0]
+
+
+def _check_format(
+    pdu: Any, room_version: RoomVersion | str, max_nesting: int
+) -> tuple[Event, PduTooLarge | None]:
+    """``check_pdu_format``, and the size error that keeps the event as rejected."""
     version = _room_version(room_version)
     if not isinstance(pdu, dict):
         raise InvalidPdu("PDU must be a JSON object")
@@ -371,80 +352,22 @@ def check_pdu_format(
     _check_hashes_and_signatures_shape(pdu)
     event = _parse(pdu, version)
     _check_counts_and_depth(event)
-    _check_sizes(event)
-    if version.identifier not in _LENIENT_BYTE_LIMIT_VERSIONS:
-        violation = byte_limit_violation(event)
-        if violation is not None:
-            raise PduTooLarge(violation)
-    _domain_of(event.sender, "@", "sender")
-    if version.event_ids_in_pdu:
-        _domain_of(event.event_id, "$", "event_id")
-    return event
+    too_large = _size_violation(event)
+    _check_server_names(event)
+    return event, too_large
 
 
 # --- step 2: signatures -----------------------------------------------------------------
 
-AUTHORISING_USER: Final = "join_authorised_via_users_server"
 
-
-def is_third_party_invite(event: Event) -> bool:
-    """An invite made from a third-party invite (``content.third_party_invite``)."""
-    return (
-        event.type == "m.room.member"
-        and event.membership == "invite"
-        and "third_party_invite" in event.content
-    )
-
-
-def _authorising_server(event: Event) -> str | None:
-    """v8+ restricted joins: the server of ``join_authorised_via_users_server``.
-
-    The v8 auth rules (rule 4.2) require a member event with that key to be
-    "validly signed by the homeserver of the user ID denoted by the key".
-    Like Synapse (``_check_sigs_on_pdu``) this is checked with the other
-    signatures, and only for ``join`` memberships: dropping a leave or ban
-    that merely carries the key where Synapse accepts it would split the room.
-    """
-    if not (
-        event.room_version.restricted_join_rule
-        and event.type == "m.room.member"
-        and event.membership == "join"
-        and AUTHORISING_USER in event.content
-    ):
-        return None
-    authoriser = event.content[AUTHORISING_USER]
-    if not isinstance(authoriser, str):
-        raise PduSignatureError(f"{AUTHORISING_USER} must be a user ID")
+def _required_servers(event: Event, room_version: RoomVersion) -> frozenset[str]:
+    """``events.required_signature_servers``; ``sender`` and a v1–v2 ``event_id``
+    passed step 1, so a failure here is an authorising user that names no
+    server: no signature can satisfy rule 4.2, so it fails this step."""
     try:
-        return _domain_of(authoriser, "@", AUTHORISING_USER)
-    except InvalidPdu as exc:
+        return required_signature_servers(event, room_version)
+    except EventFormatError as exc:
         raise PduSignatureError(str(exc)) from None
-
-
-def required_signature_servers(event: Event, room_version: RoomVersion) -> frozenset[str]:
-    """The servers whose signatures ``event`` must carry.
-
-    Server-Server API "Validating hashes and signatures on received events":
-    the sender's server ("the originating server"), except for third-party
-    invites ("the server which actually sends the event may be a different
-    server"); in v1–v2 also "the domain in the ``event_id``, if it differs
-    from the originating server"; v8+ restricted joins also the authorising
-    user's server (see ``_authorising_server``). A third-party invite in v3+
-    therefore needs no signature here: the auth rules check its ``signed``
-    block against the room's ``m.room.third_party_invite`` instead.
-    """
-    sender_server = _domain_of(event.sender, "@", "sender")
-    servers: set[str] = set()
-    if not is_third_party_invite(event):
-        servers.add(sender_server)
-    if room_version.event_ids_in_pdu:
-        event_id_server = _domain_of(event.event_id, "$", "event_id")
-        if event_id_server != sender_server:
-            servers.add(event_id_server)
-    authorising_server = _authorising_server(event)
-    if authorising_server is not None:
-        servers.add(authorising_server)
-    return frozenset(servers)
 
 
 def _signature_key_ids(event: Event, server: str) -> list[str]:
@@ -460,13 +383,15 @@ def required_signing_keys(event: Event) -> dict[str, tuple[str, ...]]:
     """For each required server, the key IDs to fetch before checking signatures."""
     return {
         server: tuple(_signature_key_ids(event, server))
-        for server in sorted(required_signature_servers(event, event.room_version))
+        for server in sorted(_required_servers(event, event.room_version))
     }
 
 
-def _verify_server(signed: dict[str, Any], event: Event, server: str, keys_for: KeyLookup) -> None:
-    """``server`` signed ``signed`` with at least one known, unexpired key, and
-    every such signature verifies.
+def _verify_server(
+    event: Event, room_version: RoomVersion, server: str, keys_for: KeyLookup
+) -> None:
+    """``server`` signed ``event`` with at least one known, unexpired key, and
+    every such signature verifies (``events.verify_event_signature``).
 
     "If a signature is from an unknown or expired key, it is skipped"; "If all
     signatures from known unexpired keys from the originating server(s) are
@@ -482,7 +407,7 @@ def _verify_server(signed: dict[str, Any], event: Event, server: str, keys_for: 
         if key is None or not key_is_valid_for(key, event):
             continue
         try:
-            verify_signature(signed, server, key_id, key.key)
+            verify_event_signature(room_version, event.pdu, server, key_id, key.key)
         except SignatureError as exc:
             raise PduSignatureError(str(exc)) from None
         verified = True
@@ -493,12 +418,12 @@ def _verify_server(signed: dict[str, Any], event: Event, server: str, keys_for: 
 def verify_pdu_signatures(event: Event, room_version: RoomVersion, keys_for: KeyLookup) -> None:
     """Step 2: raise ``PduSignatureError`` unless every required server signed ``event``.
 
-    Signatures cover the redacted event, so this passes "whether we have been
-    sent the full event or a redacted copy".
+    Signatures cover the redacted event, in the room version's canonical JSON,
+    so this passes "whether we have been sent the full event or a redacted
+    copy".
     """
-    signed = redact(room_version, dict(event.pdu))
-    for server in sorted(required_signature_servers(event, room_version)):
-        _verify_server(signed, event, server, keys_for)
+    for server in sorted(_required_servers(event, room_version)):
+        _verify_server(event, room_version, server, keys_for)
 
 
 # --- step 3: content hash ---------------------------------------------------------------
@@ -512,7 +437,8 @@ def content_hash_matches(event: Event) -> bool:
     spelling of the right bytes matches).
     """
     received = decode_base64(event.pdu["hashes"]["sha256"])
-    return received == decode_base64(compute_content_hash(event.pdu))
+    expected = compute_content_hash(event.pdu, event.room_version)
+    return received == decode_base64(expected)
 
 
 def redacted_copy(event: Event) -> Event:
@@ -571,7 +497,10 @@ def _best_effort_event_id(
         )
     except (PduCheckError, EventFormatError, CanonicalJSONError):
         return None
-    if not isinstance(event_id, str) or len(event_id.encode("utf-8", "replace")) > MAX_FIELD_BYTES:
+    if (
+        not isinstance(event_id, str)
+        or len(event_id.encode("utf-8", "replace")) > MAX_PDU_FIELD_BYTES
+    ):
         return None
     return event_id
 
@@ -598,15 +527,14 @@ def check_received_pdu(
             # Before anything else, as Synapse does: a denied server's PDUs
             # are not even parsed.
             raise DeniedByServerAcl(f"{origin} is denied by the room's server ACL")
-        event = check_pdu_format(pdu, version, max_nesting=max_nesting)
+        event, too_large = _check_format(pdu, version, max_nesting)
         check_pdu_acl(event, origin, acl)
         verify_pdu_signatures(event, version, keys_for)
     except PduCheckError as error:
         event_id = _best_effort_event_id(pdu, room_version, max_nesting)
         return PduCheckResult(PduOutcome.DROPPED, None, event_id, error)
     checked = check_content_hash(event)
-    violation = byte_limit_violation(checked)
-    if violation is not None:
-        return PduCheckResult(PduOutcome.REJECTED, checked, event.event_id, PduTooLarge(violation))
+    if too_large is not None:
+        return PduCheckResult(PduOutcome.REJECTED, checked, event.event_id, too_large)
     outcome = PduOutcome.ACCEPTED if checked is event else PduOutcome.REDACTED
     return PduCheckResult(outcome, checked, event.event_id)

@@ -30,6 +30,7 @@ from ranvier.core.signing import SignatureError, SigningKey, encode_base64, veri
 
 V1 = get_room_version("1")
 V3 = get_room_version("3")
+V5 = get_room_version("5")
 V10 = get_room_version("10")
 V11 = get_room_version("11")
 V12 = get_room_version("12")
@@ -312,14 +313,41 @@ def test_fields_of_255_bytes_are_allowed_256_are_not(field: str) -> None:
     with pytest.raises(PDUTooLargeError) as raised:
         check_pdu_size_limits(V10, _message(**{field: fits + "a"}))
     assert raised.value.field_name == field
+    # Over 255 code points: every server drops it, in every room version.
+    assert not raised.value.keep_as_rejected
+    assert str(raised.value) == f"'{field}' is 256 code points, over the limit of 255"
 
 
-def test_field_limits_are_bytes_not_code_points() -> None:
+@pytest.mark.parametrize(
+    ("version", "kept"), [("1", True), ("10", True), ("11", False), ("12", False)]
+)
+def test_field_limits_are_bytes_not_code_points(version: str, kept: bool) -> None:
+    """Bytes, as the spec says. Synapse long measured code points: in v1–v10 it
+    keeps an event over 255 bytes but within 255 code points as rejected, and
+    drops it only from v11 (LENIENT_EVENT_BYTE_LIMITS_ROOM_VERSIONS)."""
+    room_version = get_room_version(version)
+    pdu = _message(event_id="$e:a.test") if room_version.event_ids_in_pdu else _message()
     state_key = "é" * 128  # 128 code points, 256 bytes
     with pytest.raises(PDUTooLargeError) as raised:
-        check_pdu_size_limits(V10, _message(state_key=state_key))
+        check_pdu_size_limits(room_version, {**pdu, "state_key": state_key})
     assert (raised.value.field_name, raised.value.size) == ("state_key", 256)
-    check_pdu_size_limits(V10, _message(state_key="é" * 127))
+    assert raised.value.keep_as_rejected is kept
+    assert str(raised.value) == "'state_key' is 256 bytes, over the limit of 255"
+    check_pdu_size_limits(room_version, {**pdu, "state_key": "é" * 127})
+
+
+def test_size_limits_apply_in_synapses_order() -> None:
+    """The whole PDU first, then code points, then bytes: an event that breaks a
+    limit that drops it is never merely kept as rejected."""
+    over_bytes = {"type": "é" * 128}
+    over_code_points = {"sender": "@" + "u" * 248 + ":a.test"}
+    with pytest.raises(PDUTooLargeError) as raised:
+        check_pdu_size_limits(V10, _message(**over_bytes, **over_code_points))
+    assert raised.value.field_name == "sender" and not raised.value.keep_as_rejected
+    huge = _padded_to(V10, MAX_PDU_BYTES + 1)
+    with pytest.raises(PDUTooLargeError) as raised:
+        check_pdu_size_limits(V10, {**huge, **over_bytes})
+    assert raised.value.field_name is None and not raised.value.keep_as_rejected
 
 
 def test_v1_event_id_is_size_limited() -> None:
@@ -332,6 +360,12 @@ def test_v1_event_id_is_size_limited() -> None:
 
 def test_size_check_applies_the_room_versions_canonical_json() -> None:
     check_pdu_size_limits(V3, _floaty_power_levels(V3))
+    # Relaxed (v1–5): measured to the byte as Python's json writes the float.
+    near = _padded_to(V5, MAX_PDU_BYTES - len(',"n":50.0'))
+    check_pdu_size_limits(V5, {**near, "content": {**near["content"], "n": 50.0}})
+    with pytest.raises(PDUTooLargeError) as raised:
+        check_pdu_size_limits(V5, {**near, "content": {**near["content"], "n": 500.0}})
+    assert raised.value.size == MAX_PDU_BYTES + 1
     with pytest.raises(EventFormatError) as raised:
         check_pdu_size_limits(V10, _floaty_power_levels(V10))
     assert not isinstance(raised.value, PDUTooLargeError)
@@ -358,9 +392,10 @@ def _join(version: RoomVersion, **content: Any) -> Event:
     return _event(version, type="m.room.member", state_key="@alice:a.test", content=member)
 
 
-def test_the_senders_server_signs() -> None:
-    assert required_signature_servers(_event(V10)) == {"a.test"}
-    assert required_signature_servers(_event(V10, sender="@alice:a.test:8448")) == {
+@pytest.mark.parametrize("version", [V3, V10], ids=["v3", "v10"])
+def test_the_senders_server_signs(version: RoomVersion) -> None:
+    assert required_signature_servers(_event(version)) == {"a.test"}
+    assert required_signature_servers(_event(version, sender="@alice:a.test:8448")) == {
         "a.test:8448"
     }
 
@@ -370,8 +405,9 @@ def test_v1_v2_also_need_the_event_ids_server() -> None:
     event = _event(V1, event_id="$e:b.test")
     assert required_signature_servers(event) == {"a.test", "b.test"}
     assert required_signature_servers(event, V1) == {"a.test", "b.test"}
-    with pytest.raises(EventFormatError):
-        required_signature_servers(_event(V1, event_id="$no-server"))
+    for event_id in ("$no-server", "e:b.test", "$e:", "$e:bad host"):
+        with pytest.raises(EventFormatError, match="event_id"):
+            required_signature_servers(_event(V1, event_id=event_id))
 
 
 @pytest.mark.parametrize(("version", "extra"), [("7", False), ("8", True), ("12", True)])
@@ -382,6 +418,9 @@ def test_restricted_join_needs_the_authorising_server(version: str, extra: bool)
     expected = {"a.test", "b.test"} if extra else {"a.test"}
     assert required_signature_servers(join) == expected
     assert required_signature_servers(_join(room_version)) == {"a.test"}
+    # An authorising user on the joiner's own server adds no server.
+    same_server = _join(room_version, join_authorised_via_users_server="@admin:a.test")
+    assert required_signature_servers(same_server) == {"a.test"}
 
 
 def test_only_joins_need_the_authorising_server() -> None:
@@ -394,9 +433,11 @@ def test_only_joins_need_the_authorising_server() -> None:
         assert required_signature_servers(event) == {"a.test"}
 
 
-@pytest.mark.parametrize("authoriser", [42, None, "bob", ["@bob:b.test"]])
+@pytest.mark.parametrize(
+    "authoriser", [42, None, "bob", ["@bob:b.test"], "bob:b.test", "@bob", "@bob:bad host"]
+)
 def test_malformed_authorising_user_is_a_format_error(authoriser: Any) -> None:
-    with pytest.raises(EventFormatError):
+    with pytest.raises(EventFormatError, match="join_authorised_via_users_server"):
         required_signature_servers(_join(V10, join_authorised_via_users_server=authoriser))
 
 
@@ -418,6 +459,10 @@ def test_third_party_invites_are_exempt_from_the_senders_signature() -> None:
     assert required_signature_servers(plain) == {"a.test"}
 
 
-def test_sender_without_a_server_is_a_format_error() -> None:
-    with pytest.raises(EventFormatError):
-        required_signature_servers(_event(V10, sender="@alice"))
+@pytest.mark.parametrize(
+    "sender",
+    ["alice", "alice:a.test", "@alice", "@alice:", "@alice:bad_host!", "@a:a.test:99999999"],
+)
+def test_sender_without_a_valid_server_is_a_format_error(sender: str) -> None:
+    with pytest.raises(EventFormatError, match="sender"):
+        required_signature_servers(_event(V10, sender=sender))
