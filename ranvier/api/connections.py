@@ -331,6 +331,10 @@ class GuardedRequestHandler(web.RequestHandler):
         body = self._body
         if body is None or body.is_eof():
             return
+        if self._reading_paused:
+            # aiohttp stopped reading because the handler has not consumed what came:
+            # the wait is the server's, not the client's, so it does not count.
+            self._body_activity = self._loop.time()
         silent_for = self._loop.time() - self._body_activity
         if silent_for < self._limits.body_timeout:  # data came since: check again later
             self._body_deadline = self._loop.call_later(

@@ -263,6 +263,9 @@ async def serve(
     Shutdown stops accepting connections, lets in-flight requests finish (up to
     ``shutdown_timeout`` seconds), closes idle keep-alive connections and runs
     the app's cleanup hooks. ``started`` receives the bound socket addresses.
+    Connections get the slow-client timeouts and per-address cap of
+    ``config.listen`` (ranvier.api.connections); another listener (e.g. TLS)
+    is one more ``guard.listen(...)``.
     """
     # access_log=None: access_log_middleware writes our own, token-free lines.
     runner = web.AppRunner(app, access_log=None, shutdown_timeout=shutdown_timeout)

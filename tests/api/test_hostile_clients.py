@@ -23,8 +23,9 @@ from urllib.parse import quote
 
 import aiohttp
 import pytest
+from aiohttp import web
 
-from ranvier.api.http import CORS_HEADERS, HOMESERVER, serve
+from ranvier.api.http import CORS_HEADERS, HOMESERVER, json_response, serve
 from ranvier.app import build_app
 from ranvier.config import parse_config
 from ranvier.core.signing import SigningKey
@@ -113,9 +114,11 @@ async def serve_app(
     ``listen`` keys given, a victim with a room and a message, and an attacker's token."""
     tasks: list[tuple[asyncio.Event, asyncio.Task[None]]] = []
 
-    async def start(**listen: Any) -> Served:
+    async def start(setup: Callable[[web.Application], None] | None = None, **listen: Any) -> Served:
         raw = {**ROOMS_CONFIG, "database": database_dsn, "listen": listen}
         app = build_app(parse_config(raw, tmp_path, env={}), signing_key=SigningKey.generate("t"))
+        if setup is not None:
+            setup(app)
         stop = asyncio.Event()
         bound: list[Any] = []
         task = asyncio.create_task(serve(app, "127.0.0.1", 0, stop, started=bound.extend))
@@ -304,6 +307,26 @@ async def test_a_slow_but_steady_body_is_not_cut_off(serve_app: ServeApp) -> Non
     response = await read_response(reader)
     assert response.status == 200, response
     assert response.json()["event_id"].startswith("$")
+    writer.close()
+
+
+async def test_a_body_the_server_is_slow_to_read_is_not_cut_off(serve_app: ServeApp) -> None:
+    """The body clock measures the client's silence, not the server's: while aiohttp
+    has stopped reading (the handler has not consumed its buffer), no time counts."""
+
+    async def read_late(request: web.Request) -> web.StreamResponse:
+        await asyncio.sleep(BODY_TIMEOUT_S * 2)
+        return json_response({"received": len(await request.read())})
+
+    served = await serve_app(
+        setup=lambda app: app.router.add_post("/_test/read_late", read_late), **FAST_LIMITS
+    )
+    body = b"x" * (600 * 1024)  # well past aiohttp's read buffer, so reading pauses
+    reader, writer = await served.connect()
+    writer.write(request_bytes("POST", "/_test/read_late", f"Content-Length: {len(body)}"))
+    writer.write(body)
+    response = await read_response(reader)
+    assert (response.status, response.json()) == (200, {"received": len(body)})
     writer.close()
 
 
