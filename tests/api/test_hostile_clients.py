@@ -330,6 +330,26 @@ async def test_a_body_the_server_is_slow_to_read_is_not_cut_off(serve_app: Serve
     writer.close()
 
 
+async def test_client_vanishing_mid_body_is_one_log_line_not_a_traceback(
+    serve_app: ServeApp, caplog: pytest.LogCaptureFixture
+) -> None:
+    served = await serve_app(**FAST_LIMITS)
+    with caplog.at_level(logging.DEBUG):
+        _, writer = await served.connect()
+        writer.write(request_bytes("POST", f"{V3}/login", "Content-Length: 100", body=b"{"))
+        await asyncio.sleep(0.2)  # the handler is waiting for the rest of the body
+        writer.close()
+        deadline = time.monotonic() + LATE_S
+        while not any(r.name == "ranvier.access" for r in caplog.records):
+            assert time.monotonic() < deadline, caplog.text
+            await asyncio.sleep(0.02)
+        await asyncio.sleep(0.2)  # anything else the server would log about it
+    lines = [r.getMessage() for r in records_at_info(caplog)]
+    assert len(lines) == 1 and f'"POST {V3}/login" 499 ' in lines[0], lines
+    assert all(record.exc_info is None for record in caplog.records)
+    await assert_victim_still_served(served)
+
+
 async def test_idle_keep_alive_connection_is_closed_after_the_idle_timeout(
     serve_app: ServeApp,
 ) -> None:
