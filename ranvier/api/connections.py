@@ -263,9 +263,13 @@ class GuardedRequestHandler(web.RequestHandler):
         self._request_line_ended = False
 
     def _note_head_bytes(self, data: bytes) -> None:
+        if not self._head_started:
+            self._head_started = True
+            # A request is coming: the head clock replaces aiohttp's idle clock,
+            # which keep_alive(True) stops (it restarts after the response).
+            self.keep_alive(True)
         # The request line's length tells an over-long target (414) from an
         # over-long header (431) when the parser rejects a line as too long.
-        self._head_started = True
         if not self._request_line_ended:
             newline = data.find(b"\n")
             if newline < 0:
