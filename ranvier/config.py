@@ -41,12 +41,45 @@ class ConfigError(Exception):
     """The configuration is unusable; the message says why, for a human."""
 
 
+# Slow-client protection (issue 9): defaults in milliseconds, see docs/configuration.md.
+DEFAULT_HEADER_TIMEOUT_MS = 30_000
+DEFAULT_BODY_TIMEOUT_MS = 60_000
+# Longer than the idle timeout reverse proxies use for their upstream connections
+# (nginx 60 s, Go's http.Transport 90 s), so the proxy, not Ranvier, closes an
+# idle pooled connection and never sends a request into one being closed.
+DEFAULT_IDLE_TIMEOUT_MS = 180_000
+# Per TCP peer address when clients connect directly; see ListenConfig.connection_cap.
+DEFAULT_MAX_CONNECTIONS_PER_IP = 200
+
+
 @dataclass(frozen=True)
 class ListenConfig:
     host: str = "127.0.0.1"
     port: int = 8008
     # Behind a reverse proxy: take the client's address from X-Forwarded-For.
     x_forwarded: bool = False
+    # A request's line and headers must arrive within this many ms of its first byte
+    # (of the connection, for a new one).
+    header_timeout: int = DEFAULT_HEADER_TIMEOUT_MS
+    # Longest silence while a request body is being received, in ms.
+    body_timeout: int = DEFAULT_BODY_TIMEOUT_MS
+    # An idle keep-alive connection is closed after this many ms.
+    idle_timeout: int = DEFAULT_IDLE_TIMEOUT_MS
+    # Open connections per TCP peer address; 0: no limit; None: see connection_cap.
+    max_connections_per_ip: int | None = None
+
+    @property
+    def connection_cap(self) -> int | None:
+        """The per-address connection limit in force, None for none.
+
+        Unset, it is DEFAULT_MAX_CONNECTIONS_PER_IP for direct clients but none
+        behind a reverse proxy (``x_forwarded``): there every connection comes
+        from the proxy, and a cap would throttle its pooled connections instead
+        of an attacker (the proxy is the place to limit clients).
+        """
+        if self.max_connections_per_ip is None:
+            return None if self.x_forwarded else DEFAULT_MAX_CONNECTIONS_PER_IP
+        return self.max_connections_per_ip or None
 
 
 @dataclass(frozen=True)
@@ -273,6 +306,12 @@ def _positive_number(value: object) -> float:
     return float(value)
 
 
+def _non_negative_int(value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(f"must be a whole number, 0 or more, got {value!r}")
+    return value
+
+
 def _positive_int(value: object) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
         raise ValueError(f"must be a positive integer, got {value!r}")
@@ -391,6 +430,10 @@ _KEYS: dict[str, _Key] = {
     "listen.host": _plain(_string, is_string=True),
     "listen.port": _plain(_port, is_string=False),
     "listen.x_forwarded": _plain(_bool, is_string=False),
+    "listen.header_timeout": _plain(_duration_ms, is_string=False),
+    "listen.body_timeout": _plain(_duration_ms, is_string=False),
+    "listen.idle_timeout": _plain(_duration_ms, is_string=False),
+    "listen.max_connections_per_ip": _plain(_non_negative_int, is_string=False),
     "database": _Key(_database, is_string=True),
     "signing_key_path": _Key(lambda value, base_dir: base_dir / _string(value), True),
     "well_known.client_base_url": _plain(_base_url, is_string=True),
@@ -537,6 +580,10 @@ def parse_config(
             host=parsed.get("listen.host", ListenConfig.host),
             port=parsed.get("listen.port", ListenConfig.port),
             x_forwarded=parsed.get("listen.x_forwarded", ListenConfig.x_forwarded),
+            header_timeout=parsed.get("listen.header_timeout", DEFAULT_HEADER_TIMEOUT_MS),
+            body_timeout=parsed.get("listen.body_timeout", DEFAULT_BODY_TIMEOUT_MS),
+            idle_timeout=parsed.get("listen.idle_timeout", DEFAULT_IDLE_TIMEOUT_MS),
+            max_connections_per_ip=parsed.get("listen.max_connections_per_ip"),
         ),
         database=parsed.get("database", _database(DEFAULT_DATABASE, base_dir)),
         signing_key_path=parsed.get(

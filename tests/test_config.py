@@ -50,6 +50,42 @@ def test_defaults(tmp_path: Path) -> None:
     assert config.sqlite_path == tmp_path.resolve() / "data" / "homeserver.db"
 
 
+def test_slow_client_limits_default_and_parse(tmp_path: Path) -> None:
+    listen = parse_config({}, tmp_path, env={}).listen
+    assert (listen.header_timeout, listen.body_timeout, listen.idle_timeout) == (
+        30_000,
+        60_000,
+        180_000,
+    )
+    listen = parse_config(
+        {"listen": {"header_timeout": "5s", "body_timeout": 250, "idle_timeout": "2m"}},
+        tmp_path,
+        env={"RANVIER_LISTEN_MAX_CONNECTIONS_PER_IP": "17"},
+    ).listen
+    assert (listen.header_timeout, listen.body_timeout, listen.idle_timeout) == (
+        5_000,
+        250,
+        120_000,
+    )
+    assert (listen.max_connections_per_ip, listen.connection_cap) == (17, 17)
+
+
+@pytest.mark.parametrize(
+    ("listen", "cap"),
+    [
+        ({}, 200),  # clients connect directly: a generous cap per address
+        ({"x_forwarded": True}, None),  # behind a proxy every connection is the proxy's
+        ({"x_forwarded": True, "max_connections_per_ip": 1000}, 1000),
+        ({"max_connections_per_ip": 0}, None),  # 0: no limit
+        ({"max_connections_per_ip": 3}, 3),
+    ],
+)
+def test_connection_cap_per_address(
+    tmp_path: Path, listen: dict[str, object], cap: int | None
+) -> None:
+    assert parse_config({"listen": listen}, tmp_path, env={}).listen.connection_cap == cap
+
+
 def test_default_signing_key_file_follows_the_server_name(tmp_path: Path) -> None:
     config = parse_config({"server_name": "example.org:8448"}, tmp_path, env={})
     assert config.signing_key_path == tmp_path.resolve() / "example.org_8448.signing.key"
@@ -244,6 +280,11 @@ def test_unknown_ranvier_env_var_is_ignored_with_a_warning(
         ({"key_valid_for": "forever"}, {}, "'key_valid_for': must be milliseconds"),
         ({"key_valid_for": 0}, {}, "must be positive"),
         ({"log_level": "loud"}, {}, "must be one of DEBUG"),
+        ({"listen": {"header_timeout": 0}}, {}, "'listen.header_timeout': must be positive"),
+        ({"listen": {"body_timeout": "soon"}}, {}, "'listen.body_timeout': must be milliseconds"),
+        ({"listen": {"idle_timeout": -5}}, {}, "'listen.idle_timeout': must be positive"),
+        ({"listen": {"max_connections_per_ip": -1}}, {}, "must be a whole number, 0 or more"),
+        ({"listen": {"max_connections_per_ip": 1.5}}, {}, "must be a whole number, 0 or more"),
     ],
 )
 def test_bad_values_are_reported_clearly(

@@ -9,17 +9,18 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import re
 import ssl
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
+from urllib.parse import unquote_plus
 
 import orjson
 from aiohttp import web
 
 import ranvier
+from ranvier.api.connections import ConnectionGuard, ConnectionLimits, RequestBodyError
 from ranvier.config import Config
 from ranvier.core.input_limits import MAX_JSON_DEPTH, NUL, TextWithNulError, exceeds_depth
 from ranvier.core.signing import SigningKey
@@ -179,12 +180,36 @@ async def read_json_object(
 
 # --- middlewares and signals ---------------------------------------------------------
 
-_ACCESS_TOKEN_RE = re.compile(r"(^|&)(access_token=)[^&]*")
+# Query parameters whose values the access log shows: positions, limits, directions,
+# filters and server names, harmless and what one reads a log for. Every other value
+# is logged as <redacted> (keys are logged). Matching keys after percent-decoding
+# (as aiohttp does before auth reads ``access_token``, so ``?access%5Ftoken=`` and
+# ``?%61ccess_token=`` authenticate too), and redacting by default rather than
+# only ``access_token``, keeps the token out of the log however it is spelt, and
+# so the other secrets a query can carry: registration tokens (``token``), SSO
+# ``loginToken``, ``client_secret``, appservice ``user_id``... (Client-Server
+# API, "Using access tokens": the query parameter is deprecated but accepted).
+LOGGED_QUERY_PARAMETERS = frozenset(
+    {
+        "since", "timeout", "full_state", "set_presence",  # /sync
+        "from", "to", "dir", "limit", "filter",  # pagination
+        "via", "server_name", "kind", "version", "allow_remote",
+        "suggested_only", "max_depth", "recurse", "membership", "not_membership",
+    }
+)  # fmt: skip
+REDACTED = "<redacted>"
 
 
 def redact_query(query_string: str) -> str:
-    """Hide access tokens given in the query string (Client-Server API, "Using access tokens")."""
-    return _ACCESS_TOKEN_RE.sub(r"\1\2<redacted>", query_string)
+    """``query_string`` (raw) with the value of every parameter not in
+    LOGGED_QUERY_PARAMETERS replaced by ``<redacted>``."""
+    parts = []
+    for part in query_string.split("&"):
+        raw_key, has_value, raw_value = part.partition("=")
+        if has_value and raw_value and unquote_plus(raw_key) not in LOGGED_QUERY_PARAMETERS:
+            part = f"{raw_key}={REDACTED}"
+        parts.append(part)
+    return "&".join(parts)
 
 
 def client_address(request: web.Request) -> str:
@@ -205,7 +230,7 @@ def _loggable_target(request: web.Request) -> str:
 
 @web.middleware
 async def access_log_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """One line per request: client, method, target (token redacted), status, duration.
+    """One line per request: client, method, target (query values redacted), status, duration.
 
     It replaces aiohttp's own access log, which would print tokens.
     """
@@ -215,7 +240,7 @@ async def access_log_middleware(request: web.Request, handler: Handler) -> web.S
         response = await handler(request)
         status = response.status
         return response
-    except asyncio.CancelledError:
+    except (asyncio.CancelledError, ConnectionResetError):
         status = 499  # the client closed the connection first (nginx's convention)
         raise
     finally:
@@ -251,6 +276,18 @@ def _from_http_exception(request: web.Request, exc: web.HTTPException) -> web.Re
     return response
 
 
+def _body_error_response(exc: RequestBodyError | web.RequestPayloadError) -> web.Response:
+    """The body stalled (408) or is malformed (400); the connection closes after the
+    answer, since its remaining bytes no longer line up with requests."""
+    if isinstance(exc, RequestBodyError):
+        error = MatrixError(exc.status, exc.errcode, exc.error)
+    else:  # aiohttp could not decode the body (transfer or content encoding)
+        error = MatrixError(400, "M_UNRECOGNIZED", "Malformed request body")
+    response = to_response(error)
+    response.force_close()
+    return response
+
+
 @web.middleware
 async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Turn every failure into a Matrix JSON error; never leak a traceback."""
@@ -258,6 +295,8 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         return await handler(request)
     except MatrixError as exc:
         return to_response(exc)
+    except (RequestBodyError, web.RequestPayloadError) as exc:
+        return _body_error_response(exc)
     except web.HTTPException as exc:
         if exc.status < 400:  # redirects and other non-errors pass through
             raise
@@ -341,21 +380,30 @@ async def serve(
     Shutdown stops accepting connections, lets in-flight requests finish (up to
     ``shutdown_timeout`` seconds), closes idle keep-alive connections and runs
     the app's cleanup hooks. ``started`` receives the bound socket addresses (the
-plain listener's first, then those of ``tls_sites``).
+    plain listener's first, then those of ``tls_sites``). Every listener's
+    connections get the slow-client timeouts and per-address cap of
+    ``config.listen`` (ranvier.api.connections).
     """
     # access_log=None: access_log_middleware writes our own, token-free lines.
     runner = web.AppRunner(app, access_log=None, shutdown_timeout=shutdown_timeout)
     await runner.setup()
+    # Slow clients, connection floods and unparsable requests (ranvier.api.connections).
+    guard = ConnectionGuard(
+        ConnectionLimits.from_config(app[CONFIG].listen),
+        {**CORS_HEADERS, "Server": SERVER_HEADER},
+    )
+    listeners: list[asyncio.Server] = []
     try:
-        site = web.TCPSite(runner, host, port)
-        await site.start()
+        listeners.append(await guard.listen(runner, host, port))
         for tls_site in tls_sites:
-            await web.TCPSite(
-                runner, tls_site.host, tls_site.port, ssl_context=tls_site.ssl_context
-            ).start()
+            listeners.append(
+                await guard.listen(runner, tls_site.host, tls_site.port, ssl=tls_site.ssl_context)
+            )
         if started is not None:
-            started(runner.addresses)
+            started([sock.getsockname() for listener in listeners for sock in listener.sockets])
         await stop.wait()
         logger.info("Shutting down: no new connections, finishing requests in flight")
     finally:
+        for listener in listeners:
+            listener.close()
         await runner.cleanup()

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import json
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -84,3 +87,54 @@ async def test_serve_publishes_signed_keys_stops_on_sigterm_and_keeps_its_key(
         assert set(second_keys["verify_keys"]) == set(first_keys["verify_keys"])
         assert second_keys["verify_keys"] == first_keys["verify_keys"]
         assert second.terminate() == 0, second.log()
+
+
+async def _read_until_closed(reader: asyncio.StreamReader) -> bytes:
+    try:
+        return await asyncio.wait_for(reader.read(), 10)
+    except ConnectionResetError:
+        return b""
+
+
+async def test_serve_applies_the_listen_limits_from_the_environment(
+    config_path: Path, servers: list[Server]
+) -> None:
+    """Issue 9 through `ranvier serve`: the listener's limits come from the config."""
+    server = Server(
+        config_path,
+        port := free_port(),
+        RANVIER_LISTEN_HEADER_TIMEOUT="1s",
+        RANVIER_LISTEN_MAX_CONNECTIONS_PER_IP="2",
+    )
+    servers.append(server)
+    async with aiohttp.ClientSession() as session:
+        await server.wait_ready(session)
+
+    def connect() -> Any:
+        return asyncio.open_connection("127.0.0.1", port, local_addr=("127.0.0.2", 0))
+
+    held = [await connect() for _ in range(2)]
+    started = time.monotonic()
+    refused_reader, refused_writer = await connect()
+    assert await _read_until_closed(refused_reader) == b""  # over the cap: closed at once
+    assert time.monotonic() - started < 1.0
+    for reader, writer in held:  # silent: closed after the header timeout
+        assert await _read_until_closed(reader) == b""
+        writer.close()
+    assert time.monotonic() - started >= 0.95
+    refused_writer.close()
+
+    reader, writer = await connect()
+    writer.write(b"GET /?access_token=syt_e2e_secret&" + b"a" * 9000 + b" HTTP/1.1\r\n\r\n")
+    answer = await _read_until_closed(reader)
+    writer.close()
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.0 414 "), answer
+    assert json.loads(body) == {"errcode": "M_TOO_LARGE", "error": "Request line too long"}
+
+    assert server.terminate() == 0
+    log = server.log()
+    assert "Traceback" not in log
+    assert "syt_e2e_secret" not in log
+    assert log.count("Refusing connections from 127.0.0.2") == 1, log
+    assert '127.0.0.2 "-" 414 M_TOO_LARGE (LineTooLong)' in log
