@@ -186,7 +186,7 @@ MALFORMED = {
     "empty destination": 'X-Matrix origin="o.example",destination="",key="ed25519:k",sig="c2ln"',
     "invalid origin": 'X-Matrix origin="o example",key="ed25519:k",sig="c2ln"',
     "origin with path": 'X-Matrix origin="o.example/x",key="ed25519:k",sig="c2ln"',
-    "origin with bad port": 'X-Matrix origin="o.example:99999",key="ed25519:k",sig="c2ln"',
+    "origin with a six-digit port": 'X-Matrix origin="o.example:123456",key="ed25519:k",sig="c2ln"',
     "parameter twice": 'X-Matrix origin="o.example",ORIGIN="evil.example",key="ed25519:k",sig="c"',
     "missing =": 'X-Matrix origin="o.example",key,sig="c2ln"',
     "unterminated quote": 'X-Matrix origin="o.example,key="ed25519:k",sig="c2ln',
