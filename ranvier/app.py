@@ -105,6 +105,7 @@ def build_app(
         hs = Homeserver(config, database, key, clock_ms)
         app[HOMESERVER] = hs
         try:
+            await hs.start()
             yield
         finally:
             await hs.close()
