@@ -18,12 +18,14 @@ from ranvier.services.accounts import AccountsService
 from ranvier.services.devices import DevicesService
 from ranvier.services.e2e_keys import E2eKeysService
 from ranvier.services.e2e_sync import register_e2e_sync_extension
+from ranvier.services.federation.acl import ServerAcls
 from ranvier.services.federation.client import FederationClient
 from ranvier.services.federation.events import FederationEventHandler
 from ranvier.services.federation.joins import JoinService
 from ranvier.services.federation.keyring import Keyring
 from ranvier.services.federation.reads import FederationReads
 from ranvier.services.federation.sender import FederationSender
+from ranvier.services.federation.transactions import TransactionReceiver
 from ranvier.services.federation.transport import FederationTransport
 from ranvier.services.federation.verify import PduChecker
 from ranvier.services.filters import FilterService
@@ -110,6 +112,8 @@ class Homeserver:
             self, self.federation_transport, self.pdu_checker.verify, self.federation_events
         )
         self.federation_reads = FederationReads(self)
+        self.server_acls = ServerAcls(self)
+        self.federation_transactions = TransactionReceiver(self)
         self.federation_sender: FederationSender | None = FederationSender(
             self, self.federation_transport
         )
