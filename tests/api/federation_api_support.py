@@ -5,12 +5,15 @@ in the key store, and requests it signs with X-Matrix."""
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import quote
 
 import orjson
 from aiohttp.test_utils import TestClient
 from yarl import URL
 
 from ranvier.api.http import HOMESERVER
+from ranvier.core.events import Event, hash_and_sign_event
+from ranvier.core.room_versions import get_room_version
 from ranvier.homeserver import Homeserver
 from tests.api.conftest import NOW_MS, MakeClient
 from tests.api.rooms_support import ROOMS_CONFIG
@@ -71,3 +74,47 @@ def transaction(*pdus: Any, origin: str = "remote.test", edus: Any = ()) -> dict
         "pdus": list(pdus),
         "edus": list(edus),
     }
+
+
+def q(value: str) -> str:
+    return quote(value, safe="")
+
+
+async def make_join(
+    client: Client, room_id: str, user_id: str, versions: tuple[str, ...] = ("10", "11", "12")
+) -> tuple[int, Any]:
+    query = "&".join(f"ver={q(v)}" for v in versions)
+    uri = f"{FED}/v1/make_join/{q(room_id)}/{q(user_id)}" + (f"?{query}" if query else "")
+    return await signed_request(client, "GET", uri, None, server_of(user_id))
+
+
+def signed_join(template: dict[str, Any], server: FakeServer = REMOTE) -> Event:
+    """The join event built from a make_join answer, hashed and signed by ``server``."""
+    version = get_room_version(template["room_version"])
+    pdu = {**template["event"], "origin_server_ts": NOW_MS}
+    return Event.from_pdu(
+        version, hash_and_sign_event(version, pdu, server.server_name, server.key)
+    )
+
+
+async def send_join(
+    client: Client, room_id: str, join: Event, version: str = "v2", server: FakeServer = REMOTE
+) -> tuple[int, Any]:
+    uri = f"{FED}/{version}/send_join/{q(room_id)}/{q(join.event_id)}"
+    return await signed_request(client, "PUT", uri, dict(join.pdu), server)
+
+
+async def remote_user_joins(client: Client, room_id: str, user_id: str) -> Event:
+    status, template = await make_join(client, room_id, user_id)
+    assert status == 200, template
+    join = signed_join(template, server_of(user_id))
+    status, answer = await send_join(client, room_id, join, server=server_of(user_id))
+    assert status == 200, answer
+    return join
+
+
+SERVERS = {"remote.test": REMOTE}
+
+
+def server_of(user_id: str) -> FakeServer:
+    return SERVERS[user_id.split(":", 1)[1]]
