@@ -135,6 +135,7 @@ class Homeserver:
             await self.federation_sender.start()
 
     async def close(self) -> None:
+        await self.federation_transactions.close()
         if self.federation_sender is not None:
             await self.federation_sender.close()
         await self.typing.close()

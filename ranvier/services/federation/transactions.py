@@ -56,7 +56,7 @@ PduResults = dict[str, dict[str, str]]
 class TransactionReceiver:
     def __init__(self, hs: Homeserver) -> None:
         self.hs = hs
-        self._in_flight: dict[str, tuple[str, asyncio.Future[dict[str, Any]]]] = {}
+        self._in_flight: dict[str, tuple[str, asyncio.Task[dict[str, Any]]]] = {}
         self._done: OrderedDict[tuple[str, str], dict[str, Any]] = OrderedDict()
 
     async def on_transaction(
@@ -68,23 +68,33 @@ class TransactionReceiver:
             return done
         current = self._in_flight.get(origin)
         if current is not None:
-            current_txn, future = current
+            current_txn, task = current
             if current_txn != txn_id:
                 raise MatrixError(
                     429, "M_LIMIT_EXCEEDED", "A transaction from this server is in progress"
                 )
-            return await asyncio.shield(future)
-        future = asyncio.get_running_loop().create_future()
-        self._in_flight[origin] = (txn_id, future)
+        else:
+            # A task of its own: a sender that hangs up does not cut the work
+            # short, and its retry waits for the same answer.
+            task = asyncio.create_task(self._run(origin, txn_id, pdus, edus))
+            self._in_flight[origin] = (txn_id, task)
+        return await asyncio.shield(task)
+
+    async def close(self) -> None:
+        """Stop transactions still being processed (the server is stopping;
+        their senders retry them)."""
+        tasks = [task for _, task in self._in_flight.values()]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def _run(
+        self, origin: str, txn_id: str, pdus: Sequence[Any], edus: Sequence[Any]
+    ) -> dict[str, Any]:
         try:
             answer = await self._process(origin, pdus, edus)
-        except BaseException as exc:
-            future.set_exception(exc)
-            future.exception()  # retrieved: a lone waiter-less failure is not "never retrieved"
-            raise
         finally:
             del self._in_flight[origin]
-        future.set_result(answer)
         self._remember(origin, txn_id, answer)
         return answer
 
