@@ -124,6 +124,24 @@ async def test_a_pdu_with_a_forged_signature_is_dropped(setup: tuple[Client, Roo
     assert await hs_of(client).rooms.events.get_event(forged.event_id) is None
 
 
+async def test_a_pdu_the_auth_rules_refuse_is_rejected(setup: tuple[Client, Room]) -> None:
+    client, room = setup
+    intruder = room.dag.event(
+        "m.room.message",
+        "@intruder:remote.test",  # never joined the room
+        {"body": "let me in"},
+        [room.alice_join],
+        [room.create, room.power],
+    )
+    status, answer = await send_txn(client, "t1", transaction(dict(intruder.pdu)))
+    assert status == 200
+    assert "not allowed" in answer["pdus"][intruder.event_id]["error"]
+    stored = await hs_of(client).rooms.events.get_event(intruder.event_id)
+    assert stored is not None and stored.rejected
+    events = hs_of(client).rooms.events
+    assert [e for e, _ in await events.forward_extremities(ROOM)] == [room.alice_join.event_id]
+
+
 async def test_a_pdu_for_an_unknown_room_gets_an_error(setup: tuple[Client, Room]) -> None:
     client, _ = setup
     other = Dag(room_id="!other:remote.test")
@@ -163,17 +181,18 @@ async def test_one_transaction_per_origin_at_a_time(
 ) -> None:
     client, room = setup
     handler = hs_of(client).federation_events
-    gate = asyncio.Event()
+    gate, entered = asyncio.Event(), asyncio.Event()
     original = handler.on_receive_pdu
 
     async def held(origin: str, event: Event) -> Any:
+        entered.set()
         await gate.wait()
         return await original(origin, event)
 
     monkeypatch.setattr(handler, "on_receive_pdu", held)
     hello = message(room, "hello")
     first = asyncio.create_task(send_txn(client, "t1", transaction(dict(hello.pdu))))
-    await asyncio.sleep(0.2)
+    await asyncio.wait_for(entered.wait(), 10)
     status, answer = await send_txn(client, "t2", transaction())
     assert (status, answer["errcode"]) == (429, "M_LIMIT_EXCEEDED")
     retry = asyncio.create_task(send_txn(client, "t1", transaction(dict(hello.pdu))))
