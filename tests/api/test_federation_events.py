@@ -189,7 +189,10 @@ async def test_a_server_denied_by_the_acl_may_not_read(setup: Setup) -> None:
         {"allow": ["*"], "deny": ["remote.test"]},
     )
     assert status == 200
-    status, answer = await get(
-        setup, f"{FED}/v1/state_ids/{q(setup.room_id)}?event_id={q(setup.messages[0])}"
-    )
-    assert (status, answer["errcode"]) == (403, "M_FORBIDDEN")
+    for uri in (
+        f"{FED}/v1/state_ids/{q(setup.room_id)}?event_id={q(setup.messages[0])}",
+        f"{FED}/v1/event/{q(setup.messages[0])}",
+        f"{FED}/v1/timestamp_to_event/{q(setup.room_id)}?ts=0&dir=f",
+    ):
+        status, answer = await get(setup, uri)
+        assert (status, answer["errcode"]) == (403, "M_FORBIDDEN"), uri

@@ -32,8 +32,11 @@ MAX_EVENT_IDS = 100
 @routes.get(V1 + "/event/{eventId}")
 async def get_event(request: web.Request) -> web.Response:
     origin = (await authenticate_server(request)).origin
-    reads = request.app[HOMESERVER].federation_reads
-    return json_response(await reads.event(origin, request.match_info["eventId"]))
+    hs = request.app[HOMESERVER]
+    answer = await hs.federation_reads.event(origin, request.match_info["eventId"])
+    # Not room-scoped by its path, but the event's room's ACL applies all the same.
+    await hs.server_acls.check(origin, answer["pdus"][0]["room_id"])
+    return json_response(answer)
 
 
 @routes.get(V1 + "/state/{roomId}")
