@@ -29,7 +29,10 @@ from ranvier.api.client import to_device as client_to_device
 from ranvier.api.client import typing as client_typing
 from ranvier.api.client import versions
 from ranvier.api.client import voip as client_voip
+from ranvier.api.federation import events as federation_events
+from ranvier.api.federation import joins as federation_joins
 from ranvier.api.federation import keys, version
+from ranvier.api.federation import send as federation_send
 from ranvier.api.http import (
     CLOCK_MS,
     CONFIG,
@@ -52,6 +55,9 @@ ROUTE_TABLES: tuple[web.RouteTableDef, ...] = (
     well_known.routes,
     version.routes,
     keys.routes,
+    federation_send.routes,
+    federation_events.routes,
+    federation_joins.routes,
     client_account.routes,
     client_login.routes,
     client_filters.routes,
@@ -105,6 +111,7 @@ def build_app(
         hs = Homeserver(config, database, key, clock_ms)
         app[HOMESERVER] = hs
         try:
+            await hs.start()
             yield
         finally:
             await hs.close()

@@ -18,9 +18,16 @@ from ranvier.services.accounts import AccountsService
 from ranvier.services.devices import DevicesService
 from ranvier.services.e2e_keys import E2eKeysService
 from ranvier.services.e2e_sync import register_e2e_sync_extension
+from ranvier.services.federation.acl import ServerAcls
 from ranvier.services.federation.client import FederationClient
+from ranvier.services.federation.events import FederationEventHandler
+from ranvier.services.federation.joins import JoinService
 from ranvier.services.federation.keyring import Keyring
+from ranvier.services.federation.reads import FederationReads
 from ranvier.services.federation.sender import FederationSender
+from ranvier.services.federation.transactions import TransactionReceiver
+from ranvier.services.federation.transport import FederationTransport
+from ranvier.services.federation.verify import PduChecker
 from ranvier.services.filters import FilterService
 from ranvier.services.key_backup import KeyBackupService
 from ranvier.services.notifier import Notifier
@@ -92,8 +99,27 @@ class Homeserver:
             fetch_json=self._fetch_key_json,
             trusted_key_servers=config.trusted_key_servers,
         )
-        # Federation: set when the server federates (it needs the transport).
-        self.federation_sender: FederationSender | None = None
+        # Federation services over the HTTP transport: steps 1-3 on every PDU
+        # (pdu_checker), receiving PDUs into rooms, joins both ways, what other
+        # servers may read, and the per-destination sender (started with the app;
+        # it only acts for rooms with members on other servers).
+        self.federation_transport = FederationTransport(self.federation_client)
+        self.pdu_checker = PduChecker(self.keyring)
+        self.federation_events = FederationEventHandler(
+            self, self.federation_transport, self.pdu_checker.verify
+        )
+        self.federation_joins = JoinService(
+            self, self.federation_transport, self.pdu_checker.verify, self.federation_events
+        )
+        self.federation_reads = FederationReads(self)
+        self.server_acls = ServerAcls(self)
+        self.federation_transactions = TransactionReceiver(self)
+        self.federation_sender: FederationSender | None = FederationSender(
+            self, self.federation_transport
+        )
+        # Inbound EDUs (typing, receipts, to-device, device lists...): set by the
+        # EDU service when there is one; /send skips EDUs while it is None.
+        self.federation_edus: Any = None
 
     async def _fetch_key_json(
         self, destination: str, method: str, path: str, content: Any
@@ -102,7 +128,14 @@ class Homeserver:
             method, destination, path, content=content
         )
 
+    async def start(self) -> None:
+        """Background work that needs the running loop: the sender resumes every
+        destination owed events or EDUs since before a restart."""
+        if self.federation_sender is not None:
+            await self.federation_sender.start()
+
     async def close(self) -> None:
+        await self.federation_transactions.close()
         if self.federation_sender is not None:
             await self.federation_sender.close()
         await self.typing.close()

@@ -39,6 +39,7 @@ from ranvier.core.events import Event, StateKey, hash_and_sign_event
 from ranvier.core.ids import InvalidIdentifier, RoomAlias, RoomID, UserID, is_mine, is_my_user_id
 from ranvier.core.room_versions import RoomVersion, UnknownRoomVersion, get_room_version
 from ranvier.errors import MatrixError
+from ranvier.services.federation.client_joins import resolve_remote_alias
 from ranvier.storage.events import EventStore, EventToPersist, NewRoom, TxnKey
 
 # Re-exported: the stored event is what this service hands to its callers (the
@@ -179,12 +180,8 @@ class RoomsService:
             except InvalidIdentifier as exc:
                 raise MatrixError(400, "M_INVALID_PARAM", str(exc)) from None
             if not is_mine(room_id_or_alias, self.server_name):
-                raise MatrixError(
-                    404,
-                    "M_NOT_FOUND",
-                    f"Room alias {room_id_or_alias} is on another server; federation is not "
-                    "available yet",
-                )
+                room_id, _ = await resolve_remote_alias(self.hs, room_id_or_alias)
+                return room_id
             found = await self.store.get_alias(room_id_or_alias)
             if found is None:
                 raise MatrixError(404, "M_NOT_FOUND", f"Room alias {room_id_or_alias} not found")

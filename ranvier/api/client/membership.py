@@ -2,8 +2,9 @@
 
 Client-Server API: joining.yaml, inviting.yaml, leaving.yaml, kicking.yaml,
 banning.yaml, knocking.yaml, list_joined_rooms.yaml,
-third_party_membership.yaml. Rooms on other servers need federation, which
-is not available yet: joining or knocking on them answers 404 M_NOT_FOUND.
+third_party_membership.yaml. Joining a room this server is not in goes
+over federation, through the ``via``/``server_name`` servers
+(ranvier/services/federation/client_joins.py).
 """
 
 from __future__ import annotations
@@ -15,7 +16,9 @@ from aiohttp import web
 from ranvier.api.auth import require_user
 from ranvier.api.client.rooms import ROOM, room_id_param
 from ranvier.api.http import HOMESERVER, json_response, parse_json
+from ranvier.core.ids import is_valid_server_name
 from ranvier.errors import MatrixError
+from ranvier.services.federation import client_joins
 
 routes = web.RouteTableDef()
 
@@ -47,14 +50,26 @@ def _target(body: dict[str, Any]) -> str:
     return user_id
 
 
+def _via_servers(request: web.Request) -> list[str]:
+    """``via`` (v1.12) and the deprecated ``server_name``: servers to join through."""
+    servers = [*request.query.getall("via", []), *request.query.getall("server_name", [])]
+    for server in servers:
+        if not is_valid_server_name(server):
+            raise MatrixError(400, "M_INVALID_PARAM", f"{server!r} is not a valid server name")
+    return servers
+
+
 @routes.post("/_matrix/client/v3/join/{roomIdOrAlias}")
 async def join_room(request: web.Request) -> web.Response:
     requester = await require_user(request, allow_guest=True)
     body = await read_optional_object(request)
-    hs = request.app[HOMESERVER]
-    room_id = await hs.rooms.resolve_room_id_or_alias(request.match_info["roomIdOrAlias"])
-    await hs.rooms.join(
-        requester.user_id, room_id, reason=_reason(body), is_guest=requester.is_guest
+    room_id = await client_joins.join_room(
+        request.app[HOMESERVER],
+        requester.user_id,
+        request.match_info["roomIdOrAlias"],
+        _via_servers(request),
+        reason=_reason(body),
+        is_guest=requester.is_guest,
     )
     return json_response({"room_id": room_id})
 
@@ -64,9 +79,13 @@ async def join_room_by_id(request: web.Request) -> web.Response:
     requester = await require_user(request, allow_guest=True)
     room_id = room_id_param(request)
     body = await read_optional_object(request)
-    hs = request.app[HOMESERVER]
-    await hs.rooms.join(
-        requester.user_id, room_id, reason=_reason(body), is_guest=requester.is_guest
+    await client_joins.join_room(
+        request.app[HOMESERVER],
+        requester.user_id,
+        room_id,
+        _via_servers(request),
+        reason=_reason(body),
+        is_guest=requester.is_guest,
     )
     return json_response({"room_id": room_id})
 

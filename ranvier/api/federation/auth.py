@@ -82,4 +82,8 @@ async def authenticate_server(request: web.Request) -> AuthenticatedRequest:
             request.rel_url.raw_path,
         )
         raise _unauthorized("Invalid X-Matrix signature.") from None
+    if hs.federation_sender is not None:
+        # The origin is up: end its backoff and send what waits for it
+        # (Synapse resets retry timings on any authenticated request).
+        await hs.federation_sender.on_inbound_request(authorization.origin)
     return AuthenticatedRequest(authorization.origin, content)

@@ -11,7 +11,7 @@ event if any of its users could; "Visibility of events to servers").
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from ranvier.core.events import Event
 from ranvier.core.ids import server_name_of
@@ -211,6 +211,20 @@ class FederationReads:
             frontier = next_frontier
         visible = await self._visible_to_server(origin, found)
         return self._transaction(sorted(visible, key=lambda e: -e.depth))
+
+    async def timestamp_to_event(
+        self, origin: str, room_id: str, timestamp: int, direction: Literal["f", "b"]
+    ) -> dict[str, Any]:
+        """GET /timestamp_to_event/{roomId}?ts=&dir= (MSC3030): the closest event
+        at or after (``f``) / at or before (``b``) ``timestamp`` that ``origin``
+        may see; 404 ``M_NOT_FOUND`` when there is none."""
+        await self._require_server_in_room(origin, room_id)
+        stored = await self.events.event_at_timestamp(room_id, timestamp, direction)
+        if stored is None or not await self._visible_to_server(origin, [stored]):
+            raise MatrixError(
+                404, "M_NOT_FOUND", f"Unable to find event from {timestamp} in direction {direction}"
+            )
+        return {"event_id": stored.event_id, "origin_server_ts": stored.event.origin_server_ts}
 
     def _transaction(self, events: Sequence[Event]) -> dict[str, Any]:
         return {
