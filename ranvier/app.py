@@ -30,6 +30,7 @@ from ranvier.api.client import typing as client_typing
 from ranvier.api.client import versions
 from ranvier.api.client import voip as client_voip
 from ranvier.api.federation import keys, version
+from ranvier.api.federation import query as federation_query
 from ranvier.api.http import (
     CLOCK_MS,
     CONFIG,
@@ -52,6 +53,7 @@ ROUTE_TABLES: tuple[web.RouteTableDef, ...] = (
     well_known.routes,
     version.routes,
     keys.routes,
+    federation_query.routes,
     client_account.routes,
     client_login.routes,
     client_filters.routes,

@@ -19,7 +19,9 @@ from ranvier.services.devices import DevicesService
 from ranvier.services.e2e_keys import E2eKeysService
 from ranvier.services.e2e_sync import register_e2e_sync_extension
 from ranvier.services.federation.client import FederationClient
+from ranvier.services.federation.edus import FederationEdus
 from ranvier.services.federation.keyring import Keyring
+from ranvier.services.federation.queries import FederationQueries
 from ranvier.services.federation.sender import FederationSender
 from ranvier.services.filters import FilterService
 from ranvier.services.key_backup import KeyBackupService
@@ -94,6 +96,10 @@ class Homeserver:
         )
         # Federation: set when the server federates (it needs the transport).
         self.federation_sender: FederationSender | None = None
+        # EDUs in (PUT /send hands them to on_edu) and out, remote device lists;
+        # queries other servers make of us and we of them.
+        self.federation_edus = FederationEdus(self)
+        self.federation_queries = FederationQueries(self)
 
     async def _fetch_key_json(
         self, destination: str, method: str, path: str, content: Any
@@ -105,6 +111,7 @@ class Homeserver:
     async def close(self) -> None:
         if self.federation_sender is not None:
             await self.federation_sender.close()
+        await self.federation_edus.close()
         await self.typing.close()
         await self.federation_client.close()
         await self.database.close()
