@@ -270,6 +270,14 @@ class FederationQueries:
             raise MatrixError(502, "M_UNKNOWN", f"{server} gave an invalid profile.")
         return answer
 
+    async def resolve_alias(self, alias: str) -> tuple[str, list[str]]:
+        """GET /directory/room/{roomAlias}: ours from the database (the servers
+        in the room, ours first), another server's asked of it."""
+        if RoomAlias.is_valid(alias) and not is_mine(alias, self.server_name):
+            return await self.remote_alias(alias)
+        room_id = await self.hs.rooms.get_alias(alias)
+        return room_id, await self.servers_in_room(room_id)
+
     async def remote_alias(self, alias: str) -> tuple[str, list[str]]:
         """A remote alias's room and servers, asked of the alias's server."""
         server = server_name_of(alias) or ""
