@@ -305,6 +305,11 @@ async def test_device_list_updates_resync_then_apply_incrementally(network: Netw
         ALICE, start, await a.hs.e2e_keys.current_device_list_position()
     )
     assert BOB in changed
+    # /keys/query for bob now answers from the fresh cache, without asking b.
+    answer = await a.hs.e2e_keys.query_keys(Requester(ALICE, "A"), {BOB: []})
+    assert list(answer["device_keys"][BOB]) == ["PHONE"]
+    assert answer["device_keys"][BOB]["PHONE"]["keys"] == bob_phone.device_keys()["keys"]
+    assert not [c for c in a.client.calls if c[2].endswith("/user/keys/query")]
     # The next update follows the one a has: applied without another resync.
     bob_laptop = await login(b, BOB, "LAPTOP")
     await upload_keys(b, bob_laptop)
