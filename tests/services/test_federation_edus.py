@@ -458,3 +458,13 @@ async def test_remote_profiles_and_aliases_are_asked_of_their_server(network: Ne
     with pytest.raises(MatrixError) as unreachable:
         await b.hs.profiles.get_profile(CAROL)
     assert unreachable.value.status == 502
+
+
+async def test_stale_lists_are_resynced_after_a_restart(network: Network) -> None:
+    a, _ = servers(network)
+    await joined_room(network)
+    await a.hs.federation_edus.store.mark_stale(BOB)  # left by an earlier run
+    # The first EDU after a start (whatever it is) resumes the resyncs.
+    await a.hs.federation_edus.on_edu("b.test", "m.unknown", {})
+    await a.hs.federation_edus.resyncs_done()
+    assert await a.hs.federation_edus.is_fresh(BOB)

@@ -107,6 +107,7 @@ class FederationEdus:
         self._resyncs: dict[str, asyncio.Task[None]] = {}
         self._announce_locks: dict[str, asyncio.Lock] = {}
         self._closed = False
+        self._resumed = False
 
     async def close(self) -> None:
         self._closed = True
@@ -117,8 +118,16 @@ class FederationEdus:
 
     # --- inbound ----------------------------------------------------------------------------
 
+    async def resume_resyncs(self) -> None:
+        """Resync the lists left stale by an earlier run (the stale mark is durable)."""
+        self._resumed = True
+        for user_id in await self.store.stale_user_ids():
+            self.schedule_resync(user_id)
+
     async def on_edu(self, origin: str, edu_type: str, content: Any) -> None:
         """One EDU of a transaction from ``origin``; bad ones are logged and dropped."""
+        if not self._resumed:
+            await self.resume_resyncs()  # the first transaction after a start
         handler = self._handlers.get(edu_type)
         if handler is None:
             logger.debug("Ignoring EDU of unknown type %r from %s", edu_type[:100], origin)
