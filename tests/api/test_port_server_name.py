@@ -110,9 +110,7 @@ async def test_room_aliases_of_this_server(client: Client, server_name: str) -> 
         {"room_id": room_id, "servers": [server_name]},
     )
     assert await call(client, "POST", "/join/" + q(alias), bob, {}) == (200, {"room_id": room_id})
-    # An alias of the same host on another port belongs to another server: it
-    # is asked of that server (a private address here, so never reached: 502),
-    # never answered from this server's aliases.
+    # An alias of the same host on another port belongs to another server.
     host = server_name.rpartition(":")[0]
     status, body = await call(client, "GET", "/directory/room/" + q(f"#lobby:{host}"))
-    assert (status, body["errcode"]) == (502, "M_UNKNOWN")
+    assert (status, body["errcode"]) == (404, "M_NOT_FOUND")

@@ -253,7 +253,8 @@ class FederationQueries:
     # --- as the asking server -------------------------------------------------------------
 
     async def remote_profile(self, user_id: str) -> dict[str, Any]:
-        """A remote user's profile; 404 when their server has none or is unreachable."""
+        """A remote user's profile; 404 when their server has none, cannot be
+        reached or answers nonsense (profile.yaml lists no other error for GET)."""
         server = server_name_of(user_id) or ""
         try:
             answer = await self._ask(
@@ -262,12 +263,12 @@ class FederationQueries:
         except FederationResponseError as exc:
             if exc.status == 404:
                 raise MatrixError(404, "M_NOT_FOUND", "Profile not found.") from None
-            raise MatrixError(502, "M_UNKNOWN", f"{server} answered {exc.status}.") from None
+            raise MatrixError(404, "M_NOT_FOUND", f"{server} answered {exc.status}.") from None
         except Exception as exc:
             logger.info("Profile query of %s failed: %s", user_id, exc)
-            raise MatrixError(502, "M_UNKNOWN", f"{server} could not be reached.") from None
+            raise MatrixError(404, "M_NOT_FOUND", f"{server} could not be reached.") from None
         if not isinstance(answer, dict):
-            raise MatrixError(502, "M_UNKNOWN", f"{server} gave an invalid profile.")
+            raise MatrixError(404, "M_NOT_FOUND", f"{server} gave an invalid profile.")
         return answer
 
     async def resolve_alias(self, alias: str) -> tuple[str, list[str]]:
@@ -279,7 +280,8 @@ class FederationQueries:
         return room_id, await self.servers_in_room(room_id)
 
     async def remote_alias(self, alias: str) -> tuple[str, list[str]]:
-        """A remote alias's room and servers, asked of the alias's server."""
+        """A remote alias's room and servers, asked of the alias's server; 404 as
+        for profiles when it cannot say (directory.yaml: no 5xx for GET)."""
         server = server_name_of(alias) or ""
         try:
             answer = await self._ask(
@@ -288,14 +290,14 @@ class FederationQueries:
         except FederationResponseError as exc:
             if exc.status == 404:
                 raise MatrixError(404, "M_NOT_FOUND", f"Room alias {alias} not found.") from None
-            raise MatrixError(502, "M_UNKNOWN", f"{server} answered {exc.status}.") from None
+            raise MatrixError(404, "M_NOT_FOUND", f"{server} answered {exc.status}.") from None
         except Exception as exc:
             logger.info("Directory query of %s failed: %s", alias, exc)
-            raise MatrixError(502, "M_UNKNOWN", f"{server} could not be reached.") from None
+            raise MatrixError(404, "M_NOT_FOUND", f"{server} could not be reached.") from None
         room_id = answer.get("room_id") if isinstance(answer, dict) else None
         servers = answer.get("servers") if isinstance(answer, dict) else None
         if not isinstance(room_id, str) or not isinstance(servers, list):
-            raise MatrixError(502, "M_UNKNOWN", f"{server} gave an invalid answer.")
+            raise MatrixError(404, "M_NOT_FOUND", f"{server} gave an invalid answer.")
         return room_id, [s for s in servers if isinstance(s, str)]
 
     async def query_remote_keys(
