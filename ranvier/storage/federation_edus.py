@@ -201,9 +201,21 @@ class FederationEduStore:
     # --- inbound to-device de-duplication ----------------------------------------------
 
     async def claim_inbound_to_device(
-        self, txn: Transaction, origin: str, message_id: str, now_ms: int
+        self,
+        txn: Transaction,
+        origin: str,
+        message_id: str,
+        now_ms: int,
+        keep_ms: int = 7 * 24 * 3600 * 1000,
     ) -> bool:
-        """False when ``origin`` already sent ``message_id``."""
+        """False when ``origin`` already sent ``message_id``. The origin's IDs
+        older than ``keep_ms`` are forgotten on the way (a sender retries a
+        transaction for hours or days, not weeks)."""
+        await txn.execute(
+            "DELETE FROM federation_inbound_to_device WHERE origin = ? AND received_ts < ?",
+            origin,
+            now_ms - keep_ms,
+        )
         inserted = await txn.execute(
             upsert_sql(
                 "federation_inbound_to_device",

@@ -290,7 +290,12 @@ async def test_client_keys_query_and_claim_for_remote_users(client: Client) -> N
         client,
         {
             (REMOTE, V1 + "/user/keys/query"): {
-                "device_keys": {bob_id: {"BOBDEV": bob.device_keys()}, "@intruder:elsewhere": {}},
+                "device_keys": {
+                    # Keys of a device under another device's name are left out,
+                    # as are users nobody asked about.
+                    bob_id: {"BOBDEV": bob.device_keys(), "OTHER": bob.device_keys()},
+                    "@intruder:elsewhere": {},
+                },
                 "master_keys": {},
                 "self_signing_keys": {},
             },

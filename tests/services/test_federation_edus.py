@@ -468,3 +468,73 @@ async def test_stale_lists_are_resynced_after_a_restart(network: Network) -> Non
     await a.hs.federation_edus.on_edu("b.test", "m.unknown", {})
     await a.hs.federation_edus.resyncs_done()
     assert await a.hs.federation_edus.is_fresh(BOB)
+
+
+class RecordingSender:
+    """Stands for hs.federation_sender: records what would be sent."""
+
+    def __init__(self) -> None:
+        self.ephemeral: list[tuple[str, str, dict[str, Any]]] = []
+        self.durable: list[tuple[str, str, dict[str, Any]]] = []
+
+    async def send_edu(self, destination: str, edu_type: str, content: Any) -> None:
+        self.ephemeral.append((destination, edu_type, dict(content)))
+
+    async def send_durable_edus(self, edus: Any) -> None:
+        self.durable += [(d, t, dict(c)) for d, t, c in edus]
+
+    async def on_local_events(self, events: Any) -> None:
+        pass  # PDUs are not what this test is about
+
+    async def close(self) -> None:
+        pass
+
+
+async def test_outbound_edus_go_to_the_servers_sharing_the_room_only(network: Network) -> None:
+    a, _ = servers(network)
+    room_id = await joined_room(network)
+    lonely = await create_room(a.hs.rooms, Requester(ALICE, "A"), {"preset": "private_chat"})
+    recorder = RecordingSender()
+    a.hs.federation_sender = recorder  # type: ignore[assignment]
+    await a.hs.typing.set_typing(room_id, ALICE, True, 10_000)
+    await a.hs.typing.set_typing(lonely, ALICE, True, 10_000)  # no other server there
+    await a.hs.presence.set_presence(ALICE, "unavailable", "away")
+    event_id = await send_message(a, room_id, "hi")
+    await a.hs.receipts.post_receipt(ALICE, room_id, "m.read", event_id)
+    await a.hs.receipts.post_receipt(ALICE, room_id, "m.read.private", event_id)
+    assert recorder.ephemeral == [
+        ("b.test", "m.typing", {"room_id": room_id, "user_id": ALICE, "typing": True}),
+        (
+            "b.test",
+            "m.presence",
+            {
+                "push": [
+                    {
+                        "user_id": ALICE,
+                        "presence": "unavailable",
+                        "last_active_ago": 0,
+                        "status_msg": "away",
+                    }
+                ]
+            },
+        ),
+        (
+            "b.test",
+            "m.receipt",
+            {room_id: {"m.read": {ALICE: {"event_ids": [event_id], "data": {"ts": 1_700_000_000_000}}}}},
+        ),
+    ]
+    # A new device of alice's: one durable m.device_list_update for b.test.
+    await login(a, ALICE, "NEWDEV")
+    assert recorder.durable == [
+        (
+            "b.test",
+            "m.device_list_update",
+            {"user_id": ALICE, "device_id": "NEWDEV", "stream_id": 1, "prev_id": []},
+        )
+    ]
+    # Without a sender nothing is sent, and nothing fails.
+    a.hs.federation_sender = None
+    await a.hs.typing.set_typing(room_id, ALICE, False)
+    await a.hs.to_device.send(Requester(ALICE, "NEWDEV"), "m.x", "t", {BOB: {"*": {}}})
+    assert len(recorder.ephemeral) == 3 and len(recorder.durable) == 1

@@ -344,8 +344,20 @@ class FederationQueries:
             if not isinstance(values, dict):
                 continue
             for user_id, value in values.items():
-                if user_id in users and isinstance(value, dict):
-                    result[field][user_id] = value
+                if user_id not in users or not isinstance(value, dict):
+                    continue
+                if field == "device_keys":
+                    # Each device's keys must say they are that device's.
+                    value = {
+                        device_id: keys
+                        for device_id, keys in value.items()
+                        if isinstance(keys, dict)
+                        and keys.get("user_id") == user_id
+                        and keys.get("device_id") == device_id
+                    }
+                elif value.get("user_id") != user_id:
+                    continue
+                result[field][user_id] = value
 
     async def _keys_from_cache(
         self, user_id: str, devices: list[str], result: dict[str, Any]
