@@ -499,11 +499,11 @@ class FederationEdus:
         since the last announcement: one m.device_list_update per device (a new
         stream_id each, prev_id the one before), m.signing_key_update when the
         master or self-signing key changed; to every server sharing a room."""
+        if len(self._announce_locks) > 10_000:  # bounded: keep only the ones in use
+            self._announce_locks = {u: lk for u, lk in self._announce_locks.items() if lk.locked()}
         lock = self._announce_locks.setdefault(user_id, asyncio.Lock())
         async with lock:
             edus = await self._record_device_changes(user_id)
-        if not edus or len(self._announce_locks) > 10_000:
-            self._announce_locks.pop(user_id, None)
         if not edus:
             return
         sender = self._sender()
