@@ -32,6 +32,7 @@ from ranvier.api.client import voip as client_voip
 from ranvier.api.federation import events as federation_events
 from ranvier.api.federation import joins as federation_joins
 from ranvier.api.federation import keys, version
+from ranvier.api.federation import query as federation_query
 from ranvier.api.federation import send as federation_send
 from ranvier.api.http import (
     CLOCK_MS,
@@ -58,6 +59,7 @@ ROUTE_TABLES: tuple[web.RouteTableDef, ...] = (
     federation_send.routes,
     federation_events.routes,
     federation_joins.routes,
+    federation_query.routes,
     client_account.routes,
     client_login.routes,
     client_filters.routes,

@@ -20,9 +20,11 @@ from ranvier.services.e2e_keys import E2eKeysService
 from ranvier.services.e2e_sync import register_e2e_sync_extension
 from ranvier.services.federation.acl import ServerAcls
 from ranvier.services.federation.client import FederationClient
+from ranvier.services.federation.edus import FederationEdus
 from ranvier.services.federation.events import FederationEventHandler
 from ranvier.services.federation.joins import JoinService
 from ranvier.services.federation.keyring import Keyring
+from ranvier.services.federation.queries import FederationQueries
 from ranvier.services.federation.reads import FederationReads
 from ranvier.services.federation.sender import FederationSender
 from ranvier.services.federation.transactions import TransactionReceiver
@@ -117,9 +119,10 @@ class Homeserver:
         self.federation_sender: FederationSender | None = FederationSender(
             self, self.federation_transport
         )
-        # Inbound EDUs (typing, receipts, to-device, device lists...): set by the
-        # EDU service when there is one; /send skips EDUs while it is None.
-        self.federation_edus: Any = None
+        # EDUs in (PUT /send hands them to on_edu) and out, remote device lists;
+        # queries other servers make of us and we of them.
+        self.federation_edus = FederationEdus(self)
+        self.federation_queries = FederationQueries(self)
 
     async def _fetch_key_json(
         self, destination: str, method: str, path: str, content: Any
@@ -138,6 +141,7 @@ class Homeserver:
         await self.federation_transactions.close()
         if self.federation_sender is not None:
             await self.federation_sender.close()
+        await self.federation_edus.close()
         await self.typing.close()
         await self.federation_client.close()
         await self.database.close()

@@ -6,15 +6,15 @@ OpenAPI keys.yaml, cross_signing.yaml). The server never sees a private key:
 it stores what devices publish, checks the ed25519 signatures it can check,
 hands out one-time keys exactly once, and tells users whose devices changed.
 
-Federation is not here yet: users of other servers are reported in
-``failures`` (query, claim) and their keys are never known.
+Users of other servers: ranvier/services/federation/queries.py (their keys,
+from the cached device lists or asked over federation).
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -198,6 +198,10 @@ class E2eKeysService:
         if sharing is not None:
             users |= set(await sharing(user_id))
         self.hs.notifier.notify_users(users)
+        # Other servers sharing a room hear of a local user's change (m.device_list_update).
+        federation_edus = getattr(self.hs, "federation_edus", None)
+        if federation_edus is not None and self._is_local(user_id):
+            await federation_edus.on_local_device_change(user_id)
 
     # --- POST /keys/upload ---------------------------------------------------------------
 
@@ -369,32 +373,40 @@ class E2eKeysService:
             total += len(devices) or 1
         if total > MAX_QUERIED_DEVICES:
             raise MatrixError(413, "M_TOO_LARGE", "Too many devices queried at once.")
+        local = {u: d for u, d in query.items() if self._is_local(u)}
+        result = await self.local_key_answers(requester.user_id, local)
+        result["failures"] = {}
+        remote = {u: d for u, d in query.items() if not self._is_local(u)}
+        if remote:
+            await self.hs.federation_queries.query_remote_keys(remote, result)
+        return result
+
+    async def local_key_answers(
+        self, viewer: str | None, query: Mapping[str, list[str]], *, display_names: bool = True
+    ) -> dict[str, Any]:
+        """Device and cross-signing keys of local users (``query``: user ID → device
+        IDs, empty for all), as ``viewer`` sees them (None: another server, which
+        sees only the users' own signatures and no user-signing key; without
+        ``display_names`` no device names either, as Synapse's default
+        ``allow_device_name_lookup_over_federation: false``)."""
         result: dict[str, Any] = {
             "device_keys": {},
             "master_keys": {},
             "self_signing_keys": {},
             "user_signing_keys": {},
-            "failures": {},
         }
         for user_id, devices in query.items():
-            if not self._is_local(user_id):
-                result["failures"][self._server_of(user_id)] = {
-                    "status": 503,
-                    "message": "Federation is not supported yet.",
-                }
-                continue
             if not await self.hs.accounts.user_exists(user_id):
                 continue  # unknown users are left out
             rows = await self.store.devices_with_keys(user_id, devices or None)
+            if not display_names:
+                rows = [replace(row, display_name=None) for row in rows]
             signatures = await self.store.signatures_of(user_id)
-            visible = [
-                s for s in signatures
-                if s.signer_user_id in (user_id, requester.user_id)
-            ]
+            visible = [s for s in signatures if s.signer_user_id in (user_id, viewer)]
             result["device_keys"][user_id] = self._device_key_objects(rows, visible)
             cross_signing = await self.store.get_cross_signing_keys(user_id)
             for key_type, (public_key, key_json) in cross_signing.items():
-                if key_type == "user_signing" and user_id != requester.user_id:
+                if key_type == "user_signing" and user_id != viewer:
                     continue  # "only visible to the user it belongs to"
                 obj = orjson.loads(key_json)
                 obj = _with_signatures(obj, [s for s in visible if s.target_key_id == public_key])
@@ -442,16 +454,18 @@ class E2eKeysService:
             total += len(devices)
         if total > MAX_QUERIED_DEVICES:
             raise MatrixError(413, "M_TOO_LARGE", "Too many keys claimed at once.")
-        claimed: dict[str, Any] = {}
-        failures: dict[str, Any] = {}
-        fallback_used: set[str] = set()
         local = {u: d for u, d in query.items() if self._is_local(u)}
-        for user_id in query:
-            if user_id not in local:
-                failures[self._server_of(user_id)] = {
-                    "status": 503,
-                    "message": "Federation is not supported yet.",
-                }
+        claimed = await self.claim_local_keys(local)
+        failures: dict[str, Any] = {}
+        remote = {u: d for u, d in query.items() if not self._is_local(u)}
+        if remote:
+            await self.hs.federation_queries.claim_remote_keys(remote, claimed, failures)
+        return {"one_time_keys": claimed, "failures": failures}
+
+    async def claim_local_keys(self, local: Mapping[str, Mapping[str, str]]) -> dict[str, Any]:
+        """One key per (local user, device, algorithm); user → device → key ID → key."""
+        claimed: dict[str, Any] = {}
+        fallback_used: set[str] = set()
         if local:
             async with self.hs.database.transaction() as txn:
                 for user_id, devices in local.items():
@@ -472,7 +486,7 @@ class E2eKeysService:
         if fallback_used:
             # device_unused_fallback_key_types changed for the owners' /sync.
             self.hs.notifier.notify_users(fallback_used)
-        return {"one_time_keys": claimed, "failures": failures}
+        return claimed
 
     # --- cross-signing ---------------------------------------------------------------------
 

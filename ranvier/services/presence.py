@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Collection, Iterable
 from typing import TYPE_CHECKING, Any
 
+from ranvier.core.ids import is_my_user_id
 from ranvier.errors import MatrixError
 from ranvier.storage.engine import current_stream_position
 from ranvier.storage.presence import STREAM, PresenceRow, PresenceStore
@@ -87,9 +88,22 @@ class PresenceService:
     async def _write(
         self, user_id: str, state: str, status_msg: str | None, last_active_ts: int
     ) -> None:
-        await self.store.put(user_id, state, status_msg, last_active_ts)
+        row = await self.store.put(user_id, state, status_msg, last_active_ts)
         audience = await self.hs.rooms.users_sharing_rooms_with(user_id)
         self.hs.notifier.notify_users({*audience, user_id})
+        federation_edus = getattr(self.hs, "federation_edus", None)
+        if federation_edus is not None and is_my_user_id(user_id, self.hs.server_name):
+            # m.presence to the servers sharing a room with the user.
+            content = self.presence_content(
+                PresenceRow(user_id, state, status_msg, last_active_ts, row)
+            )
+            await federation_edus.on_local_presence(user_id, content)
+
+    async def set_remote_presence(
+        self, user_id: str, state: str, status_msg: str | None, last_active_ts: int
+    ) -> None:
+        """Presence of another server's user, from an m.presence EDU (checked)."""
+        await self._write(user_id, state, status_msg, last_active_ts)
 
     # --- reads -------------------------------------------------------------------
 

@@ -60,7 +60,10 @@ class ProfileService:
         return profile
 
     async def get_profile(self, user_id: str) -> dict[str, Any]:
-        """The whole profile; 404 for unknown users."""
+        """The whole profile; 404 for unknown users. Other servers' users are
+        asked of their server (Server-Server API, "Querying for information")."""
+        if UserID.is_valid(user_id) and not self._is_local(user_id):
+            return await self.hs.federation_queries.remote_profile(user_id)
         await self._require_local_user(user_id)
         return await self._fields(user_id)
 

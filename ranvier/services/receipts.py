@@ -193,6 +193,39 @@ class ReceiptService:
             self.hs.notifier.notify_users({*members, user_id})
         else:  # private receipts and the read marker concern only their owner
             self.hs.notifier.notify_users([user_id])
+        federation_edus = getattr(self.hs, "federation_edus", None)
+        if federation_edus is not None:
+            # Public receipts go to the other servers in the room (m.receipt).
+            for receipt_type, event_id, thread in pending:
+                if receipt_type == READ:
+                    receipt_data: dict[str, Any] = {"ts": now}
+                    if thread is not None:
+                        receipt_data["thread_id"] = thread
+                    await federation_edus.on_local_receipt(room_id, user_id, event_id, receipt_data)
+
+    async def receive_remote_receipt(
+        self, room_id: str, user_id: str, event_id: str, data: dict[str, Any]
+    ) -> None:
+        """An ``m.read`` receipt of another server's user (from an m.receipt EDU,
+        already checked: the user is of the origin and joined). Kept only for an
+        event we have in the room, and only when it moves the receipt forward."""
+        thread = data.get("thread_id")
+        found = await self.hs.rooms.events.get_event(event_id)
+        if found is None or found.room_id != room_id:
+            return
+        current = await self.store.get(room_id, READ, user_id, thread)
+        if current is not None:
+            if current.event_id == event_id:
+                return
+            old = await self.hs.rooms.events.get_event(current.event_id)
+            if old is not None and old.stream_ordering >= found.stream_ordering:
+                return
+        async with self.hs.database.transaction() as txn:
+            await self.store.put_in_transaction(
+                txn, room_id, READ, user_id, thread, event_id, orjson.dumps(data).decode()
+            )
+        members = await self.hs.rooms.joined_user_ids(room_id)
+        self.hs.notifier.notify_users(members)
 
     # --- /sync provider ------------------------------------------------------------
 

@@ -7,23 +7,26 @@ the device acknowledges them by syncing with a later ``since`` token ("the
 server should only delete messages ... once the client has acknowledged"),
 so a lost /sync answer loses nothing.
 
-Users of other servers need federation, which comes later: their messages are
-dropped with a log line.
+Messages for users of other servers leave as m.direct_to_device EDUs through
+the federation sender's durable outbox (ranvier/services/federation/edus.py);
+those from other servers arrive through :meth:`ToDeviceService.receive_from_federation`.
 """
 
 from __future__ import annotations
 
 import logging
+import secrets
 from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from ranvier.core.ids import UserID, is_my_user_id
+from ranvier.core.ids import UserID, is_my_user_id, server_name_of
 from ranvier.errors import MatrixError
 
 if TYPE_CHECKING:
     from ranvier.homeserver import Homeserver
     from ranvier.services.requester import Requester
+    from ranvier.storage import Transaction
 
 logger = logging.getLogger(__name__)
 
@@ -81,6 +84,7 @@ class ToDeviceService:
         sender = requester.user_id
         queued: list[tuple[str, str, str]] = []
         recipients: set[str] = set()
+        remote: dict[str, dict[str, Any]] = {}
         async with self.hs.database.transaction() as txn:
             if not await self.store.claim_to_device_txn(
                 txn, sender, requester.device_id or "", txn_id, self.hs.clock_ms()
@@ -88,31 +92,76 @@ class ToDeviceService:
                 return  # a retry of a request already handled
             for user_id, devices in messages.items():
                 if not self._is_local(user_id):
-                    logger.info(
-                        "Dropping %d to-device message(s) of type %s for remote user %s: "
-                        "federation is not supported yet",
-                        len(devices),
-                        event_type,
-                        user_id,
-                    )
+                    remote.setdefault(server_name_of(user_id) or "", {})[user_id] = devices
                     continue
-                if "*" in devices:
-                    targets = {
-                        row.device_id: devices["*"]
-                        for row in await self.hs.accounts.store.get_devices(user_id, txn)
-                    }
-                    # A message addressed to a device by name as well wins over "*".
-                    targets.update({d: c for d, c in devices.items() if d != "*" and d in targets})
-                else:
-                    known = await self.store.existing_device_ids(user_id, list(devices), txn)
-                    targets = {d: c for d, c in devices.items() if d in known}
-                for device_id, content in targets.items():
-                    message = {"type": event_type, "sender": sender, "content": content}
-                    queued.append((user_id, device_id, orjson.dumps(message).decode()))
-                    recipients.add(user_id)
+                queued += await self._local_messages(txn, sender, event_type, user_id, devices)
+            recipients = {user_id for user_id, _, _ in queued}
             await self.store.add_to_device_messages(txn, queued)
         if recipients:
             self.hs.notifier.notify_users(recipients)
+        if remote:
+            # Server-Server API, "Send-to-device messaging": one m.direct_to_device
+            # per server, under a message ID the receiver de-duplicates by (a retry
+            # of this request stops at claim_to_device_txn above, so random is fine).
+            message_id = secrets.token_hex(16)
+            await self.hs.federation_edus.send_to_device(sender, event_type, message_id, remote)
+
+    async def _local_messages(
+        self,
+        txn: Transaction,
+        sender: str,
+        event_type: str,
+        user_id: str,
+        devices: dict[str, Any],
+    ) -> list[tuple[str, str, str]]:
+        """``(user_id, device_id, message JSON)`` for the user's devices named
+        (``*``: all of them; unknown devices are skipped)."""
+        if "*" in devices:
+            targets = {
+                row.device_id: devices["*"]
+                for row in await self.hs.accounts.store.get_devices(user_id, txn)
+            }
+            # A message addressed to a device by name as well wins over "*".
+            targets.update({d: c for d, c in devices.items() if d != "*" and d in targets})
+        else:
+            known = await self.store.existing_device_ids(user_id, list(devices), txn)
+            targets = {d: c for d, c in devices.items() if d in known}
+        return [
+            (
+                user_id,
+                device_id,
+                orjson.dumps({"type": event_type, "sender": sender, "content": content}).decode(),
+            )
+            for device_id, content in targets.items()
+        ]
+
+    async def receive_from_federation(
+        self,
+        origin: str,
+        sender: str,
+        event_type: str,
+        message_id: str,
+        messages: dict[str, Any],
+    ) -> None:
+        """An m.direct_to_device EDU (already checked: ``sender`` is of ``origin``):
+        delivered to our users' devices, once per ``(origin, message_id)``."""
+        queued: list[tuple[str, str, str]] = []
+        async with self.hs.database.transaction() as txn:
+            if not await self.hs.federation_edus.store.claim_inbound_to_device(
+                txn, origin, message_id, self.hs.clock_ms()
+            ):
+                return  # a retried transaction: delivered already
+            for user_id, devices in messages.items():
+                if not self._is_local(user_id) or not isinstance(devices, dict):
+                    continue
+                valid = {
+                    d: c for d, c in devices.items() if isinstance(d, str) and isinstance(c, dict)
+                }
+                if valid:
+                    queued += await self._local_messages(txn, sender, event_type, user_id, valid)
+            await self.store.add_to_device_messages(txn, queued)
+        if queued:
+            self.hs.notifier.notify_users({user_id for user_id, _, _ in queued})
 
     async def to_device_for_device(
         self,

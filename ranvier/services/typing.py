@@ -17,6 +17,7 @@ import logging
 from collections.abc import Collection
 from typing import TYPE_CHECKING, Any
 
+from ranvier.core.ids import is_my_user_id
 from ranvier.errors import MatrixError
 
 if TYPE_CHECKING:
@@ -58,6 +59,8 @@ class TypingService:
             was_typing = user_id in users
             self._typing.setdefault(room_id, {})[user_id] = now + min(timeout, MAX_TIMEOUT_MS)
             self._schedule()
+            # Other servers time typing out themselves: renewals go to them too.
+            await self._federate(room_id, user_id, typing)
             if was_typing:
                 return  # only the expiry moved: nothing a client sees changed
         else:
@@ -66,8 +69,15 @@ class TypingService:
             del users[user_id]
             if not users:
                 del self._typing[room_id]
+            await self._federate(room_id, user_id, typing)
         self._changed(room_id)
         await self._notify_room(room_id)
+
+    async def _federate(self, room_id: str, user_id: str, typing: bool) -> None:
+        """m.typing to the other servers in the room, for our own users only."""
+        federation_edus = getattr(self.hs, "federation_edus", None)
+        if federation_edus is not None and is_my_user_id(user_id, self.hs.server_name):
+            await federation_edus.on_local_typing(room_id, user_id, typing)
 
     def typing_user_ids(self, room_id: str) -> list[str]:
         """Who is typing in ``room_id`` now, sorted."""

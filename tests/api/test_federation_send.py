@@ -212,6 +212,9 @@ class RecordingEdus:
             raise RuntimeError("boom")
         self.received.append((origin, edu_type, content))
 
+    async def close(self) -> None:
+        """The Homeserver closes its EDU service on shutdown."""
+
 
 async def test_edus_go_to_the_edu_service_and_a_failure_fails_nothing(
     setup: tuple[Client, Room],

@@ -43,6 +43,8 @@ class Network:
     def __init__(self) -> None:
         self.keys: dict[str, SigningKey] = {}
         self.servers: dict[str, Server] = {}
+        #: Every EDU delivered: (origin, destination, {"edu_type", "content"}).
+        self.edus: list[tuple[str, str, Any]] = []
 
     async def verify(self, version: RoomVersion, pdu: Mapping[str, Any]) -> Event:
         """The sender's server's signature and the content hash, as on receipt."""
@@ -73,6 +75,8 @@ class Server:
         self.reads = FederationReads(hs)
         self.sender = FederationSender(hs, self, initial_retry_ms=60_000, jitter=lambda: 1.0)
         hs.federation_sender = self.sender
+        self.client = NetworkClient(self, hs.federation_client)
+        hs.federation_client = self.client  # type: ignore[assignment]
         self.down = False
 
     def _peer(self, destination: str) -> Server:
@@ -145,7 +149,69 @@ class Server:
                 continue
             outcome = await peer.handler.on_receive_pdu(self.name, event)
             results[event.event_id] = {} if outcome.error is None else {"error": outcome.error}
+        for edu in body.get("edus", []):
+            self.network.edus.append((self.name, destination, edu))
+            await peer.hs.federation_edus.on_edu(self.name, edu["edu_type"], edu["content"])
         return {"pdus": results}
+
+
+class NetworkClient:
+    """Stands for ``hs.federation_client``: the queries one server makes of
+    another (profiles, aliases, devices, keys) answered by the peer's
+    FederationQueries, as its HTTP endpoints would (api/federation/query.py)."""
+
+    def __init__(self, server: Server, original: Any) -> None:
+        self.server = server
+        self.original = original
+        self.calls: list[tuple[str, str, str]] = []
+
+    async def request_json(
+        self,
+        method: str,
+        destination: str,
+        path: str,
+        *,
+        query: Mapping[str, Any] | None = None,
+        content: Any = None,
+        headers: Any = None,
+    ) -> Any:
+        from urllib.parse import unquote
+
+        from ranvier.errors import MatrixError
+        from ranvier.services.federation.client import (
+            FederationResponseError,
+            FederationUnreachable,
+        )
+
+        self.calls.append((method, destination, path))
+        try:
+            peer = self.server._peer(destination)
+        except (ConnectionError, KeyError):
+            raise FederationUnreachable(destination, "down") from None
+        queries = peer.hs.federation_queries
+        prefix = "/_matrix/federation/v1"
+        query = dict(query or {})
+        try:
+            if path.startswith(prefix + "/user/devices/"):
+                answer = await queries.user_devices(unquote(path.rpartition("/")[2]))
+            elif path == prefix + "/user/keys/query":
+                answer = await queries.user_keys_query(wire(content))
+            elif path == prefix + "/user/keys/claim":
+                answer = await queries.user_keys_claim(wire(content))
+            elif path == prefix + "/query/profile":
+                answer = await queries.profile(query["user_id"], query.get("field"))
+            elif path == prefix + "/query/directory":
+                answer = await queries.directory(query["room_alias"])
+            else:
+                raise MatrixError(404, "M_UNRECOGNIZED", path)
+        except MatrixError as exc:
+            raise FederationResponseError(
+                destination, exc.status, {"errcode": exc.errcode, "error": str(exc)}
+            ) from None
+        return wire(answer)
+
+    async def close(self) -> None:
+        await self.original.close()
 
 
 async def _database(dsn_kind: str, tmp_path: Path, name: str) -> tuple[Database, str | None]:

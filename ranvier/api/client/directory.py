@@ -19,9 +19,8 @@ LIST = "/_matrix/client/v3/directory/list/room/{roomId}"
 @routes.get(ALIAS)
 async def get_room_id_by_alias(request: web.Request) -> web.Response:
     hs = request.app[HOMESERVER]
-    room_id = await hs.rooms.get_alias(request.match_info["roomAlias"])
-    # Servers that know the room: only this one until federation exists.
-    return json_response({"room_id": room_id, "servers": [hs.server_name]})
+    room_id, servers = await hs.federation_queries.resolve_alias(request.match_info["roomAlias"])
+    return json_response({"room_id": room_id, "servers": servers})
 
 
 @routes.put(ALIAS)
