@@ -22,11 +22,13 @@ from hypothesis import HealthCheck, given, settings
 from schemathesis import openapi
 
 from tests.e2e.harness import Server, free_port, init_config
-from tests.vectors import REPO_ROOT
+from tests.vectors import REPO_ROOT, vectors_dir
 
 pytestmark = pytest.mark.e2e
 
-SPEC = REPO_ROOT.parent / "shared" / "matrix-spec" / "openapi" / "client-server.json"
+# Beside the oracle vectors (``../shared/``, or wherever RANVIER_TEST_VECTORS points), so a
+# worktree outside the repository's usual parent folder finds the spec too.
+SPEC = vectors_dir().parent / "matrix-spec" / "openapi" / "client-server.json"
 FEATURES = REPO_ROOT / "docs" / "features.md"
 EXAMPLES_PER_OPERATION = 25
 # Endpoints whose generated calls would end the session the others run in.
