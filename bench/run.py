@@ -38,7 +38,17 @@ from bench.report import (
     write_chart,
     write_json,
 )
-from bench.scenarios import FULL, MIB, QUICK, SCENARIOS, Outcome, Scenario, ServerContext, Sizes
+from bench.scenarios import (
+    FULL,
+    MIB,
+    QUICK,
+    SCENARIOS,
+    SOAK,
+    Outcome,
+    Scenario,
+    ServerContext,
+    Sizes,
+)
 from bench.servers import (
     DEFAULT_POSTGRES,
     REPO_ROOT,
@@ -54,7 +64,7 @@ from bench.servers import (
 SERVER_NAMES = {"ranvier": "Ranvier", "synapse": "Synapse"}
 STARTUP = "1 startup"
 MEMORY = "7 memory"
-ALL_SCENARIOS = ("startup", *(s.key for s in SCENARIOS), "memory")
+ALL_SCENARIOS = ("startup", *(s.key for s in SCENARIOS), "memory", SOAK.key)
 MEMORY_SAMPLE_INTERVAL_S = 0.25
 
 
@@ -140,6 +150,8 @@ class Runner:
             main = [s for s in SCENARIOS if s.key in options.scenarios]
             if main or "memory" in options.scenarios:
                 await self.main_phase(results, main)
+            if SOAK.key in options.scenarios:
+                results.scenarios[SOAK.title] = await self.soak_phase()
         finally:
             for server in self.running:
                 server.stop()
@@ -177,6 +189,31 @@ class Runner:
                     server.stop()
                     self.running.remove(server)
                     result.seconds += time.perf_counter() - began
+        return by_server
+
+    async def soak_phase(self) -> dict[str, ScenarioResult]:
+        """Scenario 9 on a fresh server of each kind, one after the other.
+
+        Fresh, so its RSS curve is the soak's alone; one at a time, so the two
+        servers do not compete for the CPU during minutes of steady traffic.
+        """
+        by_server: dict[str, ScenarioResult] = {}
+        for name in self.options.servers:
+            _say(self.options, f"[{name}] starting a fresh server for {SOAK.title}")
+            server = await self.make(name, "soak")
+            self.running.append(server)
+            try:
+                await server.start(self.session)
+                context = ServerContext(
+                    server, Client(self.session, server.base_url), self.options.sizes
+                )
+                by_server |= await self.run_scenario(SOAK, {name: context})
+            except Exception as error:
+                failed = ScenarioResult(status="error", detail=str(error).splitlines()[0])
+                by_server[name] = failed
+            finally:
+                server.stop()
+                self.running.remove(server)
         return by_server
 
     async def sample_memory(self, servers: dict[str, Server]) -> None:
