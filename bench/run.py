@@ -80,6 +80,7 @@ class Options:
     postgres: str = DEFAULT_POSTGRES
     synapse_venv: Path = SYNAPSE_VENV
     log: bool = True
+    trace_memory: Path | None = None  # Ranvier under bench/memtrace.py, dumps in this folder
 
 
 def _say(options: Options, message: str) -> None:
@@ -119,7 +120,9 @@ class Runner:
         folder = self.options.work_dir / f"{name.lower()}-{label}"
         database = await self.provider.new(folder, f"{name.lower()}_{label}")
         if name == "Ranvier":
-            return RanvierServer(folder, database)
+            server = RanvierServer(folder, database, self.options.trace_memory)
+            server.trace_every_s = self.options.sizes.soak_round_s
+            return server
         if self.template is None:
             self.template = SynapseTemplate(
                 self.options.work_dir / "synapse-template", self.options.synapse_venv
@@ -350,6 +353,12 @@ def parse_args(argv: list[str] | None = None) -> Options:
         metavar="SIZE=N",
         help="override one size of bench/scenarios.py's Sizes, e.g. --set large_room_users=200",
     )
+    parser.add_argument(
+        "--trace-memory",
+        type=Path,
+        metavar="DIR",
+        help="run Ranvier under tracemalloc (bench/memtrace.py), a dump in DIR every soak round",
+    )
     parser.add_argument("--synapse-venv", type=Path, default=SYNAPSE_VENV)
     parser.add_argument("--work-dir", type=Path, default=Options.work_dir)
     parser.add_argument("--results-dir", type=Path, default=Options.results_dir)
@@ -376,6 +385,7 @@ def parse_args(argv: list[str] | None = None) -> Options:
         results_dir=args.results_dir.resolve(),
         postgres=args.postgres,
         synapse_venv=args.synapse_venv,
+        trace_memory=args.trace_memory.resolve() if args.trace_memory else None,
     )
 
 
