@@ -46,9 +46,10 @@ class Sizes:
     large_room_users: int = 1000
     disk_messages: int = 10_000
     soak_pollers: int = 200  # long-polling /sync clients, spread over the senders' rooms
-    soak_senders: int = 20  # each sends into its own room, one message per interval
-    soak_send_interval_s: float = 1.0
-    soak_rounds: int = 5
+    soak_senders: int = 20  # each sends into its own room, one message per interval at most
+    # Fast enough that Ranvier's event cache (10,000 events) fills within the first rounds.
+    soak_send_interval_s: float = 0.25
+    soak_rounds: int = 6
     soak_round_s: float = 60.0
     soak_sample_interval_s: float = 1.0
     setup_concurrency: int = 8
