@@ -80,7 +80,7 @@ class Options:
     postgres: str = DEFAULT_POSTGRES
     synapse_venv: Path = SYNAPSE_VENV
     log: bool = True
-    trace_memory: Path | None = None  # Ranvier under bench/memtrace.py, dumps in this folder
+    trace_memory: Path | None = None  # the soak's Ranvier under bench/memtrace.py, dumps here
 
 
 def _say(options: Options, message: str) -> None:
@@ -120,7 +120,9 @@ class Runner:
         folder = self.options.work_dir / f"{name.lower()}-{label}"
         database = await self.provider.new(folder, f"{name.lower()}_{label}")
         if name == "Ranvier":
-            server = RanvierServer(folder, database, self.options.trace_memory)
+            # Only the soak's server is traced: tracemalloc slows a server down.
+            trace = self.options.trace_memory if label == "soak" else None
+            server = RanvierServer(folder, database, trace)
             server.trace_every_s = self.options.sizes.soak_round_s
             return server
         if self.template is None:
@@ -357,7 +359,8 @@ def parse_args(argv: list[str] | None = None) -> Options:
         "--trace-memory",
         type=Path,
         metavar="DIR",
-        help="run Ranvier under tracemalloc (bench/memtrace.py), a dump in DIR every soak round",
+        help="run the soak's Ranvier under tracemalloc (bench/memtrace.py), a dump in DIR "
+        "every soak round",
     )
     parser.add_argument("--synapse-venv", type=Path, default=SYNAPSE_VENV)
     parser.add_argument("--work-dir", type=Path, default=Options.work_dir)
