@@ -8,7 +8,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench.scenarios import Outcome
+from bench.scenarios import SOAK_RSS, SOAK_TIMES, Outcome
 
 NOT_IMPLEMENTED = "n/a (Ranvier: not implemented yet)"
 
@@ -184,7 +184,9 @@ def write_chart(results: Results, memory: dict[str, list[tuple[float, float]]], 
                 if values:
                     distributions.setdefault(label, {})[name] = values
     growth = distributions.pop("join as the room grows (ms)", None)
-    panels = len(distributions) + (1 if growth else 0) + (1 if memory else 0)
+    soak_rss = distributions.pop(SOAK_RSS, None)
+    soak_times = distributions.pop(SOAK_TIMES, {})
+    panels = len(distributions) + sum(1 for panel in (growth, memory, soak_rss) if panel)
     if panels == 0:
         return False
     columns = 3
@@ -225,6 +227,15 @@ def write_chart(results: Results, memory: dict[str, list[tuple[float, float]]], 
             axis.plot([t for t, _ in points], [m for _, m in points], label=name,
                       color=colours.get(name))  # fmt: skip
         axis.set_title("server RSS during the run", fontsize=10)
+        axis.set_xlabel("s")
+        axis.set_ylabel("MiB")
+        axis.legend()
+    if soak_rss:
+        axis = flat[used]
+        used += 1
+        for name, values in soak_rss.items():
+            axis.plot(soak_times.get(name, []), values, label=name, color=colours.get(name))
+        axis.set_title("server RSS during the soak (scenario 9)", fontsize=10)
         axis.set_xlabel("s")
         axis.set_ylabel("MiB")
         axis.legend()

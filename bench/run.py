@@ -38,7 +38,17 @@ from bench.report import (
     write_chart,
     write_json,
 )
-from bench.scenarios import FULL, MIB, QUICK, SCENARIOS, Outcome, Scenario, ServerContext, Sizes
+from bench.scenarios import (
+    FULL,
+    MIB,
+    QUICK,
+    SCENARIOS,
+    SOAK,
+    Outcome,
+    Scenario,
+    ServerContext,
+    Sizes,
+)
 from bench.servers import (
     DEFAULT_POSTGRES,
     REPO_ROOT,
@@ -54,7 +64,7 @@ from bench.servers import (
 SERVER_NAMES = {"ranvier": "Ranvier", "synapse": "Synapse"}
 STARTUP = "1 startup"
 MEMORY = "7 memory"
-ALL_SCENARIOS = ("startup", *(s.key for s in SCENARIOS), "memory")
+ALL_SCENARIOS = ("startup", *(s.key for s in SCENARIOS), "memory", SOAK.key)
 MEMORY_SAMPLE_INTERVAL_S = 0.25
 
 
@@ -70,6 +80,7 @@ class Options:
     postgres: str = DEFAULT_POSTGRES
     synapse_venv: Path = SYNAPSE_VENV
     log: bool = True
+    trace_memory: Path | None = None  # the soak's Ranvier under bench/memtrace.py, dumps here
 
 
 def _say(options: Options, message: str) -> None:
@@ -109,7 +120,11 @@ class Runner:
         folder = self.options.work_dir / f"{name.lower()}-{label}"
         database = await self.provider.new(folder, f"{name.lower()}_{label}")
         if name == "Ranvier":
-            return RanvierServer(folder, database)
+            # Only the soak's server is traced: tracemalloc slows a server down.
+            trace = self.options.trace_memory if label == "soak" else None
+            server = RanvierServer(folder, database, trace)
+            server.trace_every_s = self.options.sizes.soak_round_s
+            return server
         if self.template is None:
             self.template = SynapseTemplate(
                 self.options.work_dir / "synapse-template", self.options.synapse_venv
@@ -140,6 +155,8 @@ class Runner:
             main = [s for s in SCENARIOS if s.key in options.scenarios]
             if main or "memory" in options.scenarios:
                 await self.main_phase(results, main)
+            if SOAK.key in options.scenarios:
+                results.scenarios[SOAK.title] = await self.soak_phase()
         finally:
             for server in self.running:
                 server.stop()
@@ -177,6 +194,31 @@ class Runner:
                     server.stop()
                     self.running.remove(server)
                     result.seconds += time.perf_counter() - began
+        return by_server
+
+    async def soak_phase(self) -> dict[str, ScenarioResult]:
+        """Scenario 9 on a fresh server of each kind, one after the other.
+
+        Fresh, so its RSS curve is the soak's alone; one at a time, so the two
+        servers do not compete for the CPU during minutes of steady traffic.
+        """
+        by_server: dict[str, ScenarioResult] = {}
+        for name in self.options.servers:
+            _say(self.options, f"[{name}] starting a fresh server for {SOAK.title}")
+            server = await self.make(name, "soak")
+            self.running.append(server)
+            try:
+                await server.start(self.session)
+                context = ServerContext(
+                    server, Client(self.session, server.base_url), self.options.sizes
+                )
+                by_server |= await self.run_scenario(SOAK, {name: context})
+            except Exception as error:
+                failed = ScenarioResult(status="error", detail=str(error).splitlines()[0])
+                by_server[name] = failed
+            finally:
+                server.stop()
+                self.running.remove(server)
         return by_server
 
     async def sample_memory(self, servers: dict[str, Server]) -> None:
@@ -313,6 +355,13 @@ def parse_args(argv: list[str] | None = None) -> Options:
         metavar="SIZE=N",
         help="override one size of bench/scenarios.py's Sizes, e.g. --set large_room_users=200",
     )
+    parser.add_argument(
+        "--trace-memory",
+        type=Path,
+        metavar="DIR",
+        help="run the soak's Ranvier under tracemalloc (bench/memtrace.py), a dump in DIR "
+        "every soak round",
+    )
     parser.add_argument("--synapse-venv", type=Path, default=SYNAPSE_VENV)
     parser.add_argument("--work-dir", type=Path, default=Options.work_dir)
     parser.add_argument("--results-dir", type=Path, default=Options.results_dir)
@@ -339,6 +388,7 @@ def parse_args(argv: list[str] | None = None) -> Options:
         results_dir=args.results_dir.resolve(),
         postgres=args.postgres,
         synapse_venv=args.synapse_venv,
+        trace_memory=args.trace_memory.resolve() if args.trace_memory else None,
     )
 
 

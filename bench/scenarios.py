@@ -11,6 +11,7 @@ NotImplementedYet and the runner prints "n/a" for that server.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import math
 import secrets
 import statistics
@@ -44,6 +45,13 @@ class Sizes:
     sync_incremental_samples: int = 5
     large_room_users: int = 1000
     disk_messages: int = 10_000
+    soak_pollers: int = 200  # long-polling /sync clients, spread over the senders' rooms
+    soak_senders: int = 20  # each sends into its own room, one message per interval at most
+    # Fast enough that Ranvier's event cache (10,000 events) fills within the first rounds.
+    soak_send_interval_s: float = 0.25
+    soak_rounds: int = 6
+    soak_round_s: float = 60.0
+    soak_sample_interval_s: float = 1.0
     setup_concurrency: int = 8
     scenario_timeout_s: float = 3600.0
 
@@ -66,6 +74,12 @@ QUICK = replace(
     sync_incremental_samples=3,
     large_room_users=20,
     disk_messages=200,
+    soak_pollers=10,
+    soak_senders=2,
+    soak_send_interval_s=0.5,
+    soak_rounds=2,
+    soak_round_s=5.0,
+    soak_sample_interval_s=0.5,
     scenario_timeout_s=120.0,
 )
 
@@ -487,4 +501,158 @@ class Disk(Scenario):
         )
 
 
+@dataclass
+class SoakState:
+    senders: list[User]
+    rooms: list[str]
+    pollers: list[User]
+
+
+# Samples of scenario 9 that the chart draws as a line (RSS against time), not as box plots.
+SOAK_RSS = "soak: server RSS (MiB)"
+SOAK_TIMES = "soak: time of each RSS sample (s)"
+
+
+class Soak(Scenario):
+    """Steady traffic for several rounds on a fresh server: does its memory level off?
+
+    ``soak_pollers`` clients long-poll /sync (30 s timeout) and ``soak_senders``
+    senders each send one message per ``soak_send_interval_s`` into their own
+    room, whose members the pollers are (round-robin). The server's RSS is
+    sampled all along and reported at the end of each round: bounded caches
+    filling show as growth that stops; a leak keeps growing round after round.
+    """
+
+    key = "soak"
+    title = "9 soak"
+
+    def repeats(self, sizes: Sizes) -> int:
+        return 1  # the rounds are the repetition
+
+    async def setup(self, ctx: ServerContext) -> SoakState:
+        sizes = ctx.sizes
+        client = ctx.client
+        senders: list[User] = await bounded_gather(
+            sizes.setup_concurrency, [lambda: ctx.new_user("ss") for _ in range(sizes.soak_senders)]
+        )
+        rooms: list[str] = await bounded_gather(
+            sizes.setup_concurrency,
+            [lambda user=user: client.create_room(user, public=True) for user in senders],  # type: ignore[misc]
+        )
+        pollers: list[User] = await bounded_gather(
+            sizes.setup_concurrency, [lambda: ctx.new_user("sp") for _ in range(sizes.soak_pollers)]
+        )
+        memberships = [(user, rooms[i % len(rooms)]) for i, user in enumerate(pollers)]
+        await bounded_gather(
+            sizes.setup_concurrency,
+            [
+                lambda user=user, room_id=room_id: client.join(user, room_id)  # type: ignore[misc]
+                for user, room_id in memberships
+            ],
+        )
+        return SoakState(senders, rooms, pollers)
+
+    async def measure(self, ctx: ServerContext, state: SoakState, repeat: int) -> Outcome:
+        sizes = ctx.sizes
+        client = ctx.client
+        counts = {"ready": 0, "sent": 0, "answers": 0}
+        stopping = asyncio.Event()
+
+        async def poll(user: User) -> None:
+            since = (await client.sync(user))["next_batch"]
+            counts["ready"] += 1
+            while not stopping.is_set():
+                answer = await client.sync(user, since=since, timeout_ms=30_000)
+                since = answer["next_batch"]
+                counts["answers"] += 1
+
+        async def send(user: User, room_id: str) -> None:
+            for i in itertools.count():
+                started = time.perf_counter()
+                await client.send_text(user, room_id, f"soak message {i}")
+                counts["sent"] += 1
+                elapsed = time.perf_counter() - started
+                await asyncio.sleep(max(0.0, sizes.soak_send_interval_s - elapsed))
+
+        pollers = [asyncio.create_task(poll(user)) for user in state.pollers]
+        senders: list[asyncio.Task[None]] = []
+        try:
+            while counts["ready"] < len(pollers):
+                _raise_failure(pollers)
+                await asyncio.sleep(0.1)
+            await asyncio.sleep(1.0)  # every poller is in its long-poll before traffic starts
+            rss_before = ctx.server.rss_bytes() / MIB
+            senders = [
+                asyncio.create_task(send(user, room))
+                for user, room in zip(state.senders, state.rooms, strict=True)
+            ]
+            times, rss, rounds = await self._rounds(ctx, [*pollers, *senders], counts)
+            await self._stop(ctx, state, stopping, pollers, senders)
+        finally:
+            for task in [*pollers, *senders]:
+                task.cancel()
+            await asyncio.gather(*pollers, *senders, return_exceptions=True)
+        figures: dict[str, float | str] = {"RSS before the traffic (MiB)": rss_before}
+        for number, (end_rss, _, _) in enumerate(rounds, start=1):
+            figures[f"RSS after round {number} of {sizes.soak_round_s:g} s (MiB)"] = end_rss
+        figures["RSS growth in the last round (MiB)"] = rounds[-1][0] - (
+            rounds[-2][0] if len(rounds) > 1 else rss_before
+        )
+        figures["peak RSS (MiB)"] = max(rss, default=rss_before)
+        figures["messages sent per round (mean)"] = statistics.fmean(r[1] for r in rounds)
+        figures["/sync answers per round (mean)"] = statistics.fmean(r[2] for r in rounds)
+        return Outcome(figures, {SOAK_RSS: rss, SOAK_TIMES: times})
+
+    async def _stop(
+        self,
+        ctx: ServerContext,
+        state: SoakState,
+        stopping: asyncio.Event,
+        pollers: list[asyncio.Task[None]],
+        senders: list[asyncio.Task[None]],
+    ) -> None:
+        """Stop the senders, then end every long-poll with a last message in each room.
+
+        A cancelled client request leaves its long-poll running on the server
+        until it times out, and a server stopping waits for requests in flight.
+        """
+        for task in senders:
+            task.cancel()
+        await asyncio.gather(*senders, return_exceptions=True)
+        stopping.set()
+        for sender, room_id in zip(state.senders, state.rooms, strict=True):
+            await ctx.client.send_text(sender, room_id, "soak: the end")
+        await asyncio.wait_for(asyncio.gather(*pollers), timeout=60)
+
+    async def _rounds(
+        self, ctx: ServerContext, tasks: list[asyncio.Task[None]], counts: dict[str, int]
+    ) -> tuple[list[float], list[float], list[tuple[float, int, int]]]:
+        """RSS samples (times, MiB) and, per round, (RSS at its end, messages, answers)."""
+        sizes = ctx.sizes
+        times: list[float] = []
+        rss: list[float] = []
+        rounds: list[tuple[float, int, int]] = []
+        started = time.perf_counter()
+        for number in range(1, sizes.soak_rounds + 1):
+            sent, answers = counts["sent"], counts["answers"]
+            round_end = started + number * sizes.soak_round_s
+            while (now := time.perf_counter()) < round_end:
+                await asyncio.sleep(min(sizes.soak_sample_interval_s, round_end - now))
+                _raise_failure(tasks)
+                times.append(time.perf_counter() - started)
+                rss.append(ctx.server.rss_bytes() / MIB)
+            rounds.append((rss[-1], counts["sent"] - sent, counts["answers"] - answers))
+        return times, rss, rounds
+
+
+def _raise_failure(tasks: list[asyncio.Task[None]]) -> None:
+    """Raise the error of a poller or sender that stopped (they loop until cancelled)."""
+    for task in tasks:
+        if task.done():
+            task.result()
+            raise BenchError("a soak client stopped without an error")
+
+
 SCENARIOS: tuple[Scenario, ...] = (RegisterLogin(), Send(), Fanout(), Sync(), LargeRoom(), Disk())
+# Scenario 9 runs on a fresh server of its own after the others (bench/run.py).
+SOAK = Soak()

@@ -335,6 +335,14 @@ class Server(ABC):
 class RanvierServer(Server):
     name = "Ranvier"
 
+    def __init__(
+        self, folder: Path, database: DatabaseHandle, trace_memory: Path | None = None
+    ) -> None:
+        super().__init__(folder, database)
+        # Run under bench/memtrace.py, dumping tracemalloc snapshots there (slower: debugging).
+        self.trace_memory = trace_memory
+        self.trace_every_s = 60.0
+
     @staticmethod
     def compile_bytecode() -> None:
         """Byte-compile Ranvier's modules once, before anything is measured.
@@ -372,7 +380,12 @@ class RanvierServer(Server):
             RANVIER_REGISTRATION_ENABLED="true",
             RANVIER_RATELIMIT_ENABLED="false",
         )
-        return [*ranvier_command(), "serve", "--config", str(self.folder / "ranvier.yaml")], env
+        serve = ["serve", "--config", str(self.folder / "ranvier.yaml")]
+        if self.trace_memory is not None:
+            tracer = [sys.executable, "-m", "bench.memtrace", "run", "--out", str(self.trace_memory)]
+            env["PYTHONPATH"] = os.pathsep.join([str(REPO_ROOT), env.get("PYTHONPATH", "")])
+            return [*tracer, "--every", f"{self.trace_every_s:g}", "--", *serve], env
+        return [*ranvier_command(), *serve], env
 
     @staticmethod
     def facts() -> ServerFacts:
