@@ -258,6 +258,10 @@ class _JoinedRoom:
     room_id: str
     full_state: bool
     joined_from: int | None
+    #: The timeline is the room's latest events whatever the token: an initial
+    #: sync, or a room newly joined since it (not ``full_state=true`` alone,
+    #: whose timeline stays incremental: sync.yaml).
+    from_start: bool = False
     timeline: _Timeline | None = None
     state_ids: list[str] = field(default_factory=list)
     summary: dict[str, Any] | None = None
@@ -607,6 +611,7 @@ class SyncService:
                 membership.room_id,
                 full_state=since is None or params.full_state or newly,
                 joined_from=membership.stream_ordering,
+                from_start=since is None or newly,
             )
         if not rooms:
             return rooms
@@ -620,7 +625,17 @@ class SyncService:
             )
             if active is not None:
                 wanted = [r.room_id for r in rooms.values() if r.full_state or r.room_id in active]
-        raw = await store.recent_events_for_rooms(wanted, from_pos, now.events, limit + 1)
+        # A room newly joined since the token is synced as in an initial sync:
+        # its latest events whatever the token, ``limited`` when there are more,
+        # and a ``prev_batch`` for /messages (sync.yaml, ``rooms.join``; Synapse
+        # does the same). The other rooms read the range since the token.
+        starting = [room_id for room_id in wanted if rooms[room_id].from_start]
+        ranged = [room_id for room_id in wanted if not rooms[room_id].from_start]
+        raw: dict[str, list[StoredEvent]] = {}
+        if ranged:
+            raw = await store.recent_events_for_rooms(ranged, from_pos, now.events, limit + 1)
+        if starting:
+            raw.update(await store.recent_events_for_rooms(starting, 0, now.events, limit + 1))
         # Rooms needing state but without events in the range: their latest event.
         missing = [r.room_id for r in rooms.values() if r.full_state and r.room_id not in raw]
         latest = await store.recent_events_for_rooms(missing, 0, now.events, 1) if missing else {}
@@ -632,7 +647,12 @@ class SyncService:
                     room.timeline = _Timeline([], False, pagination_token(now.events), last)
                 continue
             room.timeline = await self._timeline(
-                params, room.room_id, events, from_pos, limit, room.joined_from
+                params,
+                room.room_id,
+                events,
+                0 if room.from_start else from_pos,
+                limit,
+                room.joined_from,
             )
         # The state at the previous sync, for incremental rooms with new events.
         previous: dict[str, list[StoredEvent]] = {}

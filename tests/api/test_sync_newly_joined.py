@@ -1,0 +1,146 @@
+"""A room joined since the last /sync comes as in an initial sync (sync.yaml:
+``rooms.join``; Client-Server API "Syncing"): its full state, its latest events
+with ``limited`` true when there are more, and a ``prev_batch`` that /messages
+continues from. Both engines."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.api.rooms_support import (
+    Client,
+    User,
+    call,
+    create_room,
+    join,
+    make_user,
+    q,
+    send,
+)
+from tests.api.sync_support import (  # noqa: F401  (fixture)
+    MakeSyncClient,
+    bodies,
+    make_sync_client_fixture,
+    messages,
+    state_keys,
+    sync,
+)
+
+LIMIT_3 = {"room": {"timeline": {"limit": 3}}}
+
+
+@pytest.fixture
+async def client(make_sync_client: MakeSyncClient, database_dsn: str) -> Client:
+    return await make_sync_client(database_dsn)
+
+
+async def say(client: Client, user: User, room_id: str, *texts: str) -> None:
+    for text in texts:
+        status, payload = await send(
+            client, user, room_id, {"msgtype": "m.text", "body": text}, text
+        )
+        assert status == 200, payload
+
+
+async def earlier_messages(client: Client, user: User, room_id: str, token: str) -> list[str]:
+    """Every message body before ``token``, oldest first, through /messages."""
+    collected: list[str] = []
+    while True:
+        status, page = await messages(client, user, room_id, dir="b", limit=2, **{"from": token})
+        assert status == 200, page
+        collected = bodies(list(reversed(page["chunk"]))) + collected
+        if "end" not in page:
+            return collected
+        token = page["end"]
+
+
+async def test_accepted_invite_brings_full_state_and_a_limited_timeline(client: Client) -> None:
+    alice = await make_user(client, "alice")
+    bob = await make_user(client, "bob")
+    room_id = await create_room(client, alice, name="Old room")
+    await say(client, alice, room_id, "m0", "m1", "m2", "m3", "m4")
+    status, _ = await call(
+        client, "POST", f"/rooms/{q(room_id)}/invite", alice, {"user_id": bob.user_id}
+    )
+    assert status == 200
+    since = (await sync(client, bob, filter=LIMIT_3))["next_batch"]
+
+    assert (await join(client, bob, room_id))[0] == 200
+    body = await sync(client, bob, since=since, filter=LIMIT_3)
+
+    room = body["rooms"]["join"][room_id]
+    timeline = room["timeline"]
+    assert [(e["type"], e["content"].get("membership")) for e in timeline["events"]] == [
+        ("m.room.message", None),
+        ("m.room.member", "invite"),
+        ("m.room.member", "join"),
+    ]
+    assert bodies(timeline["events"]) == ["m4"]
+    assert timeline["events"][-1]["state_key"] == bob.user_id
+    assert timeline["limited"] is True
+    assert state_keys(room["state"]["events"]) == {
+        ("m.room.create", ""),
+        ("m.room.member", alice.user_id),
+        ("m.room.power_levels", ""),
+        ("m.room.join_rules", ""),
+        ("m.room.history_visibility", ""),
+        ("m.room.guest_access", ""),
+        ("m.room.name", ""),
+    }
+    assert await earlier_messages(client, bob, room_id, timeline["prev_batch"]) == [
+        "m0",
+        "m1",
+        "m2",
+        "m3",
+    ]
+    # The next sync is incremental again.
+    await say(client, alice, room_id, "m5")
+    body = await sync(client, bob, since=body["next_batch"], filter=LIMIT_3)
+    room = body["rooms"]["join"][room_id]
+    assert bodies(room["timeline"]["events"]) == ["m5"]
+    assert room["timeline"]["limited"] is False
+    assert room["state"]["events"] == []
+
+
+async def test_joined_public_room_unlimited_when_the_history_fits(client: Client) -> None:
+    alice = await make_user(client, "alice")
+    bob = await make_user(client, "bob")
+    room_id = await create_room(client, alice, preset="public_chat")
+    await say(client, alice, room_id, "hello")
+    since = (await sync(client, bob))["next_batch"]
+    assert (await join(client, bob, room_id))[0] == 200
+
+    body = await sync(client, bob, since=since, filter={"room": {"timeline": {"limit": 50}}})
+    timeline = body["rooms"]["join"][room_id]["timeline"]
+    types = [e["type"] for e in timeline["events"]]
+    # Everything from the room's creation, so nothing is left to paginate.
+    assert types[0] == "m.room.create"
+    assert bodies(timeline["events"]) == ["hello"]
+    assert timeline["events"][-1]["state_key"] == bob.user_id
+    assert timeline["limited"] is False
+    # State in the timeline is not repeated in "state".
+    assert body["rooms"]["join"][room_id]["state"]["events"] == []
+    status, page = await messages(client, bob, room_id, dir="b", **{"from": timeline["prev_batch"]})
+    assert status == 200 and page["chunk"] == []
+
+
+async def test_joined_room_respects_history_visibility(client: Client) -> None:
+    alice = await make_user(client, "alice")
+    bob = await make_user(client, "bob")
+    room_id = await create_room(
+        client,
+        alice,
+        preset="public_chat",
+        initial_state=[
+            {"type": "m.room.history_visibility", "content": {"history_visibility": "joined"}}
+        ],
+    )
+    await say(client, alice, room_id, "secret before")
+    since = (await sync(client, bob))["next_batch"]
+    assert (await join(client, bob, room_id))[0] == 200
+    await say(client, alice, room_id, "after")
+
+    body = await sync(client, bob, since=since, filter=LIMIT_3)
+    timeline = body["rooms"]["join"][room_id]["timeline"]
+    assert bodies(timeline["events"]) == ["after"]
+    assert "secret before" not in str(body)
