@@ -29,6 +29,7 @@ from ranvier.api.client import to_device as client_to_device
 from ranvier.api.client import typing as client_typing
 from ranvier.api.client import versions
 from ranvier.api.client import voip as client_voip
+from ranvier.api.federation import invite as federation_invite
 from ranvier.api.federation import keys, version
 from ranvier.api.http import (
     CLOCK_MS,
@@ -73,6 +74,7 @@ ROUTE_TABLES: tuple[web.RouteTableDef, ...] = (
     client_keys.routes,
     client_to_device.routes,
     client_key_backup.routes,
+    federation_invite.routes,
 )
 
 

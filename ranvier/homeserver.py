@@ -19,6 +19,7 @@ from ranvier.services.devices import DevicesService
 from ranvier.services.e2e_keys import E2eKeysService
 from ranvier.services.e2e_sync import register_e2e_sync_extension
 from ranvier.services.federation.client import FederationClient
+from ranvier.services.federation.invites import FederationInvites, HttpRemoteMemberships
 from ranvier.services.federation.keyring import Keyring
 from ranvier.services.federation.sender import FederationSender
 from ranvier.services.filters import FilterService
@@ -91,6 +92,10 @@ class Homeserver:
             clock_ms=clock_ms,
             fetch_json=self._fetch_key_json,
             trusted_key_servers=config.trusted_key_servers,
+        )
+        # Invites, leaves and knocks with other servers (both sides).
+        self.federation_invites = FederationInvites(
+            self, HttpRemoteMemberships(self.federation_client)
         )
         # Federation: set when the server federates (it needs the transport).
         self.federation_sender: FederationSender | None = None

@@ -20,7 +20,7 @@ import asyncio
 import secrets
 import string
 import weakref
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -316,8 +316,11 @@ class RoomsService:
         spec: EventSpec,
         *,
         txn: TxnKey | None = None,
+        before_persist: Callable[[Event], Awaitable[Event]] | None = None,
     ) -> StoredEvent:
-        """Build, authorize and persist one event; idempotent per ``txn`` key."""
+        """Build, authorize and persist one event; idempotent per ``txn`` key.
+        ``before_persist`` may replace the built event (an invite counter-signed
+        by the invitee's server) or refuse it by raising."""
         room = await self.require_room(room_id)
         async with self.room_lock(room_id):
             if txn is not None:
@@ -328,6 +331,8 @@ class RoomsService:
                         return stored
             head = await self._load_head(room)
             event = await self._build_event(head, sender, spec)
+            if before_persist is not None:
+                event = await before_persist(event)
             [stored] = await self.events.persist_local_events(room_id, [EventToPersist(event, txn)])
         await self._after_local_events([stored])
         return stored
@@ -460,8 +465,13 @@ class RoomsService:
             if current_membership is None:
                 raise MatrixError(403, "M_FORBIDDEN", f"{target} is not in room {room_id}")
             return None
+        before_persist = None
         if membership == "invite":
             await self._check_invitee(target)
+            if not self.is_local_user(target):
+                # Server-Server API, "Inviting to a room": the invitee's server
+                # signs the invite before it is persisted.
+                before_persist = self.hs.federation_invites.send_invite
         content: dict[str, Any] = {"membership": membership}
         if membership in ("join", "invite", "knock"):
             profile = await self.hs.profiles.get_profile_or_empty(target)
@@ -472,16 +482,13 @@ class RoomsService:
             content.update(extra_content)
         if reason is not None:
             content["reason"] = reason
-        return await self.send_event(sender, room_id, EventSpec(MEMBER, content, target))
+        return await self.send_event(
+            sender, room_id, EventSpec(MEMBER, content, target), before_persist=before_persist
+        )
 
     async def _check_invitee(self, target: str) -> None:
         if not self.is_local_user(target):
-            raise MatrixError(
-                404,
-                "M_NOT_FOUND",
-                f"Cannot invite {target}: users of other servers need federation, which is "
-                "not available yet",
-            )
+            return  # its server says whether the user exists (services/federation/invites.py)
         if not await self.hs.accounts.user_exists(target):
             raise MatrixError(404, "M_NOT_FOUND", f"Unknown user {target}")
 

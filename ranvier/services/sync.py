@@ -45,6 +45,7 @@ from typing import TYPE_CHECKING, Any
 
 from ranvier.core.filters import DEFAULT_FILTER, Filter, filter_events, project_event_fields
 from ranvier.core.redaction import redact
+from ranvier.core.stripped_state import sanitize_stripped_state
 from ranvier.errors import MatrixError
 from ranvier.services.client_events import serialize_events
 from ranvier.services.visibility import filter_events_for_member, filter_events_for_user
@@ -947,8 +948,13 @@ class SyncService:
         invite or knock, the member event itself included (with its ID and
         timestamp, as Synapse serves it)."""
         store = self.hs.rooms.events
-        state = await store.state_after_event(membership.event_id) or {}
         own = await store.get_event(membership.event_id)
+        state = await store.state_after_event(membership.event_id)
+        if state is None and own is not None:
+            # An invite or knock of a room this server is not in: the stripped
+            # state the other server sent (services/federation/invites.py).
+            return self._remote_stripped_state(own)
+        state = state or {}
         keys: list[StateKey] = [(t, "") for t in STRIPPED_STATE_TYPES]
         if own is not None:
             keys.append((MEMBER, own.event.sender))
@@ -974,6 +980,29 @@ class SyncService:
                     "origin_server_ts": own.event.origin_server_ts,
                 }
             )
+        return stripped
+
+    @staticmethod
+    def _remote_stripped_state(own: StoredEvent) -> list[dict[str, Any]]:
+        unsigned = own.event.pdu.get("unsigned")
+        unsigned = unsigned if isinstance(unsigned, dict) else {}
+        raw = unsigned.get("invite_room_state", unsigned.get("knock_room_state"))
+        # Checked when received; checked again so that nothing stored can break a sync.
+        stripped = [
+            entry
+            for entry in sanitize_stripped_state(raw)
+            if (entry["type"], entry["state_key"]) != own.event.state_tuple
+        ]
+        stripped.append(
+            {
+                "type": own.event.type,
+                "state_key": own.event.state_key,
+                "sender": own.event.sender,
+                "content": dict(own.event.content),
+                "event_id": own.event_id,
+                "origin_server_ts": own.event.origin_server_ts,
+            }
+        )
         return stripped
 
     # --- presence ----------------------------------------------------------------------
