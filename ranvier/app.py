@@ -31,6 +31,7 @@ from ranvier.api.client import versions
 from ranvier.api.client import voip as client_voip
 from ranvier.api.federation import invite as federation_invite
 from ranvier.api.federation import keys, version
+from ranvier.api.federation import membership as federation_membership
 from ranvier.api.http import (
     CLOCK_MS,
     CONFIG,
@@ -75,6 +76,7 @@ ROUTE_TABLES: tuple[web.RouteTableDef, ...] = (
     client_to_device.routes,
     client_key_backup.routes,
     federation_invite.routes,
+    federation_membership.routes,
 )
 
 

@@ -21,6 +21,7 @@ from ranvier.services.e2e_sync import register_e2e_sync_extension
 from ranvier.services.federation.client import FederationClient
 from ranvier.services.federation.invites import FederationInvites, HttpRemoteMemberships
 from ranvier.services.federation.keyring import Keyring
+from ranvier.services.federation.memberships import FederationMemberships
 from ranvier.services.federation.sender import FederationSender
 from ranvier.services.filters import FilterService
 from ranvier.services.key_backup import KeyBackupService
@@ -94,9 +95,9 @@ class Homeserver:
             trusted_key_servers=config.trusted_key_servers,
         )
         # Invites, leaves and knocks with other servers (both sides).
-        self.federation_invites = FederationInvites(
-            self, HttpRemoteMemberships(self.federation_client)
-        )
+        remote_memberships = HttpRemoteMemberships(self.federation_client)
+        self.federation_invites = FederationInvites(self, remote_memberships)
+        self.federation_memberships = FederationMemberships(self, remote_memberships)
         # Federation: set when the server federates (it needs the transport).
         self.federation_sender: FederationSender | None = None
 

@@ -461,6 +461,16 @@ class RoomsService:
         current_membership = None if current is None else current.membership
         if membership == "join" and current_membership == "join" and sender == target:
             return None  # already joined: nothing to do (Synapse re-sends only on change)
+        if (
+            membership == "leave"
+            and sender == target
+            and current is not None
+            and current_membership in ("invite", "knock")
+            and await self._held_without_state(current.event_id)
+        ):
+            # An invite or knock of a room this server is not in: rejected
+            # through the other server (Server-Server API, "Leaving Rooms").
+            return await self.hs.federation_memberships.reject_remote_invite(target, room_id)
         if membership == "leave" and sender == target and current_membership in (None, "leave"):
             if current_membership is None:
                 raise MatrixError(403, "M_FORBIDDEN", f"{target} is not in room {room_id}")
@@ -485,6 +495,11 @@ class RoomsService:
         return await self.send_event(
             sender, room_id, EventSpec(MEMBER, content, target), before_persist=before_persist
         )
+
+    async def _held_without_state(self, event_id: str) -> bool:
+        """Whether the event is an outlier: we hold it, not the room's state at it."""
+        stored = await self.events.get_event(event_id)
+        return stored is not None and stored.outlier
 
     async def _check_invitee(self, target: str) -> None:
         if not self.is_local_user(target):
