@@ -688,7 +688,10 @@ class SyncService:
         exhausted = len(candidates) < limit + 1
         refills = 0
         gave_up = False
+        oldest = candidates[-1] if candidates else None
         while True:
+            if candidates:
+                oldest = candidates[-1]
             matching = [e for e in candidates if timeline_filter.matches(e.event, room_id=room_id)]
             kept.extend(
                 await filter_events_for_member(self.hs, params.user_id, matching, joined_from)
@@ -705,6 +708,11 @@ class SyncService:
             )
             exhausted = len(candidates) < batch
         limited = len(kept) > limit or gave_up
+        if from_pos == 0 and exhausted and oldest is not None and oldest.event.prev_event_ids:
+            # Read from the start, but the oldest event held here is not the
+            # room's first: a room joined over federation, whose earlier history
+            # is on other servers. Limited, so that the client paginates (backfill).
+            limited = True
         events = list(reversed(kept[:limit]))
         last = newest_first[0] if newest_first else None
         prev_batch = (

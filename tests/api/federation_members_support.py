@@ -64,7 +64,9 @@ class RemoteRoom:
 
     def __init__(self, join_rule: str = "invite", room_id: str = "!room:remote.test") -> None:
         dag = self.dag = Dag(room_id)
-        self.create = dag.event("m.room.create", CREATOR, {"room_version": "10"}, [], [], "")
+        self.create = dag.event(
+            "m.room.create", CREATOR, {"creator": CREATOR, "room_version": "10"}, [], [], ""
+        )
         self.creator_join = dag.event(
             "m.room.member", CREATOR, {"membership": "join"}, [self.create], [self.create], CREATOR
         )

@@ -5,13 +5,28 @@ continues from. Both engines."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
+from typing import Any
+
 import pytest
 
+from ranvier.core.events import Event
+from ranvier.services.federation.events import FederationEventHandler
+from ranvier.services.federation.joins import JoinService
+from tests.api.federation_members_support import (  # noqa: F401  (fixtures)
+    BOB,
+    REMOTE,
+    RemoteRoom,
+    fed_client_fixture,
+    federation_request,
+    remote_fixture,
+)
 from tests.api.rooms_support import (
     Client,
     User,
     call,
     create_room,
+    hs_of,
     join,
     make_user,
     q,
@@ -25,6 +40,8 @@ from tests.api.sync_support import (  # noqa: F401  (fixture)
     state_keys,
     sync,
 )
+from tests.federation_dag import CREATOR
+from tests.federation_support import FakeServer
 
 LIMIT_3 = {"room": {"timeline": {"limit": 3}}}
 
@@ -144,3 +161,99 @@ async def test_joined_room_respects_history_visibility(client: Client) -> None:
     timeline = body["rooms"]["join"][room_id]["timeline"]
     assert bodies(timeline["events"]) == ["after"]
     assert "secret before" not in str(body)
+
+
+# --- a room joined over federation ------------------------------------------------------
+
+
+class _ResidentOf:
+    """The remote room's server answering make_join/send_join (RemoteJoins)."""
+
+    def __init__(self, room: RemoteRoom, invite: Event) -> None:
+        self.room, self.invite = room, invite
+
+    async def make_join(
+        self, destination: str, room_id: str, user_id: str, versions: Sequence[str]
+    ) -> Mapping[str, Any]:
+        room = self.room
+        template = {
+            "type": "m.room.member",
+            "room_id": room_id,
+            "sender": user_id,
+            "state_key": user_id,
+            "content": {"membership": "join"},
+            "origin_server_ts": 1,
+            "depth": self.invite.depth + 1,
+            "prev_events": [self.invite.event_id],
+            "auth_events": [
+                room.create.event_id,
+                room.power.event_id,
+                room.join_rules.event_id,
+                self.invite.event_id,
+            ],
+        }
+        return {"room_version": "10", "event": template}
+
+    async def send_join(
+        self, destination: str, room_id: str, event_id: str, pdu: Mapping[str, Any]
+    ) -> Mapping[str, Any]:
+        room = self.room
+        state = [room.create, room.creator_join, room.power, room.join_rules, room.name]
+        return {
+            "origin": REMOTE,
+            "state": [dict(e.pdu) for e in [*state, self.invite]],
+            "auth_chain": [dict(e.pdu) for e in state],
+            "event": dict(pdu),
+        }
+
+
+async def test_a_room_joined_over_federation_comes_with_its_state(
+    fed_client: Client, remote: FakeServer
+) -> None:
+    hs = hs_of(fed_client)
+    bob = await make_user(fed_client, "bob")
+    room = RemoteRoom()
+    invite = room.invite(BOB)
+    path = f"/_matrix/federation/v2/invite/{q(room.room_id)}/{q(invite.event_id)}"
+    body = {"room_version": "10", "event": dict(invite.pdu), "invite_room_state": []}
+    assert (await federation_request(fed_client, remote, "PUT", path, body))[0] == 200
+    since = (await sync(fed_client, bob))["next_batch"]
+
+    checker = hs.federation_invites.checker
+    handler = FederationEventHandler(hs, _NoFetching(), checker.verify)
+    joins = JoinService(hs, _ResidentOf(room, invite), checker.verify, handler)
+    await joins.join_remote_room(BOB, room.room_id, [REMOTE])
+
+    synced = await sync(fed_client, bob, since=since)
+    assert synced["rooms"]["invite"] == {}
+    joined = synced["rooms"]["join"][room.room_id]
+    timeline = joined["timeline"]
+    assert [(e["type"], e["state_key"]) for e in timeline["events"]] == [("m.room.member", BOB)]
+    assert timeline["events"][0]["content"]["membership"] == "join"
+    # Earlier history is on the other server: limited, with a token to paginate from.
+    assert timeline["limited"] is True
+    assert timeline["prev_batch"].startswith("t")
+    assert state_keys(joined["state"]["events"]) == {
+        ("m.room.create", ""),
+        ("m.room.member", CREATOR),
+        ("m.room.power_levels", ""),
+        ("m.room.join_rules", ""),
+        ("m.room.name", ""),
+        # The state at the timeline's start: the invite the join replaced.
+        ("m.room.member", BOB),
+    }
+    status, page = await messages(
+        fed_client, bob, room.room_id, dir="b", **{"from": timeline["prev_batch"]}
+    )
+    assert status == 200, page
+
+
+class _NoFetching:
+    async def get_missing_events(self, *args: Any) -> list[Mapping[str, Any]]:
+        raise AssertionError("nothing to fetch")
+
+    async def state_ids(self, *args: Any) -> tuple[list[str], list[str]]:
+        raise AssertionError("nothing to fetch")
+
+    async def event(self, *args: Any) -> Mapping[str, Any] | None:
+        raise AssertionError("nothing to fetch")
