@@ -81,7 +81,10 @@ def _sanitize_entry(entry: object) -> dict[str, Any] | None:
     if exceeds_depth(stripped, MAX_JSON_DEPTH):
         return None
     try:
-        size = len(encode_canonical_json(stripped, strict=False))
+        # Strict: no floats or integers beyond 2**53, which clients cannot
+        # read alike (and orjson cannot even encode past 64 bits, which would
+        # make the invitee's /sync fail).
+        size = len(encode_canonical_json(stripped, strict=True))
     except CanonicalJSONError:
         return None
     return stripped if size <= MAX_STRIPPED_EVENT_BYTES else None
