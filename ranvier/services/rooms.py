@@ -511,10 +511,26 @@ class RoomsService:
         self, user_id: str, room_id: str, *, reason: str | None = None, is_guest: bool = False
     ) -> str:
         await self.require_local_room(room_id)
+        servers = await self.hs.federation_memberships.servers_for_pending_membership(
+            user_id, room_id
+        )
+        if servers is not None:
+            # Accepting an invite to a room this server is not in (Server-Server
+            # API, "Joining Rooms"), through the inviting server.
+            return await self._join_remote(user_id, room_id, servers)
         if is_guest:
             await self._check_guest_access(room_id)
         await self.update_membership(user_id, room_id, user_id, "join", reason=reason)
         return room_id
+
+    async def _join_remote(self, user_id: str, room_id: str, servers: list[str]) -> str:
+        joins = getattr(self.hs, "federation_joins", None)
+        if joins is None:
+            raise MatrixError(
+                404, "M_NOT_FOUND", f"This server is not in room {room_id} and cannot join it"
+            )
+        result: str = await joins.join_remote_room(user_id, room_id, servers)
+        return result
 
     async def _check_guest_access(self, room_id: str) -> None:
         ids = await self.events.current_state_ids(room_id, [("m.room.guest_access", "")])

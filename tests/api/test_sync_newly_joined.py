@@ -222,7 +222,15 @@ async def test_a_room_joined_over_federation_comes_with_its_state(
     checker = hs.federation_invites.checker
     handler = FederationEventHandler(hs, _NoFetching(), checker.verify)
     joins = JoinService(hs, _ResidentOf(room, invite), checker.verify, handler)
-    await joins.join_remote_room(BOB, room.room_id, [REMOTE])
+    # Not wired on the Homeserver yet (the federation wiring sets it): an
+    # accepted invite needs it.
+    status, body = await join(fed_client, bob, room.room_id)
+    assert (status, body["errcode"]) == (404, "M_NOT_FOUND")
+    assert await hs.rooms.get_membership(room.room_id, BOB) == "invite"
+    hs.federation_joins = joins  # type: ignore[attr-defined]
+    # Bob accepts the invite: joined through the inviting server.
+    status, body = await join(fed_client, bob, room.room_id)
+    assert (status, body) == (200, {"room_id": room.room_id})
 
     synced = await sync(fed_client, bob, since=since)
     assert synced["rooms"]["invite"] == {}

@@ -199,6 +199,18 @@ class FederationMemberships:
         logger.info("Rejecting %s's invite to %s locally: %s", user_id, room_id, errors)
         return await self._leave_locally(version, own, user_id, room_id)
 
+    async def servers_for_pending_membership(self, user_id: str, room_id: str) -> list[str] | None:
+        """For a room this server is not in where ``user_id`` is invited or
+        knocking: the servers to join (or leave) through, the inviter's first.
+        None when the user has no such membership."""
+        membership = await self.hs.rooms.store.get_membership(room_id, user_id)
+        if membership is None or membership.membership not in ("invite", "knock"):
+            return None
+        own = await self.hs.rooms.events.get_event(membership.event_id)
+        if own is None or not own.outlier:
+            return None
+        return self._servers_to_ask(own, room_id)
+
     def _servers_to_ask(self, own: StoredEvent | None, room_id: str) -> list[str]:
         candidates: list[str | None] = []
         if own is not None:
