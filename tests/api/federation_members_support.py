@@ -5,7 +5,7 @@ scripted :class:`RemoteMemberships` for outbound calls."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import orjson
@@ -14,7 +14,10 @@ from yarl import URL
 
 from ranvier.core.events import Event, add_event_signature, hash_and_sign_event
 from ranvier.core.room_versions import get_room_version
+from ranvier.homeserver import Homeserver
 from ranvier.services.federation.client import FederationResponseError, FederationUnreachable
+from ranvier.services.federation.events import FederationEventHandler
+from ranvier.services.federation.joins import JoinService
 from tests.api.conftest import NOW_MS, MakeClient
 from tests.api.rooms_support import Client, hs_of
 from tests.federation_dag import CREATOR, REMOTE_KEY, Dag, state_of
@@ -33,7 +36,9 @@ def remote_fixture() -> FakeServer:
 
 
 @pytest.fixture(name="fed_client")
-async def fed_client_fixture(make_client: MakeClient, remote: FakeServer, database_dsn: str) -> Client:
+async def fed_client_fixture(
+    make_client: MakeClient, remote: FakeServer, database_dsn: str
+) -> Client:
     client = await make_client(
         {
             "server_name": US,
@@ -165,3 +170,63 @@ def countersign(body: Mapping[str, Any]) -> dict[str, Any]:
 
 def refusal(status: int, errcode: str) -> FederationResponseError:
     return FederationResponseError(REMOTE, status, {"errcode": errcode, "error": "no"})
+
+
+class ResidentOf:
+    """The remote room's server answering make_join/send_join (RemoteJoins)."""
+
+    def __init__(self, room: RemoteRoom, invite: Event | None) -> None:
+        self.room, self.invite = room, invite
+        self.head = invite if invite is not None else room.name
+
+    async def make_join(
+        self, destination: str, room_id: str, user_id: str, versions: Sequence[str]
+    ) -> Mapping[str, Any]:
+        room = self.room
+        template = {
+            "type": "m.room.member",
+            "room_id": room_id,
+            "sender": user_id,
+            "state_key": user_id,
+            "content": {"membership": "join"},
+            "origin_server_ts": 1,
+            "depth": self.head.depth + 1,
+            "prev_events": [self.head.event_id],
+            "auth_events": [
+                room.create.event_id,
+                room.power.event_id,
+                room.join_rules.event_id,
+                *([] if self.invite is None else [self.invite.event_id]),
+            ],
+        }
+        return {"room_version": "10", "event": template}
+
+    async def send_join(
+        self, destination: str, room_id: str, event_id: str, pdu: Mapping[str, Any]
+    ) -> Mapping[str, Any]:
+        room = self.room
+        state = [room.create, room.creator_join, room.power, room.join_rules, room.name]
+        return {
+            "origin": REMOTE,
+            "state": [dict(e.pdu) for e in [*state, *([self.invite] if self.invite else [])]],
+            "auth_chain": [dict(e.pdu) for e in state],
+            "event": dict(pdu),
+        }
+
+
+class NoFetching:
+    async def get_missing_events(self, *args: Any) -> list[Mapping[str, Any]]:
+        raise AssertionError("nothing to fetch")
+
+    async def state_ids(self, *args: Any) -> tuple[list[str], list[str]]:
+        raise AssertionError("nothing to fetch")
+
+    async def event(self, *args: Any) -> Mapping[str, Any] | None:
+        raise AssertionError("nothing to fetch")
+
+
+def join_service(hs: Homeserver, room: RemoteRoom, invite: Event | None) -> JoinService:
+    """A JoinService whose resident is ``room``'s server (nothing is fetched)."""
+    checker = hs.federation_invites.checker
+    handler = FederationEventHandler(hs, NoFetching(), checker.verify)
+    return JoinService(hs, ResidentOf(room, invite), checker.verify, handler)

@@ -20,6 +20,7 @@ from tests.api.federation_members_support import (  # noqa: F401  (fixtures)
     ScriptedRemote,
     fed_client_fixture,
     federation_request,
+    join_service,
     refusal,
     remote_fixture,
 )
@@ -236,6 +237,29 @@ async def test_a_sender_of_another_server_is_refused(fed_client: Client) -> None
     room = RemoteRoom()
     status, body = await put_invite(fed_client, impostor, room, room.invite(BOB))
     assert (status, body["errcode"]) == (403, "M_FORBIDDEN")
+
+
+async def test_an_invite_into_a_room_we_are_in_is_signed_and_left_to_arrive_by_send(
+    fed_client: Client, remote: FakeServer
+) -> None:
+    """The inviting server sends the invite to every server in the room, ours
+    included: /invite only signs it, and keeps nothing beside the room's state."""
+    hs = hs_of(fed_client)
+    await make_user(fed_client, "bob")
+    carol = f"@carol:{US}"
+    await make_user(fed_client, "carol")
+    room = RemoteRoom(join_rule="public")
+    await join_service(hs, room, None).join_remote_room(BOB, room.room_id, [REMOTE])
+    before = await hs.rooms.events.current_state_ids(room.room_id)
+
+    invite = room.invite(carol)
+    status, body = await put_invite(fed_client, remote, room, invite)
+
+    assert status == 200, body
+    assert set(body["event"]["signatures"]) == {REMOTE, US}
+    assert await hs.rooms.events.get_event(invite.event_id) is None
+    assert await hs.rooms.events.current_state_ids(room.room_id) == before
+    assert await hs.rooms.get_membership(room.room_id, BOB) == "join"
 
 
 # --- outbound ---------------------------------------------------------------------------

@@ -5,20 +5,15 @@ continues from. Both engines."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from typing import Any
-
 import pytest
 
-from ranvier.core.events import Event
-from ranvier.services.federation.events import FederationEventHandler
-from ranvier.services.federation.joins import JoinService
 from tests.api.federation_members_support import (  # noqa: F401  (fixtures)
     BOB,
     REMOTE,
     RemoteRoom,
     fed_client_fixture,
     federation_request,
+    join_service,
     remote_fixture,
 )
 from tests.api.rooms_support import (
@@ -166,47 +161,6 @@ async def test_joined_room_respects_history_visibility(client: Client) -> None:
 # --- a room joined over federation ------------------------------------------------------
 
 
-class _ResidentOf:
-    """The remote room's server answering make_join/send_join (RemoteJoins)."""
-
-    def __init__(self, room: RemoteRoom, invite: Event) -> None:
-        self.room, self.invite = room, invite
-
-    async def make_join(
-        self, destination: str, room_id: str, user_id: str, versions: Sequence[str]
-    ) -> Mapping[str, Any]:
-        room = self.room
-        template = {
-            "type": "m.room.member",
-            "room_id": room_id,
-            "sender": user_id,
-            "state_key": user_id,
-            "content": {"membership": "join"},
-            "origin_server_ts": 1,
-            "depth": self.invite.depth + 1,
-            "prev_events": [self.invite.event_id],
-            "auth_events": [
-                room.create.event_id,
-                room.power.event_id,
-                room.join_rules.event_id,
-                self.invite.event_id,
-            ],
-        }
-        return {"room_version": "10", "event": template}
-
-    async def send_join(
-        self, destination: str, room_id: str, event_id: str, pdu: Mapping[str, Any]
-    ) -> Mapping[str, Any]:
-        room = self.room
-        state = [room.create, room.creator_join, room.power, room.join_rules, room.name]
-        return {
-            "origin": REMOTE,
-            "state": [dict(e.pdu) for e in [*state, self.invite]],
-            "auth_chain": [dict(e.pdu) for e in state],
-            "event": dict(pdu),
-        }
-
-
 async def test_a_room_joined_over_federation_comes_with_its_state(
     fed_client: Client, remote: FakeServer
 ) -> None:
@@ -219,9 +173,7 @@ async def test_a_room_joined_over_federation_comes_with_its_state(
     assert (await federation_request(fed_client, remote, "PUT", path, body))[0] == 200
     since = (await sync(fed_client, bob))["next_batch"]
 
-    checker = hs.federation_invites.checker
-    handler = FederationEventHandler(hs, _NoFetching(), checker.verify)
-    joins = JoinService(hs, _ResidentOf(room, invite), checker.verify, handler)
+    joins = join_service(hs, room, invite)
     # Not wired on the Homeserver yet (the federation wiring sets it): an
     # accepted invite needs it.
     status, body = await join(fed_client, bob, room.room_id)
@@ -254,14 +206,3 @@ async def test_a_room_joined_over_federation_comes_with_its_state(
         fed_client, bob, room.room_id, dir="b", **{"from": timeline["prev_batch"]}
     )
     assert status == 200, page
-
-
-class _NoFetching:
-    async def get_missing_events(self, *args: Any) -> list[Mapping[str, Any]]:
-        raise AssertionError("nothing to fetch")
-
-    async def state_ids(self, *args: Any) -> tuple[list[str], list[str]]:
-        raise AssertionError("nothing to fetch")
-
-    async def event(self, *args: Any) -> Mapping[str, Any] | None:
-        raise AssertionError("nothing to fetch")
