@@ -978,16 +978,7 @@ class SyncService:
             for e in events
         ]
         if own is not None:
-            stripped.append(
-                {
-                    "type": own.event.type,
-                    "state_key": own.event.state_key,
-                    "sender": own.event.sender,
-                    "content": dict(own.event.content),
-                    "event_id": own.event_id,
-                    "origin_server_ts": own.event.origin_server_ts,
-                }
-            )
+            stripped.append(_own_member_event(own))
         return stripped
 
     @staticmethod
@@ -1001,16 +992,7 @@ class SyncService:
             for entry in sanitize_stripped_state(raw)
             if (entry["type"], entry["state_key"]) != own.event.state_tuple
         ]
-        stripped.append(
-            {
-                "type": own.event.type,
-                "state_key": own.event.state_key,
-                "sender": own.event.sender,
-                "content": dict(own.event.content),
-                "event_id": own.event_id,
-                "origin_server_ts": own.event.origin_server_ts,
-            }
-        )
+        stripped.append(_own_member_event(own))
         return stripped
 
     # --- presence ----------------------------------------------------------------------
@@ -1034,6 +1016,19 @@ class SyncService:
         return await format_events(
             self.hs, params.filter, events, user_id=params.user_id, device_id=params.device_id
         )
+
+
+def _own_member_event(own: StoredEvent) -> dict[str, Any]:
+    """The user's own invite or knock in its stripped state, with its ID and
+    timestamp (as Synapse serves it)."""
+    return {
+        "type": own.event.type,
+        "state_key": own.event.state_key,
+        "sender": own.event.sender,
+        "content": dict(own.event.content),
+        "event_id": own.event_id,
+        "origin_server_ts": own.event.origin_server_ts,
+    }
 
 
 async def format_events(

@@ -229,7 +229,7 @@ class FederationInvites:
                 400,
                 "M_INCOMPATIBLE_ROOM_VERSION",
                 f"Room version {identifier!r} is not supported by this server",
-                room_version=identifier if isinstance(identifier, str) else None,
+                **({"room_version": identifier} if isinstance(identifier, str) else {}),
             )
         version = get_room_version(identifier)
         event = await self._checked_invite(origin, version, room_id, event_id, body.get("event"))
