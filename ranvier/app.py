@@ -30,8 +30,10 @@ from ranvier.api.client import typing as client_typing
 from ranvier.api.client import versions
 from ranvier.api.client import voip as client_voip
 from ranvier.api.federation import events as federation_events
+from ranvier.api.federation import invite as federation_invite
 from ranvier.api.federation import joins as federation_joins
 from ranvier.api.federation import keys, version
+from ranvier.api.federation import membership as federation_membership
 from ranvier.api.federation import query as federation_query
 from ranvier.api.federation import send as federation_send
 from ranvier.api.http import (
@@ -81,6 +83,8 @@ ROUTE_TABLES: tuple[web.RouteTableDef, ...] = (
     client_keys.routes,
     client_to_device.routes,
     client_key_backup.routes,
+    federation_invite.routes,
+    federation_membership.routes,
 )
 
 

@@ -26,6 +26,7 @@ import yaml
 
 from ranvier.core.ids import InvalidIdentifier
 from ranvier.core.ids import parse_server_name as parse_identifier_server_name
+from ranvier.core.room_versions import DEFAULT_ROOM_VERSION, KNOWN_ROOM_VERSIONS
 from ranvier.core.signing import SigningKey, decode_base64
 
 logger = logging.getLogger(__name__)
@@ -219,6 +220,9 @@ class Config:
     # none by default, unlike Synapse's matrix.org.
     trusted_key_servers: tuple[TrustedKeyServer, ...] = ()
     federation: FederationConfig = field(default_factory=FederationConfig)
+    # Room version of rooms created without one (Synapse's default_room_version);
+    # also GET /capabilities m.room_versions.default.
+    default_room_version: str = DEFAULT_ROOM_VERSION.identifier
 
     @property
     def sqlite_path(self) -> Path | None:
@@ -341,6 +345,17 @@ def _base_url(value: object) -> str:
     return url
 
 
+def _room_version(value: object) -> str:
+    # YAML reads an unquoted 10 as a number; room versions are strings.
+    identifier = str(value) if isinstance(value, int) and not isinstance(value, bool) else value
+    identifier = _string(identifier)
+    if identifier not in KNOWN_ROOM_VERSIONS:
+        raise ValueError(
+            f"must be a known room version ({', '.join(KNOWN_ROOM_VERSIONS)}), got {value!r}"
+        )
+    return identifier
+
+
 def _log_level(value: object) -> str:
     level = _string(value).upper()
     if level not in LOG_LEVELS:
@@ -440,6 +455,7 @@ _KEYS: dict[str, _Key] = {
     "well_known.server": _plain(parse_server_name, is_string=True),
     "key_valid_for": _plain(_duration_ms, is_string=False),
     "log_level": _plain(_log_level, is_string=True),
+    "default_room_version": _plain(_room_version, is_string=True),
     "ratelimit.enabled": _plain(_bool, is_string=False),
     "turn.uris": _plain(_turn_uris, is_string=False),
     "turn.shared_secret": _plain(_string, is_string=True),
@@ -595,6 +611,7 @@ def parse_config(
         ),
         key_valid_for=parsed.get("key_valid_for", DEFAULT_KEY_VALID_FOR_MS),
         log_level=parsed.get("log_level", Config.log_level),
+        default_room_version=parsed.get("default_room_version", Config.default_room_version),
         ratelimit=_ratelimit_config(parsed),
         turn=TurnConfig(
             uris=parsed.get("turn.uris", TurnConfig.uris),

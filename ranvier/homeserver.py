@@ -22,8 +22,10 @@ from ranvier.services.federation.acl import ServerAcls
 from ranvier.services.federation.client import FederationClient
 from ranvier.services.federation.edus import FederationEdus
 from ranvier.services.federation.events import FederationEventHandler
+from ranvier.services.federation.invites import FederationInvites, HttpRemoteMemberships
 from ranvier.services.federation.joins import JoinService
 from ranvier.services.federation.keyring import Keyring
+from ranvier.services.federation.memberships import FederationMemberships
 from ranvier.services.federation.queries import FederationQueries
 from ranvier.services.federation.reads import FederationReads
 from ranvier.services.federation.sender import FederationSender
@@ -123,6 +125,10 @@ class Homeserver:
         # queries other servers make of us and we of them.
         self.federation_edus = FederationEdus(self)
         self.federation_queries = FederationQueries(self)
+        # Invites, leaves and knocks with other servers (both sides).
+        remote_memberships = HttpRemoteMemberships(self.federation_client)
+        self.federation_invites = FederationInvites(self, remote_memberships)
+        self.federation_memberships = FederationMemberships(self, remote_memberships)
 
     async def _fetch_key_json(
         self, destination: str, method: str, path: str, content: Any

@@ -111,6 +111,20 @@ def hash_and_sign_event(
     return pdu
 
 
+def add_event_signature(
+    room_version: RoomVersion, pdu: Mapping[str, Any], signer: str, key: SigningKey
+) -> dict[str, Any]:
+    """``pdu`` with ``signer``'s signature added to those it has, its hashes
+    untouched: a counter-signature, as an invitee's server adds to an invite
+    (Server-Server API, "Inviting to a room") or a resident server to a
+    restricted join."""
+    strict = room_version.strict_canonical_json
+    ours = sign_json(_signed_form(room_version, pdu), signer, key, strict=strict)["signatures"]
+    signatures = pdu.get("signatures")
+    existing = dict(signatures) if isinstance(signatures, Mapping) else {}
+    return {**pdu, "signatures": {**existing, **ours}}
+
+
 def _signed_form(room_version: RoomVersion, pdu: Mapping[str, Any]) -> dict[str, Any]:
     """What an event's signatures cover: its redacted form without ``unsigned``
     (and, v3+, without the ``event_id`` that is not part of the PDU)."""

@@ -28,9 +28,6 @@ PRESETS: dict[str, tuple[str, str, str]] = {
     "public_chat": ("public", "shared", "forbidden"),
 }
 
-DEFAULT_ROOM_VERSION = "12"
-
-
 def _optional(body: dict[str, Any], key: str, kind: type, what: str) -> Any:
     """``body[key]`` if present and of type ``kind``; absent or null → None; else 400."""
     value = body.get(key)
@@ -111,7 +108,7 @@ async def create_room(rooms: RoomsService, requester: Requester, body: dict[str,
         preset = "public_chat" if visibility == "public" else "private_chat"
     if preset not in PRESETS:
         raise MatrixError(400, "M_INVALID_PARAM", f"Unknown preset {preset!r}")
-    version = parse_room_version(body.get("room_version", DEFAULT_ROOM_VERSION))
+    version = parse_room_version(body.get("room_version", hs.config.default_room_version))
     name = _optional(body, "name", str, "a string")
     topic = _optional(body, "topic", str, "a string")
     is_direct = _optional(body, "is_direct", bool, "a boolean") or False

@@ -20,7 +20,7 @@ import asyncio
 import secrets
 import string
 import weakref
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -313,8 +313,11 @@ class RoomsService:
         spec: EventSpec,
         *,
         txn: TxnKey | None = None,
+        before_persist: Callable[[Event], Awaitable[Event]] | None = None,
     ) -> StoredEvent:
-        """Build, authorize and persist one event; idempotent per ``txn`` key."""
+        """Build, authorize and persist one event; idempotent per ``txn`` key.
+        ``before_persist`` may replace the built event (an invite counter-signed
+        by the invitee's server) or refuse it by raising."""
         room = await self.require_room(room_id)
         async with self.room_lock(room_id):
             if txn is not None:
@@ -325,6 +328,8 @@ class RoomsService:
                         return stored
             head = await self._load_head(room)
             event = await self._build_event(head, sender, spec)
+            if before_persist is not None:
+                event = await before_persist(event)
             [stored] = await self.events.persist_local_events(room_id, [EventToPersist(event, txn)])
         await self._after_local_events([stored])
         return stored
@@ -453,12 +458,27 @@ class RoomsService:
         current_membership = None if current is None else current.membership
         if membership == "join" and current_membership == "join" and sender == target:
             return None  # already joined: nothing to do (Synapse re-sends only on change)
+        if (
+            membership == "leave"
+            and sender == target
+            and current is not None
+            and current_membership in ("invite", "knock")
+            and await self._held_without_state(current.event_id)
+        ):
+            # An invite or knock of a room this server is not in: rejected
+            # through the other server (Server-Server API, "Leaving Rooms").
+            return await self.hs.federation_memberships.reject_remote_invite(target, room_id)
         if membership == "leave" and sender == target and current_membership in (None, "leave"):
             if current_membership is None:
                 raise MatrixError(403, "M_FORBIDDEN", f"{target} is not in room {room_id}")
             return None
+        before_persist = None
         if membership == "invite":
             await self._check_invitee(target)
+            if not self.is_local_user(target):
+                # Server-Server API, "Inviting to a room": the invitee's server
+                # signs the invite before it is persisted.
+                before_persist = self.hs.federation_invites.send_invite
         content: dict[str, Any] = {"membership": membership}
         if membership in ("join", "invite", "knock"):
             profile = await self.hs.profiles.get_profile_or_empty(target)
@@ -469,16 +489,18 @@ class RoomsService:
             content.update(extra_content)
         if reason is not None:
             content["reason"] = reason
-        return await self.send_event(sender, room_id, EventSpec(MEMBER, content, target))
+        return await self.send_event(
+            sender, room_id, EventSpec(MEMBER, content, target), before_persist=before_persist
+        )
+
+    async def _held_without_state(self, event_id: str) -> bool:
+        """Whether the event is an outlier: we hold it, not the room's state at it."""
+        stored = await self.events.get_event(event_id)
+        return stored is not None and stored.outlier
 
     async def _check_invitee(self, target: str) -> None:
         if not self.is_local_user(target):
-            raise MatrixError(
-                404,
-                "M_NOT_FOUND",
-                f"Cannot invite {target}: users of other servers need federation, which is "
-                "not available yet",
-            )
+            return  # its server says whether the user exists (services/federation/invites.py)
         if not await self.hs.accounts.user_exists(target):
             raise MatrixError(404, "M_NOT_FOUND", f"Unknown user {target}")
 
@@ -486,10 +508,26 @@ class RoomsService:
         self, user_id: str, room_id: str, *, reason: str | None = None, is_guest: bool = False
     ) -> str:
         await self.require_local_room(room_id)
+        servers = await self.hs.federation_memberships.servers_for_pending_membership(
+            user_id, room_id
+        )
+        if servers is not None:
+            # Accepting an invite to a room this server is not in (Server-Server
+            # API, "Joining Rooms"), through the inviting server.
+            return await self._join_remote(user_id, room_id, servers)
         if is_guest:
             await self._check_guest_access(room_id)
         await self.update_membership(user_id, room_id, user_id, "join", reason=reason)
         return room_id
+
+    async def _join_remote(self, user_id: str, room_id: str, servers: list[str]) -> str:
+        joins = getattr(self.hs, "federation_joins", None)
+        if joins is None:
+            raise MatrixError(
+                404, "M_NOT_FOUND", f"This server is not in room {room_id} and cannot join it"
+            )
+        result: str = await joins.join_remote_room(user_id, room_id, servers)
+        return result
 
     async def _check_guest_access(self, room_id: str) -> None:
         ids = await self.events.current_state_ids(room_id, [("m.room.guest_access", "")])

@@ -45,6 +45,7 @@ from typing import TYPE_CHECKING, Any
 
 from ranvier.core.filters import DEFAULT_FILTER, Filter, filter_events, project_event_fields
 from ranvier.core.redaction import redact
+from ranvier.core.stripped_state import sanitize_stripped_state
 from ranvier.errors import MatrixError
 from ranvier.services.client_events import serialize_events
 from ranvier.services.visibility import filter_events_for_member, filter_events_for_user
@@ -258,6 +259,10 @@ class _JoinedRoom:
     room_id: str
     full_state: bool
     joined_from: int | None
+    #: The timeline is the room's latest events whatever the token: an initial
+    #: sync, or a room newly joined since it (not ``full_state=true`` alone,
+    #: whose timeline stays incremental: sync.yaml).
+    from_start: bool = False
     timeline: _Timeline | None = None
     state_ids: list[str] = field(default_factory=list)
     summary: dict[str, Any] | None = None
@@ -607,6 +612,7 @@ class SyncService:
                 membership.room_id,
                 full_state=since is None or params.full_state or newly,
                 joined_from=membership.stream_ordering,
+                from_start=since is None or newly,
             )
         if not rooms:
             return rooms
@@ -620,7 +626,17 @@ class SyncService:
             )
             if active is not None:
                 wanted = [r.room_id for r in rooms.values() if r.full_state or r.room_id in active]
-        raw = await store.recent_events_for_rooms(wanted, from_pos, now.events, limit + 1)
+        # A room newly joined since the token is synced as in an initial sync:
+        # its latest events whatever the token, ``limited`` when there are more,
+        # and a ``prev_batch`` for /messages (sync.yaml, ``rooms.join``; Synapse
+        # does the same). The other rooms read the range since the token.
+        starting = [room_id for room_id in wanted if rooms[room_id].from_start]
+        ranged = [room_id for room_id in wanted if not rooms[room_id].from_start]
+        raw: dict[str, list[StoredEvent]] = {}
+        if ranged:
+            raw = await store.recent_events_for_rooms(ranged, from_pos, now.events, limit + 1)
+        if starting:
+            raw.update(await store.recent_events_for_rooms(starting, 0, now.events, limit + 1))
         # Rooms needing state but without events in the range: their latest event.
         missing = [r.room_id for r in rooms.values() if r.full_state and r.room_id not in raw]
         latest = await store.recent_events_for_rooms(missing, 0, now.events, 1) if missing else {}
@@ -632,7 +648,12 @@ class SyncService:
                     room.timeline = _Timeline([], False, pagination_token(now.events), last)
                 continue
             room.timeline = await self._timeline(
-                params, room.room_id, events, from_pos, limit, room.joined_from
+                params,
+                room.room_id,
+                events,
+                0 if room.from_start else from_pos,
+                limit,
+                room.joined_from,
             )
         # The state at the previous sync, for incremental rooms with new events.
         previous: dict[str, list[StoredEvent]] = {}
@@ -667,7 +688,10 @@ class SyncService:
         exhausted = len(candidates) < limit + 1
         refills = 0
         gave_up = False
+        oldest = candidates[-1] if candidates else None
         while True:
+            if candidates:
+                oldest = candidates[-1]
             matching = [e for e in candidates if timeline_filter.matches(e.event, room_id=room_id)]
             kept.extend(
                 await filter_events_for_member(self.hs, params.user_id, matching, joined_from)
@@ -684,6 +708,11 @@ class SyncService:
             )
             exhausted = len(candidates) < batch
         limited = len(kept) > limit or gave_up
+        if from_pos == 0 and exhausted and oldest is not None and oldest.event.prev_event_ids:
+            # Read from the start, but the oldest event held here is not the
+            # room's first: a room joined over federation, whose earlier history
+            # is on other servers. Limited, so that the client paginates (backfill).
+            limited = True
         events = list(reversed(kept[:limit]))
         last = newest_first[0] if newest_first else None
         prev_batch = (
@@ -927,8 +956,13 @@ class SyncService:
         invite or knock, the member event itself included (with its ID and
         timestamp, as Synapse serves it)."""
         store = self.hs.rooms.events
-        state = await store.state_after_event(membership.event_id) or {}
         own = await store.get_event(membership.event_id)
+        state = await store.state_after_event(membership.event_id)
+        if state is None and own is not None:
+            # An invite or knock of a room this server is not in: the stripped
+            # state the other server sent (services/federation/invites.py).
+            return self._remote_stripped_state(own)
+        state = state or {}
         keys: list[StateKey] = [(t, "") for t in STRIPPED_STATE_TYPES]
         if own is not None:
             keys.append((MEMBER, own.event.sender))
@@ -944,16 +978,21 @@ class SyncService:
             for e in events
         ]
         if own is not None:
-            stripped.append(
-                {
-                    "type": own.event.type,
-                    "state_key": own.event.state_key,
-                    "sender": own.event.sender,
-                    "content": dict(own.event.content),
-                    "event_id": own.event_id,
-                    "origin_server_ts": own.event.origin_server_ts,
-                }
-            )
+            stripped.append(_own_member_event(own))
+        return stripped
+
+    @staticmethod
+    def _remote_stripped_state(own: StoredEvent) -> list[dict[str, Any]]:
+        unsigned = own.event.pdu.get("unsigned")
+        unsigned = unsigned if isinstance(unsigned, dict) else {}
+        raw = unsigned.get("invite_room_state", unsigned.get("knock_room_state"))
+        # Checked when received; checked again so that nothing stored can break a sync.
+        stripped = [
+            entry
+            for entry in sanitize_stripped_state(raw)
+            if (entry["type"], entry["state_key"]) != own.event.state_tuple
+        ]
+        stripped.append(_own_member_event(own))
         return stripped
 
     # --- presence ----------------------------------------------------------------------
@@ -977,6 +1016,19 @@ class SyncService:
         return await format_events(
             self.hs, params.filter, events, user_id=params.user_id, device_id=params.device_id
         )
+
+
+def _own_member_event(own: StoredEvent) -> dict[str, Any]:
+    """The user's own invite or knock in its stripped state, with its ID and
+    timestamp (as Synapse serves it)."""
+    return {
+        "type": own.event.type,
+        "state_key": own.event.state_key,
+        "sender": own.event.sender,
+        "content": dict(own.event.content),
+        "event_id": own.event_id,
+        "origin_server_ts": own.event.origin_server_ts,
+    }
 
 
 async def format_events(

@@ -119,3 +119,18 @@ def test_turn_config_validation(tmp_path: Path) -> None:
         env={"RANVIER_TURN_URIS": '["turn:a.example"]', "RANVIER_TURN_SHARED_SECRET": "yes"},
     )
     assert (config.turn.uris, config.turn.shared_secret) == (("turn:a.example",), "yes")
+
+
+async def test_default_room_version_config_is_used_by_create_room_and_capabilities(
+    make_client: MakeClient,
+) -> None:
+    client = await make_client({"default_room_version": "10"})
+    alice = await new_user(client, "alice")
+    status, body = await get(client, "/_matrix/client/v3/capabilities", alice)
+    assert status == 200 and body["capabilities"]["m.room_versions"]["default"] == "10"
+    hs = client.app[HOMESERVER]
+    for request, expected in (({}, "10"), ({"room_version": "11"}, "11")):
+        response = await client.post("/_matrix/client/v3/createRoom", json=request, headers=alice)
+        assert response.status == 200
+        room = await hs.rooms.store.get_room((await response.json())["room_id"])
+        assert room is not None and room.room_version == expected

@@ -5,17 +5,18 @@ from __future__ import annotations
 from aiohttp import web
 
 from ranvier.api.auth import require_user
-from ranvier.api.http import json_response
-from ranvier.core.room_versions import DEFAULT_ROOM_VERSION, KNOWN_ROOM_VERSIONS
+from ranvier.api.http import HOMESERVER, json_response
+from ranvier.core.room_versions import KNOWN_ROOM_VERSIONS
 
 routes = web.RouteTableDef()
 
 
-def capabilities() -> dict[str, object]:
-    """What this server lets clients do (capabilities.yaml)."""
+def capabilities(default_room_version: str) -> dict[str, object]:
+    """What this server lets clients do (capabilities.yaml); the default room
+    version is the configured ``default_room_version``."""
     return {
         "m.room_versions": {
-            "default": DEFAULT_ROOM_VERSION.identifier,
+            "default": default_room_version,
             "available": {
                 identifier: "stable" if version.stable else "unstable"
                 for identifier, version in KNOWN_ROOM_VERSIONS.items()
@@ -35,4 +36,6 @@ def capabilities() -> dict[str, object]:
 async def get_capabilities(request: web.Request) -> web.Response:
     # Guests may ask too, as in Synapse.
     await require_user(request, allow_guest=True)
-    return json_response({"capabilities": capabilities()})
+    return json_response(
+        {"capabilities": capabilities(request.app[HOMESERVER].config.default_room_version)}
+    )

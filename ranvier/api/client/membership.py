@@ -96,9 +96,9 @@ async def knock_room(request: web.Request) -> web.Response:
     body = await read_optional_object(request)
     hs = request.app[HOMESERVER]
     room_id = await hs.rooms.resolve_room_id_or_alias(request.match_info["roomIdOrAlias"])
-    await hs.rooms.update_membership(
-        requester.user_id, room_id, requester.user_id, "knock", reason=_reason(body)
-    )
+    # knocking.yaml: servers to knock through (``via``; ``server_name`` deprecated).
+    servers = request.query.getall("via", []) + request.query.getall("server_name", [])
+    await hs.federation_memberships.knock_room(requester.user_id, room_id, servers, _reason(body))
     return json_response({"room_id": room_id})
 
 

@@ -201,18 +201,7 @@ class JoinService:
     def _check_membership_event(
         self, event: Event, origin: str, room_id: str, event_id: str, membership: str
     ) -> None:
-        """What every send_join/leave/knock checks (Server-Server API; CVE-2020-26257)."""
-        problems = [
-            (event.room_id != room_id, "the event is not of the room in the path"),
-            (event.event_id != event_id, "the event ID does not match the path"),
-            (event.type != MEMBER, "not a membership event"),
-            (event.state_key != event.sender, "state_key is not the sender"),
-            (server_name_of(event.sender) != origin, "the sender is not of the requesting server"),
-            (event.membership != membership, f"membership is not {membership}"),
-        ]
-        for failed, message in problems:
-            if failed:
-                raise MatrixError(400, "M_BAD_JSON", f"Invalid {membership} event: {message}")
+        check_membership_event(event, origin, room_id, event_id, membership)
 
     def _countersign(self, version: RoomVersion, event: Event) -> Event:
         """Add our signature to a restricted join we authorised (room versions 8+)."""
@@ -347,6 +336,23 @@ class JoinService:
                 current_state={**state, join.state_tuple: join.event_id},
             )
         await rooms.notify_event(join)
+
+
+def check_membership_event(
+    event: Event, origin: str, room_id: str, event_id: str, membership: str
+) -> None:
+    """What every send_join/leave/knock checks (Server-Server API; CVE-2020-26257)."""
+    problems = [
+        (event.room_id != room_id, "the event is not of the room in the path"),
+        (event.event_id != event_id, "the event ID does not match the path"),
+        (event.type != MEMBER, "not a membership event"),
+        (event.state_key != event.sender, "state_key is not the sender"),
+        (server_name_of(event.sender) != origin, "the sender is not of the requesting server"),
+        (event.membership != membership, f"membership is not {membership}"),
+    ]
+    for failed, message in problems:
+        if failed:
+            raise MatrixError(400, "M_BAD_JSON", f"Invalid {membership} event: {message}")
 
 
 def _event_id_of(version: RoomVersion, pdu: Mapping[str, Any]) -> str | None:
