@@ -88,7 +88,11 @@ async def join_room(
         room_id = await hs.rooms.resolve_room_id_or_alias(room_id_or_alias)
     if await _server_in_room(hs, room_id):
         return await hs.rooms.join(user_id, room_id, reason=reason, is_guest=is_guest)
-    servers = _candidate_servers(hs, via, alias_servers, [alias_server, server_name_of(room_id)])
+    # Accepting an invite: the inviting server first (it is surely in the room).
+    invited_via = await hs.federation_memberships.servers_for_pending_membership(user_id, room_id)
+    servers = _candidate_servers(
+        hs, [*(invited_via or []), *via], alias_servers, [alias_server, server_name_of(room_id)]
+    )
     if not servers:
         # A room this server knows but left, and nowhere else to ask: join here
         # if the room's own state allows it; else the usual 404.
