@@ -44,6 +44,9 @@ class Sizes:
     sync_incremental_samples: int = 5
     large_room_users: int = 1000
     disk_messages: int = 10_000
+    fed_joins: int = 20  # first joins of a server into rooms of the other (federated)
+    fed_ping_messages: int = 50  # one at a time: send on one server → the other's /sync
+    fed_cpu_messages: int = 200  # back to back; both servers' CPU time over them
     setup_concurrency: int = 8
     scenario_timeout_s: float = 3600.0
 
@@ -66,6 +69,9 @@ QUICK = replace(
     sync_incremental_samples=3,
     large_room_users=20,
     disk_messages=200,
+    fed_joins=5,
+    fed_ping_messages=10,
+    fed_cpu_messages=30,
     scenario_timeout_s=120.0,
 )
 
