@@ -185,13 +185,16 @@ class Federation(Scenario):
             ping_ms = await self.pings(ctx, state, watcher, repeat)
             await asyncio.sleep(CPU_SETTLE_S)
             cpu_ms, rate = await self.cpu_per_message(ctx, state, watcher, repeat)
+            sender_ms, receiver_ms = cpu_ms
         finally:
             await watcher.stop()
         sizes = ctx.sizes
         figures: dict[str, float | str] = {}
         figures.update(_p50_p95(latency_figures(f"join ({sizes.fed_joins} rooms)", join_ms)))
         figures.update(_p50_p95(latency_figures("ping: send → other's /sync", ping_ms)))
-        figures["CPU per federated message (ms, both servers)"] = cpu_ms
+        figures["CPU per federated message (ms, both servers)"] = sender_ms + receiver_ms
+        figures["  of which the sender's server A (ms)"] = sender_ms
+        figures["  of which the receiver's server B (ms)"] = receiver_ms
         figures[f"{sizes.fed_cpu_messages} sends → all on other's /sync (msgs/s)"] = rate
         return Outcome(
             figures,
@@ -227,8 +230,8 @@ class Federation(Scenario):
 
     async def cpu_per_message(
         self, ctx: FederatedContext, state: FederationState, watcher: SyncWatcher, repeat: int
-    ) -> tuple[float, float]:
-        """(CPU milliseconds of both servers per message, messages per second end to end).
+    ) -> tuple[tuple[float, float], float]:
+        """((CPU ms per message of A, of B), messages per second end to end).
 
         Only the last message is awaited: B's /sync may batch several (or cut a
         long run short with ``limited``), and once the last is there every
@@ -237,14 +240,15 @@ class Federation(Scenario):
         count = ctx.sizes.fed_cpu_messages
         bodies = [f"cpu {repeat}/{i} {secrets.token_hex(4)}" for i in range(count)]
         watcher.expect(bodies[-1])
-        servers = (ctx.server, ctx.peer.server)
-        cpu_before = sum(server.cpu_seconds() for server in servers)
+        a, b = ctx.server, ctx.peer.server
+        a_before, b_before = a.cpu_seconds(), b.cpu_seconds()
         started = time.perf_counter()
         for body in bodies:
             await ctx.client.send_text(state.sender, state.room_id, body)
         arrived = await watcher.arrival(bodies[-1])
-        cpu_used = sum(server.cpu_seconds() for server in servers) - cpu_before
-        return cpu_used / count * 1000, count / (arrived - started)
+        a_ms = (a.cpu_seconds() - a_before) / count * 1000
+        b_ms = (b.cpu_seconds() - b_before) / count * 1000
+        return (a_ms, b_ms), count / (arrived - started)
 
 
 def _p50_p95(figures: dict[str, float | str]) -> dict[str, float | str]:
