@@ -253,7 +253,8 @@ class Runner:
                 try:
                     contexts[name] = await self.start_pair(name, ca, started)
                 except Exception as error:
-                    detail = f"the pair did not start: {str(error).splitlines()[0]}"
+                    reason = (str(error) or type(error).__name__).splitlines()[0]
+                    detail = f"the pair did not start: {reason}"
                     unstarted[name] = ScenarioResult(status="error", detail=detail)
                     _say(self.options, f"[{name}]   error: {detail}")
             by_server = await self.run_scenario(FEDERATION, contexts) if contexts else {}
