@@ -158,13 +158,15 @@ class Client:
         room_id: str = answer["room_id"]
         return room_id
 
-    async def join(self, user: User, room_id: str) -> None:
+    async def join(self, user: User, room_id: str, *, via: str | None = None) -> None:
+        """POST /join; ``via`` names the server to join through when ours is not in the room."""
         await self.request(
             "POST",
             f"/_matrix/client/v3/join/{quote(room_id)}",
             endpoint="POST /join/{roomIdOrAlias}",
             token=user.access_token,
             body={},
+            params=None if via is None else {"via": via},
         )
 
     async def send_text(self, user: User, room_id: str, text: str) -> str:

@@ -5,7 +5,9 @@
 
 Both servers run on loopback, each on a fresh database. Every scenario runs on
 one then the other (A, B, A, B ...: drift on a shared machine hits both alike);
-repeated scenarios report medians. The table goes to stdout; the raw results
+repeated scenarios report medians. Scenario 10 (federation, bench/federation.py)
+runs on a pair of each kind instead, federating over TLS on loopback. The
+table goes to stdout; the raw results
 (JSON) and a chart of the latency distributions (PNG) go to bench/results/.
 The run is bounded (sizes, per-request and per-scenario timeouts) and always
 stops its servers, on errors and on Ctrl-C too.
@@ -30,6 +32,7 @@ import aiohttp
 import psutil
 
 from bench.client import Client, NotImplementedYet
+from bench.federation import FEDERATION, FederatedContext, FederationCa
 from bench.report import (
     Results,
     ScenarioResult,
@@ -54,6 +57,7 @@ from bench.servers import (
     REPO_ROOT,
     SYNAPSE_VENV,
     DatabaseProvider,
+    FederationTls,
     RanvierServer,
     Server,
     SynapseServer,
@@ -64,7 +68,7 @@ from bench.servers import (
 SERVER_NAMES = {"ranvier": "Ranvier", "synapse": "Synapse"}
 STARTUP = "1 startup"
 MEMORY = "7 memory"
-ALL_SCENARIOS = ("startup", *(s.key for s in SCENARIOS), "memory", SOAK.key)
+ALL_SCENARIOS = ("startup", *(s.key for s in SCENARIOS), "memory", SOAK.key, FEDERATION.key)
 MEMORY_SAMPLE_INTERVAL_S = 0.25
 
 
@@ -116,20 +120,20 @@ class Runner:
         self.running: list[Server] = []
         self.memory: dict[str, list[tuple[float, float]]] = {}
 
-    async def make(self, name: str, label: str) -> Server:
+    async def make(self, name: str, label: str, federation: FederationTls | None = None) -> Server:
         folder = self.options.work_dir / f"{name.lower()}-{label}"
         database = await self.provider.new(folder, f"{name.lower()}_{label}")
         if name == "Ranvier":
             # Only the soak's server is traced: tracemalloc slows a server down.
             trace = self.options.trace_memory if label == "soak" else None
-            server = RanvierServer(folder, database, trace)
+            server = RanvierServer(folder, database, federation, trace)
             server.trace_every_s = self.options.sizes.soak_round_s
             return server
         if self.template is None:
             self.template = SynapseTemplate(
                 self.options.work_dir / "synapse-template", self.options.synapse_venv
             )
-        return SynapseServer(folder, database, self.template)
+        return SynapseServer(folder, database, self.template, federation)
 
     async def run(self) -> Results:
         options = self.options
@@ -157,6 +161,8 @@ class Runner:
                 await self.main_phase(results, main)
             if SOAK.key in options.scenarios:
                 results.scenarios[SOAK.title] = await self.soak_phase()
+            if FEDERATION.key in options.scenarios:
+                results.scenarios[FEDERATION.title] = await self.federation_phase()
         finally:
             for server in self.running:
                 server.stop()
@@ -276,6 +282,45 @@ class Runner:
             results.scenarios[MEMORY] = memory
             if disk and moved is not None:
                 results.scenarios[disk] = moved
+
+    async def federation_phase(self) -> dict[str, ScenarioResult]:
+        """Scenario 10 on a pair of each server kind (federating over TLS), then stop them."""
+        ca = FederationCa(self.options.work_dir / "federation-ca")
+        contexts: dict[str, ServerContext] = {}
+        unstarted: dict[str, ScenarioResult] = {}
+        started: list[Server] = []
+        try:
+            for name in self.options.servers:
+                _say(self.options, f"[{name}] starting two federating servers for scenario 10")
+                try:
+                    contexts[name] = await self.start_pair(name, ca, started)
+                except Exception as error:
+                    reason = (str(error) or type(error).__name__).splitlines()[0]
+                    detail = f"the pair did not start: {reason}"
+                    unstarted[name] = ScenarioResult(status="error", detail=detail)
+                    _say(self.options, f"[{name}]   error: {detail}")
+            by_server = await self.run_scenario(FEDERATION, contexts) if contexts else {}
+        finally:
+            for server in started:
+                server.stop()
+                self.running.remove(server)
+        return {name: by_server.get(name) or unstarted[name] for name in self.options.servers}
+
+    async def start_pair(
+        self, name: str, ca: FederationCa, started: list[Server]
+    ) -> FederatedContext:
+        """Servers A and B of one kind, each naming the other as its only peer."""
+        pair: list[Server] = []
+        for label, tls in zip(("fed-a", "fed-b"), ca.pair(), strict=True):
+            server = await self.make(name, label, federation=tls)
+            self.running.append(server)
+            started.append(server)
+            await server.start(self.session)
+            pair.append(server)
+        resident, joining = pair
+        sizes = self.options.sizes
+        peer = ServerContext(joining, Client(self.session, joining.base_url), sizes)
+        return FederatedContext(resident, Client(self.session, resident.base_url), sizes, peer)
 
     async def run_scenario(
         self, scenario: Scenario, contexts: dict[str, ServerContext]

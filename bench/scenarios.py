@@ -52,6 +52,9 @@ class Sizes:
     soak_rounds: int = 6
     soak_round_s: float = 60.0
     soak_sample_interval_s: float = 1.0
+    fed_joins: int = 20  # first joins of a server into rooms of the other (federated)
+    fed_ping_messages: int = 50  # one at a time: send on one server → the other's /sync
+    fed_cpu_messages: int = 200  # back to back; both servers' CPU time over them
     setup_concurrency: int = 8
     scenario_timeout_s: float = 3600.0
 
@@ -80,6 +83,9 @@ QUICK = replace(
     soak_rounds=2,
     soak_round_s=5.0,
     soak_sample_interval_s=0.5,
+    fed_joins=5,
+    fed_ping_messages=10,
+    fed_cpu_messages=30,
     scenario_timeout_s=120.0,
 )
 
