@@ -105,6 +105,9 @@ class FederationEdus:
             "m.direct_to_device": self._on_direct_to_device,
         }
         self._resyncs: dict[str, asyncio.Task[None]] = {}
+        #: The newest stream_id of updates that arrived while a resync of that
+        #: user was under way: the resync answers for them unless it is older.
+        self._arrived_during_resync: dict[str, int] = {}
         self._announce_locks: dict[str, asyncio.Lock] = {}
         self._closed = False
         self._resumed = False
@@ -285,6 +288,13 @@ class FederationEdus:
             if await self.store.get_device_list(user_id) is not None:
                 await self.store.mark_stale(user_id)
             raise EduRejected(f"no local user shares a room with {user_id}")
+        if user_id in self._resyncs:
+            # A resync is under way; it covers this update unless its answer
+            # is older (then it runs again). Resyncing for every update that
+            # arrives meanwhile would ask the same list again and again.
+            newest = max(self._arrived_during_resync.get(user_id, 0), stream_id)
+            self._arrived_during_resync[user_id] = newest
+            return
         cached = await self.store.get_device_list(user_id)
         if cached is not None and not cached.stale:
             if stream_id <= cached.stream_id:
@@ -359,13 +369,19 @@ class FederationEdus:
     async def _resync_until_done(self, user_id: str) -> None:
         delay = self.resync_retry_s
         while not self._closed:
-            if await self.resync_device_list(user_id):
-                return
+            stream_id = await self.resync_device_list(user_id)
+            if stream_id is not None:
+                arrived = self._arrived_during_resync.pop(user_id, 0)
+                if arrived <= stream_id:
+                    return
+                await self.store.mark_stale(user_id)  # an update newer than the answer
+                continue
             await asyncio.sleep(delay)
             delay = min(delay * 2, self.max_resync_retry_s)
 
-    async def resync_device_list(self, user_id: str) -> bool:
-        """Replace the cached list with GET /user/devices; False when that failed."""
+    async def resync_device_list(self, user_id: str) -> int | None:
+        """Replace the cached list with GET /user/devices: the stream_id it
+        answered, or None when that failed."""
         server = server_name_of(user_id) or ""
         path = f"/_matrix/federation/v1/user/devices/{urllib.parse.quote(user_id, safe='')}"
         try:
@@ -375,12 +391,12 @@ class FederationEdus:
             raise
         except Exception as exc:
             logger.info("Device list resync of %s failed: %s", user_id, exc)
-            return False
+            return None
         async with self.hs.database.transaction() as txn:
             await self.store.replace_device_list(txn, user_id, stream_id, devices, cross_signing)
             await self.hs.e2e_keys.store.add_device_list_change(txn, user_id)
         await self.hs.e2e_keys.notify_device_change(user_id)
-        return True
+        return stream_id
 
     def _parse_user_devices(
         self, answer: Any, user_id: str
