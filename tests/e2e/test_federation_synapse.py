@@ -1,0 +1,351 @@
+"""Ranvier and Synapse (from PyPI) federating, as real processes over TLS on loopback.
+
+Synapse runs from its own virtualenv (``bench/.synapse-venv``, made by the
+Makefile's SYNAPSE_VENV rule, on which ``make test`` depends); without it
+this test fails, as the suite promises interoperability with Synapse.
+
+Both servers are named ``127.0.0.1:<TLS port>`` (no DNS) and hold
+certificates from one test CA (trustme) that both trust. Synapse's side of
+that set-up, measured for Synapse 1.163: a TLS listener serving the client
+and federation resources, ``federation_custom_ca_list`` (else "certificate
+verify failed"), ``ip_range_blacklist`` without loopback (for an IP-literal
+server name the whitelist is not consulted), no notary
+(``trusted_key_servers: []``) and a ``federation_domain_whitelist`` of the
+two servers. Ranvier's side is tests/e2e/test_federation_two_ranvier.py's.
+
+Scenarios: a Synapse user joins a Ranvier room and a Ranvier user joins a
+Synapse room (by room ID, through the resident server), messages go both
+ways and reach each side's /sync; a Synapse user's /messages reaches what
+was said in the Ranvier room before it joined (Synapse backfills from
+Ranvier's /backfill).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import ssl
+import subprocess
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import aiohttp
+import pytest
+import signedjson.key
+import trustme
+import yaml
+
+from bench.servers import SYNAPSE_RATE_LIMITS, SYNAPSE_VENV, clean_env, synapse_python
+from tests.e2e.harness import free_port
+from tests.e2e.test_federation_two_ranvier import (
+    Node,
+    User,
+    _call,
+    _node,
+    _register,
+    _say,
+    _sync_until,
+)
+
+pytestmark = pytest.mark.e2e
+
+SYNAPSE_STARTUP_TIMEOUT_S = 60
+SYNAPSE_SHUTDOWN_TIMEOUT_S = 15
+
+#: Synapse's DEFAULT_IP_RANGE_BLOCKLIST (synapse/config/server.py) without
+#: 127.0.0.0/8 and ::1/128, so that it may reach Ranvier on loopback.
+SYNAPSE_IP_RANGE_BLACKLIST = [
+    "10.0.0.0/8",
+    "172.16.0.0/12",
+    "192.168.0.0/16",
+    "100.64.0.0/10",
+    "192.0.0.0/24",
+    "169.254.0.0/16",
+    "192.88.99.0/24",
+    "198.18.0.0/15",
+    "192.0.2.0/24",
+    "198.51.100.0/24",
+    "203.0.113.0/24",
+    "224.0.0.0/4",
+    "fe80::/10",
+    "fc00::/7",
+    "2001:db8::/32",
+    "ff00::/8",
+    "fec0::/10",
+]
+
+
+@dataclass
+class SynapseNode:
+    """One Synapse process; the client API is on its TLS listener too."""
+
+    folder: Path
+    port: int
+    server_name: str
+    process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def base_url(self) -> str:
+        return f"https://127.0.0.1:{self.port}"
+
+    @property
+    def log_path(self) -> Path:
+        return self.folder / "synapse.log"
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def start(self) -> None:
+        python = synapse_python(SYNAPSE_VENV)
+        with self.log_path.open("ab") as log:
+            self.process = subprocess.Popen(
+                [
+                    str(python),
+                    "-m",
+                    "synapse.app.homeserver",
+                    "--config-path",
+                    str(self.folder / "homeserver.yaml"),
+                ],
+                env=clean_env(),
+                cwd=self.folder,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+
+    async def wait_ready(self, session: aiohttp.ClientSession) -> None:
+        assert self.process is not None
+        deadline = asyncio.get_running_loop().time() + SYNAPSE_STARTUP_TIMEOUT_S
+        while asyncio.get_running_loop().time() < deadline:
+            if self.process.poll() is not None:
+                raise AssertionError(f"Synapse exited at startup:\n{self.log()[-5000:]}")
+            try:
+                async with session.get(f"{self.base_url}/_matrix/client/versions") as response:
+                    if response.status == 200:
+                        return
+            except aiohttp.ClientConnectionError:
+                pass
+            await asyncio.sleep(0.1)
+        raise AssertionError(f"Synapse did not answer in time:\n{self.log()[-5000:]}")
+
+    def terminate(self) -> int | None:
+        """SIGTERM, then SIGKILL if it lingers; the exit status."""
+        process = self.process
+        if process is None:
+            return None
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(timeout=SYNAPSE_SHUTDOWN_TIMEOUT_S)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        return process.returncode
+
+
+def _require_synapse() -> Path:
+    python = synapse_python(SYNAPSE_VENV)
+    if not python.exists():
+        pytest.fail(
+            f"Synapse is not installed ({python} is missing): `make test` installs it "
+            "(the Makefile's bench/.synapse-venv/.installed rule); run "
+            "`make bench/.synapse-venv/.installed` before running this test alone.",
+            pytrace=False,
+        )
+    return python
+
+
+def _synapse_node(folder: Path, ca: trustme.CA, ca_file: Path, peers: list[str]) -> SynapseNode:
+    """A Synapse configured to federate with ``peers`` (and itself) on loopback."""
+    _require_synapse()
+    folder.mkdir()
+    port = free_port()
+    server_name = f"127.0.0.1:{port}"
+    cert = ca.issue_cert("127.0.0.1")
+    chain, key = folder / "chain.pem", folder / "key.pem"
+    chain.write_bytes(b"".join(blob.bytes() for blob in cert.cert_chain_pems))
+    cert.private_key_pem.write_to_path(str(key))
+    signing_key_path = folder / "signing.key"
+    with signing_key_path.open("w") as stream:
+        signedjson.key.write_signing_keys(stream, [signedjson.key.generate_signing_key("a_test")])
+    config: dict[str, Any] = {
+        "server_name": server_name,
+        "pid_file": str(folder / "homeserver.pid"),
+        "public_baseurl": f"https://127.0.0.1:{port}/",
+        "listeners": [
+            {
+                "port": port,
+                "bind_addresses": ["127.0.0.1"],
+                "type": "http",
+                "tls": True,
+                "x_forwarded": False,
+                "resources": [{"names": ["client", "federation"], "compress": False}],
+            }
+        ],
+        "tls_certificate_path": str(chain),
+        "tls_private_key_path": str(key),
+        "federation_custom_ca_list": [str(ca_file)],
+        "ip_range_blacklist": SYNAPSE_IP_RANGE_BLACKLIST,
+        "federation_domain_whitelist": [server_name, *peers],
+        "trusted_key_servers": [],
+        "suppress_key_server_warning": True,
+        "database": {"name": "sqlite3", "args": {"database": str(folder / "homeserver.db")}},
+        "media_store_path": str(folder / "media_store"),
+        "signing_key_path": str(signing_key_path),
+        "macaroon_secret_key": "test-macaroon-secret",
+        "form_secret": "test-form-secret",
+        "report_stats": False,
+        "url_preview_enabled": False,
+        "enable_registration": True,
+        "enable_registration_without_verification": True,
+        # Fast password hashing: registration is not what we test.
+        "bcrypt_rounds": 4,
+        # Every /sync computed afresh (Synapse caches answers for 2 minutes).
+        "caches": {"sync_response_cache_duration": 0},
+        **SYNAPSE_RATE_LIMITS,
+    }
+    (folder / "homeserver.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    return SynapseNode(folder, port, server_name)
+
+
+@pytest.fixture
+def test_ca(tmp_path: Path) -> tuple[trustme.CA, Path]:
+    """The CA of every certificate here, and its PEM file."""
+    ca = trustme.CA()
+    ca_file = tmp_path / "ca.pem"
+    ca.cert_pem.write_to_path(str(ca_file))
+    return ca, ca_file
+
+
+@pytest.fixture
+def network(tmp_path: Path, test_ca: tuple[trustme.CA, Path]) -> Iterator[tuple[Node, SynapseNode]]:
+    """A Ranvier and a Synapse (not yet started) that trust each other; both are
+    stopped at the end, whatever happens."""
+    _require_synapse()
+    ca, ca_file = test_ca
+    ranvier = _node(tmp_path / "ranvier", ca, ca_file)
+    synapse = _synapse_node(tmp_path / "synapse", ca, ca_file, [ranvier.server_name])
+    try:
+        yield ranvier, synapse
+    finally:
+        synapse.terminate()
+        if ranvier.server is not None:
+            ranvier.server.kill()
+
+
+@pytest.fixture
+async def session(test_ca: tuple[trustme.CA, Path]) -> AsyncIterator[aiohttp.ClientSession]:
+    """A client session trusting the test CA (Synapse's client API is on its TLS listener)."""
+    context = ssl.create_default_context(cafile=str(test_ca[1]))
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=context)) as client:
+        yield client
+
+
+def _room_path(room_id: str, rest: str = "") -> str:
+    return f"/rooms/{quote(room_id, safe='')}{rest}"
+
+
+async def _join_through(
+    session: aiohttp.ClientSession, user: User, room_id: str, server_name: str
+) -> None:
+    # ``server_name`` (deprecated) and ``via`` both: Synapse 1.163 reads either.
+    server = quote(server_name, safe="")
+    path = f"/join/{quote(room_id, safe='')}?via={server}&server_name={server}"
+    answer = await _call(session, user.node, "POST", path, user.token, {})
+    assert answer["room_id"] == room_id
+
+
+async def _joined(session: aiohttp.ClientSession, user: User, room_id: str) -> set[str]:
+    answer = await _call(
+        session, user.node, "GET", _room_path(room_id, "/joined_members"), user.token
+    )
+    return set(answer["joined"])
+
+
+async def _history(session: aiohttp.ClientSession, user: User, room_id: str) -> list[str]:
+    """Message bodies of the room, oldest first, by paginating /messages back from now."""
+    bodies: list[str] = []
+    token: str | None = None
+    for _ in range(10):
+        query = "?dir=b&limit=50" + (f"&from={quote(token)}" if token else "")
+        answer = await _call(
+            session, user.node, "GET", _room_path(room_id, f"/messages{query}"), user.token
+        )
+        bodies += [e["content"]["body"] for e in answer["chunk"] if e["type"] == "m.room.message"]
+        token = answer.get("end")
+        if not answer["chunk"] or token is None:
+            break
+    return bodies[::-1]
+
+
+async def _exchange(
+    session: aiohttp.ClientSession, resident: User, joiner: User, room_id: str, tag: str
+) -> None:
+    """A message each way; each reaches the other side's /sync."""
+    await _sync_until(session, resident, room_id, set())
+    await _sync_until(session, joiner, room_id, set())
+    to_joiner = f"{tag}: from the resident server"
+    await _say(session, resident, room_id, to_joiner)
+    assert to_joiner in await _sync_until(session, joiner, room_id, {to_joiner})
+    to_resident = f"{tag}: from the joining server"
+    await _say(session, joiner, room_id, to_resident)
+    assert to_resident in await _sync_until(session, resident, room_id, {to_resident})
+
+
+async def test_ranvier_and_synapse_join_each_others_rooms(
+    network: tuple[Node, SynapseNode], session: aiohttp.ClientSession
+) -> None:
+    ranvier, synapse = network
+    ranvier.start()
+    synapse.start()
+    assert ranvier.server is not None
+    await ranvier.server.wait_ready(session)
+    await synapse.wait_ready(session)
+    alice = await _register(session, ranvier, "alice")
+    sam = await _register(session, synapse, "sam")
+
+    # (1) Sam (Synapse) joins Alice's Ranvier room by ID, through Ranvier; what
+    # Alice said before is reachable from Synapse by back-pagination.
+    created = await _call(
+        session,
+        ranvier,
+        "POST",
+        "/createRoom",
+        alice.token,
+        {"preset": "public_chat", "name": "Ranvier room"},
+    )
+    ranvier_room = created["room_id"]
+    before = [f"before the join {n}" for n in range(3)]
+    for text in before:
+        await _say(session, alice, ranvier_room, text)
+    await _join_through(session, sam, ranvier_room, ranvier.server_name)
+    assert await _joined(session, alice, ranvier_room) == {alice.user_id, sam.user_id}
+    assert await _joined(session, sam, ranvier_room) == {alice.user_id, sam.user_id}
+    await _exchange(session, alice, sam, ranvier_room, "Ranvier room")
+    history = await _history(session, sam, ranvier_room)
+    assert history == [
+        *before,
+        "Ranvier room: from the resident server",
+        "Ranvier room: from the joining server",
+    ]
+
+    # (2) Alice (Ranvier) joins Sam's Synapse room by ID, through Synapse.
+    created = await _call(
+        session,
+        synapse,
+        "POST",
+        "/createRoom",
+        sam.token,
+        {"preset": "public_chat", "name": "Synapse room"},
+    )
+    synapse_room = created["room_id"]
+    await _join_through(session, alice, synapse_room, synapse.server_name)
+    assert await _joined(session, sam, synapse_room) == {alice.user_id, sam.user_id}
+    assert await _joined(session, alice, synapse_room) == {alice.user_id, sam.user_id}
+    await _exchange(session, sam, alice, synapse_room, "Synapse room")
+
+    assert synapse.terminate() == 0, synapse.log()[-5000:]
+    assert ranvier.server.terminate() == 0, ranvier.server.log()
+    assert "Traceback" not in ranvier.server.log(), ranvier.server.log()
