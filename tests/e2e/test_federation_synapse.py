@@ -39,8 +39,10 @@ import trustme
 import yaml
 
 from bench.servers import SYNAPSE_RATE_LIMITS, SYNAPSE_VENV, clean_env, synapse_python
+from ranvier.core.ids import server_name_of
 from tests.e2e.harness import free_port
 from tests.e2e.test_federation_two_ranvier import (
+    DELIVERY_TIMEOUT_S,
     Node,
     User,
     _call,
@@ -54,6 +56,9 @@ pytestmark = pytest.mark.e2e
 
 SYNAPSE_STARTUP_TIMEOUT_S = 60
 SYNAPSE_SHUTDOWN_TIMEOUT_S = 15
+#: Both servers' default (12: room IDs without a server name, the create event
+#: implied in auth events) and 10 (the Synapse default before it).
+ROOM_VERSIONS = ("12", "10")
 
 #: Synapse's DEFAULT_IP_RANGE_BLOCKLIST (synapse/config/server.py) without
 #: 127.0.0.0/8 and ::1/128, so that it may reach Ranvier on loopback.
@@ -294,7 +299,121 @@ async def _exchange(
     assert to_resident in await _sync_until(session, resident, room_id, {to_resident})
 
 
-async def test_ranvier_and_synapse_join_each_others_rooms(
+async def _create_room(session: aiohttp.ClientSession, user: User, version: str, name: str) -> str:
+    body = {"preset": "public_chat", "name": name, "room_version": version}
+    created = await _call(session, user.node, "POST", "/createRoom", user.token, body)
+    return str(created["room_id"])
+
+
+async def _state(
+    session: aiohttp.ClientSession, user: User, room_id: str, event_type: str, key: str = ""
+) -> dict[str, Any]:
+    """The content of a state event; {} while the user's server has none."""
+    path = _room_path(room_id, f"/state/{event_type}/{quote(key, safe='')}")
+    async with session.get(
+        f"{user.node.base_url}/_matrix/client/v3{path}",
+        headers={"Authorization": f"Bearer {user.token}"},
+    ) as response:
+        answer: dict[str, Any] = await response.json()
+        if response.status == 404 and answer.get("errcode") == "M_NOT_FOUND":
+            return {}
+        assert response.status == 200, (path, response.status, answer)
+        return answer
+
+
+async def _put_state(
+    session: aiohttp.ClientSession,
+    user: User,
+    room_id: str,
+    event_type: str,
+    content: dict[str, Any],
+    key: str = "",
+) -> str:
+    path = _room_path(room_id, f"/state/{event_type}/{quote(key, safe='')}")
+    answer = await _call(session, user.node, "PUT", path, user.token, content)
+    return str(answer["event_id"])
+
+
+async def _eventually(what: str, check: Any) -> None:
+    """Retry ``check()`` (an awaitable factory returning bool) until true or time is up."""
+    deadline = asyncio.get_running_loop().time() + DELIVERY_TIMEOUT_S
+    while not await check():
+        assert asyncio.get_running_loop().time() < deadline, f"timed out waiting for {what}"
+        await asyncio.sleep(0.2)
+
+
+async def _synapse_joins_ranvier_room(
+    session: aiohttp.ClientSession, alice: User, sam: User, version: str
+) -> str:
+    """(1) Sam (Synapse) joins Alice's Ranvier room by ID, through Ranvier; what
+    Alice said before is reachable from Synapse by back-pagination (backfill)."""
+    room_id = await _create_room(session, alice, version, f"Ranvier room v{version}")
+    before = [f"v{version} before the join {n}" for n in range(3)]
+    for text in before:
+        await _say(session, alice, room_id, text)
+    await _join_through(session, sam, room_id, server_name_of(alice.user_id))
+    assert await _joined(session, alice, room_id) == {alice.user_id, sam.user_id}
+    assert await _joined(session, sam, room_id) == {alice.user_id, sam.user_id}
+    tag = f"Ranvier room v{version}"
+    await _exchange(session, alice, sam, room_id, tag)
+    assert await _history(session, sam, room_id) == [
+        *before,
+        f"{tag}: from the resident server",
+        f"{tag}: from the joining server",
+    ]
+    return room_id
+
+
+async def _ranvier_joins_synapse_room(
+    session: aiohttp.ClientSession, alice: User, sam: User, version: str
+) -> str:
+    """(2) Alice (Ranvier) joins Sam's Synapse room by ID, through Synapse."""
+    room_id = await _create_room(session, sam, version, f"Synapse room v{version}")
+    await _join_through(session, alice, room_id, server_name_of(sam.user_id))
+    assert await _joined(session, sam, room_id) == {alice.user_id, sam.user_id}
+    assert await _joined(session, alice, room_id) == {alice.user_id, sam.user_id}
+    await _exchange(session, sam, alice, room_id, f"Synapse room v{version}")
+    return room_id
+
+
+async def _state_and_redactions(
+    session: aiohttp.ClientSession, owner: User, guest: User, room_id: str
+) -> None:
+    """The room's owner gives the guest (of the other server) power; the guest
+    changes the topic; the owner redacts the guest's message: each side sees
+    the other's state change and redaction."""
+    levels = await _state(session, owner, room_id, "m.room.power_levels")
+    levels["users"] = {**levels.get("users", {}), guest.user_id: 50}
+    levels_id = await _put_state(session, owner, room_id, "m.room.power_levels", levels)
+
+    async def guest_has_power() -> bool:
+        seen = await _state(session, guest, room_id, "m.room.power_levels")
+        return bool(seen.get("users", {}).get(guest.user_id) == 50)
+
+    await _eventually(f"{levels_id} at {guest.user_id}", guest_has_power)
+    topic = f"set by {guest.user_id}"
+    await _put_state(session, guest, room_id, "m.room.topic", {"topic": topic})
+
+    async def owner_sees_topic() -> bool:
+        return (await _state(session, owner, room_id, "m.room.topic")).get("topic") == topic
+
+    await _eventually(f"the topic at {owner.user_id}", owner_sees_topic)
+
+    text = f"to be redacted, by {guest.user_id}"
+    event_id = await _say(session, guest, room_id, text)
+    await _sync_until(session, owner, room_id, {text})
+    path = _room_path(room_id, f"/redact/{quote(event_id, safe='')}/r{quote(event_id, safe='')}")
+    await _call(session, owner.node, "PUT", path, owner.token, {"reason": "test"})
+
+    async def redacted_at_guest() -> bool:
+        path = _room_path(room_id, f"/event/{quote(event_id, safe='')}")
+        event = await _call(session, guest.node, "GET", path, guest.token)
+        return event["content"] == {} and "redacted_because" in event.get("unsigned", {})
+
+    await _eventually(f"the redaction of {event_id} at {guest.user_id}", redacted_at_guest)
+
+
+async def test_ranvier_and_synapse_federate(
     network: tuple[Node, SynapseNode], session: aiohttp.ClientSession
 ) -> None:
     ranvier, synapse = network
@@ -306,45 +425,11 @@ async def test_ranvier_and_synapse_join_each_others_rooms(
     alice = await _register(session, ranvier, "alice")
     sam = await _register(session, synapse, "sam")
 
-    # (1) Sam (Synapse) joins Alice's Ranvier room by ID, through Ranvier; what
-    # Alice said before is reachable from Synapse by back-pagination.
-    created = await _call(
-        session,
-        ranvier,
-        "POST",
-        "/createRoom",
-        alice.token,
-        {"preset": "public_chat", "name": "Ranvier room"},
-    )
-    ranvier_room = created["room_id"]
-    before = [f"before the join {n}" for n in range(3)]
-    for text in before:
-        await _say(session, alice, ranvier_room, text)
-    await _join_through(session, sam, ranvier_room, ranvier.server_name)
-    assert await _joined(session, alice, ranvier_room) == {alice.user_id, sam.user_id}
-    assert await _joined(session, sam, ranvier_room) == {alice.user_id, sam.user_id}
-    await _exchange(session, alice, sam, ranvier_room, "Ranvier room")
-    history = await _history(session, sam, ranvier_room)
-    assert history == [
-        *before,
-        "Ranvier room: from the resident server",
-        "Ranvier room: from the joining server",
-    ]
-
-    # (2) Alice (Ranvier) joins Sam's Synapse room by ID, through Synapse.
-    created = await _call(
-        session,
-        synapse,
-        "POST",
-        "/createRoom",
-        sam.token,
-        {"preset": "public_chat", "name": "Synapse room"},
-    )
-    synapse_room = created["room_id"]
-    await _join_through(session, alice, synapse_room, synapse.server_name)
-    assert await _joined(session, sam, synapse_room) == {alice.user_id, sam.user_id}
-    assert await _joined(session, alice, synapse_room) == {alice.user_id, sam.user_id}
-    await _exchange(session, sam, alice, synapse_room, "Synapse room")
+    for version in ROOM_VERSIONS:
+        ranvier_room = await _synapse_joins_ranvier_room(session, alice, sam, version)
+        synapse_room = await _ranvier_joins_synapse_room(session, alice, sam, version)
+    await _state_and_redactions(session, alice, sam, ranvier_room)
+    await _state_and_redactions(session, sam, alice, synapse_room)
 
     assert synapse.terminate() == 0, synapse.log()[-5000:]
     assert ranvier.server.terminate() == 0, ranvier.server.log()
