@@ -413,6 +413,40 @@ async def _state_and_redactions(
     await _eventually(f"the redaction of {event_id} at {guest.user_id}", redacted_at_guest)
 
 
+async def _concurrent_changes_converge(
+    session: aiohttp.ClientSession, alice: User, sam: User, room_id: str
+) -> None:
+    """Both sides talk and set the topic at once: the DAG forks. Each side gets
+    every message, and state resolution of the two topics agrees on both."""
+    said = {f"{user.user_id} at once {n}" for user in (alice, sam) for n in range(4)}
+    await asyncio.gather(
+        *(_say(session, user, room_id, f"{user.user_id} at once {n}")
+          for n in range(4) for user in (alice, sam)),
+        _put_state(session, alice, room_id, "m.room.topic", {"topic": "Alice's topic"}),
+        _put_state(session, sam, room_id, "m.room.topic", {"topic": "Sam's topic"}),
+    )  # fmt: skip
+    await _sync_until(session, alice, room_id, said)
+    await _sync_until(session, sam, room_id, said)
+    # One more message each, whose prev_events merge the fork.
+    await _exchange(session, alice, sam, room_id, "after the fork")
+    alice_topic = await _state(session, alice, room_id, "m.room.topic")
+    sam_topic = await _state(session, sam, room_id, "m.room.topic")
+    assert alice_topic == sam_topic
+    assert alice_topic["topic"] in ("Alice's topic", "Sam's topic")
+
+
+async def _leave(session: aiohttp.ClientSession, user: User, room_id: str, other: User) -> None:
+    """A user leaves a room of the other server; the other side sees it."""
+    await _call(session, user.node, "POST", _room_path(room_id, "/leave"), user.token, {})
+
+    async def left_for_other() -> bool:
+        member = await _state(session, other, room_id, "m.room.member", user.user_id)
+        return member.get("membership") == "leave"
+
+    await _eventually(f"{user.user_id}'s leave at {other.user_id}", left_for_other)
+    assert await _joined(session, other, room_id) == {other.user_id}
+
+
 async def test_ranvier_and_synapse_federate(
     network: tuple[Node, SynapseNode], session: aiohttp.ClientSession
 ) -> None:
@@ -430,6 +464,10 @@ async def test_ranvier_and_synapse_federate(
         synapse_room = await _ranvier_joins_synapse_room(session, alice, sam, version)
     await _state_and_redactions(session, alice, sam, ranvier_room)
     await _state_and_redactions(session, sam, alice, synapse_room)
+    await _concurrent_changes_converge(session, alice, sam, ranvier_room)
+    await _concurrent_changes_converge(session, alice, sam, synapse_room)
+    await _leave(session, sam, ranvier_room, alice)
+    await _leave(session, alice, synapse_room, sam)
 
     assert synapse.terminate() == 0, synapse.log()[-5000:]
     assert ranvier.server.terminate() == 0, ranvier.server.log()
