@@ -365,15 +365,44 @@ async def _synapse_joins_ranvier_room(
 
 
 async def _ranvier_joins_synapse_room(
-    session: aiohttp.ClientSession, alice: User, sam: User, version: str
+    session: aiohttp.ClientSession, alice: User, sam: User, version: str, *, by_alias: bool
 ) -> str:
-    """(2) Alice (Ranvier) joins Sam's Synapse room by ID, through Synapse."""
+    """(2) Alice (Ranvier) joins Sam's Synapse room by ID through Synapse, or by
+    its alias (which Ranvier resolves with Synapse's /query/directory)."""
     room_id = await _create_room(session, sam, version, f"Synapse room v{version}")
-    await _join_through(session, alice, room_id, server_name_of(sam.user_id))
+    if by_alias:
+        alias = f"#synapse-v{version}:{server_name_of(sam.user_id)}"
+        path = _room_path(room_id, "/state/m.room.canonical_alias")
+        await _call(
+            session, sam.node, "PUT", f"/directory/room/{quote(alias, safe='')}", sam.token,
+            {"room_id": room_id},
+        )  # fmt: skip
+        await _call(session, sam.node, "PUT", path, sam.token, {"alias": alias})
+        answer = await _call(
+            session, alice.node, "POST", f"/join/{quote(alias, safe='')}", alice.token, {}
+        )
+        assert answer["room_id"] == room_id
+    else:
+        await _join_through(session, alice, room_id, server_name_of(sam.user_id))
     assert await _joined(session, sam, room_id) == {alice.user_id, sam.user_id}
     assert await _joined(session, alice, room_id) == {alice.user_id, sam.user_id}
     await _exchange(session, sam, alice, room_id, f"Synapse room v{version}")
     return room_id
+
+
+async def _displayname_change(
+    session: aiohttp.ClientSession, user: User, other: User, room_id: str
+) -> None:
+    """A new displayname goes out as a new member event, which the other side sees."""
+    name = f"{user.user_id} renamed"
+    path = f"/profile/{quote(user.user_id, safe='')}/displayname"
+    await _call(session, user.node, "PUT", path, user.token, {"displayname": name})
+
+    async def renamed_for_other() -> bool:
+        member = await _state(session, other, room_id, "m.room.member", user.user_id)
+        return member.get("displayname") == name
+
+    await _eventually(f"{user.user_id}'s new displayname at {other.user_id}", renamed_for_other)
 
 
 async def _state_and_redactions(
@@ -447,6 +476,45 @@ async def _leave(session: aiohttp.ClientSession, user: User, room_id: str, other
     assert await _joined(session, other, room_id) == {other.user_id}
 
 
+async def _catch_up(
+    session: aiohttp.ClientSession,
+    speaker: User,
+    returning: User,
+    room_id: str,
+    stop: Any,
+    restart: Any,
+) -> None:
+    """``returning``'s server is down while ``speaker`` talks; once it is back
+    and its user speaks, the speaker's server delivers what it missed (Synapse
+    sends only the latest event of a room it owes; the receiver pulls the
+    rest with /get_missing_events)."""
+    stop()
+    missed = [f"while {returning.user_id} was away {n}" for n in range(3)]
+    for text in missed:
+        await _say(session, speaker, room_id, text)
+    await asyncio.sleep(0.5)  # the speaker's server has tried and failed by now
+    await restart()
+    back = f"{returning.user_id} is back"
+    await _say(session, returning, room_id, back)
+    assert back in await _sync_until(session, speaker, room_id, {back})
+
+    async def caught_up() -> bool:
+        return set(missed) <= set(await _history(session, returning, room_id))
+
+    await _eventually(f"{returning.user_id} catching up", caught_up)
+
+
+def _stop_synapse(synapse: SynapseNode) -> None:
+    assert synapse.terminate() == 0, synapse.log()[-5000:]
+
+
+def _stop_ranvier(ranvier: Node) -> None:
+    """Stop it and check its log (which its next start overwrites)."""
+    assert ranvier.server is not None
+    assert ranvier.server.terminate() == 0, ranvier.server.log()
+    assert "Traceback" not in ranvier.server.log(), ranvier.server.log()
+
+
 async def test_ranvier_and_synapse_federate(
     network: tuple[Node, SynapseNode], session: aiohttp.ClientSession
 ) -> None:
@@ -459,16 +527,37 @@ async def test_ranvier_and_synapse_federate(
     alice = await _register(session, ranvier, "alice")
     sam = await _register(session, synapse, "sam")
 
+    ranvier_rooms: dict[str, str] = {}
+    synapse_rooms: dict[str, str] = {}
     for version in ROOM_VERSIONS:
-        ranvier_room = await _synapse_joins_ranvier_room(session, alice, sam, version)
-        synapse_room = await _ranvier_joins_synapse_room(session, alice, sam, version)
+        ranvier_rooms[version] = await _synapse_joins_ranvier_room(session, alice, sam, version)
+        synapse_rooms[version] = await _ranvier_joins_synapse_room(
+            session, alice, sam, version, by_alias=version == "10"
+        )
+    ranvier_room, synapse_room = ranvier_rooms["12"], synapse_rooms["12"]
     await _state_and_redactions(session, alice, sam, ranvier_room)
     await _state_and_redactions(session, sam, alice, synapse_room)
     await _concurrent_changes_converge(session, alice, sam, ranvier_room)
     await _concurrent_changes_converge(session, alice, sam, synapse_room)
+    await _displayname_change(session, sam, alice, ranvier_room)
+    await _displayname_change(session, alice, sam, synapse_room)
+
+    async def restart_synapse() -> None:
+        synapse.start()
+        await synapse.wait_ready(session)
+
+    async def restart_ranvier() -> None:
+        await ranvier.start().wait_ready(session)
+
+    await _catch_up(
+        session, alice, sam, synapse_rooms["10"], lambda: _stop_synapse(synapse), restart_synapse
+    )
+    await _catch_up(
+        session, sam, alice, ranvier_rooms["10"], lambda: _stop_ranvier(ranvier), restart_ranvier
+    )
+
     await _leave(session, sam, ranvier_room, alice)
     await _leave(session, alice, synapse_room, sam)
 
-    assert synapse.terminate() == 0, synapse.log()[-5000:]
-    assert ranvier.server.terminate() == 0, ranvier.server.log()
-    assert "Traceback" not in ranvier.server.log(), ranvier.server.log()
+    _stop_synapse(synapse)
+    _stop_ranvier(ranvier)
