@@ -46,7 +46,7 @@ from ranvier.services.federation.events import (
     PduVerifier,
     auth_ordered,
 )
-from ranvier.services.rooms import MEMBER, EventSpec
+from ranvier.services.rooms import MEMBER, EventSpec, new_event_id
 from ranvier.storage.events import FederatedEvent, NewRoom
 from ranvier.storage.state import StateMap
 
@@ -303,6 +303,13 @@ class JoinService:
             if key not in ("signatures", "hashes", "unsigned")
         }
         pdu.update(content=content, origin_server_ts=self.hs.clock_ms())
+        if version.event_ids_in_pdu:
+            # v1/v2: the event ID names the server that made the event, whose
+            # signature the checks require ("Validating hashes and signatures on
+            # received events"): ours, not the resident server's that made the
+            # template (Synapse refuses the join otherwise, and replaces the ID too
+            # when it joins).
+            pdu["event_id"] = new_event_id(self.hs.server_name)
         signed = hash_and_sign_event(version, pdu, self.hs.server_name, self.hs.signing_key)
         join = Event.from_pdu(version, signed)
         answer = await self.remote.send_join(server, room_id, join.event_id, signed)
