@@ -13,11 +13,16 @@ server name the whitelist is not consulted), no notary
 (``trusted_key_servers: []``) and a ``federation_domain_whitelist`` of the
 two servers. Ranvier's side is tests/e2e/test_federation_two_ranvier.py's.
 
-Scenarios: a Synapse user joins a Ranvier room and a Ranvier user joins a
-Synapse room (by room ID, through the resident server), messages go both
-ways and reach each side's /sync; a Synapse user's /messages reaches what
-was said in the Ranvier room before it joined (Synapse backfills from
-Ranvier's /backfill).
+Scenarios, in rooms of versions 12, 10 and 1: a Synapse user joins a Ranvier
+room and a Ranvier user joins a Synapse room (by room ID through the
+resident server; by a Synapse alias), messages go both ways and reach each
+side's /sync; a Synapse user's /messages reaches what was said in the Ranvier
+room before it joined (Synapse backfills from Ranvier's /backfill; Ranvier
+does not backfill over federation yet, so the reverse is not checked).
+Then, each way: power levels, a topic and a redaction; concurrent messages
+and topics (a forked DAG, resolved alike); a displayname change; a join to a
+restricted room, authorised and counter-signed by the resident server;
+catch-up after the other server was down; leaving.
 """
 
 from __future__ import annotations
@@ -57,8 +62,9 @@ pytestmark = pytest.mark.e2e
 SYNAPSE_STARTUP_TIMEOUT_S = 60
 SYNAPSE_SHUTDOWN_TIMEOUT_S = 15
 #: Both servers' default (12: room IDs without a server name, the create event
-#: implied in auth events) and 10 (the Synapse default before it).
-ROOM_VERSIONS = ("12", "10")
+#: implied in auth events), 10 (the Synapse default before it) and 1 (event
+#: IDs chosen by the server that makes the event, which must sign it).
+ROOM_VERSIONS = ("12", "10", "1")
 
 #: Synapse's DEFAULT_IP_RANGE_BLOCKLIST (synapse/config/server.py) without
 #: 127.0.0.0/8 and ::1/128, so that it may reach Ranvier on loopback.
@@ -464,6 +470,25 @@ async def _concurrent_changes_converge(
     assert alice_topic["topic"] in ("Alice's topic", "Sam's topic")
 
 
+async def _restricted_join(
+    session: aiohttp.ClientSession, owner: User, joiner: User, allowed_room: str
+) -> None:
+    """The joiner (of the other server) joins a restricted room (room version 10)
+    as a member of ``allowed_room``: the owner's server authorises and
+    counter-signs the join (MSC3083; Server-Server API, send_join)."""
+    room_id = await _create_room(session, owner, "10", f"restricted, of {owner.user_id}")
+    rules = {
+        "join_rule": "restricted",
+        "allow": [{"type": "m.room_membership", "room_id": allowed_room}],
+    }
+    await _put_state(session, owner, room_id, "m.room.join_rules", rules)
+    await _join_through(session, joiner, room_id, server_name_of(owner.user_id))
+    member = await _state(session, joiner, room_id, "m.room.member", joiner.user_id)
+    assert member["join_authorised_via_users_server"] == owner.user_id
+    assert await _joined(session, owner, room_id) == {owner.user_id, joiner.user_id}
+    await _exchange(session, owner, joiner, room_id, f"restricted room of {owner.user_id}")
+
+
 async def _leave(session: aiohttp.ClientSession, user: User, room_id: str, other: User) -> None:
     """A user leaves a room of the other server; the other side sees it."""
     await _call(session, user.node, "POST", _room_path(room_id, "/leave"), user.token, {})
@@ -541,6 +566,8 @@ async def test_ranvier_and_synapse_federate(
     await _concurrent_changes_converge(session, alice, sam, synapse_room)
     await _displayname_change(session, sam, alice, ranvier_room)
     await _displayname_change(session, alice, sam, synapse_room)
+    await _restricted_join(session, alice, sam, ranvier_room)
+    await _restricted_join(session, sam, alice, synapse_room)
 
     async def restart_synapse() -> None:
         synapse.start()
