@@ -65,6 +65,10 @@ SYNAPSE_SHUTDOWN_TIMEOUT_S = 15
 #: implied in auth events), 10 (the Synapse default before it) and 1 (event
 #: IDs chosen by the server that makes the event, which must sign it).
 ROOM_VERSIONS = ("12", "10", "1")
+#: Said in a Ranvier room before Synapse joins: more than Synapse's 100 a /backfill.
+BACKFILLED_MESSAGES = 120
+#: Said while the other server is down: more than Synapse's 10 a /get_missing_events.
+MISSED_MESSAGES = 15
 
 #: Synapse's DEFAULT_IP_RANGE_BLOCKLIST (synapse/config/server.py) without
 #: 127.0.0.0/8 and ::1/128, so that it may reach Ranvier on loopback.
@@ -352,9 +356,10 @@ async def _synapse_joins_ranvier_room(
     session: aiohttp.ClientSession, alice: User, sam: User, version: str
 ) -> str:
     """(1) Sam (Synapse) joins Alice's Ranvier room by ID, through Ranvier; what
-    Alice said before is reachable from Synapse by back-pagination (backfill)."""
+    Alice said before is reachable from Synapse by back-pagination (backfill,
+    more than one /backfill request of Synapse's 100 events)."""
     room_id = await _create_room(session, alice, version, f"Ranvier room v{version}")
-    before = [f"v{version} before the join {n}" for n in range(3)]
+    before = [f"v{version} before the join {n}" for n in range(BACKFILLED_MESSAGES)]
     for text in before:
         await _say(session, alice, room_id, text)
     await _join_through(session, sam, room_id, server_name_of(alice.user_id))
@@ -509,14 +514,18 @@ async def _catch_up(
     stop: Any,
     restart: Any,
 ) -> None:
-    """``returning``'s server is down while ``speaker`` talks; once it is back
-    and its user speaks, the speaker's server delivers what it missed (Synapse
-    sends only the latest event of a room it owes; the receiver pulls the
-    rest with /get_missing_events)."""
+    """``returning``'s server is down while ``speaker`` (the room's owner)
+    talks and changes the topic; once it is back and its user speaks, the
+    speaker's server delivers what it missed. Ranvier sends only its latest
+    event, so Synapse pulls the rest: /get_missing_events (10 at most), then,
+    for a longer gap, the state with /state_ids and /event."""
     stop()
-    missed = [f"while {returning.user_id} was away {n}" for n in range(3)]
-    for text in missed:
+    missed = [f"while {returning.user_id} was away {n}" for n in range(MISSED_MESSAGES)]
+    topic = f"changed while {returning.user_id} was away"
+    for n, text in enumerate(missed):
         await _say(session, speaker, room_id, text)
+        if n == len(missed) // 2:
+            await _put_state(session, speaker, room_id, "m.room.topic", {"topic": topic})
     await asyncio.sleep(0.5)  # the speaker's server has tried and failed by now
     await restart()
     back = f"{returning.user_id} is back"
@@ -527,6 +536,7 @@ async def _catch_up(
         return set(missed) <= set(await _history(session, returning, room_id))
 
     await _eventually(f"{returning.user_id} catching up", caught_up)
+    assert (await _state(session, returning, room_id, "m.room.topic"))["topic"] == topic
 
 
 def _stop_synapse(synapse: SynapseNode) -> None:
@@ -577,10 +587,10 @@ async def test_ranvier_and_synapse_federate(
         await ranvier.start().wait_ready(session)
 
     await _catch_up(
-        session, alice, sam, synapse_rooms["10"], lambda: _stop_synapse(synapse), restart_synapse
+        session, alice, sam, ranvier_rooms["10"], lambda: _stop_synapse(synapse), restart_synapse
     )
     await _catch_up(
-        session, sam, alice, ranvier_rooms["10"], lambda: _stop_ranvier(ranvier), restart_ranvier
+        session, sam, alice, synapse_rooms["10"], lambda: _stop_ranvier(ranvier), restart_ranvier
     )
 
     await _leave(session, sam, ranvier_room, alice)
