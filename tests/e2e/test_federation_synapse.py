@@ -31,6 +31,7 @@ import asyncio
 import signal
 import ssl
 import subprocess
+import sys
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -170,6 +171,15 @@ def _require_synapse() -> Path:
             pytrace=False,
         )
     return python
+
+
+def test_a_missing_synapse_fails_the_suite(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Not a skip: the suite promises interoperability with Synapse."""
+    monkeypatch.setattr(sys.modules[__name__], "SYNAPSE_VENV", tmp_path / "no-venv")
+    with pytest.raises(BaseException) as raised:  # pytest's skip and fail are BaseExceptions
+        _require_synapse()
+    assert raised.type is pytest.fail.Exception
+    assert "Synapse is not installed" in str(raised.value)
 
 
 def _synapse_node(folder: Path, ca: trustme.CA, ca_file: Path, peers: list[str]) -> SynapseNode:
