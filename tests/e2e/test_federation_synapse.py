@@ -66,6 +66,14 @@ SYNAPSE_SHUTDOWN_TIMEOUT_S = 15
 #: implied in auth events), 10 (the Synapse default before it) and 1 (event
 #: IDs chosen by the server that makes the event, which must sign it).
 ROOM_VERSIONS = ("12", "10", "1")
+#: Characters canonical JSON escapes (", \\, control characters) or keeps as
+#: UTF-8 (everything else, U+2028 and U+2029 included).
+UNUSUAL_TEXTS = (
+    "héllo wörld, 😀🎉, \U0010ffff",
+    'quote " backslash \\ slash / tab \t newline \n',
+    "separators \u2028 \u2029, BOM \ufeff, controls \u0001 \u001f \u007f",
+    "e\u0301 combining, NUL \u0000",
+)
 #: Said in a Ranvier room before Synapse joins: more than Synapse's 100 a /backfill.
 BACKFILLED_MESSAGES = 120
 #: Said while the other server is down: more than Synapse's 10 a /get_missing_events.
@@ -290,7 +298,8 @@ async def _joined(session: aiohttp.ClientSession, user: User, room_id: str) -> s
 
 
 async def _history(session: aiohttp.ClientSession, user: User, room_id: str) -> list[str]:
-    """Message bodies of the room, oldest first, by paginating /messages back from now."""
+    """Message bodies of the room, oldest first, by paginating /messages back from
+    now (redacted messages have none)."""
     bodies: list[str] = []
     token: str | None = None
     for _ in range(10):
@@ -298,7 +307,11 @@ async def _history(session: aiohttp.ClientSession, user: User, room_id: str) -> 
         answer = await _call(
             session, user.node, "GET", _room_path(room_id, f"/messages{query}"), user.token
         )
-        bodies += [e["content"]["body"] for e in answer["chunk"] if e["type"] == "m.room.message"]
+        bodies += [
+            e["content"]["body"]
+            for e in answer["chunk"]
+            if e["type"] == "m.room.message" and "body" in e["content"]
+        ]
         token = answer.get("end")
         if not answer["chunk"] or token is None:
             break
@@ -504,6 +517,43 @@ async def _restricted_join(
     await _exchange(session, owner, joiner, room_id, f"restricted room of {owner.user_id}")
 
 
+async def _unusual_text(
+    session: aiohttp.ClientSession, alice: User, sam: User, room_id: str
+) -> None:
+    """Messages whose canonical JSON escapes or keeps unusual characters: each
+    server checks the other's signatures and hashes over its own encoding."""
+    said = {f"{user.user_id}: {text}" for user in (alice, sam) for text in UNUSUAL_TEXTS}
+    for n, text in enumerate(UNUSUAL_TEXTS):
+        for user in (alice, sam):
+            # Not _say: the text is no transaction ID (Ranvier refuses NUL in one).
+            path = _room_path(room_id, f"/send/m.room.message/unusual{n}")
+            body = {"msgtype": "m.text", "body": f"{user.user_id}: {text}"}
+            await _call(session, user.node, "PUT", path, user.token, body)
+    for user in (alice, sam):
+
+        async def has_all(user: User = user) -> bool:
+            return said <= set(await _history(session, user, room_id))
+
+        await _eventually(f"every unusual text at {user.user_id}", has_all)
+
+
+async def _kicked_and_back(
+    session: aiohttp.ClientSession, owner: User, member: User, room_id: str
+) -> None:
+    """The owner kicks the member (of the other server), who joins again."""
+    path = _room_path(room_id, "/kick")
+    await _call(session, owner.node, "POST", path, owner.token, {"user_id": member.user_id})
+
+    async def kicked_at_member() -> bool:
+        rooms = await _call(session, member.node, "GET", "/joined_rooms", member.token)
+        return room_id not in rooms["joined_rooms"]
+
+    await _eventually(f"the kick at {member.user_id}", kicked_at_member)
+    await _join_through(session, member, room_id, server_name_of(owner.user_id))
+    assert await _joined(session, owner, room_id) == {owner.user_id, member.user_id}
+    await _exchange(session, owner, member, room_id, f"{member.user_id} back after a kick")
+
+
 async def _leave(session: aiohttp.ClientSession, user: User, room_id: str, other: User) -> None:
     """A user leaves a room of the other server; the other side sees it."""
     await _call(session, user.node, "POST", _room_path(room_id, "/leave"), user.token, {})
@@ -588,6 +638,9 @@ async def test_ranvier_and_synapse_federate(
     await _displayname_change(session, alice, sam, synapse_room)
     await _restricted_join(session, alice, sam, ranvier_room)
     await _restricted_join(session, sam, alice, synapse_room)
+    await _unusual_text(session, alice, sam, ranvier_room)
+    await _kicked_and_back(session, alice, sam, ranvier_room)
+    await _kicked_and_back(session, sam, alice, synapse_room)
 
     async def restart_synapse() -> None:
         synapse.start()
