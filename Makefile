@@ -54,7 +54,8 @@ lint: $(VENV)/.installed-test
 	$(BIN)/mypy ranvier
 	$(BIN)/mypy --strict ranvier/core
 
-test: lint $(JS_DIR)/node_modules/.installed
+# tests/e2e/test_federation_synapse.py federates with a real Synapse from SYNAPSE_VENV.
+test: lint $(JS_DIR)/node_modules/.installed $(SYNAPSE_VENV)/.installed
 	$(BIN)/pytest -n 2 -q --cov=ranvier --cov-report= $(PYTEST_ARGS)
 	$(BIN)/coverage report --include='ranvier/core/*' --fail-under=95
 	@echo 'Coverage of the rest of ranvier/:'; $(BIN)/coverage report --omit='ranvier/core/*' | grep '^TOTAL'

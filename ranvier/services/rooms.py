@@ -250,7 +250,7 @@ class RoomsService:
         if not (is_create and version.room_id_from_create_event):
             pdu["room_id"] = head.room_id
         if version.event_ids_in_pdu:
-            pdu["event_id"] = f"${_random_string(18)}:{self.server_name}"
+            pdu["event_id"] = new_event_id(self.server_name)
         for name, value in (("type", spec.type), ("state_key", spec.state_key), ("sender", sender)):
             if value is not None and len(value.encode("utf-8")) > MAX_ID_BYTES:
                 raise MatrixError(413, "M_TOO_LARGE", f"{name} is longer than 255 bytes")
@@ -766,6 +766,12 @@ def _random_string(length: int) -> str:
 def new_room_id(server_name: str) -> str:
     """A room ID for room versions 1–11: ``!opaque:server``."""
     return f"!{_random_string(18)}:{server_name}"
+
+
+def new_event_id(server_name: str) -> str:
+    """An event ID for room versions 1–2: ``$opaque:server``, of the server that
+    makes (and signs) the event."""
+    return f"${_random_string(18)}:{server_name}"
 
 
 def parse_room_version(identifier: object) -> RoomVersion:

@@ -46,7 +46,7 @@ from ranvier.services.federation.events import (
     PduVerifier,
     auth_ordered,
 )
-from ranvier.services.rooms import MEMBER, EventSpec
+from ranvier.services.rooms import MEMBER, EventSpec, new_event_id
 from ranvier.storage.events import FederatedEvent, NewRoom
 from ranvier.storage.state import StateMap
 
@@ -172,13 +172,10 @@ class JoinService:
             raise MatrixError(404, "M_NOT_FOUND", f"Unknown room {room_id}")
         version = get_room_version(room.room_version)
         try:
-            event = await self.verify(version, pdu)
+            event = await self.verify(version, self._countersigned_if_ours(version, pdu))
         except PduCheckFailed as exc:
             raise MatrixError(400, "M_BAD_JSON", f"Invalid join event: {exc}") from None
         self._check_membership_event(event, origin, room_id, event_id, "join")
-        authoriser = event.content.get("join_authorised_via_users_server")
-        if isinstance(authoriser, str) and self.hs.rooms.is_local_user(authoriser):
-            event = self._countersign(version, event)
         outcome = await self.handler.on_receive_pdu(origin, event)
         if outcome.error is not None or outcome.soft_failed:
             raise MatrixError(403, "M_FORBIDDEN", outcome.error or "The join is not allowed")
@@ -202,6 +199,34 @@ class JoinService:
         self, event: Event, origin: str, room_id: str, event_id: str, membership: str
     ) -> None:
         check_membership_event(event, origin, room_id, event_id, membership)
+
+    def _countersigned_if_ours(
+        self, version: RoomVersion, pdu: Mapping[str, Any]
+    ) -> Mapping[str, Any]:
+        """A restricted join that one of our users authorises, with our signature.
+
+        Signed before the checks, which require the authorising server's
+        signature (Server-Server API, "Validating hashes and signatures on
+        received events"): the joining server cannot have it yet, and Synapse
+        sends such a join signed by itself only, leaving the resident server to
+        sign it at send_join. The signature leaves this server only if every
+        check that follows passes; a join that fails them is dropped.
+        """
+        content = pdu.get("content")
+        authoriser = (
+            content.get("join_authorised_via_users_server") if isinstance(content, dict) else None
+        )
+        if not (
+            version.restricted_join_rule
+            and isinstance(authoriser, str)
+            and self.hs.rooms.is_local_user(authoriser)
+        ):
+            return pdu
+        try:
+            event = Event.from_pdu(version, pdu)
+        except ValueError:
+            return pdu  # malformed: the checks say why
+        return self._countersign(version, event).pdu
 
     def _countersign(self, version: RoomVersion, event: Event) -> Event:
         """Add our signature to a restricted join we authorised (room versions 8+)."""
@@ -267,6 +292,13 @@ class JoinService:
             if key not in ("signatures", "hashes", "unsigned")
         }
         pdu.update(content=content, origin_server_ts=self.hs.clock_ms())
+        if version.event_ids_in_pdu:
+            # v1/v2: the event ID names the server that made the event, whose
+            # signature the checks require ("Validating hashes and signatures on
+            # received events"): ours, not the resident server's that made the
+            # template (Synapse refuses the join otherwise, and replaces the ID too
+            # when it joins).
+            pdu["event_id"] = new_event_id(self.hs.server_name)
         signed = hash_and_sign_event(version, pdu, self.hs.server_name, self.hs.signing_key)
         join = Event.from_pdu(version, signed)
         answer = await self.remote.send_join(server, room_id, join.event_id, signed)
