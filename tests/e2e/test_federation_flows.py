@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
@@ -173,9 +172,7 @@ async def flows(flow_nodes: tuple[Node, Node]) -> Any:
         yield FlowClient(session)
 
 
-async def shared_room(
-    client: FlowClient, owner: FlowUser, guest: FlowUser, **create: Any
-) -> str:
+async def shared_room(client: FlowClient, owner: FlowUser, guest: FlowUser, **create: Any) -> str:
     """A public room of ``owner`` that ``guest`` (of the other server) joined
     by ID, once both have seen the join."""
     created = await client.call(owner, "POST", "/createRoom", {"preset": "public_chat", **create})
@@ -271,7 +268,10 @@ async def test_typing_receipt_and_presence_reach_the_other_side(
     room_id = await shared_room(flows, alice, bob)
 
     await flows.call(
-        bob, "PUT", f"/rooms/{q(room_id)}/typing/{q(bob.user_id)}", {"typing": True, "timeout": 20000}
+        bob,
+        "PUT",
+        f"/rooms/{q(room_id)}/typing/{q(bob.user_id)}",
+        {"typing": True, "timeout": 20000},
     )
 
     def bob_typing(answer: dict[str, Any]) -> Any:
