@@ -439,3 +439,65 @@ async def _same_state(
     client: FlowClient, user: FlowUser, room_id: str, expected: dict[tuple[str, str], str]
 ) -> bool:
     return await client.state(user, room_id) == expected
+
+
+async def test_partition_catch_up_and_state_changed_on_both_sides(
+    flows: FlowClient, flow_nodes: tuple[Node, Node]
+) -> None:
+    """B is stopped; A changes power levels and the topic and talks; B comes
+    back and, before it has caught up, its user changes the topic too. Both
+    servers end with the same state (state resolution v2 on each side) and
+    B's /messages shows what it missed. Runs last: it restarts B."""
+    a, b = flow_nodes
+    alice = await flows.register(a, "part_alice")
+    bob = await flows.register(b, "part_bob")
+    levels = {"users": {bob.user_id: 50}}  # the creator needs no entry (room v12)
+    room_id = await shared_room(flows, alice, bob, power_level_content_override=levels)
+    before = await flows.say(alice, room_id, "before the split")
+    await flows.sync_until(bob, event_with_id(before, room_id), "message")
+
+    assert b.server is not None
+    assert b.server.terminate() == 0, b.server.log()
+    assert "Traceback" not in b.server.log(), b.server.log()
+
+    power_path = f"/rooms/{q(room_id)}/state/m.room.power_levels/"
+    new_levels = await flows.call(alice, "GET", power_path)
+    new_levels["events"] = {**new_levels.get("events", {}), "m.room.name": 100}
+    new_levels["users"][f"@someone:{b.server_name}"] = 20
+    await flows.call(alice, "PUT", power_path, new_levels)
+    await flows.call(alice, "PUT", f"/rooms/{q(room_id)}/state/m.room.topic/", {"topic": "from A"})
+    missed = [f"while B was down {n}" for n in range(3)]
+    for text in missed:
+        await flows.say(alice, room_id, text)
+    await asyncio.sleep(0.5)  # A's attempt to reach B fails: B is now in backoff
+
+    async with aiohttp.ClientSession() as session:
+        await b.start().wait_ready(session)
+    # Before catching up: B's user acts on B's stale view of the room.
+    await flows.call(bob, "PUT", f"/rooms/{q(room_id)}/state/m.room.topic/", {"topic": "from B"})
+    after = await flows.say(alice, room_id, "after the split")
+
+    async def bob_has_history() -> bool:
+        path = f"/rooms/{q(room_id)}/messages?dir=b&limit=50"
+        chunk = (await flows.call(bob, "GET", path))["chunk"]
+        bodies = {e["content"].get("body") for e in chunk if e["type"] == "m.room.message"}
+        return {*missed, "after the split"} <= bodies
+
+    await flows.eventually(bob_has_history, "B's /messages shows what it missed")
+    await flows.sync_until(bob, event_with_id(after, room_id), "message after the split")
+
+    async def states_agree() -> Any:
+        on_a, on_b = await flows.state(alice, room_id), await flows.state(bob, room_id)
+        return on_a if on_a == on_b else None
+
+    await flows.eventually(states_agree, "both servers answer /state identically")
+    for user in (alice, bob):
+        levels_now = await flows.call(user, "GET", power_path)
+        assert levels_now["events"]["m.room.name"] == 100
+        assert levels_now["users"][f"@someone:{b.server_name}"] == 20
+    topics = [
+        (await flows.call(user, "GET", f"/rooms/{q(room_id)}/state/m.room.topic/"))["topic"]
+        for user in (alice, bob)
+    ]
+    assert topics[0] == topics[1]
+    assert topics[0] in {"from A", "from B"}
