@@ -45,13 +45,14 @@ def flow_nodes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Node,
     try:
         asyncio.run(start_both())
         yield a, b
+        for node in (a, b):
+            assert node.server is not None
+            assert node.server.terminate() == 0, node.server.log()
+            assert "Traceback" not in node.server.log(), node.server.log()
     finally:
         for node in (a, b):
             if node.server is not None:
                 node.server.kill()
-    for node in (a, b):
-        assert node.server is not None
-        assert "Traceback" not in node.server.log(), node.server.log()
 
 
 @dataclass
