@@ -11,6 +11,7 @@ rooms); the partition flow, which stops and restarts B, runs last.
 from __future__ import annotations
 
 import asyncio
+import ssl
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -20,6 +21,10 @@ import aiohttp
 import pytest
 import trustme
 
+from ranvier.config import read_signing_key
+from ranvier.core.events import Event, hash_and_sign_event
+from ranvier.core.room_versions import get_room_version
+from ranvier.core.x_matrix import authorization_header
 from tests.e2e.test_federation_two_ranvier import Node, _node
 
 pytestmark = pytest.mark.e2e
@@ -416,6 +421,18 @@ async def test_kick_ban_and_leave(flows: FlowClient, flow_nodes: tuple[Node, Nod
         b, "POST", f"/join/{q(room_id)}?via={q(a.server_name)}", banned.token, {}
     )
     assert status == 403, refused
+    # Even if B's server itself sends an event of the banned user, A rejects it
+    # (auth rules: the sender must be joined), and A's users never see it.
+    ban = await flows.call(
+        alice, "GET", f"/rooms/{q(room_id)}/state/m.room.member/{q(banned.user_id)}?format=event"
+    )
+    answer, forged_id = await send_pdu_as(b, a, banned.user_id, room_id, alice, flows, ban)
+    # Rejected for the ban, not for a flaw of the forged PDU itself.
+    assert "not joined" in answer["pdus"][forged_id]["error"], answer
+    status, missing = await flows.request(
+        a, "GET", f"/rooms/{q(room_id)}/event/{q(forged_id)}", alice.token
+    )
+    assert (status, missing.get("errcode")) == (404, "M_NOT_FOUND"), missing
 
     # Leave: A sees the member event.
     await flows.call(leaver, "POST", f"/rooms/{q(room_id)}/leave", {})
@@ -439,6 +456,57 @@ async def test_kick_ban_and_leave(flows: FlowClient, flow_nodes: tuple[Node, Nod
     assert await flows.eventually(
         lambda: _same_state(flows, probe, room_id, expected), "B's state matches A's"
     )
+
+
+async def send_pdu_as(
+    origin: Node,
+    destination: Node,
+    sender: str,
+    room_id: str,
+    reader: FlowUser,
+    client: FlowClient,
+    prev: dict[str, Any],
+) -> tuple[dict[str, Any], str]:
+    """Have ``origin``'s server (its own signing key, X-Matrix) send a message
+    of ``sender`` after ``prev`` to ``destination`` with PUT /send (Server-Server
+    API, "Transactions"); the answer and the event's ID."""
+    state = await client.call(reader, "GET", f"/rooms/{q(room_id)}/state")
+    by_key = {(e["type"], e["state_key"]): e for e in state}
+    version = get_room_version(by_key[("m.room.create", "")]["content"].get("room_version", "1"))
+    auth = [by_key[("m.room.power_levels", "")]["event_id"], prev["event_id"]]
+    if not version.room_id_from_create_event:
+        auth.append(by_key[("m.room.create", "")]["event_id"])
+    pdu = {
+        "type": "m.room.message",
+        "room_id": room_id,
+        "sender": sender,
+        "content": {"msgtype": "m.text", "body": "sent by the server anyway"},
+        "origin_server_ts": prev["origin_server_ts"] + 1,
+        "depth": 1_000,
+        "prev_events": [prev["event_id"]],
+        "auth_events": auth,
+    }
+    [key_file] = origin.folder.glob("*.signing.key")
+    key = read_signing_key(key_file)
+    pdu = hash_and_sign_event(version, pdu, origin.server_name, key)
+    event_id = Event.from_pdu(version, pdu).event_id
+    path = f"/_matrix/federation/v1/send/forged-{event_id[1:9]}"
+    body = {
+        "origin": origin.server_name,
+        "origin_server_ts": pdu["origin_server_ts"],
+        "pdus": [pdu],
+    }
+    header = authorization_header(
+        key, origin.server_name, destination.server_name, "PUT", path, body
+    )
+    tls = ssl.create_default_context(cafile=str(origin.folder.parent / "ca.pem"))
+    url = f"https://{destination.server_name}{path}"
+    async with client.session.put(
+        url, json=body, headers={"Authorization": header}, ssl=tls
+    ) as response:
+        answer = await response.json()
+        assert response.status == 200, answer
+        return answer, event_id
 
 
 async def _same_state(
