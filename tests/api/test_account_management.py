@@ -155,6 +155,11 @@ class FakeRooms:
     async def on_user_deactivated(self, user_id: str) -> None:
         self.deactivated.append(user_id)
 
+    async def users_sharing_rooms_with(self, user_id: str) -> set[str]:
+        # Deleting the devices announces a device-list change to the servers
+        # sharing a room with the user (services/federation/edus.py): none here.
+        return set()
+
 
 async def test_deactivation(accounts_client: AccountsClient) -> None:
     client = await accounts_client()
