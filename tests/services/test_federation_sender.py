@@ -226,3 +226,25 @@ async def test_local_users_only_rooms_send_nothing(hs: Homeserver) -> None:
     await asyncio.sleep(0.05)
     assert transport.attempts == 0
     assert await FederationStore(hs.database).all_destinations() == []
+
+
+async def test_an_event_sent_while_the_catch_up_is_in_flight_is_sent_after_it(
+    hs: Homeserver, room_id: str
+) -> None:
+    """The catch-up sends what existed when it began; an event created while
+    its transaction is in flight must still go out afterwards (found by
+    tests/e2e/test_federation_flows.py: it was never sent)."""
+    transport = FakeTransport()
+    sender = sender_for(hs, transport)
+    transport.failure = TransactionFailed(None, "connection refused")
+    await send(hs, room_id, "while down")
+    await until(lambda: transport.attempts == 1)
+
+    transport.failure = None
+    transport.gate = asyncio.Event()
+    await sender.on_inbound_request("remote.test")
+    await until(lambda: transport.attempts == 2)  # the catch-up transaction, held
+    position = await send(hs, room_id, "during the catch-up")
+    transport.gate.set()
+    await until(lambda: transport.bodies() == ["while down", "during the catch-up"])
+    await eventually(lambda: last_sent(hs), position)

@@ -140,7 +140,7 @@ class FederationSender:
         or one we pass on (a join received through send_join)."""
         for name in await self._destinations_for(stored) - set(exclude):
             queue = await self._queue(name, stored.stream_ordering - 1)
-            if not queue.catching_up:
+            if not queue.catching_up or self._after_backlog(queue, stored):
                 queue.pdus.append(stored)
             queue.wake.set()
 
@@ -170,6 +170,13 @@ class FederationSender:
         if queue is not None and queue.retry_interval_ms:
             await self._end_backoff(queue)
             queue.wake.set()
+
+    @staticmethod
+    def _after_backlog(queue: _Queue, stored: StoredEvent) -> bool:
+        """Whether a catch-up already under way cannot include ``stored``: its
+        backlog was found up to ``backlog_position``, so a newer event waits in
+        memory and goes out once the catch-up is done."""
+        return queue.backlog is not None and stored.stream_ordering > queue.backlog_position
 
     # --- destinations -----------------------------------------------------------------------
 
