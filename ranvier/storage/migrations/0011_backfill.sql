@@ -11,3 +11,8 @@ CREATE TABLE room_backward_extremities (
     event_id TEXT NOT NULL,
     PRIMARY KEY (room_id, event_id)
 );
+
+-- An outlier met again in backfilled history is re-keyed to a backfilled
+-- (negative) ordering, and the state groups naming it follow
+-- (persist_federated_events): find those entries without a full scan.
+CREATE INDEX state_group_entries_event ON state_group_entries (event_nid);
