@@ -10,13 +10,14 @@ from typing import Any
 
 import pytest
 
+from ranvier.core.events import Event, hash_and_sign_event
 from ranvier.core.filters import RoomEventFilter
 from ranvier.services.requester import Requester
 from ranvier.services.room_creation import create_room
 from ranvier.services.rooms import EventSpec
 from ranvier.services.sync import parse_pagination_token
 from tests.conftest import ENGINES
-from tests.services.federation_network import Network, Server, make_network
+from tests.services.federation_network import NOW, Network, Server, make_network
 
 ALICE = "@alice:a.test"
 BOB = "@bob:b.test"
@@ -169,3 +170,47 @@ async def test_a_server_that_answers_garbage_does_not_break_messages(
     # One server to ask, asked once (a down one is not reached at all).
     assert len(network.backfills) == (0 if answer is None else 1)
     assert await b.hs.rooms.events.backward_extremities(room_id, 10) != []
+
+
+async def test_a_backfilled_event_that_fails_the_auth_rules_is_not_shown(
+    network: Network,
+) -> None:
+    a, b = network.servers["a.test"], network.servers["b.test"]
+    room_id = await room_with_history(network, 3)
+    store_a = a.hs.rooms.events
+    last = (await store_a.room_events_in_stream_range(room_id, 10**9, 0, 1, "b"))[0]
+    assert last.event.type == "m.room.member"  # Bob's join; the message before it:
+    newest_message = await store_a.get_event(last.event.prev_event_ids[0])
+    assert newest_message is not None
+    # Signed by a.test, so it passes verification, but its sender never joined.
+    version = newest_message.event.room_version
+    forged = hash_and_sign_event(
+        version,
+        {
+            "type": "m.room.message",
+            "room_id": room_id,
+            "sender": "@mallory:a.test",
+            "content": {"msgtype": "m.text", "body": "forged"},
+            "origin_server_ts": NOW,
+            "depth": newest_message.event.depth + 1,
+            "prev_events": [newest_message.event_id],
+            "auth_events": list(newest_message.event.auth_event_ids),
+        },
+        "a.test",
+        network.keys["a.test"],
+    )
+    real = await a.reads.backfill("b.test", room_id, [newest_message.event_id], 100)
+    a.backfill_answer = [forged, *real["pdus"]]
+
+    answer = await page(b, room_id, None, 50)
+
+    assert described(answer["chunk"]) == [
+        ("m.room.member", BOB),
+        "m2",
+        "m1",
+        "m0",
+        *reversed(ROOM_START),
+    ]
+    forged_id = Event.from_pdu(version, forged).event_id
+    stored = await b.hs.rooms.events.get_event(forged_id)
+    assert stored is not None and stored.rejected
