@@ -4,6 +4,7 @@ with two in-process servers on both engines (tests/services/federation_network.p
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -12,6 +13,7 @@ import pytest
 
 from ranvier.core.events import Event, hash_and_sign_event
 from ranvier.core.filters import RoomEventFilter
+from ranvier.services.federation import backfill as backfill_module
 from ranvier.services.requester import Requester
 from ranvier.services.room_creation import create_room
 from ranvier.services.rooms import EventSpec
@@ -214,3 +216,30 @@ async def test_a_backfilled_event_that_fails_the_auth_rules_is_not_shown(
     forged_id = Event.from_pdu(version, forged).event_id
     stored = await b.hs.rooms.events.get_event(forged_id)
     assert stored is not None and stored.rejected
+
+
+class _SilentServer:
+    """A /backfill that never answers."""
+
+    def __init__(self) -> None:
+        self.asked = 0
+
+    async def backfill(self, *args: Any) -> list[Any]:
+        self.asked += 1
+        await asyncio.Event().wait()
+        raise AssertionError("unreachable")
+
+
+async def test_a_server_that_never_answers_is_given_up_after_the_timeout(
+    network: Network, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    b = network.servers["b.test"]
+    room_id = await room_with_history(network, 3)
+    silent = _SilentServer()
+    monkeypatch.setattr(b.hs.federation_backfill, "remote", silent)
+    monkeypatch.setattr(backfill_module, "BACKFILL_TIMEOUT_S", 0.05)
+
+    result = await asyncio.wait_for(page(b, room_id, None, 10), 5)
+
+    assert described(result["chunk"]) == [("m.room.member", BOB)]
+    assert silent.asked == 1
