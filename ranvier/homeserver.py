@@ -19,6 +19,7 @@ from ranvier.services.devices import DevicesService
 from ranvier.services.e2e_keys import E2eKeysService
 from ranvier.services.e2e_sync import register_e2e_sync_extension
 from ranvier.services.federation.acl import ServerAcls
+from ranvier.services.federation.backfill import FederationBackfill
 from ranvier.services.federation.client import FederationClient
 from ranvier.services.federation.edus import FederationEdus
 from ranvier.services.federation.events import FederationEventHandler
@@ -116,6 +117,10 @@ class Homeserver:
             self, self.federation_transport, self.pdu_checker.verify, self.federation_events
         )
         self.federation_reads = FederationReads(self)
+        # History of remote rooms from before we joined (client /messages).
+        self.federation_backfill = FederationBackfill(
+            self, self.federation_transport, self.pdu_checker.verify, self.federation_events
+        )
         self.server_acls = ServerAcls(self)
         self.federation_transactions = TransactionReceiver(self)
         self.federation_sender: FederationSender | None = FederationSender(

@@ -35,6 +35,11 @@ MEMBER = "m.room.member"
 #: Raw events read per query while paginating; at most this many queries per request.
 _BATCH = 100
 _MAX_BATCHES = 20
+#: Below every stream ordering: backfilled history has negative ones (see
+#: persist_federated_events), so the start of a room is not position 0.
+HISTORY_START = -(2**53)
+#: Backfill attempts (each at most a few /backfill requests) per /messages call.
+MAX_BACKFILL_ROUNDS = 2
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,6 +127,38 @@ class PaginationService:
                 return _Page(kept, cursor, True)
         return _Page(kept, cursor, False)
 
+    async def _with_backfill(
+        self,
+        user_id: str,
+        room_id: str,
+        page: _Page,
+        limit: int,
+        event_filter: RoomEventFilter,
+        access: _Access,
+    ) -> _Page:
+        """A backwards page that ran out of held history before ``limit``: pull
+        older events from other servers (Server-Server API, "Backfilling and
+        retrieving missing events"; Synapse's maybe_backfill) and go on into
+        them. Bounded rounds; a failed backfill leaves the page as it was."""
+        backfill = self.hs.federation_backfill
+        for _ in range(MAX_BACKFILL_ROUNDS):
+            if not page.exhausted or len(page.events) >= limit:
+                return page
+            if not await backfill.backfill(room_id):
+                return page
+            more = await self._paginate(
+                user_id,
+                room_id,
+                page.next_position,
+                HISTORY_START,
+                "b",
+                limit - len(page.events),
+                event_filter,
+                access,
+            )
+            page = _Page([*page.events, *more.events], more.next_position, more.exhausted)
+        return page
+
     async def _lazy_members(
         self, events: Sequence[StoredEvent], event_filter: RoomEventFilter
     ) -> list[StoredEvent]:
@@ -163,13 +200,17 @@ class PaginationService:
             top = min(top, access.cap)
         if direction == "b":
             start = top if from_pos is None else min(from_pos, top)
-            stop = 0 if to_pos is None else to_pos
+            stop = HISTORY_START if to_pos is None else to_pos
         else:
-            start = 0 if from_pos is None else from_pos
+            start = HISTORY_START if from_pos is None else from_pos
             stop = top if to_pos is None else min(to_pos, top)
         page = await self._paginate(
             user_id, room_id, start, stop, direction, limit, event_filter, access
         )
+        if direction == "b" and to_pos is None:
+            page = await self._with_backfill(
+                user_id, room_id, page, limit, event_filter, access
+            )
         response: dict[str, Any] = {
             "chunk": await self._format(user_id, device_id, page.events),
             "start": from_token if from_token is not None else pagination_token(start),
@@ -220,7 +261,7 @@ class PaginationService:
             user_id,
             room_id,
             stored.stream_ordering - 1,
-            0,
+            HISTORY_START,
             "b",
             before_limit,
             event_filter,

@@ -137,13 +137,16 @@ class SyncToken:
 
 
 def pagination_token(position: int) -> str:
-    return f"t{max(position, 0)}"
+    # Negative: within backfilled history (ranvier/storage/events.py).
+    return f"t{position}"
 
 
 def parse_pagination_token(text: str) -> int:
     """The ``events`` position of a pagination token (``t<N>``) or sync token;
     400 ``M_INVALID_PARAM`` otherwise."""
     try:
+        if text.startswith("t-"):
+            return -_position(text[2:])
         if text.startswith("t"):
             return _position(text[1:])
         return SyncToken.parse(text).events

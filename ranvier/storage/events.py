@@ -50,6 +50,9 @@ from ranvier.storage.rooms import RoomStore
 from ranvier.storage.state import StateKey, StateMap, StateStore
 
 EVENTS_STREAM = "events"
+#: Backfilled events are keyed by the negation of this stream's positions
+#: (see persist_federated_events): older history, lower (negative) orderings.
+BACKFILL_STREAM = "events_backfill"
 #: (user_id, device_id, scope, txn_id): the key of an idempotent send.
 TxnKey = tuple[str, str, str, str]
 
@@ -679,6 +682,7 @@ class EventStore:
         *,
         current_state: StateMap | None = None,
         new_room: NewRoom | None = None,
+        backfilled: bool = False,
     ) -> list[StoredEvent]:
         """Store events received over federation, in the given (topological) order.
 
@@ -696,9 +700,31 @@ class EventStore:
         it is in this batch; a change that comes from state resolution alone
         (an older member event winning again) gets a position of its own, so
         that /sync sees it.
+
+        ``backfilled``: old history pulled through /backfill (Server-Server
+        API, "Backfilling and retrieving missing events"). /messages orders a
+        room's events by stream_ordering, and history must sort before
+        everything already held, so (as Synapse does) backfilled events get
+        *negative* orderings: the negation of positions of their own stream,
+        the newest event of a batch the highest. Each batch reaches further
+        back than the one before, so its orderings are lower still. They never
+        change the current state or the forward extremities, and /sync (which
+        reads positions above its token, all positive) never sees them. An
+        event held as an outlier (the room's auth chain from the join) that
+        is met again in history is "de-outliered": it takes a backfilled
+        ordering (its state-group references follow) and is shown from then on.
         """
         known = await self.get_events(item.event.event_id for item in events)
         todo = [item for item in events if item.event.event_id not in known]
+        rekeyed: dict[str, int] = {}
+        if backfilled:
+            current_state = None
+            todo = [item for item in events if _backfill_wanted(item, known)]
+            rekeyed = {
+                item.event.event_id: known[item.event.event_id].stream_ordering
+                for item in todo
+                if item.event.event_id in known
+            }
         if not todo and current_state is None:
             return []
         stored: list[StoredEvent] = []
@@ -714,7 +740,12 @@ class EventStore:
                 for key in changed_members
                 if current_state is not None and current_state[key] not in batch_ids
             )
-            positions = list(await next_stream_positions(txn, EVENTS_STREAM, len(todo) + extra))
+            if backfilled:
+                positions = await self._backfill_positions(txn, todo, rekeyed)
+            else:
+                positions = list(
+                    await next_stream_positions(txn, EVENTS_STREAM, len(todo) + extra)
+                )
             nids = await self._nids_in_txn(txn, _referenced_ids(todo, current_state) - batch_ids)
             groups = _GroupPicker(self.state, txn, room_id, nids)
             event_rows: list[tuple[Any, ...]] = []
@@ -777,7 +808,11 @@ class EventStore:
             accepted = [
                 s.event for s in stored if not (s.rejected or s.outlier or s.soft_failed)
             ]
-            await self._write_extremities(txn, room_id, accepted)
+            if not backfilled:
+                await self._write_extremities(txn, room_id, accepted)
+            await self._write_backward_extremities(
+                txn, room_id, [s.event for s in stored if not s.outlier]
+            )
             for event in accepted:
                 redacts = await self._apply_redaction(txn, event)
                 if redacts is not None:
@@ -804,11 +839,73 @@ class EventStore:
                     room_id,
                 )
                 await self._write_memberships(txn, membership_rows)
-            txn.call_after_commit(lambda: self._after_persist(stored, membership_rows))
-        self._invalidate(redacted_targets)
+            if not backfilled:
+                txn.call_after_commit(lambda: self._after_persist(stored, membership_rows))
+        self._invalidate([*redacted_targets, *rekeyed])
         for result in stored:
             self._cache_put(result)
         return stored
+
+    async def _backfill_positions(
+        self, txn: Transaction, todo: Sequence[FederatedEvent], rekeyed: Mapping[str, int]
+    ) -> list[int]:
+        """Negative orderings for a backfilled batch (given oldest first): the
+        last (newest) event gets the highest. Outliers being de-outliered lose
+        their row and old ordering here (their state-group entries follow the
+        new one); the caller inserts them again."""
+        allocated = await next_stream_positions(txn, BACKFILL_STREAM, len(todo))
+        positions = [-allocated[len(todo) - 1 - index] for index in range(len(todo))]
+        for item, position in zip(todo, positions, strict=True):
+            old = rekeyed.get(item.event.event_id)
+            if old is None:
+                continue
+            await txn.execute("DELETE FROM events WHERE stream_ordering = ?", old)
+            await txn.execute(
+                "UPDATE state_group_entries SET event_nid = ? WHERE event_nid = ?", position, old
+            )
+        return positions
+
+    async def backward_extremities(self, room_id: str, limit: int) -> list[str]:
+        """Up to ``limit`` of the room's backward extremities (the migration
+        0011_backfill.sql says what they are)."""
+        rows = await self.database.fetch_all(
+            "SELECT event_id FROM room_backward_extremities WHERE room_id = ?"
+            " ORDER BY event_id LIMIT ?",
+            room_id,
+            limit,
+        )
+        return [row[0] for row in rows]
+
+    async def _write_backward_extremities(
+        self, txn: Transaction, room_id: str, events: Sequence[Event]
+    ) -> None:
+        """Events now held with their state stop being backward extremities;
+        their prev events not held so become ones."""
+        held = [event.event_id for event in events]
+        for start in range(0, len(held), _CHUNK):
+            chunk = held[start : start + _CHUNK]
+            await txn.execute(
+                "DELETE FROM room_backward_extremities WHERE room_id = ?"
+                f" AND event_id IN ({placeholders(len(chunk))})",
+                room_id,
+                *chunk,
+            )
+        cited = sorted({prev for event in events for prev in event.prev_event_ids} - set(held))
+        missing: list[str] = []
+        for start in range(0, len(cited), _CHUNK):
+            chunk = cited[start : start + _CHUNK]
+            rows = await txn.fetch_all(
+                "SELECT event_id FROM events WHERE outlier = FALSE"
+                f" AND event_id IN ({placeholders(len(chunk))})",
+                *chunk,
+            )
+            found = {row[0] for row in rows}
+            missing.extend(event_id for event_id in chunk if event_id not in found)
+        await txn.execute_many(
+            "INSERT INTO room_backward_extremities (room_id, event_id) VALUES (?, ?)"
+            " ON CONFLICT (room_id, event_id) DO NOTHING",
+            [(room_id, event_id) for event_id in missing],
+        )
 
     async def _prev_groups(self, event: Event, batch: Sequence[StoredEvent]) -> list[int]:
         """The state groups after ``event``'s prev events: candidate parents for its group."""
@@ -1035,6 +1132,15 @@ class EventStore:
             event.room_id,
         )
         return event.redacts
+
+
+def _backfill_wanted(item: FederatedEvent, known: Mapping[str, StoredEvent]) -> bool:
+    """A backfilled event to write: new, or held only as an accepted outlier
+    and now given with its state (it joins the visible history)."""
+    held = known.get(item.event.event_id)
+    if held is None:
+        return True
+    return held.outlier and not held.rejected and item.state_before is not None
 
 
 def _changed_member_keys(old: StateMap, new: StateMap | None) -> list[StateKey]:

@@ -24,6 +24,7 @@ from ranvier.core.redaction import redact
 from ranvier.core.room_versions import RoomVersion
 from ranvier.core.signing import SigningKey, verify_signature
 from ranvier.homeserver import Homeserver
+from ranvier.services.federation.backfill import FederationBackfill
 from ranvier.services.federation.events import FederationEventHandler, PduCheckFailed
 from ranvier.services.federation.joins import JoinService
 from ranvier.services.federation.reads import FederationReads
@@ -45,6 +46,8 @@ class Network:
         self.servers: dict[str, Server] = {}
         #: Every EDU delivered: (origin, destination, {"edu_type", "content"}).
         self.edus: list[tuple[str, str, Any]] = []
+        #: Every /backfill asked: (origin, destination, event IDs).
+        self.backfills: list[tuple[str, str, list[str]]] = []
 
     async def verify(self, version: RoomVersion, pdu: Mapping[str, Any]) -> Event:
         """The sender's server's signature and the content hash, as on receipt."""
@@ -73,6 +76,9 @@ class Server:
         self.handler = FederationEventHandler(hs, self, network.verify)
         self.joins = JoinService(hs, self, network.verify, self.handler)
         self.reads = FederationReads(hs)
+        hs.federation_backfill = FederationBackfill(hs, self, network.verify, self.handler)
+        #: Replaces a peer's /backfill answer when set (a misbehaving server).
+        self.backfill_answer: Any = None
         self.sender = FederationSender(hs, self, initial_retry_ms=60_000, jitter=lambda: 1.0)
         hs.federation_sender = self.sender
         self.client = NetworkClient(self, hs.federation_client)
@@ -123,6 +129,16 @@ class Server:
     async def event(self, destination: str, event_id: str) -> Mapping[str, Any] | None:
         answer = await self._peer(destination).reads.event(self.name, event_id)
         return wire(answer)["pdus"][0] if answer["pdus"] else None
+
+    async def backfill(
+        self, destination: str, room_id: str, event_ids: Sequence[str], limit: int
+    ) -> list[Mapping[str, Any]]:
+        peer = self._peer(destination)
+        self.network.backfills.append((self.name, destination, list(event_ids)))
+        if peer.backfill_answer is not None:
+            return wire(peer.backfill_answer)  # type: ignore[no-any-return]
+        answer = await peer.reads.backfill(self.name, room_id, event_ids, limit)
+        return list(wire(answer)["pdus"])
 
     # Transport
     async def send_transaction(

@@ -130,6 +130,29 @@ class FederationEventHandler:
             await self.hs.rooms.notify_event(event)
         return outcome
 
+    # --- pulled history (backfill) ----------------------------------------------------------
+
+    async def check_backfilled(
+        self, origin: str, event: Event, batch_state_after: Mapping[str, StateMap]
+    ) -> FederatedEvent | None:
+        """Steps 4 and 5 for an old event pulled through /backfill, its state
+        before it resolved over its prev events: those of its batch (their
+        states after in ``batch_state_after``), stored ones, and for the rest
+        the origin's /state_ids. No step 6: history is not checked against the
+        current state (Synapse does not soft-fail backfilled events either).
+        None when the state before it cannot be known (it is then not stored)."""
+        await self._fetch_missing_auth_events(origin, [event])
+        extra = await self._state_at_unknown_prevs(origin, event, batch_state_after)
+        state_before = await self._state_before(event, {**batch_state_after, **extra})
+        if state_before is None:
+            return None
+        error = await self._check_against_auth_events(event)
+        if error is None:
+            error = await self._check_against_state(event, state_before)
+        if error is not None:
+            logger.info("Rejected backfilled %s from %s: %s", event.event_id, origin, error)
+        return FederatedEvent(event, state_before, rejected=error is not None)
+
     # --- steps 4 to 6, under the room's lock ----------------------------------------------
 
     async def _check_and_persist(
@@ -332,13 +355,18 @@ class FederationEventHandler:
                 async with self.hs.rooms.room_lock(event.room_id):
                     await self._check_and_persist(missing_event, extra)
 
-    async def _state_at_unknown_prevs(self, origin: str, event: Event) -> dict[str, StateMap]:
-        """For each prev event we do not have with its state: the state after it,
-        from the origin's /state_ids at it (the state before it) plus the event
-        itself. The events named are fetched, verified and stored as outliers."""
+    async def _state_at_unknown_prevs(
+        self, origin: str, event: Event, known: Mapping[str, StateMap] | None = None
+    ) -> dict[str, StateMap]:
+        """For each prev event we do not have with its state (nor in ``known``):
+        the state after it, from the origin's /state_ids at it (the state before
+        it) plus the event itself. The events named are fetched, verified and
+        stored as outliers."""
         result: dict[str, StateMap] = {}
         for prev_id in event.prev_event_ids:
-            if await self._state_after(prev_id) is not None:
+            if (known is not None and prev_id in known) or await self._state_after(
+                prev_id
+            ) is not None:
                 continue
             state_ids, auth_chain_ids = await asyncio.wait_for(
                 self.remote.state_ids(origin, event.room_id, prev_id), REMOTE_CALL_TIMEOUT_S

@@ -137,6 +137,22 @@ class FederationTransport:
         pdu: dict[str, Any] = pdus[0]
         return pdu
 
+    async def backfill(
+        self, destination: str, room_id: str, event_ids: Sequence[str], limit: int
+    ) -> list[Mapping[str, Any]]:
+        """GET /v1/backfill/{roomId}?v=...&limit= (Server-Server API, "Backfilling
+        and retrieving missing events"): the PDUs of the transaction answered."""
+        answer = await self.client.request_json(
+            "GET",
+            destination,
+            f"{FEDERATION_V1}/backfill/{path_part(room_id)}",
+            query={"v": list(event_ids), "limit": str(limit)},
+        )
+        pdus = _object(answer, destination, "backfill").get("pdus")
+        if not isinstance(pdus, list):
+            raise _bad_answer(destination, "backfill")
+        return [pdu for pdu in pdus if isinstance(pdu, dict)]
+
     # --- RemoteJoins -----------------------------------------------------------------------
 
     async def make_join(
