@@ -31,7 +31,6 @@ from nio import (
     MegolmEvent,
     RegisterResponse,
     RoomCreateResponse,
-    RoomInviteResponse,
     RoomMessageText,
     RoomSendResponse,
     SyncResponse,
@@ -153,13 +152,13 @@ async def test_encrypted_chat_across_two_servers_and_a_new_remote_device(
     bob = await _registered(b, tmp_path, "bob")
     bob2: E2eePeer | None = None
     try:
-        created = await alice.client.room_create(name="Secrets", initial_state=[ENCRYPTION])
+        # createRoom's invite list names Bob: the invite crosses to B (PUT
+        # /invite); accepting it joins through A.
+        created = await alice.client.room_create(
+            name="Secrets", invite=[bob.client.user_id], initial_state=[ENCRYPTION]
+        )
         assert isinstance(created, RoomCreateResponse), created
         room_id = created.room_id
-        # The invite crosses to B (/invite); accepting it joins through A.
-        assert isinstance(
-            await alice.client.room_invite(room_id, bob.client.user_id), RoomInviteResponse
-        )
         await bob.sync_until(lambda: room_id in bob.client.invited_rooms, "the invite")
         assert isinstance(await bob.client.join(room_id), JoinResponse)
         await bob.sync_until(lambda: room_id in bob.client.rooms, "the joined room")
