@@ -10,7 +10,8 @@ list (m.device_list_update, /sync device_lists for a remote user),
 /user/keys/query, /user/keys/claim for one-time keys, and the megolm room
 keys as m.direct_to_device. Then Bob logs in on a second device: Alice's
 client hears of it through device_lists.changed, queries the new device's
-keys through A, and shares a new session the new device decrypts.
+keys through A, and shares a new session the new device decrypts; the new
+device's own message decrypts on A.
 """
 
 from __future__ import annotations
@@ -170,6 +171,12 @@ async def test_encrypted_chat_across_two_servers_and_a_new_remote_device(
             ),
             "bob joining",
         )
+        # E2EE, "Tracking the device list for a user": a user newly sharing a
+        # room appears in device_lists.changed, on both sides.
+        assert bob.client.user_id in alice.device_list_changes
+        await bob.sync_until(
+            lambda: alice.client.user_id in bob.device_list_changes, "alice in device_lists"
+        )
         # Each client learns the other's device through its own server.
         await alice.sync_until(
             lambda: bob.client.device_id in alice.client.device_store[bob.client.user_id],
@@ -190,6 +197,13 @@ async def test_encrypted_chat_across_two_servers_and_a_new_remote_device(
         assert alice.undecryptable == [] and bob.undecryptable == []
         received = next(e for e in bob.decrypted if e.body == "the eagle lands at noon")
         assert received.sender == alice.client.user_id
+        # Keys were queried both ways across the servers, and A claimed Bob's
+        # one-time key from B (Bob answers over the Olm session Alice opened).
+        assert a.server is not None and b.server is not None
+        for log in (a.server.log(), b.server.log()):
+            assert '"POST /_matrix/federation/v1/user/keys/query" 200' in log
+        assert '"POST /_matrix/federation/v1/user/keys/claim" 200' in b.server.log()
+        alice.device_list_changes.clear()
 
         # Bob logs in on a second device, on B.
         bob2 = E2eePeer(b, tmp_path / "bob2-store", bob.client.user_id)
@@ -216,7 +230,13 @@ async def test_encrypted_chat_across_two_servers_and_a_new_remote_device(
         await bob.sync_until(
             lambda: "welcome, laptop" in bob.bodies(), "alice's message on the phone"
         )
-        assert bob.undecryptable == []
+        # The laptop writes too: its new session reaches Alice over federation.
+        await bob2.keep_keys_fresh()
+        await bob2.send(room_id, "typed on the laptop")
+        await alice.sync_until(
+            lambda: "typed on the laptop" in alice.bodies(), "the laptop's message"
+        )
+        assert alice.undecryptable == [] and bob.undecryptable == []
         # The laptop cannot read what was said before it existed, and only that.
         assert {event.event_id for event in bob2.undecryptable} <= before_laptop
     finally:
