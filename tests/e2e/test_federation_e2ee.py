@@ -11,13 +11,14 @@ list (m.device_list_update, /sync device_lists for a remote user),
 keys as m.direct_to_device. Then Bob logs in on a second device: Alice's
 client hears of it through device_lists.changed, queries the new device's
 keys through A, and shares a new session the new device decrypts; the new
-device's own message decrypts on A.
+device's own message decrypts on A. On SQLite and on PostgreSQL.
 """
 
 from __future__ import annotations
 
+import contextlib
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +38,7 @@ from nio import (
     SyncResponse,
 )
 
+from tests.e2e.harness import postgres_database
 from tests.e2e.test_federation_two_ranvier import Node, _node
 
 pytestmark = pytest.mark.e2e
@@ -52,17 +54,24 @@ ENCRYPTION = {
 }
 
 
-@pytest.fixture
-def e2ee_nodes(tmp_path: Path) -> Any:
-    """Two configured servers sharing a test CA; killed at the end whatever happens."""
+@pytest.fixture(params=["sqlite", "postgresql"])
+async def e2ee_nodes(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[list[Node]]:
+    """Two configured servers sharing a test CA, each on its own database of
+    the engine; killed at the end whatever happens."""
     ca = trustme.CA()
     ca_file = tmp_path / "ca.pem"
     ca.cert_pem.write_to_path(str(ca_file))
     nodes = [_node(tmp_path / "a", ca, ca_file), _node(tmp_path / "b", ca, ca_file)]
-    yield nodes
-    for node in nodes:
-        if node.server is not None:
-            node.server.kill()
+    async with contextlib.AsyncExitStack() as stack:
+        if request.param == "postgresql":
+            for node in nodes:
+                node.env["RANVIER_DATABASE"] = await stack.enter_async_context(postgres_database())
+        try:
+            yield nodes
+        finally:
+            for node in nodes:
+                if node.server is not None:
+                    node.server.kill()
 
 
 class E2eePeer:
