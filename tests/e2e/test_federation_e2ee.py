@@ -30,6 +30,7 @@ from nio import (
     AsyncClientConfig,
     JoinResponse,
     LoginResponse,
+    LogoutResponse,
     MegolmEvent,
     RegisterResponse,
     RoomCreateResponse,
@@ -248,6 +249,22 @@ async def test_encrypted_chat_across_two_servers_and_a_new_remote_device(
         assert alice.undecryptable == [] and bob.undecryptable == []
         # The laptop cannot read what was said before it existed, and only that.
         assert {event.event_id for event in bob2.undecryptable} <= before_laptop
+
+        # Bob logs the laptop out: A hears of it, and /keys/query through A no
+        # longer lists the device.
+        laptop = bob2.client.device_id
+        alice.device_list_changes.clear()
+        assert isinstance(await bob2.client.logout(), LogoutResponse)
+        await alice.sync_until(
+            lambda: (
+                bob.client.user_id in alice.device_list_changes
+                and laptop
+                not in {
+                    d.id for d in alice.client.device_store.active_user_devices(bob.client.user_id)
+                }
+            ),
+            "the laptop gone",
+        )
     finally:
         for peer in (alice, bob, bob2):
             if peer is not None:
