@@ -155,6 +155,9 @@ class FakeRooms:
     async def on_user_deactivated(self, user_id: str) -> None:
         self.deactivated.append(user_id)
 
+    async def users_sharing_rooms_with(self, user_id: str) -> list[str]:
+        return []  # no rooms: the device-list announcement of the deleted devices goes nowhere
+
 
 async def test_deactivation(accounts_client: AccountsClient) -> None:
     client = await accounts_client()
