@@ -233,8 +233,8 @@ async def create_room(rooms: RoomsService, requester: Requester, body: dict[str,
             )
         )
 
-    # 8. invites
-    for invitee in invitees:
+    # 8. invites (of local users; remote ones follow, once the room exists)
+    for invitee in (user_id for user_id in invitees if rooms.is_local_user(user_id)):
         invite_content: dict[str, Any] = {"membership": "invite"}
         invitee_profile = await hs.profiles.get_profile_or_empty(invitee)
         for key in ("displayname", "avatar_url"):
@@ -284,5 +284,21 @@ async def create_room(rooms: RoomsService, requester: Requester, body: dict[str,
             ) from None
         except RoomExists:
             continue
+        await _invite_remote_users(rooms, creator, head.room_id, invitees, is_direct)
         return head.room_id
     raise MatrixError(500, "M_UNKNOWN", "Could not allocate a room ID")
+
+
+async def _invite_remote_users(
+    rooms: RoomsService, creator: str, room_id: str, invitees: list[str], is_direct: bool
+) -> None:
+    """Server-Server API, "Inviting to a room": a user of another server is
+    invited through its server (PUT /invite), which must sign the invite, so
+    it cannot be part of the new room's first batch of events. As Synapse
+    does, an invite that fails fails the request (the room exists by then)."""
+    extra_content = {"is_direct": True} if is_direct else None
+    for invitee in invitees:
+        if not rooms.is_local_user(invitee):
+            await rooms.update_membership(
+                creator, room_id, invitee, "invite", extra_content=extra_content
+            )

@@ -85,6 +85,7 @@ class ToDeviceService:
         queued: list[tuple[str, str, str]] = []
         recipients: set[str] = set()
         remote: dict[str, dict[str, Any]] = {}
+        destinations: set[str] = set()
         async with self.hs.database.transaction() as txn:
             if not await self.store.claim_to_device_txn(
                 txn, sender, requester.device_id or "", txn_id, self.hs.clock_ms()
@@ -97,14 +98,18 @@ class ToDeviceService:
                 queued += await self._local_messages(txn, sender, event_type, user_id, devices)
             recipients = {user_id for user_id, _, _ in queued}
             await self.store.add_to_device_messages(txn, queued)
+            if remote:
+                # Server-Server API, "Send-to-device messaging": one m.direct_to_device
+                # per server, under a message ID the receiver de-duplicates by (a retry
+                # of this request stops at claim_to_device_txn above, so random is
+                # fine), queued in this transaction with the client's txn ID.
+                message_id = secrets.token_hex(16)
+                destinations = await self.hs.federation_edus.queue_to_device(
+                    txn, sender, event_type, message_id, remote
+                )
         if recipients:
             self.hs.notifier.notify_users(recipients)
-        if remote:
-            # Server-Server API, "Send-to-device messaging": one m.direct_to_device
-            # per server, under a message ID the receiver de-duplicates by (a retry
-            # of this request stops at claim_to_device_txn above, so random is fine).
-            message_id = secrets.token_hex(16)
-            await self.hs.federation_edus.send_to_device(sender, event_type, message_id, remote)
+        await self.hs.federation_edus.wake_destinations(destinations)
 
     async def _local_messages(
         self,

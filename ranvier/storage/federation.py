@@ -9,7 +9,7 @@ from typing import Any
 
 import orjson
 
-from ranvier.storage.engine import Database
+from ranvier.storage.engine import Database, Queryable
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,9 +79,12 @@ class FederationStore:
 
     # --- the durable EDU outbox -----------------------------------------------------------
 
-    async def add_edus(self, rows: Sequence[tuple[str, str, Mapping[str, Any]]]) -> None:
-        """``(destination, edu_type, content)`` rows, kept until acknowledged."""
-        await self.database.execute_many(
+    async def add_edus(
+        self, rows: Sequence[tuple[str, str, Mapping[str, Any]]], db: Queryable | None = None
+    ) -> None:
+        """``(destination, edu_type, content)`` rows, kept until acknowledged;
+        written in ``db`` (the caller's transaction) when given."""
+        await (db or self.database).execute_many(
             "INSERT INTO federation_outbox (destination, edu_type, content) VALUES (?, ?, ?)",
             [(dest, edu_type, orjson.dumps(content).decode()) for dest, edu_type, content in rows],
         )

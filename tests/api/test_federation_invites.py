@@ -335,3 +335,31 @@ async def test_a_refused_or_failed_remote_invite_persists_nothing(
         assert body["errcode"] == errcode
     assert await hs.rooms.get_membership(room_id, f"@dan:{REMOTE}") is None
     assert await hs.rooms.events.current_position() == before
+
+
+async def test_create_room_invites_a_remote_user_through_its_server(
+    fed_client: Client, scripted: ScriptedRemote
+) -> None:
+    """createRoom's ``invite`` list may name users of other servers: each is
+    invited with PUT /invite once the room exists (their server signs it)."""
+    alice = await make_user(fed_client, "alice")
+    carol = await make_user(fed_client, "carol")
+    dan = f"@dan:{REMOTE}"
+    status, body = await call(
+        fed_client,
+        "POST",
+        "/createRoom",
+        alice,
+        {"invite": [dan, carol.user_id], "is_direct": True},
+    )
+    assert status == 200, body
+    room_id = body["room_id"]
+    [(kind, destination, sent_room, event_id, sent)] = scripted.calls
+    assert (kind, destination, sent_room) == ("invite", REMOTE, room_id)
+    assert sent["event"]["state_key"] == dan
+    assert sent["event"]["content"] == {"membership": "invite", "is_direct": True}
+    hs = hs_of(fed_client)
+    assert await hs.rooms.get_membership(room_id, dan) == "invite"
+    assert await hs.rooms.get_membership(room_id, carol.user_id) == "invite"
+    stored = await hs.rooms.events.get_event(event_id)
+    assert stored is not None and set(stored.event.pdu["signatures"]) == {US, REMOTE}

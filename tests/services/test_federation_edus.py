@@ -259,6 +259,41 @@ async def test_to_device_messages_cross_servers_once(network: Network) -> None:
     assert await _inbox(b, BOB, "BDEV") == expected_one
 
 
+async def test_to_device_for_remote_users_is_queued_with_the_txn_id(
+    network: Network, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The outbox row and the client's txn ID are one transaction: when writing
+    the outbox fails, nothing of the request is kept (not the txn ID, not the
+    local messages), so the client's retry delivers everything exactly once."""
+    a, b = servers(network)
+    await joined_room(network)
+    await login(a, ALICE, "ADEV")
+    await login(b, BOB, "BDEV")
+    store = a.sender.store
+    real_add_edus = store.add_edus
+
+    async def fail_once(*args: Any) -> None:
+        monkeypatch.setattr(store, "add_edus", real_add_edus)
+        raise ConnectionError("the database went away")
+
+    monkeypatch.setattr(store, "add_edus", fail_once)
+    messages = {BOB: {"BDEV": {"body": "for bob"}}, ALICE: {"ADEV": {"body": "for me"}}}
+    with pytest.raises(ConnectionError):
+        await a.hs.to_device.send(Requester(ALICE, "ADEV"), "m.test", "t1", messages)
+    assert await _inbox(a, ALICE, "ADEV") == []
+    assert await a.sender.store.destinations_with_edus() == []
+
+    await a.hs.to_device.send(Requester(ALICE, "ADEV"), "m.test", "t1", messages)  # the retry
+    await eventually(
+        lambda: _inbox(b, BOB, "BDEV"),
+        [{"type": "m.test", "sender": ALICE, "content": {"body": "for bob"}}],
+    )
+    assert await _inbox(a, ALICE, "ADEV") == [
+        {"type": "m.test", "sender": ALICE, "content": {"body": "for me"}}
+    ]
+    assert len(edus_of_type(network, "m.direct_to_device")) == 1
+
+
 async def _inbox(server: Server, user_id: str, device_id: str) -> list[dict[str, Any]]:
     position = await server.hs.to_device.current_position()
     events, _ = await server.hs.to_device.to_device_for_device(user_id, device_id, 0, position)

@@ -49,6 +49,7 @@ from ranvier.storage.federation_edus import (
 
 if TYPE_CHECKING:
     from ranvier.homeserver import Homeserver
+    from ranvier.storage import Transaction
 
 logger = logging.getLogger(__name__)
 
@@ -486,29 +487,47 @@ class FederationEdus:
         for server in sorted(await self._servers_sharing_rooms_with(user_id)):
             await sender.send_edu(server, "m.presence", content)
 
-    async def send_to_device(
-        self, sender_id: str, event_type: str, message_id: str,
+    async def queue_to_device(
+        self,
+        txn: Transaction,
+        sender_id: str,
+        event_type: str,
+        message_id: str,
         messages_by_server: Mapping[str, Mapping[str, Any]],
-    ) -> None:
-        """m.direct_to_device to each server, durably; nothing without a sender."""
+    ) -> set[str]:
+        """One m.direct_to_device per server, written to the durable outbox in
+        ``txn``: the caller's transaction that also records the client's
+        transaction ID, so a failure or crash between the two can neither lose
+        the messages nor send them twice. The destinations to wake (with
+        :meth:`wake_destinations`) after ``txn`` commits; none without a sender."""
         sender = self._sender()
         if sender is None:
             for server in messages_by_server:
                 logger.info("Dropping to-device messages for %s: federation is off", server)
-            return
-        await sender.send_durable_edus(
+            return set()
+        destinations: set[str] = await sender.add_durable_edus(
+            txn,
             (
-                server,
-                "m.direct_to_device",
-                {
-                    "sender": sender_id,
-                    "type": event_type,
-                    "message_id": message_id,
-                    "messages": dict(messages),
-                },
-            )
-            for server, messages in sorted(messages_by_server.items())
+                (
+                    server,
+                    "m.direct_to_device",
+                    {
+                        "sender": sender_id,
+                        "type": event_type,
+                        "message_id": message_id,
+                        "messages": dict(messages),
+                    },
+                )
+                for server, messages in sorted(messages_by_server.items())
+            ),
         )
+        return destinations
+
+    async def wake_destinations(self, destinations: set[str]) -> None:
+        """Send what :meth:`queue_to_device` queued, once its transaction committed."""
+        sender = self._sender()
+        if sender is not None and destinations:
+            await sender.wake_destinations(destinations)
 
     async def on_local_device_change(self, user_id: str) -> None:
         """Announce what changed of a local user's devices and cross-signing keys

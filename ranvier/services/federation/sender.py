@@ -38,6 +38,7 @@ from ranvier.storage.federation import FederationStore
 
 if TYPE_CHECKING:
     from ranvier.homeserver import Homeserver
+    from ranvier.storage import Transaction
 
 logger = logging.getLogger(__name__)
 
@@ -157,11 +158,24 @@ class FederationSender:
         """``(destination, edu_type, content)`` EDUs that must arrive (to-device
         messages, device-list updates): stored before this returns."""
         rows = [row for row in edus if row[0] != self.server_name]
-        if not rows:
-            return
-        await self.store.add_edus(rows)
+        if rows:
+            await self.store.add_edus(rows)
+            await self.wake_destinations({row[0] for row in rows})
+
+    async def add_durable_edus(
+        self, txn: Transaction, edus: Iterable[tuple[str, str, Mapping[str, Any]]]
+    ) -> set[str]:
+        """Like :meth:`send_durable_edus`, but written in the caller's
+        transaction (atomic with what caused them); the destinations to pass to
+        :meth:`wake_destinations` once it has committed."""
+        rows = [row for row in edus if row[0] != self.server_name]
+        await self.store.add_edus(rows, txn)
+        return {row[0] for row in rows}
+
+    async def wake_destinations(self, names: Iterable[str]) -> None:
+        """Send what waits in the outbox for ``names``."""
         position = await self.hs.rooms.events.current_position()
-        for name in {row[0] for row in rows}:
+        for name in sorted(names):
             (await self._queue(name, position)).wake.set()
 
     async def on_inbound_request(self, origin: str) -> None:
