@@ -660,3 +660,119 @@ async def test_ranvier_and_synapse_federate(
 
     _stop_synapse(synapse)
     _stop_ranvier(ranvier)
+
+
+#: Said in a Synapse room before a Ranvier user joins it: more than the
+#: timeline the join brings, so the rest must come from Synapse's /backfill.
+SYNAPSE_HISTORY_MESSAGES = 40
+
+
+async def _ranvier_backfills_synapse_room(
+    session: aiohttp.ClientSession, alice: User, sam: User
+) -> None:
+    """Alice (Ranvier) joins a Synapse room with history; paginating /messages
+    back from Ranvier reaches every earlier message, in order (Ranvier fetches
+    it with Synapse's /backfill: services/federation/backfill.py)."""
+    room_id = await _create_room(session, sam, "12", "Synapse room with history")
+    before = [f"Synapse history {n}" for n in range(SYNAPSE_HISTORY_MESSAGES)]
+    for text in before:
+        await _say(session, sam, room_id, text)
+    await _join_through(session, alice, room_id, server_name_of(sam.user_id))
+    assert await _joined(session, alice, room_id) == {alice.user_id, sam.user_id}
+    assert await _history(session, alice, room_id) == before
+
+
+async def _invited_rooms(session: aiohttp.ClientSession, user: User) -> dict[str, Any]:
+    """The rooms of a full /sync's rooms.invite (a full sync: an invite stays there)."""
+    answer = await _call(session, user.node, "GET", "/sync?timeout=0", user.token)
+    invites: dict[str, Any] = answer.get("rooms", {}).get("invite", {})
+    return invites
+
+
+async def _invite(
+    session: aiohttp.ClientSession, inviter: User, invitee: User, room_id: str
+) -> None:
+    path = _room_path(room_id, "/invite")
+    await _call(session, inviter.node, "POST", path, inviter.token, {"user_id": invitee.user_id})
+
+
+async def _wait_for_invite(session: aiohttp.ClientSession, user: User, room_id: str) -> None:
+    async def invited() -> bool:
+        return room_id in await _invited_rooms(session, user)
+
+    await _eventually(f"the invite to {room_id} in {user.user_id}'s /sync", invited)
+    state = (await _invited_rooms(session, user))[room_id]["invite_state"]["events"]
+    assert any(
+        e["type"] == "m.room.member"
+        and e["state_key"] == user.user_id
+        and e["content"]["membership"] == "invite"
+        for e in state
+    ), state
+
+
+async def _invite_accepted(
+    session: aiohttp.ClientSession, inviter: User, invitee: User, name: str
+) -> None:
+    """The inviter (of one server) invites the invitee (of the other) to a
+    private room; the invite shows in the invitee's /sync and, once joined,
+    both are members on both sides (Server-Server API, invite v2)."""
+    body = {"preset": "private_chat", "name": name, "room_version": "12"}
+    room_id = (await _call(session, inviter.node, "POST", "/createRoom", inviter.token, body))[
+        "room_id"
+    ]
+    await _invite(session, inviter, invitee, room_id)
+    await _wait_for_invite(session, invitee, room_id)
+    # No via: the invitee's server joins through the inviting server.
+    answer = await _call(
+        session, invitee.node, "POST", f"/join/{quote(room_id, safe='')}", invitee.token, {}
+    )
+    assert answer["room_id"] == room_id
+    assert await _joined(session, inviter, room_id) == {inviter.user_id, invitee.user_id}
+    assert await _joined(session, invitee, room_id) == {inviter.user_id, invitee.user_id}
+    assert room_id not in await _invited_rooms(session, invitee)
+    await _exchange(session, inviter, invitee, room_id, name)
+
+
+async def _invite_rejected(
+    session: aiohttp.ClientSession, inviter: User, invitee: User, name: str
+) -> None:
+    """The invitee rejects (leaves) an invite from the other server: the
+    inviting server sees the invitee's membership become leave (make_leave /
+    send_leave)."""
+    body = {"preset": "private_chat", "name": name, "room_version": "12"}
+    room_id = (await _call(session, inviter.node, "POST", "/createRoom", inviter.token, body))[
+        "room_id"
+    ]
+    await _invite(session, inviter, invitee, room_id)
+    await _wait_for_invite(session, invitee, room_id)
+    await _call(session, invitee.node, "POST", _room_path(room_id, "/leave"), invitee.token, {})
+
+    async def rejected_at_inviter() -> bool:
+        member = await _state(session, inviter, room_id, "m.room.member", invitee.user_id)
+        return member.get("membership") == "leave"
+
+    await _eventually(f"{invitee.user_id}'s rejection at {inviter.user_id}", rejected_at_inviter)
+    assert room_id not in await _invited_rooms(session, invitee)
+    assert await _joined(session, inviter, room_id) == {inviter.user_id}
+
+
+async def test_ranvier_backfills_and_invites_with_synapse(
+    network: tuple[Node, SynapseNode], session: aiohttp.ClientSession
+) -> None:
+    _require_synapse()
+    ranvier, synapse = network
+    ranvier.start()
+    synapse.start()
+    assert ranvier.server is not None
+    await ranvier.server.wait_ready(session)
+    await synapse.wait_ready(session)
+    alice = await _register(session, ranvier, "alice")
+    sam = await _register(session, synapse, "sam")
+
+    await _ranvier_backfills_synapse_room(session, alice, sam)
+    await _invite_accepted(session, sam, alice, "Synapse invites Ranvier")
+    await _invite_rejected(session, sam, alice, "Synapse invite rejected by Ranvier")
+    await _invite_accepted(session, alice, sam, "Ranvier invites Synapse")
+
+    _stop_synapse(synapse)
+    _stop_ranvier(ranvier)
