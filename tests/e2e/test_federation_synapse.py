@@ -43,10 +43,12 @@ import pytest
 import signedjson.key
 import trustme
 import yaml
+from nio import JoinResponse, RegisterResponse, RoomCreateResponse
 
 from bench.servers import SYNAPSE_RATE_LIMITS, SYNAPSE_VENV, clean_env, synapse_python
 from ranvier.core.ids import server_name_of
 from tests.e2e.harness import free_port
+from tests.e2e.test_federation_e2ee import ENCRYPTION, PASSWORD, E2eePeer
 from tests.e2e.test_federation_two_ranvier import (
     DELIVERY_TIMEOUT_S,
     Node,
@@ -773,6 +775,87 @@ async def test_ranvier_backfills_and_invites_with_synapse(
     await _invite_accepted(session, sam, alice, "Synapse invites Ranvier")
     await _invite_rejected(session, sam, alice, "Synapse invite rejected by Ranvier")
     await _invite_accepted(session, alice, sam, "Ranvier invites Synapse")
+
+    _stop_synapse(synapse)
+    _stop_ranvier(ranvier)
+
+
+async def _nio_peer(node: Node | SynapseNode, tmp_path: Path, name: str, ca_file: Path) -> E2eePeer:
+    """A registered nio client with olm/megolm, trusting the test CA (Synapse's
+    client API is on its TLS listener)."""
+    peer = E2eePeer(node, tmp_path / f"{name}-store")  # type: ignore[arg-type]
+    peer.client.ssl = ssl.create_default_context(cafile=str(ca_file))
+    response = await peer.client.register(name, PASSWORD, device_name=f"{name}'s nio")
+    assert isinstance(response, RegisterResponse), response
+    await peer.sync()
+    assert peer.client.olm is not None and not peer.client.should_upload_keys
+    return peer
+
+
+async def _encrypted_chat(alice: E2eePeer, sam: E2eePeer) -> None:
+    """Alice (Ranvier) creates an encrypted room and invites Sam (Synapse):
+    each learns the other's device through its own server (/user/keys/query
+    across), one-time keys are claimed across (/user/keys/claim), megolm keys
+    travel as to-device EDUs, and messages decrypt both ways."""
+    created = await alice.client.room_create(
+        name="Secrets with Synapse", invite=[sam.client.user_id], initial_state=[ENCRYPTION]
+    )
+    assert isinstance(created, RoomCreateResponse), created
+    room_id = created.room_id
+    await sam.sync_until(lambda: room_id in sam.client.invited_rooms, "the invite")
+    assert isinstance(await sam.client.join(room_id), JoinResponse)
+    await sam.sync_until(lambda: room_id in sam.client.rooms, "the joined room")
+    assert sam.client.rooms[room_id].encrypted
+    await alice.sync_until(
+        lambda: (
+            room_id in alice.client.rooms
+            and sam.client.user_id in alice.client.rooms[room_id].users
+        ),
+        "sam joining",
+    )
+    await alice.sync_until(
+        lambda: sam.client.device_id in alice.client.device_store[sam.client.user_id],
+        "sam's device",
+    )
+    await sam.sync_until(
+        lambda: alice.client.device_id in sam.client.device_store[alice.client.user_id],
+        "alice's device",
+    )
+    await alice.send(room_id, "from Ranvier, encrypted")
+    await sam.sync_until(lambda: "from Ranvier, encrypted" in sam.bodies(), "alice's message")
+    await sam.send(room_id, "from Synapse, encrypted")
+    await alice.sync_until(lambda: "from Synapse, encrypted" in alice.bodies(), "sam's message")
+    assert alice.undecryptable == [] and sam.undecryptable == []
+    received = next(e for e in sam.decrypted if e.body == "from Ranvier, encrypted")
+    assert received.sender == alice.client.user_id
+
+
+async def test_e2ee_between_ranvier_and_synapse(
+    network: tuple[Node, SynapseNode],
+    session: aiohttp.ClientSession,
+    test_ca: tuple[trustme.CA, Path],
+    tmp_path: Path,
+) -> None:
+    _require_synapse()
+    ranvier, synapse = network
+    ranvier.start()
+    synapse.start()
+    assert ranvier.server is not None
+    await ranvier.server.wait_ready(session)
+    await synapse.wait_ready(session)
+    alice = await _nio_peer(ranvier, tmp_path, "alice", test_ca[1])
+    sam = await _nio_peer(synapse, tmp_path, "sam", test_ca[1])
+    try:
+        await _encrypted_chat(alice, sam)
+    finally:
+        await alice.client.close()
+        await sam.client.close()
+    # Ranvier asked Synapse for Sam's keys and claimed his one-time key.
+    for path in (
+        "/_matrix/federation/v1/user/keys/query",
+        "/_matrix/federation/v1/user/keys/claim",
+    ):
+        assert path in synapse.log(), path
 
     _stop_synapse(synapse)
     _stop_ranvier(ranvier)
