@@ -17,12 +17,18 @@ Scenarios, in rooms of versions 12, 10 and 1: a Synapse user joins a Ranvier
 room and a Ranvier user joins a Synapse room (by room ID through the
 resident server; by a Synapse alias), messages go both ways and reach each
 side's /sync; a Synapse user's /messages reaches what was said in the Ranvier
-room before it joined (Synapse backfills from Ranvier's /backfill; Ranvier
-does not backfill over federation yet, so the reverse is not checked).
+room before it joined (Synapse backfills from Ranvier's /backfill).
 Then, each way: power levels, a topic and a redaction; concurrent messages
 and topics (a forked DAG, resolved alike); a displayname change; a join to a
 restricted room, authorised and counter-signed by the resident server;
 catch-up after the other server was down; leaving.
+
+A second test: a Ranvier user joining a Synapse room with history gets it by
+/messages (Ranvier backfills from Synapse's /backfill); invites both ways,
+accepted (a join through the inviting server) and rejected (Synapse sees the
+leave). A third: E2EE with matrix-nio clients, one on each server, in an
+encrypted room: device keys queried and one-time keys claimed across,
+megolm messages decrypting both ways.
 """
 
 from __future__ import annotations
@@ -850,12 +856,14 @@ async def test_e2ee_between_ranvier_and_synapse(
     finally:
         await alice.client.close()
         await sam.client.close()
-    # Ranvier asked Synapse for Sam's keys and claimed his one-time key.
-    for path in (
-        "/_matrix/federation/v1/user/keys/query",
-        "/_matrix/federation/v1/user/keys/claim",
-    ):
-        assert path in synapse.log(), path
+    # Ranvier asked Synapse for Sam's keys and claimed his one-time key;
+    # Synapse fetched Alice's devices and keys from Ranvier (/user/devices).
+    for path in ("/user/keys/query", "/user/keys/claim"):
+        line = f'200 "POST /_matrix/federation/v1{path} HTTP/1.1" "Ranvier/'
+        assert line in synapse.log(), path
+    assert ranvier.server is not None
+    devices = f"/_matrix/federation/v1/user/devices/{quote(alice.client.user_id, safe='')}"
+    assert f'"GET {devices}" 200' in ranvier.server.log()
 
     _stop_synapse(synapse)
     _stop_ranvier(ranvier)
