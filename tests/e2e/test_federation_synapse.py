@@ -676,7 +676,7 @@ SYNAPSE_HISTORY_MESSAGES = 40
 
 
 async def _ranvier_backfills_synapse_room(
-    session: aiohttp.ClientSession, alice: User, sam: User
+    session: aiohttp.ClientSession, alice: User, sam: User, synapse: SynapseNode
 ) -> None:
     """Alice (Ranvier) joins a Synapse room with history; paginating /messages
     back from Ranvier reaches every earlier message, in order (Ranvier fetches
@@ -688,6 +688,11 @@ async def _ranvier_backfills_synapse_room(
     await _join_through(session, alice, room_id, server_name_of(sam.user_id))
     assert await _joined(session, alice, room_id) == {alice.user_id, sam.user_id}
     assert await _history(session, alice, room_id) == before
+    # The history came from Synapse's /backfill, asked by Ranvier.
+    backfill = f'200 "GET /_matrix/federation/v1/backfill/{quote(room_id, safe="")}?'
+    assert any(backfill in line and '"Ranvier/' in line for line in synapse.log().splitlines()), (
+        backfill
+    )
 
 
 async def _invited_rooms(session: aiohttp.ClientSession, user: User) -> dict[str, Any]:
@@ -777,7 +782,7 @@ async def test_ranvier_backfills_and_invites_with_synapse(
     alice = await _register(session, ranvier, "alice")
     sam = await _register(session, synapse, "sam")
 
-    await _ranvier_backfills_synapse_room(session, alice, sam)
+    await _ranvier_backfills_synapse_room(session, alice, sam, synapse)
     await _invite_accepted(session, sam, alice, "Synapse invites Ranvier")
     await _invite_rejected(session, sam, alice, "Synapse invite rejected by Ranvier")
     await _invite_accepted(session, alice, sam, "Ranvier invites Synapse")
