@@ -23,10 +23,10 @@ and topics (a forked DAG, resolved alike); a displayname change; a join to a
 restricted room, authorised and counter-signed by the resident server;
 catch-up after the other server was down; leaving.
 
-A second test: a Ranvier user joining a Synapse room with history gets it by
-/messages (Ranvier backfills from Synapse's /backfill); invites both ways,
-accepted (a join through the inviting server) and rejected (Synapse sees the
-leave). A third: E2EE with matrix-nio clients, one on each server, in an
+A second test: a Ranvier user joining a Synapse room with history (versions
+12, 10 and 1) gets it by /messages (Ranvier backfills from Synapse's
+/backfill); invites both ways, accepted (a join through the inviting server)
+and rejected (the inviting server sees the leave). A third: E2EE with matrix-nio clients, one on each server, in an
 encrypted room: device keys queried and one-time keys claimed across,
 megolm messages decrypting both ways.
 """
@@ -676,13 +676,13 @@ SYNAPSE_HISTORY_MESSAGES = 40
 
 
 async def _ranvier_backfills_synapse_room(
-    session: aiohttp.ClientSession, alice: User, sam: User, synapse: SynapseNode
+    session: aiohttp.ClientSession, alice: User, sam: User, synapse: SynapseNode, version: str
 ) -> None:
     """Alice (Ranvier) joins a Synapse room with history; paginating /messages
     back from Ranvier reaches every earlier message, in order (Ranvier fetches
     it with Synapse's /backfill: services/federation/backfill.py)."""
-    room_id = await _create_room(session, sam, "12", "Synapse room with history")
-    before = [f"Synapse history {n}" for n in range(SYNAPSE_HISTORY_MESSAGES)]
+    room_id = await _create_room(session, sam, version, f"Synapse room v{version} with history")
+    before = [f"v{version} Synapse history {n}" for n in range(SYNAPSE_HISTORY_MESSAGES)]
     for text in before:
         await _say(session, sam, room_id, text)
     await _join_through(session, alice, room_id, server_name_of(sam.user_id))
@@ -782,10 +782,12 @@ async def test_ranvier_backfills_and_invites_with_synapse(
     alice = await _register(session, ranvier, "alice")
     sam = await _register(session, synapse, "sam")
 
-    await _ranvier_backfills_synapse_room(session, alice, sam, synapse)
+    for version in ROOM_VERSIONS:
+        await _ranvier_backfills_synapse_room(session, alice, sam, synapse, version)
     await _invite_accepted(session, sam, alice, "Synapse invites Ranvier")
     await _invite_rejected(session, sam, alice, "Synapse invite rejected by Ranvier")
     await _invite_accepted(session, alice, sam, "Ranvier invites Synapse")
+    await _invite_rejected(session, alice, sam, "Ranvier invite rejected by Synapse")
 
     _stop_synapse(synapse)
     _stop_ranvier(ranvier)
