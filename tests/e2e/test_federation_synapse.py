@@ -17,12 +17,18 @@ Scenarios, in rooms of versions 12, 10 and 1: a Synapse user joins a Ranvier
 room and a Ranvier user joins a Synapse room (by room ID through the
 resident server; by a Synapse alias), messages go both ways and reach each
 side's /sync; a Synapse user's /messages reaches what was said in the Ranvier
-room before it joined (Synapse backfills from Ranvier's /backfill; Ranvier
-does not backfill over federation yet, so the reverse is not checked).
+room before it joined (Synapse backfills from Ranvier's /backfill).
 Then, each way: power levels, a topic and a redaction; concurrent messages
 and topics (a forked DAG, resolved alike); a displayname change; a join to a
 restricted room, authorised and counter-signed by the resident server;
 catch-up after the other server was down; leaving.
+
+A second test: a Ranvier user joining a Synapse room with history (versions
+12, 10 and 1) gets it by /messages (Ranvier backfills from Synapse's
+/backfill); invites both ways, accepted (a join through the inviting server)
+and rejected (the inviting server sees the leave). A third: E2EE with matrix-nio clients, one on each server, in an
+encrypted room: device keys queried and one-time keys claimed across,
+megolm messages decrypting both ways.
 """
 
 from __future__ import annotations
@@ -43,10 +49,12 @@ import pytest
 import signedjson.key
 import trustme
 import yaml
+from nio import JoinResponse, RegisterResponse, RoomCreateResponse
 
 from bench.servers import SYNAPSE_RATE_LIMITS, SYNAPSE_VENV, clean_env, synapse_python
 from ranvier.core.ids import server_name_of
 from tests.e2e.harness import free_port
+from tests.e2e.test_federation_e2ee import ENCRYPTION, PASSWORD, E2eePeer
 from tests.e2e.test_federation_two_ranvier import (
     DELIVERY_TIMEOUT_S,
     Node,
@@ -657,6 +665,212 @@ async def test_ranvier_and_synapse_federate(
 
     await _leave(session, sam, ranvier_room, alice)
     await _leave(session, alice, synapse_room, sam)
+
+    _stop_synapse(synapse)
+    _stop_ranvier(ranvier)
+
+
+#: Said in a Synapse room before a Ranvier user joins it: more than the
+#: timeline the join brings, so the rest must come from Synapse's /backfill.
+SYNAPSE_HISTORY_MESSAGES = 40
+
+
+async def _ranvier_backfills_synapse_room(
+    session: aiohttp.ClientSession, alice: User, sam: User, synapse: SynapseNode, version: str
+) -> None:
+    """Alice (Ranvier) joins a Synapse room with history; paginating /messages
+    back from Ranvier reaches every earlier message, in order (Ranvier fetches
+    it with Synapse's /backfill: services/federation/backfill.py)."""
+    room_id = await _create_room(session, sam, version, f"Synapse room v{version} with history")
+    before = [f"v{version} Synapse history {n}" for n in range(SYNAPSE_HISTORY_MESSAGES)]
+    for text in before:
+        await _say(session, sam, room_id, text)
+    await _join_through(session, alice, room_id, server_name_of(sam.user_id))
+    assert await _joined(session, alice, room_id) == {alice.user_id, sam.user_id}
+    assert await _history(session, alice, room_id) == before
+    # The history came from Synapse's /backfill, asked by Ranvier.
+    backfill = f'200 "GET /_matrix/federation/v1/backfill/{quote(room_id, safe="")}?'
+    assert any(backfill in line and '"Ranvier/' in line for line in synapse.log().splitlines()), (
+        backfill
+    )
+
+
+async def _invited_rooms(session: aiohttp.ClientSession, user: User) -> dict[str, Any]:
+    """The rooms of a full /sync's rooms.invite (a full sync: an invite stays there)."""
+    answer = await _call(session, user.node, "GET", "/sync?timeout=0", user.token)
+    invites: dict[str, Any] = answer.get("rooms", {}).get("invite", {})
+    return invites
+
+
+async def _invite(
+    session: aiohttp.ClientSession, inviter: User, invitee: User, room_id: str
+) -> None:
+    path = _room_path(room_id, "/invite")
+    await _call(session, inviter.node, "POST", path, inviter.token, {"user_id": invitee.user_id})
+
+
+async def _wait_for_invite(session: aiohttp.ClientSession, user: User, room_id: str) -> None:
+    async def invited() -> bool:
+        return room_id in await _invited_rooms(session, user)
+
+    await _eventually(f"the invite to {room_id} in {user.user_id}'s /sync", invited)
+    state = (await _invited_rooms(session, user))[room_id]["invite_state"]["events"]
+    assert any(
+        e["type"] == "m.room.member"
+        and e["state_key"] == user.user_id
+        and e["content"]["membership"] == "invite"
+        for e in state
+    ), state
+
+
+async def _invite_accepted(
+    session: aiohttp.ClientSession, inviter: User, invitee: User, name: str
+) -> None:
+    """The inviter (of one server) invites the invitee (of the other) to a
+    private room; the invite shows in the invitee's /sync and, once joined,
+    both are members on both sides (Server-Server API, invite v2)."""
+    body = {"preset": "private_chat", "name": name, "room_version": "12"}
+    room_id = (await _call(session, inviter.node, "POST", "/createRoom", inviter.token, body))[
+        "room_id"
+    ]
+    await _invite(session, inviter, invitee, room_id)
+    await _wait_for_invite(session, invitee, room_id)
+    # No via: the invitee's server joins through the inviting server.
+    answer = await _call(
+        session, invitee.node, "POST", f"/join/{quote(room_id, safe='')}", invitee.token, {}
+    )
+    assert answer["room_id"] == room_id
+    assert await _joined(session, inviter, room_id) == {inviter.user_id, invitee.user_id}
+    assert await _joined(session, invitee, room_id) == {inviter.user_id, invitee.user_id}
+    assert room_id not in await _invited_rooms(session, invitee)
+    await _exchange(session, inviter, invitee, room_id, name)
+
+
+async def _invite_rejected(
+    session: aiohttp.ClientSession, inviter: User, invitee: User, name: str
+) -> None:
+    """The invitee rejects (leaves) an invite from the other server: the
+    inviting server sees the invitee's membership become leave (make_leave /
+    send_leave)."""
+    body = {"preset": "private_chat", "name": name, "room_version": "12"}
+    room_id = (await _call(session, inviter.node, "POST", "/createRoom", inviter.token, body))[
+        "room_id"
+    ]
+    await _invite(session, inviter, invitee, room_id)
+    await _wait_for_invite(session, invitee, room_id)
+    await _call(session, invitee.node, "POST", _room_path(room_id, "/leave"), invitee.token, {})
+
+    async def rejected_at_inviter() -> bool:
+        member = await _state(session, inviter, room_id, "m.room.member", invitee.user_id)
+        return member.get("membership") == "leave"
+
+    await _eventually(f"{invitee.user_id}'s rejection at {inviter.user_id}", rejected_at_inviter)
+    assert room_id not in await _invited_rooms(session, invitee)
+    assert await _joined(session, inviter, room_id) == {inviter.user_id}
+
+
+async def test_ranvier_backfills_and_invites_with_synapse(
+    network: tuple[Node, SynapseNode], session: aiohttp.ClientSession
+) -> None:
+    _require_synapse()
+    ranvier, synapse = network
+    ranvier.start()
+    synapse.start()
+    assert ranvier.server is not None
+    await ranvier.server.wait_ready(session)
+    await synapse.wait_ready(session)
+    alice = await _register(session, ranvier, "alice")
+    sam = await _register(session, synapse, "sam")
+
+    for version in ROOM_VERSIONS:
+        await _ranvier_backfills_synapse_room(session, alice, sam, synapse, version)
+    await _invite_accepted(session, sam, alice, "Synapse invites Ranvier")
+    await _invite_rejected(session, sam, alice, "Synapse invite rejected by Ranvier")
+    await _invite_accepted(session, alice, sam, "Ranvier invites Synapse")
+    await _invite_rejected(session, alice, sam, "Ranvier invite rejected by Synapse")
+
+    _stop_synapse(synapse)
+    _stop_ranvier(ranvier)
+
+
+async def _nio_peer(node: Node | SynapseNode, tmp_path: Path, name: str, ca_file: Path) -> E2eePeer:
+    """A registered nio client with olm/megolm, trusting the test CA (Synapse's
+    client API is on its TLS listener)."""
+    peer = E2eePeer(node, tmp_path / f"{name}-store")  # type: ignore[arg-type]
+    peer.client.ssl = ssl.create_default_context(cafile=str(ca_file))
+    response = await peer.client.register(name, PASSWORD, device_name=f"{name}'s nio")
+    assert isinstance(response, RegisterResponse), response
+    await peer.sync()
+    assert peer.client.olm is not None and not peer.client.should_upload_keys
+    return peer
+
+
+async def _encrypted_chat(alice: E2eePeer, sam: E2eePeer) -> None:
+    """Alice (Ranvier) creates an encrypted room and invites Sam (Synapse):
+    each learns the other's device through its own server (/user/keys/query
+    across), one-time keys are claimed across (/user/keys/claim), megolm keys
+    travel as to-device EDUs, and messages decrypt both ways."""
+    created = await alice.client.room_create(
+        name="Secrets with Synapse", invite=[sam.client.user_id], initial_state=[ENCRYPTION]
+    )
+    assert isinstance(created, RoomCreateResponse), created
+    room_id = created.room_id
+    await sam.sync_until(lambda: room_id in sam.client.invited_rooms, "the invite")
+    assert isinstance(await sam.client.join(room_id), JoinResponse)
+    await sam.sync_until(lambda: room_id in sam.client.rooms, "the joined room")
+    assert sam.client.rooms[room_id].encrypted
+    await alice.sync_until(
+        lambda: (
+            room_id in alice.client.rooms
+            and sam.client.user_id in alice.client.rooms[room_id].users
+        ),
+        "sam joining",
+    )
+    await alice.sync_until(
+        lambda: sam.client.device_id in alice.client.device_store[sam.client.user_id],
+        "sam's device",
+    )
+    await sam.sync_until(
+        lambda: alice.client.device_id in sam.client.device_store[alice.client.user_id],
+        "alice's device",
+    )
+    await alice.send(room_id, "from Ranvier, encrypted")
+    await sam.sync_until(lambda: "from Ranvier, encrypted" in sam.bodies(), "alice's message")
+    await sam.send(room_id, "from Synapse, encrypted")
+    await alice.sync_until(lambda: "from Synapse, encrypted" in alice.bodies(), "sam's message")
+    assert alice.undecryptable == [] and sam.undecryptable == []
+    received = next(e for e in sam.decrypted if e.body == "from Ranvier, encrypted")
+    assert received.sender == alice.client.user_id
+
+
+async def test_e2ee_between_ranvier_and_synapse(
+    network: tuple[Node, SynapseNode],
+    session: aiohttp.ClientSession,
+    test_ca: tuple[trustme.CA, Path],
+    tmp_path: Path,
+) -> None:
+    _require_synapse()
+    ranvier, synapse = network
+    ranvier.start()
+    synapse.start()
+    assert ranvier.server is not None
+    await ranvier.server.wait_ready(session)
+    await synapse.wait_ready(session)
+    alice = await _nio_peer(ranvier, tmp_path, "alice", test_ca[1])
+    sam = await _nio_peer(synapse, tmp_path, "sam", test_ca[1])
+    try:
+        await _encrypted_chat(alice, sam)
+    finally:
+        await alice.client.close()
+        await sam.client.close()
+    # Ranvier asked Synapse for Sam's keys and claimed his one-time key;
+    # Synapse fetched Alice's devices and keys from Ranvier (/user/devices).
+    for path in ("/user/keys/query", "/user/keys/claim"):
+        line = f'200 "POST /_matrix/federation/v1{path} HTTP/1.1" "Ranvier/'
+        assert line in synapse.log(), path
+    assert ranvier.server is not None
+    devices = f"/_matrix/federation/v1/user/devices/{quote(alice.client.user_id, safe='')}"
+    assert f'"GET {devices}" 200' in ranvier.server.log()
 
     _stop_synapse(synapse)
     _stop_ranvier(ranvier)
