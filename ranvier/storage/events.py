@@ -74,6 +74,12 @@ _EVENT_COLUMNS = (
 #: the state at them), no rejected and no soft-failed ones.
 _SHOWN = "outlier = FALSE AND rejected = FALSE AND soft_failed = FALSE"
 _EVENT_FROM = " FROM events e JOIN rooms r ON r.room_id = e.room_id"
+_INSERT_EVENTS = (
+    "INSERT INTO events (stream_ordering, event_id, room_id, type, state_key, sender,"
+    " origin_server_ts, depth, json, state_group_before, state_group, replaces_state,"
+    " redacted_by, rejected, outlier, soft_failed)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -619,25 +625,6 @@ class EventStore:
                         membership_rows.append(
                             (room_id, event.state_key, event.membership, event.event_id, position)
                         )
-                event_rows.append(
-                    (
-                        position,
-                        event.event_id,
-                        room_id,
-                        event.type,
-                        event.state_key,
-                        event.sender,
-                        event.origin_server_ts,
-                        event.depth,
-                        _pdu_json(event),
-                        group_before,
-                        group,
-                        replaces_state,
-                        None,
-                        False,
-                        False,
-                    )
-                )
                 if item.txn is not None:
                     txn_rows.append((*item.txn, event.event_id))
                 stored.append(
@@ -645,12 +632,10 @@ class EventStore:
                         event, position, group_before, group, replaces_state, None, False, False
                     )
                 )
+                event_rows.append(_event_row(room_id, stored[-1]))
             await self.state.flush_entries(txn, pending_entries)
             await txn.execute_many(
-                "INSERT INTO events (stream_ordering, event_id, room_id, type, state_key, sender,"
-                " origin_server_ts, depth, json, state_group_before, state_group, replaces_state,"
-                " redacted_by, rejected, outlier)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                _INSERT_EVENTS,
                 event_rows,
             )
             await self._write_current_state(txn, room_id, current, state_keys)
@@ -765,26 +750,6 @@ class EventStore:
                         after = {**item.state_before, event.state_tuple: event.event_id}
                         group_after = await groups.group_for(after, [group_before])
                 outlier = item.state_before is None
-                event_rows.append(
-                    (
-                        position,
-                        event.event_id,
-                        room_id,
-                        event.type,
-                        event.state_key,
-                        event.sender,
-                        event.origin_server_ts,
-                        event.depth,
-                        _pdu_json(event),
-                        group_before,
-                        group_after,
-                        replaces_state,
-                        None,
-                        item.rejected,
-                        outlier,
-                        item.soft_failed,
-                    )
-                )
                 stored.append(
                     StoredEvent(
                         event,
@@ -798,11 +763,9 @@ class EventStore:
                         item.soft_failed,
                     )
                 )
+                event_rows.append(_event_row(room_id, stored[-1]))
             await txn.execute_many(
-                "INSERT INTO events (stream_ordering, event_id, room_id, type, state_key, sender,"
-                " origin_server_ts, depth, json, state_group_before, state_group, replaces_state,"
-                " redacted_by, rejected, outlier, soft_failed)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                _INSERT_EVENTS,
                 event_rows,
             )
             accepted = [
@@ -1203,6 +1166,29 @@ class _GroupPicker:
         )
         self._known[group] = dict(state)
         return group
+
+
+def _event_row(room_id: str, stored: StoredEvent) -> tuple[Any, ...]:
+    """The ``events`` row of ``stored``, in :data:`_INSERT_EVENTS`' column order."""
+    event = stored.event
+    return (
+        stored.stream_ordering,
+        event.event_id,
+        room_id,
+        event.type,
+        event.state_key,
+        event.sender,
+        event.origin_server_ts,
+        event.depth,
+        _pdu_json(event),
+        stored.state_group_before,
+        stored.state_group,
+        stored.replaces_state,
+        stored.redacted_by,
+        stored.rejected,
+        stored.outlier,
+        stored.soft_failed,
+    )
 
 
 def _pdu_json(event: Event) -> str:
