@@ -12,9 +12,8 @@ from urllib.parse import quote
 
 import aiohttp
 import pytest
-import trustme
 
-from tests.e2e.test_federation_two_ranvier import Node, User, _call, _node, _register, _say
+from tests.e2e.test_federation_two_ranvier import Node, User, _call, _pair, _register, _say
 
 pytestmark = pytest.mark.e2e
 
@@ -47,12 +46,7 @@ async def _all_history(
 async def test_a_joining_server_pages_the_history_before_its_join(
     tmp_path: Path, backfill_nodes: list[Node]
 ) -> None:
-    ca = trustme.CA()
-    ca_file = tmp_path / "ca.pem"
-    ca.cert_pem.write_to_path(str(ca_file))
-    a = _node(tmp_path / "a", ca, ca_file)
-    b = _node(tmp_path / "b", ca, ca_file)
-    backfill_nodes.extend([a, b])
+    a, b = _pair(tmp_path, backfill_nodes)
     async with aiohttp.ClientSession() as session:
         for node in (a, b):
             await node.start().wait_ready(session)

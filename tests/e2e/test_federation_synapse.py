@@ -51,7 +51,13 @@ import trustme
 import yaml
 from nio import JoinResponse, RegisterResponse, RoomCreateResponse
 
-from bench.servers import SYNAPSE_RATE_LIMITS, SYNAPSE_VENV, clean_env, synapse_python
+from bench.servers import (
+    SYNAPSE_IP_RANGE_BLOCKLIST_BUT_LOOPBACK,
+    SYNAPSE_RATE_LIMITS,
+    SYNAPSE_VENV,
+    clean_env,
+    synapse_python,
+)
 from ranvier.core.ids import server_name_of
 from tests.e2e.harness import free_port
 from tests.e2e.test_federation_e2ee import ENCRYPTION, PASSWORD, E2eePeer
@@ -87,27 +93,6 @@ BACKFILLED_MESSAGES = 120
 #: Said while the other server is down: more than Synapse's 10 a /get_missing_events.
 MISSED_MESSAGES = 15
 
-#: Synapse's DEFAULT_IP_RANGE_BLOCKLIST (synapse/config/server.py) without
-#: 127.0.0.0/8 and ::1/128, so that it may reach Ranvier on loopback.
-SYNAPSE_IP_RANGE_BLACKLIST = [
-    "10.0.0.0/8",
-    "172.16.0.0/12",
-    "192.168.0.0/16",
-    "100.64.0.0/10",
-    "192.0.0.0/24",
-    "169.254.0.0/16",
-    "192.88.99.0/24",
-    "198.18.0.0/15",
-    "192.0.2.0/24",
-    "198.51.100.0/24",
-    "203.0.113.0/24",
-    "224.0.0.0/4",
-    "fe80::/10",
-    "fc00::/7",
-    "2001:db8::/32",
-    "ff00::/8",
-    "fec0::/10",
-]
 
 
 @dataclass
@@ -227,7 +212,7 @@ def _synapse_node(folder: Path, ca: trustme.CA, ca_file: Path, peers: list[str])
         "tls_certificate_path": str(chain),
         "tls_private_key_path": str(key),
         "federation_custom_ca_list": [str(ca_file)],
-        "ip_range_blacklist": SYNAPSE_IP_RANGE_BLACKLIST,
+        "ip_range_blacklist": SYNAPSE_IP_RANGE_BLOCKLIST_BUT_LOOPBACK,
         "federation_domain_whitelist": [server_name, *peers],
         "trusted_key_servers": [],
         "suppress_key_server_warning": True,

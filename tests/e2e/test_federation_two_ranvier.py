@@ -109,6 +109,18 @@ async def _call(
         return payload
 
 
+def _pair(tmp_path: Path, nodes: list[Node]) -> tuple[Node, Node]:
+    """Two servers A and B (not started) with certificates of one test CA; added
+    to ``nodes`` so that the fixture stops them whatever happens."""
+    ca = trustme.CA()
+    ca_file = tmp_path / "ca.pem"
+    ca.cert_pem.write_to_path(str(ca_file))
+    a = _node(tmp_path / "a", ca, ca_file)
+    b = _node(tmp_path / "b", ca, ca_file)
+    nodes.extend([a, b])
+    return a, b
+
+
 async def _register(session: aiohttp.ClientSession, node: Node, name: str) -> User:
     body = {"username": name, "password": f"{name}-password-1", "auth": {"type": "m.login.dummy"}}
     answer = await _call(session, node, "POST", "/register", body=body)
@@ -151,12 +163,7 @@ async def _history(session: aiohttp.ClientSession, user: User, room_id: str) -> 
 async def test_two_servers_share_a_room_and_catch_up_after_downtime(
     tmp_path: Path, nodes: list[Node]
 ) -> None:
-    ca = trustme.CA()
-    ca_file = tmp_path / "ca.pem"
-    ca.cert_pem.write_to_path(str(ca_file))
-    a = _node(tmp_path / "a", ca, ca_file)
-    b = _node(tmp_path / "b", ca, ca_file)
-    nodes.extend([a, b])
+    a, b = _pair(tmp_path, nodes)
     async with aiohttp.ClientSession() as session:
         for node in (a, b):
             await node.start().wait_ready(session)
