@@ -363,3 +363,30 @@ async def test_create_room_invites_a_remote_user_through_its_server(
     assert await hs.rooms.get_membership(room_id, carol.user_id) == "invite"
     stored = await hs.rooms.events.get_event(event_id)
     assert stored is not None and set(stored.event.pdu["signatures"]) == {US, REMOTE}
+
+
+async def test_an_invite_from_a_server_the_room_acl_denies_is_refused(
+    fed_client: Client, remote: FakeServer
+) -> None:
+    """A room we are in whose ACL denies the inviting server: its invite (v2 and
+    v1) answers 403 M_FORBIDDEN and stores nothing."""
+    hs = hs_of(fed_client)
+    alice = await make_user(fed_client, "alice")
+    room_id = await create_room(fed_client, alice, room_version="10")
+    acl = {"allow": ["*"], "deny": [REMOTE]}
+    status, _ = await call(
+        fed_client, "PUT", f"/rooms/{q(room_id)}/state/m.room.server_acl/", alice, acl
+    )
+    assert status == 200
+    before = await hs.rooms.events.current_state_ids(room_id)
+    invite = RemoteRoom().invite(BOB)
+    for version in ("v2", "v1"):
+        body: Any = {"room_version": "10", "event": dict(invite.pdu), "invite_room_state": []}
+        if version == "v1":
+            body = dict(invite.pdu)
+        status, answer = await federation_request(
+            fed_client, remote, "PUT", invite_path(room_id, invite.event_id, version), body
+        )
+        assert (status, answer["errcode"]) == (403, "M_FORBIDDEN"), (version, answer)
+    assert await hs.rooms.events.current_state_ids(room_id) == before
+    assert await hs.rooms.events.get_event(invite.event_id) is None

@@ -15,9 +15,17 @@ from ranvier.errors import MatrixError
 routes = web.RouteTableDef()
 
 
+async def _acl_check(request: web.Request, origin: str) -> None:
+    """A room we are in may deny the inviting server by its ACL (Server-Server
+    API, "Server Access Control Lists": invites are room-scoped requests);
+    for a room we are not in we hold no ACL, and every server may invite."""
+    await request.app[HOMESERVER].server_acls.check(origin, request.match_info["roomId"])
+
+
 @routes.put("/_matrix/federation/v2/invite/{roomId}/{eventId}")
 async def invite_v2(request: web.Request) -> web.Response:
     authenticated = await authenticate_server(request)
+    await _acl_check(request, authenticated.origin)
     answer = await request.app[HOMESERVER].federation_invites.on_invite(
         authenticated.origin,
         request.match_info["roomId"],
@@ -34,6 +42,7 @@ async def invite_v1(request: web.Request) -> web.Response:
     cannot say which: read as "1", as Synapse does), and the answer is
     ``[200, {"event": ...}]``."""
     authenticated = await authenticate_server(request)
+    await _acl_check(request, authenticated.origin)
     pdu = authenticated.content
     if not isinstance(pdu, dict):
         raise MatrixError(400, "M_BAD_JSON", "The body must be an event")
