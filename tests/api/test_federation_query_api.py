@@ -79,6 +79,7 @@ async def user_with_keys(client: Client, localpart: str, one_time: int = 0) -> D
         ("GET", "/publicRooms"),
         ("POST", "/publicRooms"),
         ("GET", "/hierarchy/%21r%3Ab"),
+        ("GET", "/query/weather?city=here"),
     ],
 )
 async def test_queries_need_a_signed_request(client: Client, method: str, path: str) -> None:
@@ -120,6 +121,14 @@ async def test_query_directory(client: Client, remote: FakeServer) -> None:
     for unknown in (f"#nope:{server_name}", f"#lobby:{REMOTE}", "lobby"):
         status, body = await fed(client, remote, "GET", f"{V1}/query/directory?room_alias={q(unknown)}")
         assert (status, body["errcode"]) == (404, "M_NOT_FOUND")
+
+
+async def test_an_unknown_query_type_is_unrecognised(client: Client, remote: FakeServer) -> None:
+    """The generic /query/{queryType}: types other than directory and profile
+    are unknown to this server (404 M_UNRECOGNIZED, as Synapse answers)."""
+    status, body = await fed(client, remote, "GET", f"{V1}/query/weather?city=here")
+    assert (status, body["errcode"]) == (404, "M_UNRECOGNIZED")
+    assert "weather" in body["error"]
 
 
 # --- devices and keys --------------------------------------------------------------------------

@@ -51,6 +51,17 @@ async def query_directory(request: web.Request) -> web.Response:
     return json_response(await request.app[HOMESERVER].federation_queries.directory(alias))
 
 
+@routes.get(V1 + "/query/{queryType}")
+async def query_other(request: web.Request) -> web.Response:
+    """The generic form (Server-Server API, "Querying for information",
+    queryInfo): the spec defines the ``directory`` and ``profile`` queries,
+    routed above; any other type is one this server does not know, and says so
+    to the authenticated caller as Synapse does (404 ``M_UNRECOGNIZED``)."""
+    await authenticate_server(request)
+    query_type = request.match_info["queryType"]
+    raise MatrixError(404, "M_UNRECOGNIZED", f"Unknown query type {query_type!r}.")
+
+
 @routes.get(V1 + "/user/devices/{userId}")
 async def user_devices(request: web.Request) -> web.Response:
     await authenticate_server(request)
