@@ -9,6 +9,8 @@ each server, each way:
 - read receipts (``m.receipt`` EDUs) reach the other side's /sync, naming
   the event read and the reader;
 - presence (``m.presence`` EDUs) set on one server is seen on the other;
+- an edit (``m.replace``) and a reaction (``m.annotation``) reach the other
+  side with their relation intact;
 - a ban of a user of the other server is seen there (the banned user's
   membership becomes ``ban``) and a re-join is refused on both sides;
 
@@ -163,6 +165,47 @@ async def _eventually(what: str, check: Callable[[], Awaitable[bool]]) -> None:
         await asyncio.sleep(0.2)
 
 
+async def _edit_and_reaction(
+    session: aiohttp.ClientSession, author: User, reader: User, room_id: str
+) -> None:
+    """The author says something, edits it (``m.replace``) and the reader
+    reacts (``m.annotation``): each side's /sync shows the other's relation
+    event with its ``m.relates_to`` intact."""
+    text = f"to be edited, in {room_id}"
+    original = await _say(session, author, room_id, text)
+    await _sync_until(session, reader, room_id, {text})
+    edit = {
+        "msgtype": "m.text",
+        "body": f"* edited, in {room_id}",
+        "m.new_content": {"msgtype": "m.text", "body": f"edited, in {room_id}"},
+        "m.relates_to": {"rel_type": "m.replace", "event_id": original},
+    }
+    path = _room_path(room_id, f"/send/m.room.message/edit-{quote(original, safe='')}")
+    edit_id = (await _call(session, author.node, "PUT", path, author.token, edit))["event_id"]
+    reaction = {"m.relates_to": {"rel_type": "m.annotation", "event_id": original, "key": "👍"}}
+    path = _room_path(room_id, f"/send/m.reaction/react-{quote(original, safe='')}")
+    reaction_id = (await _call(session, reader.node, "PUT", path, reader.token, reaction))[
+        "event_id"
+    ]
+
+    def has(event_id: str, relation: dict[str, Any]) -> Callable[[Room], bool]:
+        def check(room: Room) -> bool:
+            for event in room.get("timeline", {}).get("events", []):
+                if event["event_id"] == event_id:
+                    assert event["content"]["m.relates_to"] == relation, event
+                    return True
+            return False
+
+        return check
+
+    await _sync_room_until(
+        session, reader, room_id, "the edit", has(edit_id, edit["m.relates_to"])
+    )
+    await _sync_room_until(
+        session, author, room_id, "the reaction", has(reaction_id, reaction["m.relates_to"])
+    )
+
+
 async def _banned(
     session: aiohttp.ClientSession, moderator: User, target: User, room_id: str
 ) -> None:
@@ -274,6 +317,8 @@ async def test_edus_and_bans_between_ranvier_and_synapse(
         await _typing(session, sam, alice, room_id)
         await _receipt(session, alice, sam, room_id, f"read me, Alice ({room_id})")
         await _receipt(session, sam, alice, room_id, f"read me, Sam ({room_id})")
+        await _edit_and_reaction(session, alice, sam, room_id)
+        await _edit_and_reaction(session, sam, alice, room_id)
     await _presence(session, alice, sam, "on Ranvier")
     await _presence(session, sam, alice, "on Synapse")
 
