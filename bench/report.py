@@ -143,6 +143,29 @@ def render_table(results: Results) -> str:
     return "\n".join(text)
 
 
+def render_floor(results: Results) -> str:
+    """Single-sender send p50 as a multiple of the disk's durable-commit floor
+    (bench/durability.py), for each server; empty without both figures."""
+    from bench.durability import SEND_FIGURE, SEND_TITLE, send_over_floor
+
+    floor = results.machine.get("fsync_floor_p50_ms")
+    by_server = results.scenarios.get(SEND_TITLE, {})
+    if not isinstance(floor, int | float):
+        return ""
+    parts = []
+    for name in results.servers:
+        result = by_server.get(name)
+        value = result.figures().get(SEND_FIGURE) if result and result.status == "ok" else None
+        if isinstance(value, int | float):
+            parts.append(f"{name} {send_over_floor(value, floor):.1f}×")
+    if not parts:
+        return ""
+    return (
+        f"durable-commit floor (write + fsync, p50): {floor:.2f} ms; "
+        f"send p50 (1 sender) as a multiple of it: {', '.join(parts)}"
+    )
+
+
 def render_facts(results: Results) -> str:
     machine = results.machine
     lines = [
@@ -152,6 +175,11 @@ def render_facts(results: Results) -> str:
         f"harness: Python {machine.get('python')}; database engine: {machine.get('engine')}"
         + (f" (PostgreSQL {machine['postgresql']})" if machine.get("postgresql") else ""),
     ]
+    if isinstance(machine.get("fsync_floor_p50_ms"), int | float):
+        lines.append(
+            f"disk: write + fsync p50 {machine['fsync_floor_p50_ms']:.2f} ms, "
+            f"p95 {machine['fsync_floor_p95_ms']:.2f} ms (the durable-commit floor)"
+        )
     lines.append("sizes: " + ", ".join(f"{key}={value}" for key, value in results.sizes.items()))
     for name, facts in results.servers.items():
         lines.append(

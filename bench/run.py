@@ -32,11 +32,13 @@ import aiohttp
 import psutil
 
 from bench.client import Client, NotImplementedYet
+from bench.durability import durable_commit_floor
 from bench.federation import FEDERATION, FederatedContext, FederationCa
 from bench.report import (
     Results,
     ScenarioResult,
     render_facts,
+    render_floor,
     render_table,
     write_chart,
     write_json,
@@ -153,6 +155,9 @@ class Runner:
         results = Results(machine, servers, asdict(options.sizes) | {"quick": options.quick})
         try:
             machine["postgresql"] = await self.provider.postgres_version()
+            floor = await asyncio.to_thread(durable_commit_floor, options.work_dir)
+            machine["fsync_floor_p50_ms"] = floor["p50"]
+            machine["fsync_floor_p95_ms"] = floor["p95"]
             _say(options, render_facts(results))
             if "startup" in options.scenarios:
                 results.scenarios[STARTUP] = await self.startup()
@@ -460,6 +465,10 @@ def main(argv: list[str] | None = None) -> int:
     print(render_facts(results))
     print()
     print(render_table(results))
+    floor = render_floor(results)
+    if floor:
+        print()
+        print(floor)
     print(f"\n(ratio R/S = Ranvier ÷ Synapse; run took {time.perf_counter() - began:.0f} s)")
     save(options, results, memory)
     return 0

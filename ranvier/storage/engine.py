@@ -65,6 +65,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from ranvier.core.input_limits import NUL, TextWithNulError
+from ranvier.storage.group_commit import GroupCommit
 
 if TYPE_CHECKING:
     # asyncpg is imported where a PostgreSQL database is opened: a server on
@@ -543,7 +544,10 @@ def _w_commit(conn: sqlite3.Connection) -> None:
 class _SqliteOptions:
     path: str  # a filesystem path or ":memory:"
     readers: int = 4
-    synchronous: Literal["NORMAL", "FULL"] = "NORMAL"
+    #: FULL (the default): a commit is acknowledged once fsynced (group commit,
+    #: ranvier/storage/group_commit.py). NORMAL: once written to the WAL, before
+    #: the fsync: faster, but the last commits may be lost on a power loss.
+    synchronous: Literal["NORMAL", "FULL"] = "FULL"
     busy_timeout_ms: int = 5000
 
     @property
@@ -574,14 +578,14 @@ def _sqlite_connect(options: _SqliteOptions, *, read_only: bool) -> sqlite3.Conn
     # write() before COMMIT returns. Once written, the data is in the operating
     # system's page cache, which outlives the process: after `kill -9` (or any
     # crash of Ranvier itself) the next open replays the WAL and the
-    # transaction is there. synchronous=NORMAL only skips the fsync of the WAL
-    # at each commit, so what it risks is the last transactions before a *power
-    # loss or OS crash* ("a transaction committed in WAL mode with
-    # synchronous=NORMAL might roll back following a power loss or system
-    # crash"); the database is never corrupted either way. synchronous=FULL
-    # fsyncs the WAL on every commit and also survives power loss, at the cost
-    # of one fsync per transaction; choose it with ?synchronous=full.
-    conn.execute(f"PRAGMA synchronous = {options.synchronous}")
+    # transaction is there. What survives a *power loss or OS crash* is what
+    # was fsynced: SQLite's synchronous=FULL would fsync inside every COMMIT,
+    # on the single writer. We run SQLite with NORMAL (no fsync at COMMIT; it
+    # still syncs around checkpoints) and, unless the DSN says
+    # ?synchronous=normal, acknowledge a commit only after our own fsync of the
+    # WAL, shared by every commit made before it started (group commit:
+    # ranvier/storage/group_commit.py).
+    conn.execute("PRAGMA synchronous = NORMAL")
     conn.execute("PRAGMA foreign_keys = ON")
     # Truncate the WAL back to 64 MiB after checkpoints instead of letting it
     # keep its high-water size forever.
@@ -658,7 +662,23 @@ class SqliteDatabase(Database):
         self._reader_conns: list[sqlite3.Connection] = []
         self._reader_conns_lock = threading.Lock()
         self._closed = False
+        #: Durability of commits (file databases with synchronous FULL only).
+        self._group_commit: GroupCommit | None = None
+        if not options.memory and options.synchronous == "FULL":
+            self._group_commit = GroupCommit(
+                Path(options.path + "-wal"),
+                on_durable=self._durable,
+                on_failed=self._not_durable,
+            )
         self._init_positions()
+
+    def _durable(self, txn: _SqliteTransaction | None) -> None:
+        if txn is not None:
+            self._committed(txn)
+
+    def _not_durable(self, txn: _SqliteTransaction | None) -> None:
+        if txn is not None:
+            self._commit_outcome_unknown(txn)
 
     async def _open(self) -> None:
         loop = asyncio.get_running_loop()
@@ -709,10 +729,18 @@ class SqliteDatabase(Database):
         else:
             _refuse_nul(args)
         self._check_not_in_own_transaction()
+        durable: asyncio.Future[None] | None = None
         async with self._write_lock:
             if atomic:
-                return await self._in_writer(_w_atomic, self._writer_conn, fn, sql, args)
-            return await self._in_writer(fn, self._writer_conn, sql, args)
+                result = await self._in_writer(_w_atomic, self._writer_conn, fn, sql, args)
+            else:
+                result = await self._in_writer(fn, self._writer_conn, sql, args)
+            if self._group_commit is not None and not _is_read_only(sql):
+                durable = self._group_commit.committed(None)
+        if durable is not None:
+            # Outside the write lock: the next writer goes on meanwhile.
+            await asyncio.shield(durable)
+        return result
 
     async def _read(self, fn: Any, sql: str, args: Any) -> Any:
         if self._readers is None or not _is_read_only(sql):
@@ -750,6 +778,7 @@ class SqliteDatabase(Database):
         if self._closed:
             raise RuntimeError("database is closed")
         self._check_not_in_own_transaction()
+        durable: asyncio.Future[None] | None = None
         async with self._write_lock:
             self._write_owner = asyncio.current_task()
             txn = _SqliteTransaction(self)
@@ -773,11 +802,19 @@ class SqliteDatabase(Database):
                         # await may hide a commit that happened.
                         self._commit_outcome_unknown(txn)
                         raise
-                # Under the write lock: commits and their callbacks are in order.
-                self._committed(txn)
+                    if self._group_commit is not None:
+                        # Its callbacks and positions once durable, in commit order.
+                        durable = self._group_commit.committed(txn)
+                if durable is None:
+                    # Under the write lock: commits and their callbacks are in order.
+                    self._committed(txn)
             finally:
                 txn._closed = True
                 self._write_owner = None
+        if durable is not None:
+            # Outside the write lock, so that the next writer commits while this
+            # one's fsync runs; shielded: a cancelled caller does not stop it.
+            await asyncio.shield(durable)
 
     def transaction(self) -> AbstractAsyncContextManager[Transaction]:
         return self._transaction()
@@ -789,6 +826,8 @@ class SqliteDatabase(Database):
         # Wait for the writer to finish what it is doing (including a queued commit).
         async with self._write_lock:
             loop = asyncio.get_running_loop()
+            if self._group_commit is not None:
+                await self._group_commit.close()  # the last commits' fsync
             if self._readers is not None:
                 await loop.run_in_executor(
                     None, functools.partial(self._readers.shutdown, wait=True)
@@ -1203,7 +1242,9 @@ async def open_database(
     schema up to date.
 
     Options in the query string: SQLite ``readers`` (read threads, default 4),
-    ``synchronous`` (``normal`` default, or ``full``), ``busy_timeout_ms``
+    ``synchronous`` (``full`` default: a commit returns once fsynced, by group
+    commit; or ``normal``: once written, faster but not safe against a power
+    loss), ``busy_timeout_ms``
     (default 5000); PostgreSQL ``min_size`` / ``max_size`` (pool, default 2 /
     10), any other parameter is passed to asyncpg (``sslmode``,
     ``search_path``...).
