@@ -102,7 +102,7 @@ def thread_id_of(content: Mapping[str, Any]) -> str | None:
 
 
 def may_start_thread(parent_content: Mapping[str, Any]) -> bool:
-    """"Validation of m.thread relationships": a thread may not start from an
+    """ "Validation of m.thread relationships": a thread may not start from an
     event that is itself the child of a relationship (one with a ``rel_type``;
     a plain rich reply is not, as Synapse's ``relation_from_event``). This
     also forbids threads of threads."""
@@ -110,7 +110,7 @@ def may_start_thread(parent_content: Mapping[str, Any]) -> bool:
 
 
 def is_valid_edit(original: EventLike, edit: EventLike) -> bool:
-    """"Validity of replacement events" (v1.7): same room, same sender, same
+    """ "Validity of replacement events" (v1.7): same room, same sender, same
     type, neither a state event, the original not itself an edit, and (for
     unencrypted edits) an ``m.new_content`` object."""
     if edit.room_id != original.room_id or edit.sender != original.sender:
