@@ -67,6 +67,12 @@ def _shown(stored: StoredEvent) -> bool:
     return not (stored.rejected or stored.outlier or stored.soft_failed)
 
 
+def _may_be_root(stored: StoredEvent) -> bool:
+    """Only an event without a relation is a thread root ("Threading": threads
+    do not nest); one received over federation that breaks this is no thread."""
+    return stored.redacted_by is not None or rel_type_of(stored.event.content) is None
+
+
 class RelationsService:
     def __init__(self, hs: Homeserver) -> None:
         self.hs = hs
@@ -96,11 +102,7 @@ class RelationsService:
             return {}
         found: dict[str, Bundle] = {}
         await self._add_edits_and_references(parents, found)
-        roots = [
-            s.event_id
-            for s in parents.values()
-            if s.redacted_by is not None or rel_type_of(s.event.content) is None
-        ]
+        roots = [s.event_id for s in parents.values() if _may_be_root(s)]
         await self._add_threads(parents, roots, user_id, found)
         return {event_id: bundle for event_id, bundle in found.items() if not bundle.empty()}
 
@@ -303,6 +305,7 @@ class RelationsService:
                 if root in roots
                 and roots[root].room_id == room_id
                 and _shown(roots[root])
+                and _may_be_root(roots[root])
                 and (access.cap is None or roots[root].stream_ordering <= access.cap)
             ]
             allowed = {

@@ -15,6 +15,7 @@ from tests.api.rooms_support import (
     User,
     call,
     create_room,
+    hs_of,
     join,
     make_user,
     put_state,
@@ -494,3 +495,77 @@ async def test_malformed_relations_are_not_indexed(client: Client) -> None:
     assert "m.relations" not in (await get_event(client, alice, room_id, root))["unsigned"]
     status, body = await threads(client, alice, room_id)
     assert body["chunk"] == []
+
+
+async def test_relations_from_another_room_never_show(client: Client) -> None:
+    """Only federation could index such rows (a client's are refused): the
+    index is written directly here, as a remote server's events would be."""
+    alice, bob, room_id = await two_in_room(client)
+    root = await post(client, alice, room_id, text("root"))
+    other_room = await create_room(client, alice, preset="public_chat")
+    stranger = await post(client, alice, other_room, text("from elsewhere"))
+    database = hs_of(client).database
+    for rel_type in ("m.thread", "m.reference", "m.replace"):
+        await database.execute("DELETE FROM event_relations WHERE event_id = ?", stranger)
+        await database.execute(
+            "INSERT INTO event_relations (event_id, room_id, relates_to_id, rel_type, sender,"
+            " type, stream_ordering, origin_server_ts, thread_id)"
+            " VALUES (?, ?, ?, ?, ?, 'm.room.message', 1000000, 1, ?)",
+            stranger,
+            other_room,
+            root,
+            rel_type,
+            alice.user_id,
+            root if rel_type == "m.thread" else None,
+        )
+        await database.execute(
+            "INSERT INTO threads (room_id, thread_id, latest_event_id, latest_stream_ordering)"
+            " VALUES (?, ?, ?, 1000000) ON CONFLICT (room_id, thread_id) DO NOTHING",
+            other_room,
+            root,
+            stranger,
+        )
+        hs_of(client).rooms.events._cache.clear()
+        assert "m.relations" not in (await get_event(client, bob, room_id, root))["unsigned"]
+        status, body = await relations(client, bob, room_id, root, limit=10, recurse=True)
+        assert status == 200 and body["chunk"] == [], rel_type
+        status, body = await threads(client, bob, room_id)
+        assert status == 200 and body["chunk"] == []
+        status, body = await threads(client, alice, other_room)
+        assert status == 200 and body["chunk"] == []
+
+
+async def test_nested_thread_from_federation_is_no_thread(client: Client) -> None:
+    """A thread off a thread reply (refused from clients; a remote server could
+    send one): the reply gets no thread summary and is not listed as a root."""
+    alice, bob, room_id = await two_in_room(client)
+    root = await post(client, alice, room_id, text("root"))
+    reply = await post(client, bob, room_id, in_thread(root, "reply"))
+    nested = await post(client, alice, room_id, text("nested, as a remote server would"))
+    database = hs_of(client).database
+    stored = await hs_of(client).rooms.events.get_event(nested)
+    assert stored is not None
+    await database.execute(
+        "INSERT INTO event_relations (event_id, room_id, relates_to_id, rel_type, sender,"
+        " type, stream_ordering, origin_server_ts, thread_id)"
+        " VALUES (?, ?, ?, 'm.thread', ?, 'm.room.message', ?, 1, ?)",
+        nested,
+        room_id,
+        reply,
+        alice.user_id,
+        stored.stream_ordering,
+        reply,
+    )
+    await database.execute(
+        "INSERT INTO threads (room_id, thread_id, latest_event_id, latest_stream_ordering)"
+        " VALUES (?, ?, ?, ?)",
+        room_id,
+        reply,
+        nested,
+        stored.stream_ordering,
+    )
+    assert "m.thread" not in m_relations(await get_event(client, bob, room_id, reply))
+    status, body = await threads(client, bob, room_id)
+    assert status == 200 and ids(body["chunk"]) == [root]
+    status, body = await relations(client, bob, room_id, root, limit=10, recurse=True)
+    assert ids(body["chunk"]) == [nested, reply]
