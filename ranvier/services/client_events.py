@@ -8,20 +8,23 @@ members, /sync, /messages, /context...): :func:`serialize_events`.
 * ``unsigned.age`` is computed at serving time.
 * ``unsigned.transaction_id`` is shown only to the device that sent the
   event (Client-Server API, "Transaction identifiers").
+* ``unsigned.m.relations``: bundled aggregations (ranvier/services/relations.py).
 * State events carry ``unsigned.replaces_state``, ``prev_content`` and
   ``prev_sender`` of the state they replaced.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from ranvier.core.redaction import redact
+from ranvier.core.relations import REFERENCE, REPLACE, THREAD
 from ranvier.storage.events import StoredEvent
 
 if TYPE_CHECKING:
     from ranvier.homeserver import Homeserver
+    from ranvier.services.relations import Bundle
 
 
 def _content(stored: StoredEvent) -> dict[str, Any]:
@@ -62,9 +65,11 @@ async def serialize_events(
     device_id: str | None,
     include_room_id: bool = True,
 ) -> list[dict[str, Any]]:
-    """ClientEvents (``include_room_id=False``: ClientEventWithoutRoomID, for /sync)."""
+    """ClientEvents (``include_room_id=False``: ClientEventWithoutRoomID, for /sync),
+    with their bundled aggregations in ``unsigned.m.relations``."""
     if not events:
         return []
+    bundles = await hs.relations.bundles(events, user_id)
     store = hs.rooms.events
     now_ms = hs.clock_ms()
     txn_ids = await store.get_transaction_ids(
@@ -92,4 +97,49 @@ async def serialize_events(
                 unsigned["prev_content"] = _content(previous)
                 unsigned["prev_sender"] = previous.event.sender
         result.append(body)
+    if bundles:
+        await _add_bundles(hs, events, result, bundles, user_id, device_id, include_room_id)
     return result
+
+
+async def _add_bundles(
+    hs: Homeserver,
+    events: Sequence[StoredEvent],
+    result: list[dict[str, Any]],
+    bundles: Mapping[str, Bundle],
+    user_id: str | None,
+    device_id: str | None,
+    include_room_id: bool,
+) -> None:
+    """``unsigned.m.relations`` ("Aggregations of child events"). The edit and
+    the thread's latest event are served in the same form as the event, with
+    their own bundles ("Server-side aggregation of m.thread relationships");
+    this ends: an edit gets no bundle and a thread reply no thread summary."""
+    nested_events: list[StoredEvent] = []
+    for bundle in bundles.values():
+        if bundle.edit is not None:
+            nested_events.append(bundle.edit)
+        if bundle.thread is not None:
+            nested_events.append(bundle.thread[0])
+    nested_list = await serialize_events(
+        hs, nested_events, user_id=user_id, device_id=device_id, include_room_id=include_room_id
+    )
+    nested = {item["event_id"]: item for item in nested_list}
+    for stored, body in zip(events, result, strict=True):
+        found = bundles.get(stored.event_id)
+        if found is None:
+            continue
+        bundle = found
+        relations: dict[str, Any] = {}
+        if bundle.edit is not None:
+            relations[REPLACE] = nested[bundle.edit.event_id]
+        if bundle.thread is not None:
+            latest, count, participated = bundle.thread
+            relations[THREAD] = {
+                "latest_event": nested[latest.event_id],
+                "count": count,
+                "current_user_participated": participated,
+            }
+        if bundle.references:
+            relations[REFERENCE] = {"chunk": [{"event_id": eid} for eid in bundle.references]}
+        body["unsigned"]["m.relations"] = relations

@@ -50,6 +50,10 @@ class _Access:
     joined_from: int | None
 
 
+#: Public name of what a reader may see (ranvier/services/relations.py).
+Access = _Access
+
+
 @dataclass(slots=True)
 class _Page:
     events: list[StoredEvent]
@@ -78,6 +82,16 @@ class PaginationService:
         if membership is not None and kind in ("leave", "ban"):
             return _Access(membership.stream_ordering, None)
         raise MatrixError(403, "M_FORBIDDEN", f"User {user_id} is not in room {room_id}")
+
+    async def access(self, user_id: str, room_id: str) -> _Access:
+        """Who may read the room and up to where (also for /relations and /threads)."""
+        return await self._access(user_id, room_id)
+
+    async def format_client_events(
+        self, user_id: str, device_id: str | None, events: Sequence[StoredEvent]
+    ) -> list[dict[str, Any]]:
+        """ClientEvents with their bundled aggregations, as /messages serves them."""
+        return await self._format(user_id, device_id, events)
 
     # --- paging --------------------------------------------------------------------------
 

@@ -572,6 +572,9 @@ class RoomsService:
         existing = await self._earlier_txn_event_id(requester, key)
         if existing is not None:
             return existing
+        await self.hs.relations.check_new_relation(
+            requester.user_id, room_id, spec.type, spec.content
+        )
         stored = await self.send_event(requester.user_id, room_id, spec, txn=key)
         return stored.event_id
 

@@ -46,6 +46,7 @@ from ranvier.storage.engine import (
     placeholders,
 )
 from ranvier.storage.recent import RecentLog
+from ranvier.storage.relations import remove_relation, write_relations
 from ranvier.storage.rooms import RoomStore
 from ranvier.storage.state import StateKey, StateMap, StateStore
 
@@ -638,6 +639,7 @@ class EventStore:
                 _INSERT_EVENTS,
                 event_rows,
             )
+            await write_relations(txn, stored)
             await self._write_current_state(txn, room_id, current, state_keys)
             await self._write_memberships(txn, membership_rows)
             await self._write_extremities(txn, room_id, [item.event for item in events])
@@ -768,6 +770,7 @@ class EventStore:
                 _INSERT_EVENTS,
                 event_rows,
             )
+            await write_relations(txn, stored)
             accepted = [
                 s.event for s in stored if not (s.rejected or s.outlier or s.soft_failed)
             ]
@@ -1094,6 +1097,7 @@ class EventStore:
             event.redacts,
             event.room_id,
         )
+        await remove_relation(txn, event.room_id, event.redacts)
         return event.redacts
 
 

@@ -1,0 +1,292 @@
+"""Relations index: which events relate to which (Client-Server API, "Forming
+relationships between events", "Threading", "Aggregations of child events").
+
+Written by :class:`ranvier.storage.events.EventStore` in the transaction that
+writes the events rows (:func:`write_relations`, for local and federated
+events alike) and by its redaction path (:func:`remove_relation`). Read by
+ranvier/services/relations.py through :class:`RelationStore`. Tables: see
+the migration ``*_relations.sql``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Literal
+
+from ranvier.core.relations import THREAD, parse_relation
+from ranvier.storage.engine import Database, Transaction, placeholders
+
+if TYPE_CHECKING:
+    from ranvier.storage.events import StoredEvent
+
+_CHUNK = 500
+#: Levels of indirect relations /relations follows with ``recurse`` (the spec
+#: asks for at least 3; Synapse stops at 3 too).
+RECURSION_DEPTH = 3
+_INSERT = (
+    "INSERT INTO event_relations (event_id, room_id, relates_to_id, rel_type, sender, type,"
+    " stream_ordering, origin_server_ts, thread_id, in_reply_to, aggregation_key)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (event_id) DO NOTHING"
+)
+_UPSERT_THREAD = (
+    "INSERT INTO threads (room_id, thread_id, latest_event_id, latest_stream_ordering)"
+    " VALUES (?, ?, ?, ?) ON CONFLICT (room_id, thread_id) DO UPDATE SET"
+    " latest_event_id = CASE WHEN excluded.latest_stream_ordering"
+    " > threads.latest_stream_ordering THEN excluded.latest_event_id"
+    " ELSE threads.latest_event_id END,"
+    " latest_stream_ordering = CASE WHEN excluded.latest_stream_ordering"
+    " > threads.latest_stream_ordering THEN excluded.latest_stream_ordering"
+    " ELSE threads.latest_stream_ordering END"
+)
+_ROW_COLUMNS = "event_id, room_id, relates_to_id, rel_type, sender, type, stream_ordering"
+
+
+@dataclass(frozen=True, slots=True)
+class RelationRow:
+    event_id: str
+    room_id: str
+    relates_to_id: str
+    rel_type: str
+    sender: str
+    type: str
+    stream_ordering: int
+
+
+@dataclass(frozen=True, slots=True)
+class ThreadSummary:
+    room_id: str
+    count: int
+    latest_event_id: str
+    #: The user asked about sent a reply in the thread.
+    user_replied: bool
+
+
+def _relation_row(stored: StoredEvent) -> tuple[Any, ...] | None:
+    """The ``event_relations`` row of ``stored``, or None (no well-formed
+    relation, or an event clients are never shown)."""
+    if stored.rejected or stored.outlier or stored.soft_failed:
+        return None
+    event = stored.event
+    relation = parse_relation(event.content)
+    if relation is None:
+        return None
+    return (
+        event.event_id,
+        event.room_id,
+        relation.event_id,
+        relation.rel_type,
+        event.sender,
+        event.type,
+        stored.stream_ordering,
+        event.origin_server_ts,
+        relation.event_id if relation.rel_type == THREAD else None,
+        relation.in_reply_to,
+        relation.key,
+    )
+
+
+async def write_relations(txn: Transaction, stored: Sequence[StoredEvent]) -> None:
+    """Index the relations of newly written events (inside their transaction)."""
+    rows = [row for row in map(_relation_row, stored) if row is not None]
+    if not rows:
+        return
+    await txn.execute_many(_INSERT, rows)
+    threads = [(row[1], row[8], row[0], row[6]) for row in rows if row[8] is not None]
+    for thread in sorted(threads, key=lambda t: int(t[3])):
+        await txn.execute(_UPSERT_THREAD, *thread)
+
+
+async def remove_relation(txn: Transaction, room_id: str, event_id: str) -> None:
+    """Drop a redacted event from the index ("Redactions": a redacted relation
+    no longer counts); a thread whose latest reply it was falls back to the
+    reply before, or disappears with its last reply."""
+    row = await txn.fetch_one(
+        "SELECT thread_id FROM event_relations WHERE event_id = ? AND room_id = ?",
+        event_id,
+        room_id,
+    )
+    if row is None:
+        return
+    await txn.execute("DELETE FROM event_relations WHERE event_id = ?", event_id)
+    thread_id = row[0]
+    if thread_id is None:
+        return
+    latest = await txn.fetch_one(
+        "SELECT event_id, stream_ordering FROM event_relations WHERE relates_to_id = ?"
+        " AND rel_type = ? AND room_id = ? ORDER BY stream_ordering DESC LIMIT 1",
+        thread_id,
+        THREAD,
+        room_id,
+    )
+    if latest is None:
+        await txn.execute(
+            "DELETE FROM threads WHERE room_id = ? AND thread_id = ?", room_id, thread_id
+        )
+        return
+    await txn.execute(
+        "UPDATE threads SET latest_event_id = ?, latest_stream_ordering = ?"
+        " WHERE room_id = ? AND thread_id = ?",
+        latest[0],
+        int(latest[1]),
+        room_id,
+        thread_id,
+    )
+
+
+class RelationStore:
+    def __init__(self, database: Database) -> None:
+        self.database = database
+
+    async def children(
+        self,
+        room_id: str,
+        parent_id: str,
+        *,
+        rel_type: str | None,
+        event_type: str | None,
+        from_pos: int,
+        to_pos: int,
+        direction: Literal["f", "b"],
+        limit: int,
+        recurse: bool,
+    ) -> list[tuple[str, int]]:
+        """``(event_id, stream_ordering)`` of events of ``room_id`` relating to
+        ``parent_id`` (through up to :data:`RECURSION_DEPTH` relations with
+        ``recurse``), forwards ``from_pos < position <= to_pos`` oldest first or
+        backwards ``to_pos < position <= from_pos`` newest first."""
+        if direction == "f":
+            bounds, order = "stream_ordering > ? AND stream_ordering <= ?", "ASC"
+        else:
+            bounds, order = "stream_ordering <= ? AND stream_ordering > ?", "DESC"
+        filters = ""
+        args: list[Any] = []
+        if rel_type is not None:
+            filters += " AND rel_type = ?"
+            args.append(rel_type)
+        if event_type is not None:
+            filters += " AND type = ?"
+            args.append(event_type)
+        if not recurse:
+            rows = await self.database.fetch_all(
+                "SELECT event_id, stream_ordering FROM event_relations"
+                f" WHERE relates_to_id = ? AND room_id = ? AND {bounds}{filters}"
+                f" ORDER BY stream_ordering {order} LIMIT ?",
+                parent_id,
+                room_id,
+                from_pos,
+                to_pos,
+                *args,
+                limit,
+            )
+            return [(row[0], int(row[1])) for row in rows]
+        # Each level joins on the index of relates_to_id; the depth bound also
+        # ends a cycle (possible in room versions 1-2, whose event IDs are not
+        # hashes), and UNION drops repeated rows.
+        rows = await self.database.fetch_all(
+            "WITH RECURSIVE related (event_id, depth) AS ("
+            " SELECT event_id, 1 FROM event_relations WHERE relates_to_id = ? AND room_id = ?"
+            " UNION SELECT r.event_id, related.depth + 1 FROM event_relations r"
+            " JOIN related ON r.relates_to_id = related.event_id"
+            " WHERE r.room_id = ? AND related.depth < ?)"
+            " SELECT DISTINCT event_id, stream_ordering FROM event_relations"
+            f" WHERE event_id IN (SELECT event_id FROM related) AND {bounds}{filters}"
+            f" ORDER BY stream_ordering {order} LIMIT ?",
+            parent_id,
+            room_id,
+            room_id,
+            RECURSION_DEPTH,
+            from_pos,
+            to_pos,
+            *args,
+            limit,
+        )
+        return [(row[0], int(row[1])) for row in rows]
+
+    async def rows_for_parents(
+        self, parent_ids: Sequence[str], rel_types: Sequence[str]
+    ) -> list[RelationRow]:
+        """Relations of the given types to any of ``parent_ids``, oldest first
+        (every room: the caller keeps those in the parent's room)."""
+        found: list[RelationRow] = []
+        parents = list(dict.fromkeys(parent_ids))
+        for start in range(0, len(parents), _CHUNK):
+            chunk = parents[start : start + _CHUNK]
+            rows = await self.database.fetch_all(
+                f"SELECT {_ROW_COLUMNS} FROM event_relations"
+                f" WHERE relates_to_id IN ({placeholders(len(chunk))})"
+                f" AND rel_type IN ({placeholders(len(rel_types))})",
+                *chunk,
+                *rel_types,
+            )
+            found += [RelationRow(r[0], r[1], r[2], r[3], r[4], r[5], int(r[6])) for r in rows]
+        found.sort(key=lambda row: row.stream_ordering)
+        return found
+
+    async def thread_summaries(
+        self, root_ids: Sequence[str], user_id: str | None
+    ) -> dict[tuple[str, str], ThreadSummary]:
+        """``(room_id, root) -> summary`` of the threads rooted at ``root_ids``."""
+        found: dict[tuple[str, str], ThreadSummary] = {}
+        roots = list(dict.fromkeys(root_ids))
+        for start in range(0, len(roots), _CHUNK):
+            chunk = roots[start : start + _CHUNK]
+            rows = await self.database.fetch_all(
+                "SELECT r.room_id, r.relates_to_id, COUNT(*),"
+                " SUM(CASE WHEN r.sender = ? THEN 1 ELSE 0 END), t.latest_event_id"
+                " FROM event_relations r JOIN threads t"
+                " ON t.room_id = r.room_id AND t.thread_id = r.relates_to_id"
+                f" WHERE r.rel_type = ? AND r.relates_to_id IN ({placeholders(len(chunk))})"
+                " GROUP BY r.room_id, r.relates_to_id, t.latest_event_id",
+                user_id or "",
+                THREAD,
+                *chunk,
+            )
+            for row in rows:
+                found[(row[0], row[1])] = ThreadSummary(
+                    row[0], int(row[2]), row[4], int(row[3] or 0) > 0
+                )
+        return found
+
+    async def threads(
+        self, room_id: str, before: int | None, limit: int, participant: str | None
+    ) -> list[tuple[str, int]]:
+        """``(root, latest_stream_ordering)`` of the room's threads, most recent
+        activity first, those with latest activity below ``before``; only those
+        ``participant`` took part in (sent the root or a reply) when given."""
+        sql = "SELECT t.thread_id, t.latest_stream_ordering FROM threads t WHERE t.room_id = ?"
+        args: list[Any] = [room_id]
+        if before is not None:
+            sql += " AND t.latest_stream_ordering < ?"
+            args.append(before)
+        if participant is not None:
+            sql += (
+                " AND (EXISTS (SELECT 1 FROM events e WHERE e.event_id = t.thread_id"
+                " AND e.sender = ?) OR EXISTS (SELECT 1 FROM event_relations r"
+                " WHERE r.relates_to_id = t.thread_id AND r.rel_type = ? AND r.room_id = ?"
+                " AND r.sender = ?))"
+            )
+            args += [participant, THREAD, room_id, participant]
+        sql += " ORDER BY t.latest_stream_ordering DESC LIMIT ?"
+        rows = await self.database.fetch_all(sql, *args, limit)
+        return [(row[0], int(row[1])) for row in rows]
+
+    async def has_annotation(self, parent_id: str, sender: str, event_type: str, key: str) -> bool:
+        """Whether ``sender`` already annotated ``parent_id`` with ``key``
+        (a redacted annotation left the index, so it does not count)."""
+        value = await self.database.fetch_val(
+            "SELECT 1 FROM event_relations WHERE relates_to_id = ? AND rel_type = 'm.annotation'"
+            " AND sender = ? AND type = ? AND aggregation_key = ? LIMIT 1",
+            parent_id,
+            sender,
+            event_type,
+            key,
+        )
+        return value is not None
+
+    async def is_parent(self, event_id: str) -> bool:
+        """Whether some indexed event relates to ``event_id``."""
+        value = await self.database.fetch_val(
+            "SELECT 1 FROM event_relations WHERE relates_to_id = ? LIMIT 1", event_id
+        )
+        return value is not None

@@ -1,0 +1,80 @@
+// matrix-js-sdk with thread support against a running Ranvier: list a room's
+// threads (GET /threads), see a thread's replies, see an edited message shown
+// with its replacement content (applied from the bundled m.replace), and send a
+// thread reply of its own that comes back through /sync in the thread.
+// Usage: node threads.mjs BASE_URL USER PASSWORD ROOM_ID ROOT_ID EDITED_ID
+// Prints one line `RESULT {...}` and exits 0, or exits 1.
+import * as sdk from "matrix-js-sdk";
+
+const [baseUrl, user, password, roomId, rootId, editedId] = process.argv.slice(2);
+const TIMEOUT_MS = 20000;
+
+function withTimeout(promise, what) {
+  return Promise.race([
+    promise,
+    new Promise((_, reject) => setTimeout(() => reject(new Error(`timed out: ${what}`)), TIMEOUT_MS)),
+  ]);
+}
+
+const login = await sdk.createClient({ baseUrl }).loginRequest({
+  type: "m.login.password",
+  identifier: { type: "m.id.user", user },
+  password,
+});
+const client = sdk.createClient({
+  baseUrl,
+  accessToken: login.access_token,
+  userId: login.user_id,
+  deviceId: login.device_id,
+});
+const prepared = new Promise((resolve, reject) => {
+  client.on(sdk.ClientEvent.Sync, (state, _prev, data) => {
+    if (state === "PREPARED") resolve();
+    if (state === "ERROR") reject(data?.error ?? new Error("sync error"));
+  });
+});
+await client.startClient({ initialSyncLimit: 30, threadSupport: true });
+await withTimeout(prepared, "first sync");
+
+const room = client.getRoom(roomId);
+if (!room) {
+  console.error(`room ${roomId} not in the client's store`);
+  process.exit(1);
+}
+await withTimeout(room.fetchRoomThreads(), "thread list");
+const thread = room.getThread(rootId);
+await withTimeout(thread?.fetchRootEvent?.() ?? Promise.resolve(), "thread root");
+const edited = room.findEventById(editedId) ?? thread?.findEventById(editedId);
+const relations = await client.relations(roomId, rootId, "m.thread");
+
+const body = `js-sdk thread reply ${Date.now()}`;
+const synced = new Promise((resolve) => {
+  client.on(sdk.ClientEvent.Event, (event) => {
+    if (event.getRoomId() === roomId && event.getContent().body === body
+        && event.getId().startsWith("$")) {
+      resolve(event);
+    }
+  });
+});
+const sent = await client.sendMessage(roomId, rootId, { msgtype: "m.text", body });
+const echoed = await withTimeout(synced, "thread reply via /sync");
+// The thread takes the reply in once the sync that carried it is processed.
+for (let i = 0; i < 50 && thread?.replyToEvent?.getId() !== echoed.getId(); i++) {
+  await new Promise((resolve) => setTimeout(resolve, 100));
+}
+
+console.log("RESULT " + JSON.stringify({
+  server_side_threads: sdk.FeatureSupport[sdk.Thread.hasServerSideSupport],
+  server_side_list: sdk.FeatureSupport[sdk.Thread.hasServerSideListSupport],
+  threads: room.getThreads().map((t) => t.id),
+  thread_length: thread?.length ?? null,
+  latest_reply: thread?.replyToEvent?.getId() ?? null,
+  relations: relations.events.map((e) => e.getId()),
+  edited_body: edited?.getContent().body ?? null,
+  edited_replaced: edited?.replacingEventId() ?? null,
+  sent: sent.event_id,
+  echoed: echoed.getId(),
+  echoed_thread: echoed.threadRootId ?? null,
+}));
+client.stopClient();
+process.exit(0);
