@@ -1,5 +1,5 @@
-"""Room upgrade through a real `ranvier serve`, on SQLite and PostgreSQL, with
-matrix-nio clients (Client-Server API, "Room Upgrades").
+"""Room upgrade through a real `ranvier serve` with matrix-nio clients (on
+SQLite and PostgreSQL) and matrix-js-sdk (Client-Server API, "Room Upgrades").
 
 Alice upgrades a public room with POST /rooms/{roomId}/upgrade (nio's own
 ``room_upgrade`` emulates it client-side, so the request is sent raw through
@@ -10,10 +10,14 @@ to ordinary members.
 
 from __future__ import annotations
 
+import asyncio
 import json
+import subprocess
+from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
+import aiohttp
 import pytest
 from nio import (
     AsyncClient,
@@ -27,6 +31,8 @@ from nio import (
     RoomVisibility,
 )
 
+from tests.e2e.harness import Server, free_port, init_config
+from tests.e2e.test_js_sdk import JS_DIR, NODE, _register
 from tests.e2e.test_nio_chat import _registered, _sync_until, server_url  # noqa: F401 (fixture)
 
 pytestmark = pytest.mark.e2e
@@ -100,3 +106,44 @@ async def test_nio_members_follow_the_tombstone_to_the_new_room(server_url: str)
     finally:
         await alice.close()
         await bob.close()
+
+
+def test_js_sdk_upgrade_room_and_follow_the_tombstone(tmp_path: Path) -> None:
+    """matrix-js-sdk (Element's SDK): ``client.upgradeRoom``, then a second
+    member follows the tombstone and the SDK links both rooms in its upgrade
+    history (it checks the predecessor against the tombstone)."""
+    assert NODE.exists(), "run `make test` (it installs tests/e2e/js with npm ci)"
+    server = Server(
+        init_config(tmp_path),
+        free_port(),
+        RANVIER_REGISTRATION_ENABLED="true",
+        RANVIER_RATELIMIT_ENABLED="false",
+    )
+    try:
+
+        async def prepare() -> None:
+            async with aiohttp.ClientSession() as session:
+                await server.wait_ready(session)
+            for name in ("jsalice", "jsbob"):
+                await _register(server.base_url, name, "js-password-1")
+
+        asyncio.run(prepare())
+        result = subprocess.run(
+            [str(NODE), "upgrade.mjs", server.base_url, "jsalice", "jsbob", "js-password-1"],
+            cwd=JS_DIR,
+            capture_output=True,
+            text=True,
+            timeout=90,
+        )
+        assert result.returncode == 0, f"{result.stdout}\n{result.stderr}\n{server.log()[-3000:]}"
+        (line,) = [x for x in result.stdout.splitlines() if x.startswith("RESULT ")]
+        outcome = json.loads(line.removeprefix("RESULT "))
+        old, new = outcome["old_room"], outcome["new_room"]
+        assert new != old
+        assert outcome["tombstone_target"] == new
+        assert outcome["predecessor_room"] == old
+        assert outcome["history"] == [old, new]
+        assert outcome["new_room_version"] == "12"
+    finally:
+        server.kill()
+    assert "Traceback" not in server.log(), server.log()
