@@ -26,6 +26,7 @@ from ranvier.core.events import Event, StateKey
 from ranvier.core.room_versions import RoomVersion
 from ranvier.errors import MatrixError
 from ranvier.services.room_creation import _default_power_levels
+from ranvier.services.room_upgrade_settings import predecessor_of, transfer_user_settings
 from ranvier.services.rooms import MEMBER, EventSpec, _Head, new_room_id, parse_room_version
 from ranvier.storage.events import NewRoom, RoomExists
 
@@ -144,7 +145,16 @@ class RoomUpgradeService:
                 ),
             )
             await self._restrict_old_room(room_id, user_id)
+            # The upgrader joined the new room by creating it.
+            await transfer_user_settings(self.hs, user_id, room_id, new_room_id)
             return new_room_id
+
+    async def on_joined(self, user_id: str, room_id: str) -> None:
+        """After a local user joins ``room_id``: if it replaces another room,
+        the user's settings for that room follow (room_upgrade_settings.py)."""
+        old_room_id = await predecessor_of(self.hs, room_id)
+        if old_room_id is not None:
+            await transfer_user_settings(self.hs, user_id, old_room_id, room_id)
 
     # --- checks ------------------------------------------------------------------------
 

@@ -401,3 +401,76 @@ async def test_who_may_upgrade(setup: Any) -> None:
     assert ("m.room.tombstone", "") not in await state_map(client, alice, old)
     for user in (alice, bob, carol):
         assert await joined_rooms(client, user) == ({old} if user is not carol else set())
+
+
+async def test_restricted_join_rule_and_its_allow_list_carry_over(setup: Any) -> None:
+    client, alice, _, _ = setup
+    space = await create_room(client, alice, creation_content={"type": "m.space"})
+    join_rule = {
+        "join_rule": "restricted",
+        "allow": [{"type": "m.room_membership", "room_id": space}],
+    }
+    old = await create_room(
+        client,
+        alice,
+        room_version="10",
+        initial_state=[{"type": "m.room.join_rules", "content": join_rule}],
+    )
+    new = await upgraded(client, alice, old, new_version="12")
+    state = await state_map(client, alice, new)
+    assert state[("m.room.join_rules", "")]["content"] == join_rule
+    assert "type" not in state[("m.room.create", "")]["content"]
+
+
+# --- personal settings follow the user ------------------------------------------------------
+
+
+LOUD = ["notify", {"set_tweak": "sound", "value": "default"}]
+
+
+async def test_joining_the_new_room_carries_tags_direct_and_push_rules_over(setup: Any) -> None:
+    client, alice, bob, carol = setup
+    old = await create_room(client, alice, preset="public_chat")
+    assert (await join(client, bob, old))[0] == 200
+    user = q(bob.user_id)
+    tags = {"tags": {"u.work": {"order": 0.5}}}
+    direct = {alice.user_id: [old], carol.user_id: ["!elsewhere:example.org"]}
+    mute = [{"kind": "event_match", "key": "room_id", "pattern": old}]
+    for path, body in (
+        (f"/user/{user}/rooms/{q(old)}/account_data/m.tag", tags),
+        (f"/user/{user}/account_data/m.direct", direct),
+        (f"/pushrules/global/room/{q(old)}", {"actions": LOUD}),
+        (f"/pushrules/global/override/{q('mute ' + old)}", {"actions": [], "conditions": mute}),
+    ):
+        status, payload = await call(client, "PUT", path, bob, body)
+        assert status == 200, (path, payload)
+    status, _ = await call(
+        client, "PUT", f"/pushrules/global/room/{q(old)}/enabled", bob, {"enabled": False}
+    )
+    assert status == 200
+
+    new = await upgraded(client, alice, old, new_version="12")
+    # Nothing moves before Bob joins the new room.
+    status, _ = await call(client, "GET", f"/user/{user}/rooms/{q(new)}/account_data/m.tag", bob)
+    assert status == 404
+    assert (await join(client, bob, new))[0] == 200
+
+    status, payload = await call(
+        client, "GET", f"/user/{user}/rooms/{q(new)}/account_data/m.tag", bob
+    )
+    assert (status, payload) == (200, tags)
+    status, payload = await call(client, "GET", f"/user/{user}/account_data/m.direct", bob)
+    assert (status, payload) == (200, {**direct, alice.user_id: [old, new]})
+    status, payload = await call(client, "GET", f"/pushrules/global/room/{q(new)}", bob)
+    assert status == 200, payload
+    assert (payload["actions"], payload["enabled"]) == (LOUD, False)
+    status, payload = await call(
+        client, "GET", f"/pushrules/global/override/{q('mute ' + new)}", bob
+    )
+    assert status == 200, payload
+    assert payload["conditions"] == [{"kind": "event_match", "key": "room_id", "pattern": new}]
+    # The old room's rules stay as they were.
+    status, payload = await call(
+        client, "GET", f"/pushrules/global/override/{q('mute ' + old)}", bob
+    )
+    assert (status, payload["conditions"]) == (200, mute)
