@@ -474,3 +474,32 @@ async def test_joining_the_new_room_carries_tags_direct_and_push_rules_over(setu
         client, "GET", f"/pushrules/global/override/{q('mute ' + old)}", bob
     )
     assert (status, payload["conditions"]) == (200, mute)
+
+
+@pytest.mark.parametrize("old_version", ["1", "5"])
+async def test_upgrade_from_old_versions_makes_levels_integers(
+    setup: Any, old_version: str
+) -> None:
+    client, alice, bob, _ = setup
+    old = await create_room(
+        client,
+        alice,
+        room_version=old_version,
+        preset="public_chat",
+        name="Ancient",
+        power_level_content_override={
+            "users": {alice.user_id: "100", bob.user_id: " +40 "},
+            "events_default": "0",
+            "events": {"m.room.name": "40"},
+        },
+    )
+    assert (await join(client, bob, old))[0] == 200
+    new = await upgraded(client, alice, old, new_version="12")
+    state = await state_map(client, alice, new)
+    pl = state[("m.room.power_levels", "")]["content"]
+    assert pl["users"] == {bob.user_id: 40}
+    assert (pl["events_default"], pl["events"]["m.room.name"]) == (0, 40)
+    assert state[("m.room.name", "")]["content"] == {"name": "Ancient"}
+    # Bob's power carried over: he may rename the new room.
+    assert (await join(client, bob, new))[0] == 200
+    assert (await put_state(client, bob, new, "m.room.name", "", {"name": "Renamed"}))[0] == 200
