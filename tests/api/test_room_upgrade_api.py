@@ -404,8 +404,10 @@ async def test_who_may_upgrade(setup: Any) -> None:
 
 
 async def test_restricted_join_rule_and_its_allow_list_carry_over(setup: Any) -> None:
-    client, alice, _, _ = setup
-    space = await create_room(client, alice, creation_content={"type": "m.space"})
+    client, alice, bob, _ = setup
+    space = await create_room(
+        client, alice, preset="public_chat", creation_content={"type": "m.space"}
+    )
     join_rule = {
         "join_rule": "restricted",
         "allow": [{"type": "m.room_membership", "room_id": space}],
@@ -420,6 +422,13 @@ async def test_restricted_join_rule_and_its_allow_list_carry_over(setup: Any) ->
     state = await state_map(client, alice, new)
     assert state[("m.room.join_rules", "")]["content"] == join_rule
     assert "type" not in state[("m.room.create", "")]["content"]
+    # Members of the space may join the new room by the copied rule; others may not.
+    status, payload = await join(client, bob, new)
+    assert (status, payload["errcode"]) == (403, "M_FORBIDDEN")
+    assert (await join(client, bob, space))[0] == 200
+    assert (await join(client, bob, new))[0] == 200
+    member = (await state_map(client, bob, new))[("m.room.member", bob.user_id)]
+    assert member["content"]["join_authorised_via_users_server"] == alice.user_id
 
 
 # --- personal settings follow the user ------------------------------------------------------
