@@ -5,12 +5,15 @@ The replacement room is built like a createRoom: every event is built and
 authorized in memory, then the room and all its first events are written in
 one transaction. Then, in the spec's order: local aliases move, the tombstone
 goes into the old room, and the old room's power levels are raised so only
-moderators may still speak or invite.
+moderators may still speak or invite. Bans carry over too (as Synapse), and
+a user's own settings for the old room follow them when they join the new
+one (room_upgrade_settings.py).
 
 Upgrades of one room run one at a time (a lock per old room). A retry of an
 upgrade that already happened (the same user, version and creators) answers
 the room that upgrade made instead of making a second one, as Synapse's
-response cache does.
+response cache does. The lock is per process: several processes sharing one
+PostgreSQL could still race two upgrades of the same room.
 """
 
 from __future__ import annotations

@@ -63,11 +63,11 @@ async def test_a_remote_member_sees_the_tombstone_and_joins_the_new_room(
     # Bob's server learns of the new room only by joining it, via the tombstone
     # sender's server.
     assert not await b.hs.rooms.room_exists(new)
-    tombstone_sender = await b.hs.rooms.events.get_event(
+    tombstone_event = await b.hs.rooms.events.get_event(
         (await b.hs.rooms.events.current_state_ids(old, [TOMBSTONE]))[TOMBSTONE]
     )
-    assert tombstone_sender is not None
-    via = server_name_of(tombstone_sender.event.sender)
+    assert tombstone_event is not None
+    via = server_name_of(tombstone_event.event.sender)
     assert via == "a.test"
     await b.joins.join_remote_room(BOB, new, [via])
     assert await a.hs.rooms.get_membership(new, BOB) == "join"
