@@ -43,6 +43,7 @@ from ranvier.services.push_rules import PushRulesService
 from ranvier.services.ratelimit import RateLimiter
 from ranvier.services.receipts import ReceiptService
 from ranvier.services.relations import RelationsService
+from ranvier.services.room_upgrade import RoomUpgradeService
 from ranvier.services.rooms import RoomsService
 from ranvier.services.sync import SyncService
 from ranvier.services.to_device import ToDeviceService
@@ -72,6 +73,7 @@ class Homeserver:
         # Rooms: events, state, memberships, aliases; profiles (used by member events).
         self.rooms = RoomsService(self)
         self.profiles = ProfileService(self)
+        self.room_upgrades = RoomUpgradeService(self)  # POST /rooms/{roomId}/upgrade
         # Per-user data a client syncs (filters, account data, typing, receipts, presence).
         self.filters = FilterService(self)
         self.account_data = AccountDataService(self)

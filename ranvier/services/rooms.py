@@ -40,6 +40,7 @@ from ranvier.core.ids import InvalidIdentifier, RoomAlias, RoomID, UserID, is_mi
 from ranvier.core.room_versions import RoomVersion, UnknownRoomVersion, get_room_version
 from ranvier.errors import MatrixError
 from ranvier.services.federation.client_joins import resolve_remote_alias
+from ranvier.services.restricted_joins import restricted_join_authoriser
 from ranvier.storage.events import EventStore, EventToPersist, NewRoom, TxnKey
 
 # Re-exported: the stored event is what this service hands to its callers (the
@@ -517,7 +518,14 @@ class RoomsService:
             return await self._join_remote(user_id, room_id, servers)
         if is_guest:
             await self._check_guest_access(room_id)
-        await self.update_membership(user_id, room_id, user_id, "join", reason=reason)
+        # Restricted rooms (Client-Server API, "Restricted rooms"): a local join
+        # through membership of an allowed room names one of our users who may
+        # invite, as a remote join's make_join does (the same helper).
+        authoriser = await restricted_join_authoriser(self.hs, room_id, user_id)
+        extra = None if authoriser is None else {"join_authorised_via_users_server": authoriser}
+        await self.update_membership(
+            user_id, room_id, user_id, "join", reason=reason, extra_content=extra
+        )
         return room_id
 
     async def _join_remote(self, user_id: str, room_id: str, servers: list[str]) -> str:

@@ -238,6 +238,12 @@ class RoomStore:
         )
         return [row[0] for row in rows]
 
+    async def move_aliases(self, old_room_id: str, new_room_id: str) -> None:
+        """Point every alias of ``old_room_id`` at ``new_room_id`` (room upgrades)."""
+        await self.database.execute(
+            "UPDATE room_aliases SET room_id = ? WHERE room_id = ?", new_room_id, old_room_id
+        )
+
     # --- profiles -------------------------------------------------------------------
 
     async def get_profile_fields(self, user_id: str) -> dict[str, Any]:

@@ -71,6 +71,7 @@ async def join_room(request: web.Request) -> web.Response:
         reason=_reason(body),
         is_guest=requester.is_guest,
     )
+    await request.app[HOMESERVER].room_upgrades.on_joined(requester.user_id, room_id)
     return json_response({"room_id": room_id})
 
 
@@ -87,6 +88,7 @@ async def join_room_by_id(request: web.Request) -> web.Response:
         reason=_reason(body),
         is_guest=requester.is_guest,
     )
+    await request.app[HOMESERVER].room_upgrades.on_joined(requester.user_id, room_id)
     return json_response({"room_id": room_id})
 
 

@@ -31,8 +31,6 @@ from ranvier.core.auth_rules import (
     AuthError,
     auth_types_for_event,
     check_auth_rules,
-    get_named_level,
-    user_power_level,
 )
 from ranvier.core.events import Event, StateKey, hash_and_sign_event
 from ranvier.core.ids import server_name_of
@@ -46,6 +44,7 @@ from ranvier.services.federation.events import (
     PduVerifier,
     auth_ordered,
 )
+from ranvier.services.restricted_joins import restricted_join_authoriser
 from ranvier.services.rooms import MEMBER, EventSpec, new_event_id
 from ranvier.storage.events import FederatedEvent, NewRoom
 from ranvier.storage.state import StateMap
@@ -54,8 +53,6 @@ if TYPE_CHECKING:
     from ranvier.homeserver import Homeserver
 
 logger = logging.getLogger(__name__)
-
-JOIN_RULES_KEY: StateKey = ("m.room.join_rules", "")
 
 
 class RemoteJoins(Protocol):
@@ -105,7 +102,7 @@ class JoinService:
         content: dict[str, Any] = {"membership": "join"}
         async with rooms.room_lock(room_id):
             head = await rooms.load_head(room)
-            authoriser = await self._restricted_join_authoriser(room_id, user_id)
+            authoriser = await restricted_join_authoriser(self.hs, room_id, user_id)
             if authoriser is not None:
                 content["join_authorised_via_users_server"] = authoriser
             template = await rooms.draft_event(head, user_id, EventSpec(MEMBER, content, user_id))
@@ -113,55 +110,6 @@ class JoinService:
             # joining server learns of a refusal before signing anything.)
             await rooms.check_draft(head, Event.from_pdu(head.version, template))
         return {"room_version": room.room_version, "event": template}
-
-    async def _restricted_join_authoriser(self, room_id: str, user_id: str) -> str | None:
-        """For a restricted room the user may join through membership of an allowed
-        room: one of our users who may invite (Client-Server API, "Restricted
-        rooms"; room versions 8+). None when the room is not restricted or the
-        user is invited or joined already."""
-        events = self.hs.rooms.events
-        state = await events.current_state_ids(room_id, [JOIN_RULES_KEY, (MEMBER, user_id)])
-        loaded = await events.get_events(state.values())
-        rules = loaded.get(state.get(JOIN_RULES_KEY, ""))
-        if rules is None or rules.event.content.get("join_rule") not in (
-            "restricted",
-            "knock_restricted",
-        ):
-            return None
-        member = loaded.get(state.get((MEMBER, user_id), ""))
-        if member is not None and member.event.membership in ("join", "invite"):
-            return None
-        allowed_rooms = [
-            entry.get("room_id")
-            for entry in rules.event.content.get("allow", [])
-            if isinstance(entry, dict) and entry.get("type") == "m.room_membership"
-        ]
-        joined_any = False
-        for other in allowed_rooms:
-            if (
-                isinstance(other, str)
-                and await self.hs.rooms.get_membership(other, user_id) == "join"
-            ):
-                joined_any = True
-                break
-        if not joined_any:
-            raise MatrixError(
-                403, "M_FORBIDDEN", "The user is in none of the rooms this room allows"
-            )
-        full = await events.current_state(room_id)
-        state_events = {key: stored.event for key, stored in full.items()}
-        invite_level = get_named_level(state_events, "invite")
-        for (event_type, member_id), stored in sorted(full.items()):
-            if (
-                event_type == MEMBER
-                and stored.event.membership == "join"
-                and self.hs.rooms.is_local_user(member_id)
-                and user_power_level(state_events, member_id) >= invite_level
-            ):
-                return member_id
-        raise MatrixError(
-            400, "M_UNABLE_TO_AUTHORISE_JOIN", "No user of this server can authorise the join"
-        )
 
     async def send_join(
         self, origin: str, room_id: str, event_id: str, pdu: Mapping[str, Any]
