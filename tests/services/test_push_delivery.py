@@ -8,9 +8,10 @@ The homeserver is the real app (both engines); notifications are handed to
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -56,6 +57,8 @@ class Gateway:
     received: list[dict[str, Any]] = field(default_factory=list)
     script: deque[str] = field(default_factory=deque)
     changed: asyncio.Event = field(default_factory=asyncio.Event)
+    #: Set at teardown: hanging requests end, so the server can stop.
+    release: asyncio.Event = field(default_factory=asyncio.Event)
 
     async def handle(self, request: web.Request) -> web.Response:
         body = await request.json()
@@ -67,7 +70,8 @@ class Gateway:
         if behaviour == "garbage":
             return web.Response(body=b"<html>oops", content_type="text/html")
         if behaviour == "hang":
-            await asyncio.Event().wait()
+            await self.release.wait()
+            return web.json_response({"error": "too late"}, status=503)
         if behaviour == "reject":
             pushkeys = [d["pushkey"] for d in body["notification"]["devices"]]
             return web.json_response({"rejected": pushkeys})
@@ -80,10 +84,8 @@ class Gateway:
             self.changed.clear()
             remaining = deadline - time.monotonic()
             assert remaining > 0, f"gateway got {len(self.received)} of {count} requests"
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.changed.wait(), remaining)
-            except TimeoutError:
-                pass
         return self.received[:count]
 
     def notifications(self, pushkey: str) -> list[dict[str, Any]]:
@@ -95,13 +97,14 @@ class Gateway:
 
 
 @pytest.fixture
-async def gateway(aiohttp_server: Any) -> Gateway:
+async def gateway(aiohttp_server: Any) -> AsyncIterator[Gateway]:
     recorder = Gateway()
     app = web.Application()
     app.router.add_post(NOTIFY, recorder.handle)
     server = await aiohttp_server(app)
     recorder.url = str(server.make_url(NOTIFY))
-    return recorder
+    yield recorder
+    recorder.release.set()
 
 
 @dataclass
@@ -162,7 +165,9 @@ async def add_pusher(
 
 async def message(s: Setup, text: str, sender: User | None = None) -> Any:
     """Send a message into the room; the StoredEvent push evaluation would pass."""
-    status, body = await send(s.client, sender or s.alice, s.room_id, {"msgtype": "m.text", "body": text}, text)
+    status, body = await send(
+        s.client, sender or s.alice, s.room_id, {"msgtype": "m.text", "body": text}, text
+    )
     assert status == 200, body
     stored = await s.hs.rooms.events.get_event(body["event_id"])
     assert stored is not None
