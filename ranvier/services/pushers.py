@@ -131,6 +131,9 @@ class PusherService:
             hs.config.push, lookup=self._current, on_rejected=self._remove_rejected
         )
         self._inbox: asyncio.Queue[_Pending] = asyncio.Queue()
+        # The room fields of the last event pushed: evaluation hands over one event
+        # for many users in a row, and they all get the same room name.
+        self._last_room_fields: tuple[str, dict[str, str]] | None = None
         self._dispatcher: asyncio.Task[None] | None = None
         self._closed = False
 
@@ -291,7 +294,10 @@ class PusherService:
     ) -> dict[str, Any]:
         event = pending.event
         notification = {**short, "type": event.type, "sender": event.sender}
-        notification.update(await self._room_fields(event.room_id, event.sender))
+        if self._last_room_fields is None or self._last_room_fields[0] != event.event_id:
+            fields = await self._room_fields(event.room_id, event.sender)
+            self._last_room_fields = (event.event_id, fields)
+        notification.update(self._last_room_fields[1])
         if event.type == _MEMBER:
             notification["user_is_target"] = event.state_key == pending.user_id
         if event.content:

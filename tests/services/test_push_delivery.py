@@ -453,3 +453,22 @@ async def test_private_gateways_are_refused_unless_allowed(
     await asyncio.sleep(0.3)  # several refused attempts (retry delay 20-100 ms)
     assert gateway.received == []
     assert s.hs.pushers.delivery.pending(key) == 1  # kept, retried later
+
+
+async def test_one_event_for_several_users_reaches_each_with_the_room_fields(
+    setup: Setup, gateway: Gateway
+) -> None:
+    s = setup
+    carol = await make_user(s.client, "carol")
+    assert (await join(s.client, carol, s.room_id))[0] == 200
+    await add_pusher(s, s.bob, gateway.url, "bob-key")
+    await add_pusher(s, carol, gateway.url, "carol-key")
+    event = await message(s, "to all")
+    notify(s, event)
+    notify(s, event, user=carol)
+    await gateway.wait_for(2)
+    for pushkey in ("bob-key", "carol-key"):
+        [notification] = gateway.notifications(pushkey)
+        assert notification["event_id"] == event.event_id
+        assert notification["room_name"] == "Mission Control"
+        assert notification["sender_display_name"] == "alice"
