@@ -74,7 +74,8 @@ def event_fields(event: Any, room_id: str) -> EventFields | None:
     event_id, event_type, sender = get("event_id"), get("type"), get("sender")
     if not (isinstance(event_id, str) and isinstance(event_type, str) and isinstance(sender, str)):
         return None
-    content = get("content")
+    # A StoredEvent redacted by now keeps its original content: never push that.
+    content = None if getattr(event, "redacted_by", None) else get("content")
     state_key = get("state_key")
     return EventFields(
         event_id=event_id,
@@ -248,7 +249,8 @@ class PusherService:
         # (excluding the sender)": one's own events never push.
         if fields is None or fields.sender == user_id or self._cache.get(user_id) == ():
             return
-        self._inbox.put_nowait(_Pending(user_id, fields, list(actions), dict(counts)))
+        counts = dict(counts) if isinstance(counts, Mapping) else {}
+        self._inbox.put_nowait(_Pending(user_id, fields, list(actions), counts))
         if self._dispatcher is None or self._dispatcher.done():
             self._dispatcher = asyncio.get_running_loop().create_task(self._dispatch())
 

@@ -472,3 +472,39 @@ async def test_one_event_for_several_users_reaches_each_with_the_room_fields(
         assert notification["event_id"] == event.event_id
         assert notification["room_name"] == "Mission Control"
         assert notification["sender_display_name"] == "alice"
+
+
+async def test_a_redacted_event_is_pushed_without_its_content(
+    setup: Setup, gateway: Gateway
+) -> None:
+    s = setup
+    await add_pusher(s, s.bob, gateway.url, "key")
+    event = await message(s, "oops, a secret")
+    status, _ = await call(
+        s.client, "PUT", f"/rooms/{s.room_id}/redact/{event.event_id}/r1", s.alice, {}
+    )
+    assert status == 200
+    redacted = await s.hs.rooms.events.get_event(event.event_id)
+    assert redacted is not None and redacted.redacted_by is not None
+    notify(s, redacted)
+    [body] = await gateway.wait_for(1)
+    assert body["notification"]["event_id"] == event.event_id
+    assert "content" not in body["notification"]
+
+
+async def test_malformed_notifications_are_ignored_without_raising(
+    setup: Setup, gateway: Gateway
+) -> None:
+    s = setup
+    await add_pusher(s, s.bob, gateway.url, "key")
+    notify(s, {"type": "m.room.message"})  # no event_id, no sender
+    notify(s, object())
+    s.hs.pushers.on_notification(
+        user_id=s.bob.user_id,
+        room_id=s.room_id,
+        event=await message(s, "odd counts"),
+        actions=["notify"],
+        counts=None,  # type: ignore[arg-type]
+    )
+    [body] = await gateway.wait_for(1)
+    assert body["notification"]["counts"] == {}
