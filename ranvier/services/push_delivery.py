@@ -12,7 +12,9 @@ gateway lists in ``rejected`` "must cease" being pushed to: their pushers are
 deleted.
 
 Everything here runs in background tasks: whoever enqueues never waits for a
-gateway. Connections pass the federation SSRF guard
+gateway. The queues live in memory: notifications still queued when the
+process stops are not sent after a restart (the counts a client syncs are not
+affected; the next push carries them). Connections pass the federation SSRF guard
 (``services/federation/address_guard.py``) unless ``push.allow_private_addresses``.
 """
 
