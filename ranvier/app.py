@@ -20,6 +20,7 @@ from ranvier.api.client import membership as client_membership
 from ranvier.api.client import presence as client_presence
 from ranvier.api.client import profile as client_profile
 from ranvier.api.client import push_rules as client_push_rules
+from ranvier.api.client import pushers as client_pushers
 from ranvier.api.client import receipts as client_receipts
 from ranvier.api.client import relations as client_relations
 from ranvier.api.client import room_history as client_room_history
@@ -72,6 +73,7 @@ ROUTE_TABLES: tuple[web.RouteTableDef, ...] = (
     client_receipts.routes,
     client_presence.routes,
     client_push_rules.routes,
+    client_pushers.routes,
     client_capabilities.routes,
     client_thirdparty.routes,
     client_voip.routes,

@@ -186,6 +186,27 @@ class FederationConfig:
     max_response_size: int = DEFAULT_FEDERATION_MAX_RESPONSE_SIZE
 
 
+# HTTP pushers (Client-Server API, "Push Notifications"; Push Gateway API).
+DEFAULT_PUSH_REQUEST_TIMEOUT_MS = 10_000
+DEFAULT_PUSH_RETRY_INITIAL_DELAY_MS = 1_000
+# Synapse's HTTP pusher backs off up to an hour and gives up on a notification
+# after a day (synapse/push/httppusher.py).
+DEFAULT_PUSH_RETRY_MAX_DELAY_MS = 60 * 60 * 1000
+DEFAULT_PUSH_GIVE_UP_AFTER_MS = 24 * 60 * 60 * 1000
+
+
+@dataclass(frozen=True)
+class PushConfig:
+    # Accept pusher URLs with http:// (the spec requires https://); tests and private set-ups.
+    allow_http_gateways: bool = False
+    # Let push delivery connect to private, loopback... addresses (SSRF guard off).
+    allow_private_addresses: bool = False
+    request_timeout: int = DEFAULT_PUSH_REQUEST_TIMEOUT_MS
+    retry_initial_delay: int = DEFAULT_PUSH_RETRY_INITIAL_DELAY_MS
+    retry_max_delay: int = DEFAULT_PUSH_RETRY_MAX_DELAY_MS
+    give_up_after: int = DEFAULT_PUSH_GIVE_UP_AFTER_MS
+
+
 @dataclass(frozen=True)
 class TrustedKeyServer:
     """A notary asked for other servers' keys (federation.trusted_key_servers)."""
@@ -223,6 +244,7 @@ class Config:
     # Room version of rooms created without one (Synapse's default_room_version);
     # also GET /capabilities m.room_versions.default.
     default_room_version: str = DEFAULT_ROOM_VERSION.identifier
+    push: PushConfig = field(default_factory=PushConfig)
 
     @property
     def sqlite_path(self) -> Path | None:
@@ -477,6 +499,12 @@ _KEYS: dict[str, _Key] = {
     "federation.allow_private_addresses": _plain(_bool, is_string=False),
     "federation.request_timeout": _plain(_duration_ms, is_string=False),
     "federation.max_response_size": _plain(_positive_int, is_string=False),
+    "push.allow_http_gateways": _plain(_bool, is_string=False),
+    "push.allow_private_addresses": _plain(_bool, is_string=False),
+    "push.request_timeout": _plain(_duration_ms, is_string=False),
+    "push.retry_initial_delay": _plain(_duration_ms, is_string=False),
+    "push.retry_max_delay": _plain(_duration_ms, is_string=False),
+    "push.give_up_after": _plain(_duration_ms, is_string=False),
     **{
         f"ratelimit.{action}.{name}": _plain(parse, is_string=False)
         for action in ("message", "login", "registration")
@@ -637,6 +665,24 @@ def parse_config(
         ),
         trusted_key_servers=parsed.get("federation.trusted_key_servers", ()),
         federation=_federation_config(parsed),
+        push=_push_config(parsed),
+    )
+
+
+def _push_config(parsed: Mapping[str, Any]) -> PushConfig:
+    defaults = PushConfig()
+    return PushConfig(
+        **{
+            name: parsed.get(f"push.{name}", getattr(defaults, name))
+            for name in (
+                "allow_http_gateways",
+                "allow_private_addresses",
+                "request_timeout",
+                "retry_initial_delay",
+                "retry_max_delay",
+                "give_up_after",
+            )
+        }
     )
 
 

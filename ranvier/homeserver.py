@@ -40,6 +40,7 @@ from ranvier.services.pagination import PaginationService
 from ranvier.services.presence import PresenceService
 from ranvier.services.profiles import ProfileService
 from ranvier.services.push_rules import PushRulesService
+from ranvier.services.pushers import PusherService
 from ranvier.services.ratelimit import RateLimiter
 from ranvier.services.receipts import ReceiptService
 from ranvier.services.relations import RelationsService
@@ -82,6 +83,8 @@ class Homeserver:
         self.presence = PresenceService(self)
         # Push rules; writes m.push_rules account data, so after account_data.
         self.push_rules = PushRulesService(self)
+        # Pushers and HTTP push delivery (background queues to push gateways).
+        self.pushers = PusherService(self)
         # End-to-end encryption: device management, keys and cross-signing,
         # send-to-device, key backup. Before sync, whose providers they are.
         self.e2e_keys = E2eKeysService(self)
@@ -157,6 +160,7 @@ class Homeserver:
         if self.federation_sender is not None:
             await self.federation_sender.close()
         await self.federation_edus.close()
+        await self.pushers.close()
         await self.typing.close()
         await self.federation_client.close()
         await self.database.close()

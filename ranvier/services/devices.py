@@ -119,6 +119,7 @@ class DevicesService:
         async with self.hs.database.transaction() as txn:
             await self.store.delete_device_data(txn, user_id, device_ids)
             await self.store.add_device_list_change(txn, user_id)
+        await self.hs.pushers.on_devices_deleted(user_id, device_ids)
         for key in [k for k in self._last_seen if k[0] == user_id] if device_ids is None else []:
             self._last_seen.pop(key, None)
         for device_id in device_ids or ():
