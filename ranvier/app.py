@@ -125,4 +125,5 @@ def build_app(
     app.cleanup_ctx.append(homeserver_context)
     for routes in ROUTE_TABLES:
         app.add_routes(routes)
+    app.on_startup.append(versions.compute_on_startup)  # /versions lists what is routed
     return app
