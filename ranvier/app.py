@@ -25,6 +25,7 @@ from ranvier.api.client import room_history as client_room_history
 from ranvier.api.client import rooms as client_rooms
 from ranvier.api.client import sync as client_sync
 from ranvier.api.client import thirdparty as client_thirdparty
+from ranvier.api.client import threepid as client_threepid
 from ranvier.api.client import to_device as client_to_device
 from ranvier.api.client import typing as client_typing
 from ranvier.api.client import versions
@@ -72,6 +73,7 @@ ROUTE_TABLES: tuple[web.RouteTableDef, ...] = (
     client_push_rules.routes,
     client_capabilities.routes,
     client_thirdparty.routes,
+    client_threepid.routes,
     client_voip.routes,
     client_rooms.routes,
     client_sync.routes,
