@@ -24,6 +24,7 @@ from ranvier.api.client import receipts as client_receipts
 from ranvier.api.client import room_history as client_room_history
 from ranvier.api.client import rooms as client_rooms
 from ranvier.api.client import sync as client_sync
+from ranvier.api.client import tags as client_tags
 from ranvier.api.client import thirdparty as client_thirdparty
 from ranvier.api.client import threepid as client_threepid
 from ranvier.api.client import to_device as client_to_device
@@ -67,6 +68,7 @@ ROUTE_TABLES: tuple[web.RouteTableDef, ...] = (
     client_login.routes,
     client_filters.routes,
     client_account_data.routes,
+    client_tags.routes,
     client_typing.routes,
     client_receipts.routes,
     client_presence.routes,

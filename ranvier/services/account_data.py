@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from ranvier.errors import MatrixError
+from ranvier.services.room_tags import RoomTags
 from ranvier.storage.account_data import STREAM, AccountDataStore
 from ranvier.storage.engine import Transaction, current_stream_position
 
@@ -39,6 +40,7 @@ class AccountDataService:
     def __init__(self, hs: Homeserver) -> None:
         self.hs = hs
         self.store = AccountDataStore(hs.database)
+        self.tags = RoomTags(self)  # m.tag, edited by the tags endpoints
 
     async def set_account_data(
         self, user_id: str, room_id: str | None, data_type: str, content: dict[str, Any]
