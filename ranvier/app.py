@@ -21,6 +21,7 @@ from ranvier.api.client import presence as client_presence
 from ranvier.api.client import profile as client_profile
 from ranvier.api.client import push_rules as client_push_rules
 from ranvier.api.client import receipts as client_receipts
+from ranvier.api.client import reports as client_reports
 from ranvier.api.client import room_history as client_room_history
 from ranvier.api.client import rooms as client_rooms
 from ranvier.api.client import sync as client_sync
@@ -78,6 +79,7 @@ ROUTE_TABLES: tuple[web.RouteTableDef, ...] = (
     client_threepid.routes,
     client_voip.routes,
     client_rooms.routes,
+    client_reports.routes,
     client_sync.routes,
     client_room_history.routes,
     client_membership.routes,

@@ -42,6 +42,7 @@ from ranvier.services.profiles import ProfileService
 from ranvier.services.push_rules import PushRulesService
 from ranvier.services.ratelimit import RateLimiter
 from ranvier.services.receipts import ReceiptService
+from ranvier.services.reports import ReportsService
 from ranvier.services.rooms import RoomsService
 from ranvier.services.sync import SyncService
 from ranvier.services.to_device import ToDeviceService
@@ -89,6 +90,7 @@ class Homeserver:
         self.sync = SyncService(self)
         register_e2e_sync_extension(self)  # to_device, device_lists, key counts
         self.pagination = PaginationService(self)
+        self.reports = ReportsService(self)  # content reports, for administrators
         # Federation: outbound requests (discovery, TLS, SSRF guard) signed with
         # X-Matrix, and other servers' keys (for X-Matrix checks, events and the
         # notary), fetched through that client.
