@@ -179,6 +179,19 @@ async def test_bad_bodies_are_400_and_store_nothing(client: Client, kind: str, b
     assert await reports(client) == []
 
 
+@pytest.mark.parametrize("kind", ["event", "room", "user"])
+async def test_nul_in_reason_is_400_and_stores_nothing(client: Client, kind: str) -> None:
+    alice, bob, room_id, event_id = await room_with_message(client)
+    path = {
+        "event": event_report(room_id, event_id),
+        "room": f"/rooms/{q(room_id)}/report",
+        "user": f"/users/{q(bob.user_id)}/report",
+    }[kind]
+    status, answer = await call(client, "POST", path, alice, {"reason": "a\u0000b"})
+    assert (status, answer["errcode"]) == (400, "M_INVALID_PARAM")
+    assert await reports(client) == []
+
+
 async def test_reports_need_a_token(client: Client) -> None:
     _, bob, room_id, event_id = await room_with_message(client)
     for path in (
