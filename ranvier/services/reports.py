@@ -12,6 +12,10 @@ reporting user is joined"); they are 404 for a room this server does not
 know, or a local user that does not exist (the spec's 404s). An ignored
 sender's event may be reported ("Clients may wish to ignore users after
 reporting them", and the other way round).
+
+Reports are rate limited per reporter (429 ``M_LIMIT_EXCEEDED``, as the spec
+lists for room and user reports) at the ``ratelimit.message`` rate, in a
+bucket of their own: a report is one write an abusive client could repeat.
 """
 
 from __future__ import annotations
@@ -55,9 +59,13 @@ class ReportsService:
         self.hs = hs
         self.store = ReportStore(hs.database)
 
+    def _ratelimit(self, reporter: str) -> None:
+        self.hs.ratelimiter.check("message", f"report {reporter}")
+
     async def report_event(
         self, reporter: str, room_id: str, event_id: str, body: dict[str, Any]
     ) -> int:
+        self._ratelimit(reporter)
         reason = _reason(body, required=False)
         not_found = MatrixError(
             404,
@@ -85,6 +93,7 @@ class ReportsService:
         )
 
     async def report_room(self, reporter: str, room_id: str, body: dict[str, Any]) -> int:
+        self._ratelimit(reporter)
         reason = _reason(body, required=True)
         if not RoomID.is_valid(room_id):
             raise MatrixError(400, "M_INVALID_PARAM", f"{room_id!r} is not a room ID.")
@@ -99,6 +108,7 @@ class ReportsService:
         )
 
     async def report_user(self, reporter: str, user_id: str, body: dict[str, Any]) -> int:
+        self._ratelimit(reporter)
         reason = _reason(body, required=True)
         if not UserID.is_valid(user_id):
             raise MatrixError(400, "M_INVALID_PARAM", f"{user_id!r} is not a user ID.")

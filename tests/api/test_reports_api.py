@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from ranvier.storage.reports import ReportRow
-from tests.api.conftest import NOW_MS
+from tests.api.conftest import NOW_MS, MakeClient
 from tests.api.rooms_support import (
     Client,
     User,
@@ -213,3 +213,29 @@ async def test_listing_pages_newest_first(client: Client) -> None:
     assert [r.reason for r in first] == ["4", "3"]
     second = await service.list_reports(2, before_id=first[-1].id)
     assert [r.reason for r in second] == ["2", "1"]
+
+
+async def test_reports_are_rate_limited_per_reporter(
+    make_client: MakeClient, database_dsn: str
+) -> None:
+    # The default limits (ratelimit.message: burst 10), on the fixed clock.
+    client = await make_client({"database": database_dsn})
+    alice = await make_user(client, "alice")
+    bob = await make_user(client, "bob")
+    path = f"/users/{q(bob.user_id)}/report"
+    for n in range(10):
+        assert await call(client, "POST", path, alice, {"reason": str(n)}) == (200, {}), n
+    status, body = await call(client, "POST", path, alice, {"reason": "one too many"})
+    assert (status, body["errcode"]) == (429, "M_LIMIT_EXCEEDED")
+    assert body["retry_after_ms"] > 0
+    assert len(await reports(client)) == 10
+    # Bob's own bucket, and Alice can still send messages.
+    assert await call(
+        client, "POST", f"/users/{q(alice.user_id)}/report", bob, {"reason": "x"}
+    ) == (
+        200,
+        {},
+    )
+    room_id = await create_room(client, alice)
+    status, _ = await send(client, alice, room_id, {"msgtype": "m.text", "body": "hi"}, "t9")
+    assert status == 200
