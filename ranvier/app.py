@@ -23,11 +23,14 @@ from ranvier.api.client import push_rules as client_push_rules
 from ranvier.api.client import pushers as client_pushers
 from ranvier.api.client import receipts as client_receipts
 from ranvier.api.client import relations as client_relations
+from ranvier.api.client import reports as client_reports
 from ranvier.api.client import room_history as client_room_history
 from ranvier.api.client import room_upgrade as client_room_upgrade
 from ranvier.api.client import rooms as client_rooms
 from ranvier.api.client import sync as client_sync
+from ranvier.api.client import tags as client_tags
 from ranvier.api.client import thirdparty as client_thirdparty
+from ranvier.api.client import threepid as client_threepid
 from ranvier.api.client import to_device as client_to_device
 from ranvier.api.client import typing as client_typing
 from ranvier.api.client import versions
@@ -69,6 +72,7 @@ ROUTE_TABLES: tuple[web.RouteTableDef, ...] = (
     client_login.routes,
     client_filters.routes,
     client_account_data.routes,
+    client_tags.routes,
     client_typing.routes,
     client_receipts.routes,
     client_presence.routes,
@@ -76,8 +80,10 @@ ROUTE_TABLES: tuple[web.RouteTableDef, ...] = (
     client_pushers.routes,
     client_capabilities.routes,
     client_thirdparty.routes,
+    client_threepid.routes,
     client_voip.routes,
     client_rooms.routes,
+    client_reports.routes,
     client_sync.routes,
     client_room_history.routes,
     client_relations.routes,
@@ -131,4 +137,5 @@ def build_app(
     app.cleanup_ctx.append(homeserver_context)
     for routes in ROUTE_TABLES:
         app.add_routes(routes)
+    app.on_startup.append(versions.compute_on_startup)  # /versions lists what is routed
     return app

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import logging
 import signal
@@ -10,6 +11,7 @@ import ssl
 import sys
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -39,7 +41,9 @@ from ranvier.core.ids import is_my_user_id
 from ranvier.errors import MatrixError
 from ranvier.services.accounts import AccountsService
 from ranvier.services.federation.client import federation_ssl_context
+from ranvier.services.reports import list_reports
 from ranvier.storage import Database, open_database
+from ranvier.storage.reports import ReportRow
 
 T = TypeVar("T")
 
@@ -377,6 +381,62 @@ def registration_token_create(
             raise click.ClickException(str(error)) from None
 
     click.echo(_run_with_accounts(config, create))
+
+
+@cli.group()
+def reports() -> None:
+    """Content reported by users (events, rooms, users), for administrators."""
+
+
+@reports.command("list")
+@click.option(
+    "--limit",
+    type=click.IntRange(min=1, max=10_000),
+    default=50,
+    show_default=True,
+    help="How many reports.",
+)
+@click.option(
+    "--before",
+    "before_id",
+    type=click.IntRange(min=1),
+    help="Only reports older than this report ID (to page on).",
+)
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
+@_CONFIG_OPTION
+def reports_list(limit: int, before_id: int | None, as_json: bool, config_path: Path) -> None:
+    """List reports, newest first."""
+    config = _load_config_or_exit(config_path)
+
+    async def run() -> list[ReportRow]:
+        if config.sqlite_path is not None:
+            config.sqlite_path.parent.mkdir(parents=True, exist_ok=True)
+        database = await open_database(config.database)
+        try:
+            return await list_reports(database, limit, before_id)
+        finally:
+            await database.close()
+
+    for row in asyncio.run(run()):
+        click.echo(_report_json(row) if as_json else _report_line(row))
+
+
+def _report_json(row: ReportRow) -> str:
+    return json.dumps(dataclasses.asdict(row), ensure_ascii=False, sort_keys=True)
+
+
+def _report_line(row: ReportRow) -> str:
+    when = datetime.fromtimestamp(row.received_ts / 1000, tz=UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    parts = [f"#{row.id}", when, row.kind, f"by {row.reporter}"]
+    targets = (("room", row.room_id), ("event", row.event_id), ("user", row.target_user_id))
+    for label, value in targets:
+        if value is not None:
+            parts.append(f"{label} {value}")
+    if row.score is not None:
+        parts.append(f"score {row.score}")
+    # json.dumps: a reason is user text; quoted and escaped, it cannot forge lines.
+    parts.append(f"reason {json.dumps(row.reason, ensure_ascii=False)}")
+    return "  ".join(parts)
 
 
 def _setup_logging(level: str) -> None:

@@ -44,6 +44,7 @@ from ranvier.services.pushers import PusherService
 from ranvier.services.ratelimit import RateLimiter
 from ranvier.services.receipts import ReceiptService
 from ranvier.services.relations import RelationsService
+from ranvier.services.reports import ReportsService
 from ranvier.services.room_upgrade import RoomUpgradeService
 from ranvier.services.rooms import RoomsService
 from ranvier.services.sync import SyncService
@@ -96,6 +97,7 @@ class Homeserver:
         register_e2e_sync_extension(self)  # to_device, device_lists, key counts
         self.pagination = PaginationService(self)
         self.relations = RelationsService(self)
+        self.reports = ReportsService(self)  # content reports, for administrators
         # Federation: outbound requests (discovery, TLS, SSRF guard) signed with
         # X-Matrix, and other servers' keys (for X-Matrix checks, events and the
         # notary), fetched through that client.

@@ -14,6 +14,12 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from ranvier.errors import MatrixError
+from ranvier.services.ignored_users import (
+    IGNORED_USER_LIST,
+    IgnoredUsers,
+    validate_ignored_user_list,
+)
+from ranvier.services.room_tags import RoomTags
 from ranvier.storage.account_data import STREAM, AccountDataStore
 from ranvier.storage.engine import Transaction, current_stream_position
 
@@ -39,6 +45,12 @@ class AccountDataService:
     def __init__(self, hs: Homeserver) -> None:
         self.hs = hs
         self.store = AccountDataStore(hs.database)
+        self.tags = RoomTags(self)  # m.tag, edited by the tags endpoints
+        # m.ignored_user_list, read on every /sync, /messages ...: cached.
+        self.ignored = IgnoredUsers(
+            lambda user_id: self.store.get(user_id, None, IGNORED_USER_LIST)
+        )
+        hs.database.on_positions_reset(self.ignored.clear)
 
     async def set_account_data(
         self, user_id: str, room_id: str | None, data_type: str, content: dict[str, Any]
@@ -46,13 +58,21 @@ class AccountDataService:
         """A client's write; 405 ``M_BAD_JSON`` for a server-managed type."""
         if data_type in SERVER_MANAGED_TYPES:
             raise MatrixError(405, "M_BAD_JSON", f"Cannot set {data_type} through this API.")
+        if room_id is None and data_type == IGNORED_USER_LIST:
+            validate_ignored_user_list(user_id, content)
         return await self.set_server_managed(user_id, room_id, data_type, content)
+
+    async def ignored_users(self, user_id: str) -> frozenset[str]:
+        """Whom ``user_id`` ignores ("Ignoring Users"); cached, see
+        ``services/ignored_users.py`` for what the server leaves out."""
+        return await self.ignored.of(user_id)
 
     async def set_server_managed(
         self, user_id: str, room_id: str | None, data_type: str, content: dict[str, Any]
     ) -> int:
         """Any write, server-managed types included (read markers, push rules)."""
-        position = await self.store.put(user_id, room_id, data_type, _dump(content))
+        async with self.hs.database.transaction() as txn:
+            position = await self.set_in_transaction(txn, user_id, room_id, data_type, content)
         self.hs.notifier.notify_users([user_id])
         return position
 
@@ -65,6 +85,8 @@ class AccountDataService:
         content: dict[str, Any],
     ) -> int:
         """Write inside the caller's transaction; the caller notifies after commit."""
+        if room_id is None and data_type == IGNORED_USER_LIST:
+            txn.call_after_commit(lambda: self.ignored.invalidate(user_id))
         return await self.store.put_in_transaction(txn, user_id, room_id, data_type, _dump(content))
 
     async def get_account_data(

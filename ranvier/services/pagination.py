@@ -332,7 +332,9 @@ class PaginationService:
         if (
             stored is None
             or (access.cap is not None and stored.stream_ordering > access.cap)
-            or not await filter_events_for_member(self.hs, user_id, [stored], access.joined_from)
+            or not await filter_events_for_member(
+                self.hs, user_id, [stored], access.joined_from, include_ignored=True
+            )
         ):
             raise MatrixError(
                 404,

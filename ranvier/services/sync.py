@@ -48,6 +48,7 @@ from ranvier.core.redaction import redact
 from ranvier.core.stripped_state import sanitize_stripped_state
 from ranvier.errors import MatrixError
 from ranvier.services.client_events import serialize_events
+from ranvier.services.ignored_users import drop_ignored_invites
 from ranvier.services.visibility import filter_events_for_member, filter_events_for_user
 from ranvier.storage.events import MembershipChange, StoredEvent
 from ranvier.storage.rooms import Membership
@@ -391,6 +392,7 @@ class SyncService:
             ):
                 left.append(membership)
 
+        invited = await drop_ignored_invites(hs, user_id, invited)  # "Ignoring Users"
         serializer = _Serializer()
         joined_rooms = await self._joined_rooms(params, since, now, joined, changes, at_since)
         left_rooms = await self._left_rooms(params, since, left, changes, at_since)

@@ -12,6 +12,10 @@ Whether a user may see an event depends on the room state *at that event*
 For ``m.room.history_visibility`` events the visibility before *or* after
 the event counts; for the user's own ``m.room.member`` events, their
 membership before *or* after. Missing or unknown visibility is ``shared``.
+
+Both filters also leave out the non-state events of users the user ignores
+("Ignoring Users", ``services/ignored_users.py``), so that every endpoint
+serving events to a user by these filters leaves them out.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
+from ranvier.services.ignored_users import drop_ignored_senders
 from ranvier.storage.events import StoredEvent
 
 if TYPE_CHECKING:
@@ -42,9 +47,17 @@ def _visibility_of(content: object) -> str:
 
 
 async def filter_events_for_user(
-    hs: Homeserver, user_id: str, events: Sequence[StoredEvent]
+    hs: Homeserver,
+    user_id: str,
+    events: Sequence[StoredEvent],
+    *,
+    include_ignored: bool = False,
 ) -> list[StoredEvent]:
-    """The events of ``events`` that ``user_id`` may see, in the same order."""
+    """The events of ``events`` that ``user_id`` may see, in the same order;
+    ``include_ignored`` keeps those of ignored senders (for a check that is
+    about the room's state at an event, not about serving it)."""
+    if not include_ignored:
+        events = await drop_ignored_senders(hs, user_id, events)
     store = hs.rooms.events
     state_store = hs.rooms.state_store
     member_key = ("m.room.member", user_id)
@@ -95,15 +108,24 @@ async def filter_events_for_user(
 
 
 async def filter_events_for_member(
-    hs: Homeserver, user_id: str, events: list[StoredEvent], joined_from: int | None
+    hs: Homeserver,
+    user_id: str,
+    events: list[StoredEvent],
+    joined_from: int | None,
+    *,
+    include_ignored: bool = False,
 ) -> list[StoredEvent]:
     """``filter_events_for_user`` with a shortcut for a current member: events
     after the user's current join (stream position ``joined_from``) are visible
     without looking at the state, since their membership at them is join."""
+    if not include_ignored:
+        events = await drop_ignored_senders(hs, user_id, events)
     slow = [e for e in events if joined_from is None or e.stream_ordering <= joined_from]
     if not slow:
         return events
-    allowed = {e.event_id for e in await filter_events_for_user(hs, user_id, slow)}
+    allowed = {
+        e.event_id for e in await filter_events_for_user(hs, user_id, slow, include_ignored=True)
+    }
     return [
         e
         for e in events

@@ -18,17 +18,18 @@ from ranvier.core.signing import SigningKey
 MakeClient = Any  # the make_client fixture of conftest.py
 
 
-async def test_versions_lists_every_release_from_v1_1_to_v1_19(
+async def test_versions_answers_without_authentication(
     client: TestClient[Any, Any],
 ) -> None:
     response = await client.get("/_matrix/client/versions")
     assert response.status == 200
     assert response.content_type == "application/json"
     body = await response.json()
-    assert body == {"versions": [f"v1.{n}" for n in range(1, 20)], "unstable_features": {}}
+    assert set(body) == {"versions", "unstable_features"}
     # matrix-js-sdk's autodiscovery needs one of its SUPPORTED_MATRIX_VERSIONS
-    # (v1.1 … v1.13 in js-sdk 43) or it rejects the server.
-    assert {"v1.1", "v1.13"} <= set(body["versions"])
+    # (v1.1 … v1.13 in js-sdk 43) or it rejects the server. Which releases are
+    # listed, and why: tests/api/test_versions_api.py.
+    assert body["versions"][0] == "v1.1"
 
 
 async def test_client_well_known_is_404_when_not_configured(

@@ -103,11 +103,55 @@ async def test_guests_are_refused(make_client: MakeClient) -> None:
     assert (status, body["errcode"]) == (403, "M_GUEST_ACCESS_FORBIDDEN")
 
 
-async def test_only_the_spec_paths_are_routed(setup: tuple[Client, dict[str, str]]) -> None:
+MALFORMED_PATHS: list[tuple[str, str, int, str]] = [
+    # (method, path after /pushrules, status, errcode)
+    ("GET", "", 400, "M_UNRECOGNIZED"),  # no trailing slash
+    ("GET", "/global", 400, "M_UNRECOGNIZED"),
+    ("GET", "/device/", 400, "M_UNRECOGNIZED"),  # unknown scope
+    ("GET", "/device/override/.m.rule.master", 400, "M_UNRECOGNIZED"),
+    ("PUT", "/device/override/mine", 400, "M_UNRECOGNIZED"),
+    ("GET", "/global/override", 400, "M_UNRECOGNIZED"),  # missing rule ID
+    ("GET", "/global/override/", 400, "M_UNRECOGNIZED"),
+    ("PUT", "/global/override/", 400, "M_UNRECOGNIZED"),
+    ("DELETE", "/global/override/", 400, "M_UNRECOGNIZED"),
+    ("GET", "/global//x", 400, "M_UNRECOGNIZED"),  # missing kind
+    ("GET", "/global/bogus/", 400, "M_INVALID_PARAM"),  # unknown kind
+    ("PUT", "/global/bogus", 400, "M_INVALID_PARAM"),
+    ("GET", "/global/override/.m.rule.master/", 400, "M_UNRECOGNIZED"),  # trailing slash
+    ("GET", "/global/override/.m.rule.master/enabled/", 400, "M_UNRECOGNIZED"),
+    ("GET", "/global/override/.m.rule.master/bogus", 400, "M_UNRECOGNIZED"),  # unknown part
+    ("PUT", "/global/override/.m.rule.master/bogus", 400, "M_UNRECOGNIZED"),
+    ("PUT", "/global/", 405, "M_UNRECOGNIZED"),  # a spec path, a method it lacks
+    ("DELETE", "/", 405, "M_UNRECOGNIZED"),
+    ("POST", "/global/override/.m.rule.master", 405, "M_UNRECOGNIZED"),
+    ("DELETE", "/global/override/.m.rule.master/enabled", 405, "M_UNRECOGNIZED"),
+]
+
+
+@pytest.mark.parametrize(("method", "path", "status", "errcode"), MALFORMED_PATHS)
+async def test_malformed_paths_are_400(
+    setup: tuple[Client, dict[str, str]], method: str, path: str, status: int, errcode: str
+) -> None:
     client, alice = setup
-    for path in ("", "/global", "/global/override", "/global/override/"):
-        status, body = await call(client, "GET", path, alice)
-        assert (status, body["errcode"]) == (404, "M_UNRECOGNIZED"), path
+    body = {"actions": []} if method == "PUT" else None
+    answer_status, answer = await call(client, method, path, alice, body)
+    assert (answer_status, answer["errcode"]) == (status, errcode)
+    # Nothing was written: the user's rules are still the defaults.
+    assert (await call(client, "GET", "/", alice))[1] == {
+        "global": build_ruleset(ALICE, []).to_json()
+    }
+
+
+async def test_malformed_paths_need_a_token_first(setup: tuple[Client, dict[str, str]]) -> None:
+    client, _ = setup
+    status, body = await call(client, "GET", "/global/override", None)
+    assert (status, body["errcode"]) == (401, "M_MISSING_TOKEN")
+
+
+async def test_other_paths_stay_unrecognised(setup: tuple[Client, dict[str, str]]) -> None:
+    client, alice = setup
+    response = await client.get("/_matrix/client/v3/pushrulesx", headers=alice)
+    assert (response.status, (await response.json())["errcode"]) == (404, "M_UNRECOGNIZED")
 
 
 async def test_get_one_rule_and_its_parts(setup: tuple[Client, dict[str, str]]) -> None:
