@@ -460,7 +460,8 @@ class DirectoryService:
     ) -> dict[str, Any]:
         """GET /mutual_rooms: rooms both users are joined to, by room ID, in pages;
         ``from`` is the last room ID of the previous page (opaque)."""
-        if not UserID.is_valid(user_id):
+        # mutual_rooms.yaml: a non-compliant (historical) user ID is a 400 too.
+        if not UserID.is_valid(user_id, historical=False):
             raise MatrixError(400, "M_INVALID_PARAM", "The user ID provided was invalid.")
         if user_id == requester.user_id:
             raise MatrixError(
