@@ -320,15 +320,16 @@ class DirectoryService:
                     "POST", server, path, content=query.federation_body()
                 )
         except FederationResponseError as exc:
-            status = exc.status if 400 <= exc.status < 500 else 502
-            raise MatrixError(
-                status, exc.errcode or "M_UNKNOWN", f"{server} answered {exc.status}."
-            ) from None
+            # The server's own refusal (403, 404 ...) is passed on; its failures are
+            # not ours to report as a 5xx (list_public_rooms.yaml lists no error).
+            if 400 <= exc.status < 500 and exc.errcode is not None:
+                raise MatrixError(exc.status, exc.errcode, f"{server} refused: {exc}") from None
+            raise MatrixError(404, "M_NOT_FOUND", f"{server} answered {exc.status}.") from None
         except (FederationError, OSError, TimeoutError) as exc:
             logger.info("publicRooms of %s failed: %s", server, exc)
-            raise MatrixError(502, "M_UNKNOWN", f"{server} could not be reached.") from None
+            raise MatrixError(404, "M_NOT_FOUND", f"{server} could not be reached.") from None
         if not isinstance(answer, dict) or not isinstance(answer.get("chunk"), list):
-            raise MatrixError(502, "M_UNKNOWN", f"{server} gave an invalid directory.")
+            raise MatrixError(404, "M_NOT_FOUND", f"{server} gave an invalid directory.")
         return answer
 
     # --- publishing ---------------------------------------------------------------------------

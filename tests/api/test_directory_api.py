@@ -394,12 +394,17 @@ async def test_another_servers_directory_errors(client: Client) -> None:
     response = await client.get(
         f"/_matrix/client/v3/publicRooms?server={REMOTE}", headers=alice.headers
     )
-    assert (response.status, (await response.json())["errcode"]) == (502, "M_UNKNOWN")
+    assert (response.status, (await response.json())["errcode"]) == (404, "M_NOT_FOUND")
     script(client, {(REMOTE, FED_V1 + "/publicRooms"): {"chunk": "not a list"}})
     response = await client.get(
         f"/_matrix/client/v3/publicRooms?server={REMOTE}", headers=alice.headers
     )
-    assert response.status == 502
+    assert (response.status, (await response.json())["errcode"]) == (404, "M_NOT_FOUND")
+    script(client, {(REMOTE, FED_V1 + "/publicRooms"): FederationResponseError(REMOTE, 500, {})})
+    response = await client.get(
+        f"/_matrix/client/v3/publicRooms?server={REMOTE}", headers=alice.headers
+    )
+    assert (response.status, (await response.json())["errcode"]) == (404, "M_NOT_FOUND")
     refusal = FederationResponseError(REMOTE, 403, {"errcode": "M_FORBIDDEN", "error": "no"})
     script(client, {(REMOTE, FED_V1 + "/publicRooms"): refusal})
     response = await client.get(
