@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from ranvier.core.auth_rules import get_send_level, user_power_level
-from ranvier.core.ids import RoomAlias, RoomID, UserID, is_mine
+from ranvier.core.ids import RoomAlias, RoomID, UserID, is_mine, server_name_of
 from ranvier.errors import MatrixError
 from ranvier.services.federation.client import FederationError, FederationResponseError
 from ranvier.services.requester import Requester
@@ -263,8 +263,7 @@ class DirectoryService:
 
     async def has_local_members(self, room_id: str) -> bool:
         """We are in the room (some user of ours is joined), so our state is current."""
-        members = await self.hs.rooms.joined_user_ids(room_id)
-        return any(self.hs.rooms.is_local_user(user) for user in members)
+        return await self.store.has_joined_member_on(room_id, self.server_name)
 
     # --- the published directory ------------------------------------------------------------
 
@@ -447,6 +446,9 @@ class DirectoryService:
 
     async def _remote_summary(self, room_id: str, via: Sequence[str]) -> dict[str, Any]:
         servers = [s for s in via if s != self.server_name]
+        origin = server_name_of(room_id)  # room versions 1-11 name a server in the ID
+        if not servers and origin is not None and origin != self.server_name:
+            servers = [origin]
         for server in servers[:5]:
             answer = await self.hs.spaces.remote_hierarchy(server, room_id, suggested_only=False)
             if answer is not None and answer.room.get("room_id") == room_id:

@@ -22,12 +22,13 @@ Rooms this server is not in are asked of the ``via`` servers of their
 from __future__ import annotations
 
 import logging
+from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
-from ranvier.core.ids import RoomID, is_valid_server_name
+from ranvier.core.ids import RoomID, is_valid_server_name, server_name_of
 from ranvier.errors import MatrixError
 from ranvier.services.directory import (
     PREVIEWABLE_JOIN_RULES,
@@ -53,6 +54,11 @@ MAX_DEPTH = 20
 MAX_ROOMS_VISITED = 1000
 #: ``via`` servers tried for one remote room.
 MAX_VIA_TRIED = 3
+#: Other servers' hierarchy answers are kept this long (Spaces, "Server
+#: behaviour": "The response to this endpoint should be cached for a period of
+#: time"; Synapse keeps them 5 minutes), at most this many.
+REMOTE_CACHE_MS = 5 * 60_000
+REMOTE_CACHE_SIZE = 1000
 
 
 @dataclass(frozen=True)
@@ -118,6 +124,10 @@ class SpacesService:
     def __init__(self, hs: Homeserver) -> None:
         self.hs = hs
         self.server_name = hs.server_name
+        #: (room ID, suggested_only) → (expiry ms, answer): successful answers only.
+        self._remote_cache: OrderedDict[tuple[str, bool], tuple[int, RemoteHierarchy]] = (
+            OrderedDict()
+        )
 
     # --- the client's walk ------------------------------------------------------------------
 
@@ -279,18 +289,30 @@ class SpacesService:
     async def remote_hierarchy(
         self, server: str, room_id: str, suggested_only: bool
     ) -> RemoteHierarchy | None:
-        """Another server's view of a room, or None when it cannot or will not say."""
+        """Another server's view of a room (cached for :data:`REMOTE_CACHE_MS`
+        whichever server gave it), or None when it cannot or will not say."""
+        key = (room_id, suggested_only)
+        now = self.hs.clock_ms()
+        cached = self._remote_cache.get(key)
+        if cached is not None and cached[0] > now:
+            return cached[1]
         try:
             answer = await self.hs.federation_client.request_json(
                 "GET",
                 server,
-                f"/_matrix/federation/v1/hierarchy/{_quote(room_id)}",
+                f"/_matrix/federation/v1/hierarchy/{quote(room_id, safe='')}",
                 query={"suggested_only": "true" if suggested_only else "false"},
             )
         except (FederationError, OSError, TimeoutError) as exc:
             logger.info("hierarchy of %s from %s failed: %s", room_id, server, exc)
             return None
-        return _parse_remote_hierarchy(room_id, answer)
+        parsed = _parse_remote_hierarchy(room_id, answer)
+        if parsed is not None:
+            self._remote_cache[key] = (now + REMOTE_CACHE_MS, parsed)
+            self._remote_cache.move_to_end(key)
+            while len(self._remote_cache) > REMOTE_CACHE_SIZE:
+                self._remote_cache.popitem(last=False)
+        return parsed
 
 
 class _Walk:
@@ -325,6 +347,10 @@ class _Walk:
         if known is not None and known.get("room_type") != SPACE:
             return RoomEntry(known, [])  # a plain room: its parent's answer says all we need
         servers = [s for s in via if s != self.spaces.server_name][:MAX_VIA_TRIED]
+        # No via (the root of the walk): the server in a room ID of versions 1-11.
+        origin = server_name_of(room_id)
+        if not servers and origin is not None and origin != self.spaces.server_name:
+            servers = [origin]
         for server in servers:
             answer = await self.spaces.remote_hierarchy(server, room_id, self.suggested_only)
             if answer is None:
@@ -338,10 +364,6 @@ class _Walk:
             children.sort(key=child_sort_key)
             return RoomEntry(summary, children, frozenset(answer.inaccessible))
         return None
-
-
-def _quote(value: str) -> str:
-    return quote(value, safe="")
 
 
 def _valid_child_event(child: Any) -> bool:

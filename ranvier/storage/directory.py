@@ -97,6 +97,19 @@ class DirectoryStore:
             versions.update({row[0]: row[1] for row in rows})
         return versions
 
+    async def has_joined_member_on(self, room_id: str, server_name: str) -> bool:
+        """Some user of ``server_name`` is joined (we are in the room): the first
+        match in the room's joined-member index, not the whole member list.
+        Server names hold no LIKE wildcards (Appendices, "Server Name")."""
+        found = await self.database.fetch_val(
+            "SELECT 1 FROM room_memberships WHERE room_id = ? AND membership = ?"
+            " AND user_id LIKE ? LIMIT 1",
+            room_id,
+            "join",
+            "%:" + server_name,
+        )
+        return found is not None
+
     # --- OpenID ---------------------------------------------------------------------------
 
     async def add_openid_token(

@@ -15,6 +15,7 @@ import pytest
 from yarl import URL
 
 from ranvier.api.http import HOMESERVER
+from ranvier.services.spaces import REMOTE_CACHE_MS
 from tests.api.conftest import NOW_MS, Clock
 from tests.api.directory_support import FED_V1, V1, Client, script
 from tests.api.rooms_support import User, call, create_room, join, make_user, put_state, q
@@ -268,7 +269,7 @@ def remote_summary(room_id: str, **fields: Any) -> dict[str, Any]:
     }
 
 
-async def test_remote_children_are_asked_over_federation(client: Client) -> None:
+async def test_remote_children_are_asked_over_federation(client: Client, clock: Clock) -> None:
     alice = await make_user(client, "alice")
     root = await create_room(client, alice, preset="public_chat", creation_content=SPACE)
     remote_space, remote_room = f"!space:{REMOTE}", f"!room:{REMOTE}"
@@ -311,6 +312,10 @@ async def test_remote_children_are_asked_over_federation(client: Client) -> None
     assert fake.calls == [
         ("GET", REMOTE, f"{FED_V1}/hierarchy/{q(remote_space)}", {"suggested_only": "false"}, None)
     ]
+    # Kept a while: the same walk again asks nobody.
+    assert room_ids((await hierarchy(client, alice, root))[1]) == [root, remote_space, remote_room]
+    assert len(fake.calls) == 1
+    clock.advance(REMOTE_CACHE_MS)
     # Unreachable: the remote space is left out, the walk goes on.
     script(client, {})
     status, page = await hierarchy(client, alice, root)

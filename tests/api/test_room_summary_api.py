@@ -11,16 +11,21 @@ import pytest
 
 from ranvier.api.http import HOMESERVER
 from ranvier.services import directory
-from tests.api.conftest import MakeClient
-from tests.api.directory_support import FED_V1, V1, Client, engine_client, script
+from ranvier.services.spaces import REMOTE_CACHE_MS
+from tests.api.conftest import Clock
+from tests.api.directory_support import FED_V1, V1, Client, script
 from tests.api.rooms_support import User, call, create_room, join, local_id, make_user, put_state, q
+from tests.api.sync_support import (  # noqa: F401  (fixture)
+    MakeSyncClient,
+    make_sync_client_fixture,
+)
 
 REMOTE = "remote.example"
 
 
 @pytest.fixture
-async def client(make_client: MakeClient, database_dsn: str) -> Client:
-    return await engine_client(make_client, database_dsn)
+async def client(make_sync_client: MakeSyncClient, database_dsn: str) -> Client:
+    return await make_sync_client(database_dsn)
 
 
 async def summary(client: Client, user: User | None, room: str, query: str = "") -> tuple[int, Any]:
@@ -129,7 +134,7 @@ async def test_bad_input(client: Client) -> None:
     assert (response.status, (await response.json())["errcode"]) == (401, "M_UNKNOWN_TOKEN")
 
 
-async def test_rooms_of_other_servers_through_via(client: Client) -> None:
+async def test_rooms_of_other_servers_through_via(client: Client, clock: Clock) -> None:
     alice = await make_user(client, "alice")
     room = f"!room:{REMOTE}"
     remote_summary = {
@@ -143,28 +148,34 @@ async def test_rooms_of_other_servers_through_via(client: Client) -> None:
         "children_state": [],
     }
     path = f"{FED_V1}/hierarchy/{q(room)}"
-    fake = script(
-        client,
-        {(REMOTE, path): {"room": remote_summary, "children": [], "inaccessible_children": []}},
-    )
-    status, body = await summary(client, alice, room, f"?via={REMOTE}&via=unreachable.example")
+    answer = {"room": remote_summary, "children": [], "inaccessible_children": []}
+    fake = script(client, {(REMOTE, path): answer})
+    status, body = await summary(client, alice, room, "?via=unreachable.example&via=" + REMOTE)
     assert status == 200
     assert body == {k: v for k, v in remote_summary.items() if k != "children_state"}
-    assert fake.calls[0][:3] == ("GET", REMOTE, path)
-    # No via, or only servers that cannot say: 404.
-    assert (await summary(client, alice, room))[0] == 404
+    assert [call[:3] for call in fake.calls] == [
+        ("GET", "unreachable.example", path),
+        ("GET", REMOTE, path),
+    ]
+    # The answer is kept a while (Spaces, "Server behaviour"): no new request.
+    assert (await summary(client, alice, room, f"?via={REMOTE}"))[0] == 200
+    assert len(fake.calls) == 2
+    clock.advance(REMOTE_CACHE_MS)
+    # Without via, the server named in the room ID is asked.
+    fake = script(client, {(REMOTE, path): answer})
+    assert (await summary(client, alice, room))[0] == 200
+    assert [call[1] for call in fake.calls] == [REMOTE]
+    clock.advance(REMOTE_CACHE_MS)
+    # Only servers that cannot say: 404.
+    script(client, {})
     assert (await summary(client, alice, room, "?via=unreachable.example"))[0] == 404
-    # A remote room the user may not preview.
-    script(
-        client,
-        {
-            (REMOTE, path): {
-                "room": {**remote_summary, "join_rule": "invite"},
-                "children": [],
-                "inaccessible_children": [],
-            }
-        },
-    )
+    assert (await summary(client, alice, f"!room:{REMOTE}"))[0] == 404
+    # A remote room the user may not preview; one answer about another room.
+    private = {**answer, "room": {**remote_summary, "join_rule": "invite"}}
+    script(client, {(REMOTE, path): private})
+    assert (await summary(client, alice, room, f"?via={REMOTE}"))[0] == 404
+    other_room = {**answer, "room": {**remote_summary, "room_id": f"!other:{REMOTE}"}}
+    script(client, {(REMOTE, path): other_room})
     assert (await summary(client, alice, room, f"?via={REMOTE}"))[0] == 404
 
 
