@@ -370,11 +370,15 @@ def _support_contacts(value: object) -> tuple[dict[str, str], ...]:
     for entry in value:
         allowed = {"role", "matrix_id", "email_address"}
         if not isinstance(entry, Mapping) or not set(entry) <= allowed:
-            raise ValueError(f"each contact has role, matrix_id and email_address only, got {entry!r}")
+            raise ValueError(
+                f"each contact has role, matrix_id and email_address only, got {entry!r}"
+            )
         if not all(isinstance(v, str) and v for v in entry.values()):
             raise ValueError(f"contact fields must be non-empty strings, got {entry!r}")
         if "role" not in entry or not ({"matrix_id", "email_address"} & set(entry)):
-            raise ValueError(f"each contact needs a role and a matrix_id or email_address, got {entry!r}")
+            raise ValueError(
+                f"each contact needs a role and a matrix_id or email_address, got {entry!r}"
+            )
         if "matrix_id" in entry and not UserID.is_valid(entry["matrix_id"]):
             raise ValueError(f"matrix_id must be a user ID, got {entry['matrix_id']!r}")
         contacts.append(dict(entry))

@@ -58,7 +58,9 @@ def parse_public_rooms_query(request: web.Request) -> PublicRoomsQuery:
     include_all = query_bool(request, "include_all_networks")
     if include_all and instance is not None:
         raise MatrixError(
-            400, "M_INVALID_PARAM", "include_all_networks and third_party_instance_id exclude each other."
+            400,
+            "M_INVALID_PARAM",
+            "include_all_networks and third_party_instance_id exclude each other.",
         )
     return PublicRoomsQuery(
         limit=limit or None,
