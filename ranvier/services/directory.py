@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from ranvier.core.auth_rules import get_send_level, user_power_level
-from ranvier.core.ids import RoomAlias, RoomID, UserID, is_mine, server_name_of
+from ranvier.core.ids import RoomAlias, RoomID, UserID, server_name_of
 from ranvier.errors import MatrixError
 from ranvier.services.federation.client import FederationError, FederationResponseError
 from ranvier.services.requester import Requester
@@ -45,7 +45,6 @@ MUTUAL_ROOMS_PAGE = 100
 #: Join rules under which anyone may ask to join or knock, so the room may be
 #: previewed (room_summary.yaml: "join rule of public, knock or knock_restricted").
 PREVIEWABLE_JOIN_RULES = ("public", "knock", "knock_restricted")
-PUBLISH_RULES = ("room_admins", "joined_members", "server_admins")
 
 
 # --- opaque pagination tokens ---------------------------------------------------------------
@@ -486,9 +485,6 @@ class DirectoryService:
         if len(remaining) > len(page):
             answer["next_batch"] = encode_token({"after": page[-1]})
         return answer
-
-    def is_local_alias(self, alias: str) -> bool:
-        return is_mine(alias, self.server_name)
 
 
 def _boundary_token(direction: str, chunk: Mapping[str, Any]) -> str:

@@ -7,11 +7,13 @@ from __future__ import annotations
 
 from typing import Any
 
+import orjson
 import pytest
+from yarl import URL
 
 from ranvier.api.http import HOMESERVER
 from ranvier.services.federation.client import FederationResponseError
-from tests.api.conftest import MakeClient
+from tests.api.conftest import NOW_MS, MakeClient
 from tests.api.directory_support import FED_V1, Client, engine_client, script
 from tests.api.rooms_support import (
     ROOMS_CONFIG,
@@ -24,6 +26,7 @@ from tests.api.rooms_support import (
     put_state,
     q,
 )
+from tests.federation_support import FakeServer
 
 pytestmark = pytest.mark.usefixtures("database_dsn")
 
@@ -411,3 +414,40 @@ async def test_another_servers_directory_errors(client: Client) -> None:
         f"/_matrix/client/v3/publicRooms?server={REMOTE}", headers=alice.headers
     )
     assert (response.status, (await response.json())["errcode"]) == (403, "M_FORBIDDEN")
+
+
+# --- serving our directory to other servers -------------------------------------------------
+
+
+async def test_other_servers_get_the_same_directory(client: Client) -> None:
+    remote = FakeServer(REMOTE)
+    hs = client.app[HOMESERVER]
+    await hs.keyring.store_keys(remote.key_rows(NOW_MS - 3_600_000, NOW_MS + 3_600_000))
+    alice = await make_user(client, "alice")
+    plain = await create_room(client, alice, visibility="public", name="Plain")
+    space = await create_room(
+        client, alice, visibility="public", name="Space", creation_content={"type": "m.space"}
+    )
+
+    async def fed(method: str, uri: str, body: Any = None) -> tuple[int, Any]:
+        auth = remote.authorization(hs.server_name, method, uri, body)
+        data = None if body is None else orjson.dumps(body)
+        response = await client.request(
+            method, URL(uri, encoded=True), data=data, headers={"Authorization": auth}
+        )
+        return response.status, await response.json()
+
+    status, page = await fed("GET", f"{FED_V1}/publicRooms?limit=1")
+    assert (status, ids(page)) == (200, sorted([plain, space])[:1])
+    status, rest = await fed(
+        "GET", f"{FED_V1}/publicRooms?limit=99999999999&since={page['next_batch']}"
+    )
+    assert (status, ids(rest)) == (200, sorted([plain, space])[1:])
+    status, page = await fed(
+        "POST", f"{FED_V1}/publicRooms", {"filter": {"room_types": ["m.space"]}}
+    )
+    assert (status, ids(page)) == (200, [space])
+    status, page = await fed("POST", f"{FED_V1}/publicRooms", {"filter": {"room_types": "m.space"}})
+    assert (status, page["errcode"]) == (400, "M_INVALID_PARAM")
+    status, page = await fed("GET", f"{FED_V1}/publicRooms?since=garbage!")
+    assert (status, page["errcode"]) == (400, "M_INVALID_PARAM")
