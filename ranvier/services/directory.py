@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from ranvier.core.auth_rules import get_send_level, user_power_level
-from ranvier.core.ids import RoomAlias, RoomID, UserID, server_name_of
+from ranvier.core.ids import RoomAlias, RoomID, UserID, is_valid_server_name, server_name_of
 from ranvier.errors import MatrixError
 from ranvier.services.federation.client import FederationError, FederationResponseError
 from ranvier.services.requester import Requester
@@ -444,7 +444,7 @@ class DirectoryService:
         )
 
     async def _remote_summary(self, room_id: str, via: Sequence[str]) -> dict[str, Any]:
-        servers = [s for s in via if s != self.server_name]
+        servers = [s for s in via if s != self.server_name and is_valid_server_name(s)]
         origin = server_name_of(room_id)  # room versions 1-11 name a server in the ID
         if not servers and origin is not None and origin != self.server_name:
             servers = [origin]

@@ -169,6 +169,10 @@ async def test_rooms_of_other_servers_through_via(client: Client, clock: Clock) 
     # Only servers that cannot say: 404.
     script(client, {})
     assert (await summary(client, alice, room, "?via=unreachable.example"))[0] == 404
+    # Not a server name: nobody is asked but the room ID's server.
+    fake = script(client, {})
+    assert (await summary(client, alice, room, "?via=not%20a%20server"))[0] == 404
+    assert [call[1] for call in fake.calls] == [REMOTE]
     assert (await summary(client, alice, f"!room:{REMOTE}"))[0] == 404
     # A remote room the user may not preview; one answer about another room.
     private = {**answer, "room": {**remote_summary, "join_rule": "invite"}}
