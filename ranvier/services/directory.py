@@ -29,7 +29,7 @@ import orjson
 from ranvier.core.auth_rules import get_send_level, user_power_level
 from ranvier.core.ids import RoomAlias, RoomID, UserID, is_valid_server_name, server_name_of
 from ranvier.errors import MatrixError
-from ranvier.services.federation.client import FederationError, FederationResponseError
+from ranvier.services.federation.client import FederationResponseError
 from ranvier.services.requester import Requester
 from ranvier.storage.directory import DirectoryStore
 
@@ -323,7 +323,7 @@ class DirectoryService:
             if 400 <= exc.status < 500 and exc.errcode is not None:
                 raise MatrixError(exc.status, exc.errcode, f"{server} refused: {exc}") from None
             raise MatrixError(404, "M_NOT_FOUND", f"{server} answered {exc.status}.") from None
-        except (FederationError, OSError, TimeoutError) as exc:
+        except Exception as exc:  # any failure of the other server: it cannot say
             logger.info("publicRooms of %s failed: %s", server, exc)
             raise MatrixError(404, "M_NOT_FOUND", f"{server} could not be reached.") from None
         if not isinstance(answer, dict) or not isinstance(answer.get("chunk"), list):

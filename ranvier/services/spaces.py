@@ -36,7 +36,6 @@ from ranvier.services.directory import (
     decode_token,
     encode_token,
 )
-from ranvier.services.federation.client import FederationError
 from ranvier.services.requester import Requester
 
 if TYPE_CHECKING:
@@ -303,7 +302,7 @@ class SpacesService:
                 f"/_matrix/federation/v1/hierarchy/{quote(room_id, safe='')}",
                 query={"suggested_only": "true" if suggested_only else "false"},
             )
-        except (FederationError, OSError, TimeoutError) as exc:
+        except Exception as exc:  # any failure of the other server: it cannot say
             logger.info("hierarchy of %s from %s failed: %s", room_id, server, exc)
             return None
         parsed = _parse_remote_hierarchy(room_id, answer)
