@@ -1,7 +1,8 @@
 """Real clients against a real `ranvier serve`: matrix-nio (on SQLite and
 PostgreSQL) and matrix-js-sdk publish rooms and find them in the public room
 directory (search term, room type filter), build a space with a sub-space and
-read its hierarchy."""
+read its hierarchy. And two real servers federating: one's user reads the
+other's directory, a room summary and a space hierarchy through federation."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import json
 import subprocess
 from collections.abc import AsyncIterator
 from pathlib import Path
+from urllib.parse import quote
 
 import aiohttp
 import pytest
@@ -24,6 +26,13 @@ from nio import (
 from nio.responses import PublicRoomsResponse, SpaceGetHierarchyResponse
 
 from tests.e2e.harness import Server, free_port, init_config, postgres_database
+from tests.e2e.test_federation_two_ranvier import (
+    Node,
+    _call,
+    _pair,
+    nodes,  # noqa: F401  (fixture)
+)
+from tests.e2e.test_federation_two_ranvier import _register as _register_on
 from tests.e2e.test_js_sdk import JS_DIR, NODE, _register
 
 pytestmark = pytest.mark.e2e
@@ -152,3 +161,78 @@ def test_js_sdk_directory_and_spaces(tmp_path: Path) -> None:
     finally:
         server.kill()
     assert "Traceback" not in server.log(), server.log()
+
+
+async def test_two_servers_directory_summary_and_hierarchy(
+    tmp_path: Path,
+    nodes: list[Node],  # noqa: F811  (the fixture imported above)
+) -> None:
+    """B's user reads A's directory, a summary of A's room and, once in A's
+    space, its hierarchy, whose children B knows only through A (federation
+    /publicRooms and /hierarchy between two real servers)."""
+    a, b = _pair(tmp_path, nodes)
+    async with aiohttp.ClientSession() as session:
+        for node in (a, b):
+            await node.start().wait_ready(session)
+        alice = await _register_on(session, a, "alice")
+        bob = await _register_on(session, b, "bob")
+
+        async def create(**body: object) -> str:
+            answer = await _call(session, a, "POST", "/createRoom", alice.token, body)
+            return str(answer["room_id"])
+
+        space = await create(
+            preset="public_chat",
+            visibility="public",
+            name="A space",
+            creation_content={"type": "m.space"},
+        )
+        sub = await create(
+            preset="public_chat", name="A sub-space", creation_content={"type": "m.space"}
+        )
+        room = await create(preset="public_chat", visibility="public", name="A room", topic="On A")
+        secret = await create(preset="private_chat", name="A secret")
+        for parent, child, order in ((space, sub, "1"), (space, room, "2"), (sub, secret, "3")):
+            path = f"/rooms/{quote(parent, safe='')}/state/m.space.child/{quote(child, safe='')}"
+            body = {"via": [a.server_name], "order": order}
+            await _call(session, a, "PUT", path, alice.token, body)
+
+        server = quote(a.server_name, safe="")
+        page = await _call(session, b, "GET", f"/publicRooms?server={server}", bob.token)
+        assert sorted(r["room_id"] for r in page["chunk"]) == sorted([space, room])
+        page = await _call(
+            session,
+            b,
+            "POST",
+            f"/publicRooms?server={server}",
+            bob.token,
+            {"filter": {"generic_search_term": "on a", "room_types": [None]}},
+        )
+        assert [(r["room_id"], r["topic"]) for r in page["chunk"]] == [(room, "On A")]
+
+        async with session.get(
+            f"{b.base_url}/_matrix/client/v1/room_summary/{quote(room, safe='')}?via={server}",
+            headers={"Authorization": f"Bearer {bob.token}"},
+        ) as response:
+            summary = await response.json()
+            assert response.status == 200, summary
+        assert (summary["room_id"], summary["name"], summary["num_joined_members"]) == (
+            room,
+            "A room",
+            1,
+        )
+
+        path = f"/join/{quote(space, safe='')}?via={server}"
+        assert await _call(session, b, "POST", path, bob.token, {}) == {"room_id": space}
+        async with session.get(
+            f"{b.base_url}/_matrix/client/v1/rooms/{quote(space, safe='')}/hierarchy",
+            headers={"Authorization": f"Bearer {bob.token}"},
+        ) as response:
+            tree = await response.json()
+            assert response.status == 200, tree
+        # The secret room is A's private one: B's user may not see it.
+        assert [r["room_id"] for r in tree["rooms"]] == [space, sub, room]
+        assert [c["state_key"] for c in tree["rooms"][1]["children_state"]] == [secret]
+    for node in (a, b):
+        assert node.server is not None
+        assert "Traceback" not in node.server.log(), node.server.log()
