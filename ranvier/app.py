@@ -17,6 +17,7 @@ from ranvier.api.client import key_backup as client_key_backup
 from ranvier.api.client import keys as client_keys
 from ranvier.api.client import login as client_login
 from ranvier.api.client import membership as client_membership
+from ranvier.api.client import openid as client_openid
 from ranvier.api.client import presence as client_presence
 from ranvier.api.client import profile as client_profile
 from ranvier.api.client import push_rules as client_push_rules
@@ -27,6 +28,7 @@ from ranvier.api.client import reports as client_reports
 from ranvier.api.client import room_history as client_room_history
 from ranvier.api.client import room_upgrade as client_room_upgrade
 from ranvier.api.client import rooms as client_rooms
+from ranvier.api.client import spaces as client_spaces
 from ranvier.api.client import sync as client_sync
 from ranvier.api.client import tags as client_tags
 from ranvier.api.client import thirdparty as client_thirdparty
@@ -97,6 +99,8 @@ ROUTE_TABLES: tuple[web.RouteTableDef, ...] = (
     client_room_upgrade.routes,
     federation_invite.routes,
     federation_membership.routes,
+    client_spaces.routes,
+    client_openid.routes,
 )
 
 

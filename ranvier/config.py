@@ -24,7 +24,7 @@ from typing import Any
 
 import yaml
 
-from ranvier.core.ids import InvalidIdentifier
+from ranvier.core.ids import InvalidIdentifier, UserID
 from ranvier.core.ids import parse_server_name as parse_identifier_server_name
 from ranvier.core.room_versions import DEFAULT_ROOM_VERSION, KNOWN_ROOM_VERSIONS
 from ranvier.core.signing import SigningKey, decode_base64
@@ -89,6 +89,21 @@ class WellKnownConfig:
     client_base_url: str | None = None
     # Served as {"m.server": ...} at /.well-known/matrix/server (delegation).
     server: str | None = None
+    # Served at /.well-known/matrix/support (v1.10) when either is set.
+    support_page: str | None = None
+    support_contacts: tuple[dict[str, str], ...] = ()
+
+
+#: Who may publish a room in the directory (PUT /directory/list/room/{roomId}).
+DIRECTORY_PUBLISH_RULES = ("room_admins", "joined_members", "server_admins")
+
+
+@dataclass(frozen=True)
+class DirectoryConfig:
+    # room_admins: joined with the power to send m.room.canonical_alias (Synapse's
+    # rule); joined_members: any joined member; server_admins: server admins only
+    # (also for createRoom with visibility=public). Server admins always may.
+    publish_rule: str = "room_admins"
 
 
 @dataclass(frozen=True)
@@ -245,6 +260,7 @@ class Config:
     # also GET /capabilities m.room_versions.default.
     default_room_version: str = DEFAULT_ROOM_VERSION.identifier
     push: PushConfig = field(default_factory=PushConfig)
+    directory: DirectoryConfig = field(default_factory=DirectoryConfig)
 
     @property
     def sqlite_path(self) -> Path | None:
@@ -367,6 +383,37 @@ def _base_url(value: object) -> str:
     return url
 
 
+def _support_contacts(value: object) -> tuple[dict[str, str], ...]:
+    """``[{role, matrix_id?, email_address?}]`` as /.well-known/matrix/support
+    lists them: each has a role and at least one way to reach it."""
+    if not isinstance(value, list) or not value:
+        raise ValueError(f"must be a non-empty list of contacts, got {value!r}")
+    contacts = []
+    for entry in value:
+        allowed = {"role", "matrix_id", "email_address"}
+        if not isinstance(entry, Mapping) or not set(entry) <= allowed:
+            raise ValueError(
+                f"each contact has role, matrix_id and email_address only, got {entry!r}"
+            )
+        if not all(isinstance(v, str) and v for v in entry.values()):
+            raise ValueError(f"contact fields must be non-empty strings, got {entry!r}")
+        if "role" not in entry or not ({"matrix_id", "email_address"} & set(entry)):
+            raise ValueError(
+                f"each contact needs a role and a matrix_id or email_address, got {entry!r}"
+            )
+        if "matrix_id" in entry and not UserID.is_valid(entry["matrix_id"]):
+            raise ValueError(f"matrix_id must be a user ID, got {entry['matrix_id']!r}")
+        contacts.append(dict(entry))
+    return tuple(contacts)
+
+
+def _publish_rule(value: object) -> str:
+    rule = _string(value)
+    if rule not in DIRECTORY_PUBLISH_RULES:
+        raise ValueError(f"must be one of {', '.join(DIRECTORY_PUBLISH_RULES)}, got {rule!r}")
+    return rule
+
+
 def _room_version(value: object) -> str:
     # YAML reads an unquoted 10 as a number; room versions are strings.
     identifier = str(value) if isinstance(value, int) and not isinstance(value, bool) else value
@@ -475,6 +522,9 @@ _KEYS: dict[str, _Key] = {
     "signing_key_path": _Key(lambda value, base_dir: base_dir / _string(value), True),
     "well_known.client_base_url": _plain(_base_url, is_string=True),
     "well_known.server": _plain(parse_server_name, is_string=True),
+    "well_known.support_page": _plain(_base_url, is_string=True),
+    "well_known.support_contacts": _plain(_support_contacts, is_string=False),
+    "directory.publish_rule": _plain(_publish_rule, is_string=True),
     "key_valid_for": _plain(_duration_ms, is_string=False),
     "log_level": _plain(_log_level, is_string=True),
     "default_room_version": _plain(_room_version, is_string=True),
@@ -636,6 +686,8 @@ def parse_config(
         well_known=WellKnownConfig(
             client_base_url=parsed.get("well_known.client_base_url"),
             server=parsed.get("well_known.server"),
+            support_page=parsed.get("well_known.support_page"),
+            support_contacts=parsed.get("well_known.support_contacts", ()),
         ),
         key_valid_for=parsed.get("key_valid_for", DEFAULT_KEY_VALID_FOR_MS),
         log_level=parsed.get("log_level", Config.log_level),
@@ -666,6 +718,9 @@ def parse_config(
         trusted_key_servers=parsed.get("federation.trusted_key_servers", ()),
         federation=_federation_config(parsed),
         push=_push_config(parsed),
+        directory=DirectoryConfig(
+            publish_rule=parsed.get("directory.publish_rule", DirectoryConfig.publish_rule)
+        ),
     )
 
 

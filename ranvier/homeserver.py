@@ -16,6 +16,7 @@ from ranvier.core.x_matrix import request_signer
 from ranvier.services.account_data import AccountDataService
 from ranvier.services.accounts import AccountsService
 from ranvier.services.devices import DevicesService
+from ranvier.services.directory import DirectoryService
 from ranvier.services.e2e_keys import E2eKeysService
 from ranvier.services.e2e_sync import register_e2e_sync_extension
 from ranvier.services.federation.acl import ServerAcls
@@ -36,6 +37,7 @@ from ranvier.services.federation.verify import PduChecker
 from ranvier.services.filters import FilterService
 from ranvier.services.key_backup import KeyBackupService
 from ranvier.services.notifier import Notifier
+from ranvier.services.openid import OpenIdService
 from ranvier.services.pagination import PaginationService
 from ranvier.services.presence import PresenceService
 from ranvier.services.profiles import ProfileService
@@ -47,6 +49,7 @@ from ranvier.services.relations import RelationsService
 from ranvier.services.reports import ReportsService
 from ranvier.services.room_upgrade import RoomUpgradeService
 from ranvier.services.rooms import RoomsService
+from ranvier.services.spaces import SpacesService
 from ranvier.services.sync import SyncService
 from ranvier.services.to_device import ToDeviceService
 from ranvier.services.typing import TypingService
@@ -143,6 +146,10 @@ class Homeserver:
         remote_memberships = HttpRemoteMemberships(self.federation_client)
         self.federation_invites = FederationInvites(self, remote_memberships)
         self.federation_memberships = FederationMemberships(self, remote_memberships)
+        # Room directory, room summaries, mutual rooms; space hierarchies; OpenID.
+        self.directory = DirectoryService(self)
+        self.spaces = SpacesService(self)
+        self.openid = OpenIdService(self)
 
     async def _fetch_key_json(
         self, destination: str, method: str, path: str, content: Any

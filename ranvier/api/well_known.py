@@ -1,4 +1,4 @@
-"""/.well-known/matrix/client and /.well-known/matrix/server.
+"""/.well-known/matrix/client, /.well-known/matrix/server and /.well-known/matrix/support.
 
 Client-Server API, "Well-known URIs", and Server-Server API, "Server discovery".
 Both documents are served only when configured (``well_known.client_base_url``,
@@ -34,3 +34,18 @@ async def get_server_well_known(request: web.Request) -> web.Response:
     if delegated is None:
         raise MatrixError(404, "M_NOT_FOUND", "No server delegation configured")
     return json_response({"m.server": delegated})
+
+
+@routes.get("/.well-known/matrix/support")
+async def get_support_well_known(request: web.Request) -> web.Response:
+    """Client-Server API, "Getting the support information" (v1.10): the
+    configured admin contacts and support page; 404 when neither is set."""
+    well_known = request.app[CONFIG].well_known
+    if not well_known.support_contacts and well_known.support_page is None:
+        raise MatrixError(404, "M_NOT_FOUND", "No support information configured")
+    body: dict[str, object] = {}
+    if well_known.support_contacts:
+        body["contacts"] = [dict(contact) for contact in well_known.support_contacts]
+    if well_known.support_page is not None:
+        body["support_page"] = well_known.support_page
+    return json_response(body)

@@ -103,6 +103,8 @@ async def create_room(rooms: RoomsService, requester: Requester, body: dict[str,
     visibility = _optional(body, "visibility", str, "a string") or "private"
     if visibility not in ("public", "private"):
         raise MatrixError(400, "M_INVALID_PARAM", "visibility must be public or private")
+    if visibility == "public":
+        await hs.directory.check_may_publish_new_room(creator)  # directory.publish_rule
     preset = _optional(body, "preset", str, "a string")
     if preset is None:
         preset = "public_chat" if visibility == "public" else "private_chat"

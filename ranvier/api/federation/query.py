@@ -12,10 +12,11 @@ from typing import Any
 
 from aiohttp import web
 
-from ranvier.api.client.sync import query_int
+from ranvier.api.client.directory import parse_public_rooms_query, query_bool
 from ranvier.api.federation.auth import authenticate_server
 from ranvier.api.http import HOMESERVER, json_response
 from ranvier.errors import MatrixError
+from ranvier.services.directory import parse_public_rooms_body
 
 routes = web.RouteTableDef()
 
@@ -86,42 +87,29 @@ async def user_keys_claim(request: web.Request) -> web.Response:
 @routes.get(V1 + "/publicRooms")
 async def get_public_rooms(request: web.Request) -> web.Response:
     await authenticate_server(request)
-    limit = query_int(request, "limit", 0, minimum=0, maximum=10_000) or None
-    queries = request.app[HOMESERVER].federation_queries
-    return json_response(await queries.public_rooms(limit, request.query.get("since"), None))
+    query = parse_public_rooms_query(request)
+    return json_response(await request.app[HOMESERVER].directory.local_public_rooms(query))
 
 
 @routes.post(V1 + "/publicRooms")
 async def query_public_rooms(request: web.Request) -> web.Response:
     authenticated = await authenticate_server(request)
-    body = _object_body(authenticated.content)
-    limit, since, search = body.get("limit"), body.get("since"), body.get("filter")
-    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 0):
-        raise MatrixError(400, "M_INVALID_PARAM", "limit must be a non-negative integer.")
-    if since is not None and not isinstance(since, str):
-        raise MatrixError(400, "M_INVALID_PARAM", "since must be a string.")
-    term = search.get("generic_search_term") if isinstance(search, dict) else None
-    if term is not None and not isinstance(term, str):
-        raise MatrixError(400, "M_INVALID_PARAM", "generic_search_term must be a string.")
-    queries = request.app[HOMESERVER].federation_queries
-    return json_response(await queries.public_rooms(limit or None, since, term))
+    query = parse_public_rooms_body(_object_body(authenticated.content))
+    return json_response(await request.app[HOMESERVER].directory.local_public_rooms(query))
 
 
 @routes.get(V1 + "/hierarchy/{roomId}")
 async def hierarchy(request: web.Request) -> web.Response:
     origin = (await authenticate_server(request)).origin
-    suggested_only = request.query.get("suggested_only", "false")
-    if suggested_only not in ("true", "false"):
-        raise MatrixError(400, "M_INVALID_PARAM", "suggested_only must be true or false.")
-    queries = request.app[HOMESERVER].federation_queries
+    suggested_only = query_bool(request, "suggested_only")
+    spaces = request.app[HOMESERVER].spaces
     return json_response(
-        await queries.hierarchy(origin, request.match_info["roomId"], suggested_only == "true")
+        await spaces.federation_hierarchy(origin, request.match_info["roomId"], suggested_only)
     )
 
 
 @routes.get(V1 + "/openid/userinfo")
 async def openid_userinfo(request: web.Request) -> web.Response:
-    # The Client-Server API's /user/{userId}/openid/request_token is not
-    # implemented, so no token can be valid (server-server openid.yaml, 401).
-    _required(request, "access_token")
-    raise MatrixError(401, "M_UNKNOWN_TOKEN", "Access token unknown or expired.")
+    # Called by a third party with the token itself, not by a server: no X-Matrix.
+    token = _required(request, "access_token")
+    return json_response(await request.app[HOMESERVER].openid.userinfo(token))

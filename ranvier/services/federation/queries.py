@@ -1,10 +1,9 @@
 """Federation queries, both ways (Server-Server API, "Querying for information",
-"Device Management", "End-to-End Encryption", "Public Room Directory",
-"Spaces").
+"Device Management", "End-to-End Encryption"). The public room directory and
+space hierarchies are served by ranvier/services/directory.py and spaces.py.
 
 As the server asked: profiles and aliases of our users and rooms, our users'
-devices and keys (GET /user/devices, POST /user/keys/query and /claim), the
-public room directory and space hierarchies. Other servers see no device
+devices and keys (GET /user/devices, POST /user/keys/query and /claim). Other servers see no device
 display names (as Synapse's default ``allow_device_name_lookup_over_federation:
 false``) and no user-signing keys.
 
@@ -31,7 +30,6 @@ from ranvier.services.federation.client import FederationResponseError
 
 if TYPE_CHECKING:
     from ranvier.homeserver import Homeserver
-    from ranvier.storage.events import StoredEvent
 
 logger = logging.getLogger(__name__)
 
@@ -39,8 +37,6 @@ logger = logging.getLogger(__name__)
 #: (the ``timeout`` of keys.yaml defaults to 10 s).
 REMOTE_KEYS_TIMEOUT_S = 10.0
 PROFILE_FIELDS = ("displayname", "avatar_url")
-DEFAULT_PUBLIC_ROOMS_LIMIT = 100
-MAX_PUBLIC_ROOMS_LIMIT = 500
 
 
 def _federation_failure(exc: BaseException) -> dict[str, Any]:
@@ -143,112 +139,6 @@ class FederationQueries:
             if self._is_local(user_id):
                 local[user_id] = devices
         return {"one_time_keys": await e2e.claim_local_keys(local)}
-
-    # --- room directory and spaces ------------------------------------------------------
-
-    async def _state(self, room_id: str) -> dict[tuple[str, str], StoredEvent]:
-        return await self.hs.rooms.events.current_state(room_id)
-
-    async def room_summary(self, room_id: str) -> dict[str, Any]:
-        """A PublishedRoomsChunk of a room we are in (public_rooms.yaml)."""
-        state = await self._state(room_id)
-
-        def content(event_type: str) -> Mapping[str, Any]:
-            stored = state.get((event_type, ""))
-            return stored.event.content if stored is not None else {}
-
-        summary: dict[str, Any] = {
-            "room_id": room_id,
-            "num_joined_members": len(await self.hs.rooms.joined_user_ids(room_id)),
-            "world_readable": content("m.room.history_visibility").get("history_visibility")
-            == "world_readable",
-            "guest_can_join": content("m.room.guest_access").get("guest_access") == "can_join",
-            "join_rule": content("m.room.join_rules").get("join_rule", "invite"),
-        }
-        optional = {
-            "name": content("m.room.name").get("name"),
-            "topic": content("m.room.topic").get("topic"),
-            "canonical_alias": content("m.room.canonical_alias").get("alias"),
-            "avatar_url": content("m.room.avatar").get("url"),
-            "room_type": content("m.room.create").get("type"),
-        }
-        summary.update({k: v for k, v in optional.items() if isinstance(v, str)})
-        return summary
-
-    async def public_rooms(
-        self, limit: int | None, since: str | None, search_term: str | None
-    ) -> dict[str, Any]:
-        """GET/POST /publicRooms: the rooms published in our directory, largest
-        first, ``since`` an offset token from an earlier page."""
-        rooms = [await self.room_summary(r) for r in await self.hs.rooms.store.public_room_ids()]
-        if search_term:
-            term = search_term.casefold()
-            rooms = [
-                r for r in rooms
-                if any(term in str(r.get(k, "")).casefold() for k in ("name", "topic", "canonical_alias"))
-            ]
-        rooms.sort(key=lambda r: (-r["num_joined_members"], r["room_id"]))
-        start = 0
-        if since is not None:
-            if not since.startswith("o") or not since[1:].isdigit():
-                raise MatrixError(400, "M_INVALID_PARAM", "Unknown pagination token.")
-            start = int(since[1:])
-        size = min(limit or DEFAULT_PUBLIC_ROOMS_LIMIT, MAX_PUBLIC_ROOMS_LIMIT)
-        page = rooms[start : start + size]
-        answer: dict[str, Any] = {"chunk": page, "total_room_count_estimate": len(rooms)}
-        if start + size < len(rooms):
-            answer["next_batch"] = f"o{start + size}"
-        if start > 0:
-            answer["prev_batch"] = f"o{max(start - size, 0)}"
-        return answer
-
-    async def _origin_may_see(self, origin: str, room_id: str, summary: Mapping[str, Any]) -> bool:
-        """Spaces, server behaviour: the requesting server could join or peek."""
-        if summary["join_rule"] in ("public", "knock") or summary["world_readable"]:
-            return True
-        return origin in await self.servers_in_room(room_id)
-
-    async def hierarchy(self, origin: str, room_id: str, suggested_only: bool) -> dict[str, Any]:
-        """GET /hierarchy/{roomId}: the room and those of its children we know and
-        ``origin`` may see; 404 for a room we are not in or it may not see."""
-        if await self.hs.rooms.store.get_room(room_id) is None or not await self.hs.rooms.joined_user_ids(room_id):
-            raise MatrixError(404, "M_NOT_FOUND", "Unknown room.")
-        summary = await self.room_summary(room_id)
-        if not await self._origin_may_see(origin, room_id, summary):
-            raise MatrixError(404, "M_NOT_FOUND", "Unknown room.")
-        state = await self._state(room_id)
-        children_state: list[dict[str, Any]] = []
-        for (event_type, state_key), stored in sorted(state.items()):
-            content = stored.event.content
-            if event_type != "m.space.child" or not isinstance(content.get("via"), list):
-                continue
-            if suggested_only and content.get("suggested") is not True:
-                continue
-            children_state.append(
-                {
-                    "type": event_type,
-                    "state_key": state_key,
-                    "content": dict(content),
-                    "sender": stored.event.sender,
-                    "origin_server_ts": stored.event.origin_server_ts,
-                }
-            )
-        children: list[dict[str, Any]] = []
-        inaccessible: list[str] = []
-        for child in children_state:
-            child_id = child["state_key"]
-            if await self.hs.rooms.store.get_room(child_id) is None or not await self.hs.rooms.joined_user_ids(child_id):
-                continue  # unknown to us: the requesting server asks elsewhere
-            child_summary = await self.room_summary(child_id)
-            if await self._origin_may_see(origin, child_id, child_summary):
-                children.append({**child_summary, "children_state": []})
-            else:
-                inaccessible.append(child_id)
-        return {
-            "room": {**summary, "children_state": children_state},
-            "children": children,
-            "inaccessible_children": inaccessible,
-        }
 
     # --- as the asking server -------------------------------------------------------------
 
