@@ -35,6 +35,7 @@ from ranvier.services.federation.transport import FederationTransport
 from ranvier.services.federation.verify import PduChecker
 from ranvier.services.filters import FilterService
 from ranvier.services.key_backup import KeyBackupService
+from ranvier.services.legacy_sync import LegacySyncService
 from ranvier.services.notifier import Notifier
 from ranvier.services.pagination import PaginationService
 from ranvier.services.presence import PresenceService
@@ -89,6 +90,7 @@ class Homeserver:
         self.sync = SyncService(self)
         register_e2e_sync_extension(self)  # to_device, device_lists, key counts
         self.pagination = PaginationService(self)
+        self.legacy_sync = LegacySyncService(self)  # /events, /initialSync (deprecated)
         # Federation: outbound requests (discovery, TLS, SSRF guard) signed with
         # X-Matrix, and other servers' keys (for X-Matrix checks, events and the
         # notary), fetched through that client.
