@@ -16,16 +16,17 @@ storage: tokens are /sync tokens (ranvier/services/sync.py), so ``end`` of
 ``next_batch``; ``messages.start``/``messages.end`` are tokens for ``/messages``
 (ranvier/services/pagination.py builds that chunk).
 
-What ``/events`` returns (the spec says "new events"; as Synapse's event
-stream): the room events visible to the user in their joined rooms (and their
-own membership changes in rooms they left or were invited to since ``from``),
-``m.typing`` and ``m.receipt`` of those rooms with a ``room_id``, ``m.presence``
-of users sharing a room with them, and their account data (room account data
-with a ``room_id``). To-device messages and device-list changes are left to
-/sync: ``end`` keeps those slots of ``from`` so that nothing is skipped when a
-client moves on to /sync. A peek (``room_id`` of a room the user is not in)
-returns only that room's events whose state had ``world_readable`` history
-("Room Previews", Server behaviour).
+What ``/events`` returns: room events only, as old_sync.yaml types its
+``chunk`` (ClientEvent, which needs an ``event_id``): those visible to the user
+in their joined rooms, and their own membership changes (and what they could
+see before) in rooms they left or were invited to since ``from``. Synapse also
+mixes presence, typing, receipts and account data into the chunk; those are
+not ClientEvents, so here they stay with /sync (and /initialSync for presence
+and account data): ``end`` advances only the token's ``events`` slot and keeps
+the others of ``from``, so a client moving on to /sync with it misses nothing.
+A peek (``room_id`` of a room the user is not in) returns only that room's
+events whose state had ``world_readable`` history ("Room Previews", Server
+behaviour).
 """
 
 from __future__ import annotations
@@ -42,7 +43,6 @@ from ranvier.services.pagination import HISTORY_START
 from ranvier.services.sync import (
     ALL_MEMBERSHIPS,
     MAX_TIMEOUT_MS,
-    STREAMS,
     InvalidToken,
     SyncToken,
     pagination_token,
@@ -65,8 +65,6 @@ _ACTIVE_ROOMS_SCAN_CAP = 2000
 #: The memberships /initialSync lists (old_sync.yaml, ``membership`` enum).
 _LISTED = ("join", "invite")
 _ARCHIVED = ("leave", "ban")
-#: The slots /events reads and advances (to_device and device_lists stay /sync's).
-_EVENT_SLOTS = ("events", "account_data", "receipts", "presence", "typing")
 
 
 def parse_stream_token(text: str) -> SyncToken:
@@ -163,33 +161,27 @@ class LegacySyncService:
     async def _events_once(
         self, user_id: str, device_id: str | None, since: SyncToken, scope: _Scope
     ) -> tuple[list[dict[str, Any]], SyncToken]:
-        now = await self.hs.sync.current_token()
-        since = _clamp_down(since, now)
-        if all(getattr(since, slot) == getattr(now, slot) for slot in _EVENT_SLOTS):
-            return [], since  # nothing moved anywhere: spare the queries
+        now_pos = await self.hs.rooms.events.current_position()
+        # A position from the future (another database?) reads as now, as in /sync.
+        since_pos = min(since.events, now_pos)
+        if since_pos == now_pos:
+            return [], replace(since, events=now_pos)  # no new event: spare the queries
         if scope.peeking:
             assert scope.room_id is not None
-            ranges = [_RoomRange(scope.room_id, now.events, None)]
+            ranges = [_RoomRange(scope.room_id, now_pos, None)]
             own: set[str] = set()
         else:
-            ranges, own = await self._room_ranges(user_id, since, now, scope.room_id)
-        room_events, events_end = await self._room_events(
-            user_id, since.events, now.events, ranges, own
-        )
+            ranges, own = await self._room_ranges(user_id, since_pos, now_pos, scope.room_id)
+        room_events, events_end = await self._room_events(user_id, since_pos, now_pos, ranges, own)
         chunk = await serialize_events(
             self.hs, room_events, user_id=user_id, device_id=device_id, include_room_id=True
         )
-        end = replace(now, events=events_end, to_device=since.to_device)
-        end = replace(end, device_lists=since.device_lists)
-        if not scope.peeking:
-            joined = [r.room_id for r in ranges if r.joined_from is not None]
-            chunk += await self._ephemeral(user_id, since, now, joined)
-            if scope.room_id is None:
-                chunk += await self._presence_and_account_data(user_id, since, now)
+        # Only the events slot moves: the other streams are /sync's (module docstring).
+        end = replace(since, events=events_end)
         return chunk, end
 
     async def _room_ranges(
-        self, user_id: str, since: SyncToken, now: SyncToken, only: str | None
+        self, user_id: str, since_pos: int, now_pos: int, only: str | None
     ) -> tuple[list[_RoomRange], set[str]]:
         """The rooms to read: the joined ones, and those whose membership changed
         since the token (up to the change: a leave, an invite). Also the IDs of
@@ -197,7 +189,7 @@ class LegacySyncService:
         history visibility (they tell the user their membership changed)."""
         store = self.hs.rooms
         current = {m.room_id: m for m in await store.store.rooms_for_user(user_id, ALL_MEMBERSHIPS)}
-        changes = await store.events.membership_changes_for_user(user_id, since.events, now.events)
+        changes = await store.events.membership_changes_for_user(user_id, since_pos, now_pos)
         own = {change.event_id for change in changes}
         wanted = {m.room_id for m in current.values() if m.membership == "join"}
         wanted |= {change.room_id for change in changes}
@@ -206,7 +198,7 @@ class LegacySyncService:
         ranges = []
         for room_id in sorted(wanted):
             membership = current.get(room_id)
-            ranges.append(_range_of(room_id, membership, now.events))
+            ranges.append(_range_of(room_id, membership, now_pos))
         return ranges, own
 
     async def _room_events(
@@ -264,34 +256,6 @@ class LegacySyncService:
             )
             kept.update(e.event_id for e in allowed)
         return [e for e in events if e.event_id in kept]
-
-    async def _ephemeral(
-        self, user_id: str, since: SyncToken, now: SyncToken, room_ids: list[str]
-    ) -> list[dict[str, Any]]:
-        """``m.typing`` and ``m.receipt`` of ``room_ids``, each with its ``room_id``."""
-        if not room_ids:
-            return []
-        typing_from, typing_to = self.hs.sync.typing_range(since, now)
-        typing = await self.hs.typing.changes_for_user(user_id, typing_from, typing_to, room_ids)
-        receipts = await self.hs.receipts.changes_for_user(
-            user_id, since.receipts, now.receipts, room_ids
-        )
-        events = [{**event, "room_id": room_id} for room_id, event in typing.items()]
-        events += [{**event, "room_id": room_id} for room_id, event in receipts.items()]
-        return events
-
-    async def _presence_and_account_data(
-        self, user_id: str, since: SyncToken, now: SyncToken
-    ) -> list[dict[str, Any]]:
-        presence = await self.hs.presence.changes_for_user(user_id, since.presence, now.presence)
-        account_data = await self.hs.account_data.changes_for_user(
-            user_id, since.account_data, now.account_data, initial=False
-        )
-        events = [_legacy_presence(event) for event in presence]
-        events += account_data.global_events
-        for room_id, room_events in account_data.room_events.items():
-            events += [{**event, "room_id": room_id} for event in room_events]
-        return events
 
     # --- GET /events/{eventId} -----------------------------------------------------------
 
@@ -453,17 +417,6 @@ def _range_of(room_id: str, membership: Membership | None, now_pos: int) -> _Roo
     # Left, banned, invited, knocking since the token: events up to that change.
     upper = now_pos if membership is None else min(now_pos, membership.stream_ordering)
     return _RoomRange(room_id, upper, None)
-
-
-def _clamp_down(since: SyncToken, now: SyncToken) -> SyncToken:
-    """A token from the future (another database?) reads as now, as in /sync;
-    the typing slot is the typing service's to judge (SyncService.typing_range)."""
-    return SyncToken(
-        *(
-            min(getattr(since, slot), getattr(now, slot)) if slot != "typing" else since.typing
-            for slot in STREAMS
-        )
-    )
 
 
 def _legacy_presence(event: dict[str, Any]) -> dict[str, Any]:

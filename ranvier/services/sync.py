@@ -308,12 +308,6 @@ class SyncService:
             return 0
         return position
 
-    def typing_range(self, since: SyncToken | None, now: SyncToken) -> tuple[int, int]:
-        """The typing positions ``(from, to)`` between two tokens' typing slots,
-        for front ends other than /sync (ranvier/services/legacy_sync.py)."""
-        typing_from = 0 if since is None else self._typing_position(since.typing)
-        return typing_from, now.typing - self._typing_epoch
-
     @staticmethod
     def _clamp(since: SyncToken, now: SyncToken) -> SyncToken:
         """A token from the future (another database?) is read as "now"."""
