@@ -25,6 +25,7 @@ from tests.api.rooms_support import (
     User,
     call,
     create_room,
+    hs_of,
     join,
     make_user,
     put_state,
@@ -425,6 +426,75 @@ async def test_events_leave_other_streams_to_sync(
     assert ephemeral == {"m.typing", "m.receipt"}
     assert "org.ex.legacy" in {e["type"] for e in later["account_data"]["events"]}
     assert bob.user_id in {e["sender"] for e in later["presence"]["events"]}
+
+
+async def test_events_with_room_id_of_a_joined_room_return_that_room_only(
+    make_sync_client: MakeSyncClient, database_dsn: str
+) -> None:
+    client = await make_sync_client(database_dsn)
+    alice = await make_user(client, "alice")
+    room_a = await create_room(client, alice)
+    room_b = await create_room(client, alice)
+    token = await settled_token(client, alice)
+    await text(client, alice, room_a, "in a")
+    await text(client, alice, room_b, "in b")
+    body = await events(client, alice, timeout=0, room_id=room_b, **{"from": token})
+    assert [e["room_id"] for e in body["chunk"]] == [room_b]
+    assert message_bodies(body["chunk"]) == ["in b"]
+
+
+async def test_events_deliver_an_invite_but_not_the_room_behind_it(
+    make_sync_client: MakeSyncClient, database_dsn: str
+) -> None:
+    client = await make_sync_client(database_dsn)
+    alice = await make_user(client, "alice")
+    bob = await make_user(client, "bob")
+    room_id = await create_room(client, bob, preset="private_chat")
+    token = await settled_token(client, alice)
+    await text(client, bob, room_id, "before the invite")
+    await invite(client, bob, room_id, alice)
+    await text(client, bob, room_id, "after the invite")
+    body = await events(client, alice, timeout=0, **{"from": token})
+    [event] = body["chunk"]
+    assert (event["type"], event["state_key"]) == ("m.room.member", alice.user_id)
+    assert event["content"]["membership"] == "invite"
+    assert event["room_id"] == room_id
+
+
+async def make_guest(client: Client) -> User:
+    user_id, session = await hs_of(client).accounts.register(None, None, is_guest=True)
+    assert session is not None
+    return User(user_id, session.device_id, session.access_token)
+
+
+async def test_guests_may_only_peek(make_sync_client: MakeSyncClient, database_dsn: str) -> None:
+    """Guest Access: guests may call GET /events "as used for room previews" and
+    GET /rooms/{roomId}/initialSync, not /initialSync (as Synapse)."""
+    client = await make_sync_client(database_dsn)
+    bob = await make_user(client, "bob")
+    guest = await make_guest(client)
+    room_id = await create_room(client, bob, preset="public_chat")
+    await put_state(
+        client,
+        bob,
+        room_id,
+        "m.room.history_visibility",
+        "",
+        {"history_visibility": "world_readable"},
+    )
+    await text(client, bob, room_id, "for everyone")
+    status, body = await get(client, V3 + "/events", guest, timeout=0)
+    assert (status, body["errcode"]) == (400, "M_MISSING_PARAM")
+    status, body = await get(client, V3 + "/initialSync", guest)
+    assert (status, body["errcode"]) == (403, "M_GUEST_ACCESS_FORBIDDEN")
+    status, room = await room_initial_sync(client, guest, room_id)
+    assert status == 200, room
+    assert message_bodies(room["messages"]["chunk"]) == ["for everyone"]
+    await text(client, bob, room_id, "more")
+    body = await events(
+        client, guest, room_id=room_id, timeout=0, **{"from": room["messages"]["end"]}
+    )
+    assert message_bodies(body["chunk"]) == ["more"]
 
 
 async def test_events_chunk_is_bounded_and_end_continues(
