@@ -366,9 +366,25 @@ class LegacySyncService:
         group = await rooms.visible_state_group(user_id, room_id)
         state = await rooms.state_store.get_state_ids(group)
         events = await rooms.events.get_events_ordered(list(state.values()))
+        if await self._never_joined_outsider(user_id, room_id):
+            # As /sync's rooms.leave: one who never joined (a rejected invite)
+            # sees only the state their history visibility lets them see.
+            events = await filter_events_for_user(self.hs, user_id, events)
         return await serialize_events(
             self.hs, events, user_id=user_id, device_id=device_id, include_room_id=True
         )
+
+    async def _never_joined_outsider(self, user_id: str, room_id: str) -> bool:
+        """Whether the user left or was banned without ever joining, from a room
+        that is not world_readable."""
+        rooms = self.hs.rooms
+        membership = await rooms.store.get_membership(room_id, user_id)
+        if membership is None or membership.membership not in _ARCHIVED:
+            return False
+        if await rooms.history_visibility(room_id) == "world_readable":
+            return False
+        history = await rooms.events.membership_history_in_room(room_id, user_id)
+        return not any(change.membership == "join" for change in history)
 
     # --- GET /rooms/{roomId}/initialSync -------------------------------------------------
 

@@ -248,6 +248,25 @@ async def test_initial_sync_archived_includes_left_rooms_up_to_the_leave(
     assert "m.room.topic" not in {e["type"] for e in room["state"]}
 
 
+async def test_initial_sync_archived_rejected_invite_shows_nothing_hidden(
+    make_sync_client: MakeSyncClient, database_dsn: str
+) -> None:
+    client = await make_sync_client(database_dsn)
+    bob = await make_user(client, "bob")
+    carol = await make_user(client, "carol")
+    room_id = await create_room(client, bob, preset="private_chat", topic="secret topic")
+    await text(client, bob, room_id, "secret message")
+    await invite(client, bob, room_id, carol)
+    await leave(client, carol, room_id)  # rejects the invite
+
+    room = room_of(await initial_sync(client, carol, archived=True), room_id)
+    assert room["membership"] == "leave"
+    assert message_bodies(room["messages"]["chunk"]) == []
+    # History "shared": carol never joined, so the room's state is not hers to read.
+    assert "m.room.topic" not in {e["type"] for e in room["state"]}
+    assert "secret" not in json.dumps(room)
+
+
 # --- GET /events ----------------------------------------------------------------------
 
 
