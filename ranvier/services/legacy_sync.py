@@ -58,7 +58,7 @@ if TYPE_CHECKING:
 DEFAULT_EVENTS_TIMEOUT_MS = 30_000
 #: Room events per ``/events`` answer; ``end`` continues after the last one.
 MAX_EVENTS_CHUNK = 100
-#: Messages per room when ``limit`` is absent (Synapse's default).
+#: Messages per room when ``limit`` is absent (as /messages: message_pagination.yaml).
 DEFAULT_INITIAL_SYNC_LIMIT = 10
 #: An event scan over more than this falls back to asking each candidate room.
 _ACTIVE_ROOMS_SCAN_CAP = 2000

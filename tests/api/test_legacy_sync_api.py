@@ -488,7 +488,7 @@ async def make_guest(client: Client) -> User:
 
 async def test_guests_may_only_peek(make_sync_client: MakeSyncClient, database_dsn: str) -> None:
     """Guest Access: guests may call GET /events "as used for room previews" and
-    GET /rooms/{roomId}/initialSync, not /initialSync (as Synapse)."""
+    GET /rooms/{roomId}/initialSync, not /initialSync or /events/{eventId} (as Synapse)."""
     client = await make_sync_client(database_dsn)
     bob = await make_user(client, "bob")
     guest = await make_guest(client)
@@ -506,9 +506,12 @@ async def test_guests_may_only_peek(make_sync_client: MakeSyncClient, database_d
     assert (status, body["errcode"]) == (400, "M_MISSING_PARAM")
     status, body = await get(client, V3 + "/initialSync", guest)
     assert (status, body["errcode"]) == (403, "M_GUEST_ACCESS_FORBIDDEN")
+    message_id = await text(client, bob, room_id, "by id")
+    status, body = await get(client, f"{V3}/events/{q(message_id)}", guest)
+    assert (status, body["errcode"]) == (403, "M_GUEST_ACCESS_FORBIDDEN")
     status, room = await room_initial_sync(client, guest, room_id)
     assert status == 200, room
-    assert message_bodies(room["messages"]["chunk"]) == ["for everyone"]
+    assert message_bodies(room["messages"]["chunk"]) == ["for everyone", "by id"]
     await text(client, bob, room_id, "more")
     body = await events(
         client, guest, room_id=room_id, timeout=0, **{"from": room["messages"]["end"]}

@@ -58,7 +58,8 @@ async def get_events(request: web.Request) -> web.Response:
 
 @routes.get(V3 + "/events/{eventId}")
 async def get_event(request: web.Request) -> web.Response:
-    requester = await require_user(request, allow_guest=True)
+    # Not among the endpoints Guest Access opens to guests (nor in Synapse).
+    requester = await require_user(request)
     hs = request.app[HOMESERVER]
     body = await hs.legacy_sync.get_event(
         requester.user_id, requester.device_id, request.match_info["eventId"]
