@@ -15,6 +15,7 @@ from ranvier.api.client import directory as client_directory
 from ranvier.api.client import filters as client_filters
 from ranvier.api.client import key_backup as client_key_backup
 from ranvier.api.client import keys as client_keys
+from ranvier.api.client import legacy_sync as client_legacy_sync
 from ranvier.api.client import login as client_login
 from ranvier.api.client import membership as client_membership
 from ranvier.api.client import openid as client_openid
@@ -89,6 +90,7 @@ ROUTE_TABLES: tuple[web.RouteTableDef, ...] = (
     client_sync.routes,
     client_room_history.routes,
     client_relations.routes,
+    client_legacy_sync.routes,
     client_membership.routes,
     client_profile.routes,
     client_directory.routes,

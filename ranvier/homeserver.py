@@ -36,6 +36,7 @@ from ranvier.services.federation.transport import FederationTransport
 from ranvier.services.federation.verify import PduChecker
 from ranvier.services.filters import FilterService
 from ranvier.services.key_backup import KeyBackupService
+from ranvier.services.legacy_sync import LegacySyncService
 from ranvier.services.notifier import Notifier
 from ranvier.services.openid import OpenIdService
 from ranvier.services.pagination import PaginationService
@@ -101,6 +102,7 @@ class Homeserver:
         self.pagination = PaginationService(self)
         self.relations = RelationsService(self)
         self.reports = ReportsService(self)  # content reports, for administrators
+        self.legacy_sync = LegacySyncService(self)  # /events, /initialSync (deprecated)
         # Federation: outbound requests (discovery, TLS, SSRF guard) signed with
         # X-Matrix, and other servers' keys (for X-Matrix checks, events and the
         # notary), fetched through that client.

@@ -28,6 +28,12 @@ class Notifier:
                 if not waiter.done():
                     waiter.set_result(None)
 
+    def notify_room(self, room_id: str) -> None:
+        """A new event in ``room_id``: wake those peeking into it without being
+        members (``GET /events?room_id=``, Client-Server API "Room Previews"),
+        who wait on the room ID (``!...``, never a user ID) as their key."""
+        self.notify_users((room_id,))
+
     async def wait(self, user_id: str, since_version: int, timeout_s: float) -> bool:
         """Wait until ``user_id``'s counter passes ``since_version`` or the timeout.
 

@@ -360,6 +360,7 @@ class RoomsService:
         if event.type == MEMBER and event.state_key is not None:
             users.add(event.state_key)
         self.hs.notifier.notify_users(users)
+        self.hs.notifier.notify_room(event.room_id)
 
     # --- state events -------------------------------------------------------------------
 

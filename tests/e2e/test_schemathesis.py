@@ -65,6 +65,9 @@ SESSION_ENDING = {
     ("POST", "/_matrix/client/v3/account/deactivate"),
     ("POST", "/_matrix/client/v3/account/password"),
 }
+# Long-polls: an absent or generated ``timeout`` would hold each call for up to minutes
+# (GET /events waits 30 s by default); these calls look for errors, so they ask not to wait.
+LONG_POLLS = {("GET", "/_matrix/client/v3/events"), ("GET", "/_matrix/client/v3/events ")}
 FUZZ_USER = "fuzz"
 SERVER_NAME = "localhost"
 # Well-formed values of path parameters (Appendices, "Identifier Grammar"), so that a hostile
@@ -433,11 +436,18 @@ def test_some_operations_are_fuzzed() -> None:
     assert changes == set(HOSTILE_CHANGES)
 
 
+def _without_waiting(case: schemathesis.Case) -> None:
+    """A long-poll's ``timeout`` set to 0 (see :data:`LONG_POLLS`)."""
+    if (case.method.upper(), case.operation.path) in LONG_POLLS:
+        case.query = {**(case.query or {}), "timeout": 0}
+
+
 @pytest.mark.parametrize("operation", OPERATIONS, ids=[_label(op) for op in OPERATIONS])
 def test_no_server_errors(account: FuzzAccount, operation: Any) -> None:
     @given(case=operation.as_strategy())
     @_settings(EXAMPLES_PER_OPERATION)
     def check(case: schemathesis.Case) -> None:
+        _without_waiting(case)
         headers = account.headers(case)
         response = case.call(base_url=account.base_url, headers=headers, timeout=30)
         _assert_client_error_at_most(case, response)
@@ -457,6 +467,7 @@ def test_no_server_errors_on_hostile_input(
     @given(case=operation.as_strategy(), data=st.data())
     @_settings(HOSTILE_EXAMPLES_PER_OPERATION, shrink=False)
     def check(case: schemathesis.Case, data: st.DataObject) -> None:
+        _without_waiting(case)
         hostile = _make_hostile(case, own, data)
         headers = account.headers(case)
         body: dict[str, Any] = {}
