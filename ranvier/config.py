@@ -187,6 +187,20 @@ class FederationConfig:
 
 
 @dataclass(frozen=True)
+class MetricsConfig:
+    """The Prometheus /metrics listener for operators (docs/configuration.md, "metrics").
+
+    A separate listener, off by default: it is meant for a scraper on the
+    operator's network, never for clients, so it is not on the client port.
+    """
+
+    enabled: bool = False
+    listen_host: str = "127.0.0.1"
+    # 0 picks a free port (tests); the bound address is logged at start.
+    listen_port: int = 9000
+
+
+@dataclass(frozen=True)
 class TrustedKeyServer:
     """A notary asked for other servers' keys (federation.trusted_key_servers)."""
 
@@ -223,6 +237,7 @@ class Config:
     # Room version of rooms created without one (Synapse's default_room_version);
     # also GET /capabilities m.room_versions.default.
     default_room_version: str = DEFAULT_ROOM_VERSION.identifier
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
 
     @property
     def sqlite_path(self) -> Path | None:
@@ -477,6 +492,9 @@ _KEYS: dict[str, _Key] = {
     "federation.allow_private_addresses": _plain(_bool, is_string=False),
     "federation.request_timeout": _plain(_duration_ms, is_string=False),
     "federation.max_response_size": _plain(_positive_int, is_string=False),
+    "metrics.enabled": _plain(_bool, is_string=False),
+    "metrics.listen_host": _plain(_string, is_string=True),
+    "metrics.listen_port": _plain(_port, is_string=False),
     **{
         f"ratelimit.{action}.{name}": _plain(parse, is_string=False)
         for action in ("message", "login", "registration")
@@ -637,6 +655,11 @@ def parse_config(
         ),
         trusted_key_servers=parsed.get("federation.trusted_key_servers", ()),
         federation=_federation_config(parsed),
+        metrics=MetricsConfig(
+            enabled=parsed.get("metrics.enabled", MetricsConfig.enabled),
+            listen_host=parsed.get("metrics.listen_host", MetricsConfig.listen_host),
+            listen_port=parsed.get("metrics.listen_port", MetricsConfig.listen_port),
+        ),
     )
 
 
