@@ -271,6 +271,15 @@ def metrics_app(metrics: ServerMetrics) -> web.Application:
     return app
 
 
+async def _start_site(runner: web.AppRunner, config: MetricsConfig) -> None:
+    """Bind the listener; a failure names it (the caller logs the client address)."""
+    try:
+        await web.TCPSite(runner, config.listen_host, config.listen_port).start()
+    except OSError as exc:
+        where = f"{config.listen_host}:{config.listen_port}"
+        raise OSError(exc.errno, f"the metrics listener on {where}: {exc.strerror}") from exc
+
+
 def install_metrics(app: web.Application, config: MetricsConfig) -> ServerMetrics:
     """Instrument ``app`` and serve its metrics on their own listener while it runs.
 
@@ -286,7 +295,7 @@ def install_metrics(app: web.Application, config: MetricsConfig) -> ServerMetric
         runner = web.AppRunner(metrics_app(metrics), access_log=None)
         await runner.setup()
         try:
-            await web.TCPSite(runner, config.listen_host, config.listen_port).start()
+            await _start_site(runner, config)
             host, port, *_ = runner.addresses[0]
             app[METRICS_ADDRESS] = (host, port)
             logger.info("Metrics on http://%s:%d/metrics", host, port)

@@ -24,7 +24,8 @@ from ranvier.api.metrics import METRICS, METRICS_ADDRESS
 from ranvier.app import build_app
 from ranvier.config import parse_config
 from ranvier.core.signing import SigningKey
-from tests.api.conftest import Clock, with_server_name
+from tests.api.conftest import Clock, MakeClient, with_server_name
+from tests.api.federation_api_support import FED, client_in_remote_room, signed_request, transaction
 from tests.api.rooms_support import (
     ROOMS_CONFIG,
     V3,
@@ -35,6 +36,7 @@ from tests.api.rooms_support import (
     send,
 )
 from tests.api.sync_support import sync
+from tests.federation_dag import CREATOR
 
 SEND_ROUTE = "/_matrix/client/v3/rooms/{roomId}/send/{eventType}/{txnId}"
 ON = {"metrics": {"enabled": True, "listen_port": 0}}
@@ -219,6 +221,40 @@ async def test_events_persisted_counter_and_latency_follow_a_send(
     persists = "ranvier_event_persist_duration_seconds_count"
     assert after[(persists, local)] == before[(persists, local)] + 1
     assert after[("ranvier_event_persist_duration_seconds_sum", local)] > 0
+
+
+async def test_events_received_over_federation_count_as_federated(
+    make_client: MakeClient, database_dsn: str
+) -> None:
+    client, room = await client_in_remote_room(
+        lambda raw: make_client({**raw, **ON, "database": database_dsn})
+    )
+    federated = labels(origin="federated")
+    before = await scrape(client)
+    assert before[("ranvier_events_persisted_total", federated)] >= 1  # the room's join
+    hello = room.dag.event(
+        "m.room.message",
+        CREATOR,
+        {"msgtype": "m.text", "body": "hello"},
+        [room.alice_join],
+        [room.create, room.creator_join, room.power],
+    )
+    status, body = await signed_request(
+        client, "PUT", f"{FED}/v1/send/t1", transaction(dict(hello.pdu))
+    )
+    assert (status, body) == (200, {"pdus": {hello.event_id: {}}})
+
+    after = await scrape(client)
+    assert after[("ranvier_events_persisted_total", federated)] == (
+        before[("ranvier_events_persisted_total", federated)] + 1
+    )
+    persists = "ranvier_event_persist_duration_seconds_count"
+    assert after[(persists, federated)] == before[(persists, federated)] + 1
+    local = labels(origin="local")
+    assert (
+        after[("ranvier_events_persisted_total", local)]
+        == (before[("ranvier_events_persisted_total", local)])
+    )
 
 
 async def test_a_message_waking_a_long_poll_counts_one_wakeup(
