@@ -32,9 +32,10 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import AsyncIterator, Iterator
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from aiohttp import web
+from aiohttp.typedefs import Middleware
 from prometheus_client import (
     CollectorRegistry,
     Counter,
@@ -220,7 +221,7 @@ def _route_template(request: web.Request) -> str:
     return UNMATCHED_ROUTE if resource is None else resource.canonical
 
 
-def request_metrics_middleware(metrics: ServerMetrics) -> Any:
+def request_metrics_middleware(metrics: ServerMetrics) -> Middleware:
     """Latency per (method, route template, status class) and requests in flight.
 
     Outermost, so that the status is the one the client gets (errors turned
