@@ -13,6 +13,7 @@ import aiohttp
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from ranvier.cli import EXIT_STARTUP_ERROR
 from tests.e2e.harness import Server, free_port, init_config, postgres_database
 
 pytestmark = pytest.mark.e2e
@@ -138,7 +139,7 @@ async def test_a_taken_metrics_port_stops_serve_with_a_message(tmp_path: Path) -
             status = await asyncio.to_thread(server.process.wait, 15)
         finally:
             server.kill()
-    assert status != 0
+    assert status == EXIT_STARTUP_ERROR
     log = server.log()
     assert f"the metrics listener on 127.0.0.1:{port}" in log
     assert "Traceback" not in log
