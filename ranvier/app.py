@@ -141,6 +141,11 @@ def build_app(
             await hs.close()
 
     app.cleanup_ctx.append(homeserver_context)
+    if config.metrics.enabled:
+        # Imported only when on: prometheus-client costs ~1.7 MB of RSS (ranvier/api/metrics.py).
+        from ranvier.api.metrics import install_metrics
+
+        install_metrics(app, config.metrics)
     for routes in ROUTE_TABLES:
         app.add_routes(routes)
     app.on_startup.append(versions.compute_on_startup)  # /versions lists what is routed

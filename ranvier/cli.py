@@ -111,6 +111,13 @@ registration:
   enabled: false
   require_token: false
   guest_access: false
+
+# Prometheus metrics for the operator, on a listener of their own, never the
+# client port (docs/monitoring.md).
+metrics:
+  enabled: false
+  # listen_host: 127.0.0.1
+  # listen_port: 9000
 """
 
 

@@ -223,6 +223,20 @@ class PushConfig:
 
 
 @dataclass(frozen=True)
+class MetricsConfig:
+    """The Prometheus /metrics listener for operators (docs/configuration.md, "metrics").
+
+    A separate listener, off by default: it is meant for a scraper on the
+    operator's network, never for clients, so it is not on the client port.
+    """
+
+    enabled: bool = False
+    listen_host: str = "127.0.0.1"
+    # 0 picks a free port (tests); the bound address is logged at start.
+    listen_port: int = 9000
+
+
+@dataclass(frozen=True)
 class TrustedKeyServer:
     """A notary asked for other servers' keys (federation.trusted_key_servers)."""
 
@@ -261,6 +275,7 @@ class Config:
     default_room_version: str = DEFAULT_ROOM_VERSION.identifier
     push: PushConfig = field(default_factory=PushConfig)
     directory: DirectoryConfig = field(default_factory=DirectoryConfig)
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
 
     @property
     def sqlite_path(self) -> Path | None:
@@ -555,6 +570,9 @@ _KEYS: dict[str, _Key] = {
     "push.retry_initial_delay": _plain(_duration_ms, is_string=False),
     "push.retry_max_delay": _plain(_duration_ms, is_string=False),
     "push.give_up_after": _plain(_duration_ms, is_string=False),
+    "metrics.enabled": _plain(_bool, is_string=False),
+    "metrics.listen_host": _plain(_string, is_string=True),
+    "metrics.listen_port": _plain(_port, is_string=False),
     **{
         f"ratelimit.{action}.{name}": _plain(parse, is_string=False)
         for action in ("message", "login", "registration")
@@ -720,6 +738,11 @@ def parse_config(
         push=_push_config(parsed),
         directory=DirectoryConfig(
             publish_rule=parsed.get("directory.publish_rule", DirectoryConfig.publish_rule)
+        ),
+        metrics=MetricsConfig(
+            enabled=parsed.get("metrics.enabled", MetricsConfig.enabled),
+            listen_host=parsed.get("metrics.listen_host", MetricsConfig.listen_host),
+            listen_port=parsed.get("metrics.listen_port", MetricsConfig.listen_port),
         ),
     )
 

@@ -14,6 +14,7 @@ from ranvier.config import (
     ConfigError,
     FederationConfig,
     ListenConfig,
+    MetricsConfig,
     TlsListenConfig,
     WellKnownConfig,
     env_var_name,
@@ -413,6 +414,41 @@ def test_a_tls_port_needs_certificate_and_key(tmp_path: Path) -> None:
     ],
 )
 def test_bad_federation_values_are_reported(
+    tmp_path: Path, raw: dict[str, object], message: str
+) -> None:
+    with pytest.raises(ConfigError, match=message):
+        parse_config(raw, tmp_path, env={})
+
+
+# --- metrics ------------------------------------------------------------------------
+
+
+def test_metrics_listener_is_off_by_default_on_loopback_port_9000(tmp_path: Path) -> None:
+    assert parse_config({}, tmp_path, env={}).metrics == MetricsConfig(
+        enabled=False, listen_host="127.0.0.1", listen_port=9000
+    )
+
+
+def test_metrics_keys_from_yaml_and_env(tmp_path: Path) -> None:
+    config = parse_config(
+        {"metrics": {"enabled": True, "listen_port": 9100}},
+        tmp_path,
+        env={"RANVIER_METRICS_LISTEN_HOST": "::1", "RANVIER_METRICS_LISTEN_PORT": "9101"},
+    )
+    assert config.metrics == MetricsConfig(enabled=True, listen_host="::1", listen_port=9101)
+
+
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        ({"metrics": {"enabled": "yes"}}, "'metrics.enabled': must be true or false"),
+        ({"metrics": {"listen_port": 70000}}, "'metrics.listen_port': must be a port number"),
+        ({"metrics": {"listen_port": "9000"}}, "'metrics.listen_port': must be a port number"),
+        ({"metrics": {"port": 9000}}, "did you mean 'metrics.listen_port'"),
+        ({"metrics": True}, "'metrics' must be a mapping of keys"),
+    ],
+)
+def test_bad_metrics_values_are_reported(
     tmp_path: Path, raw: dict[str, object], message: str
 ) -> None:
     with pytest.raises(ConfigError, match=message):

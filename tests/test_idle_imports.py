@@ -3,9 +3,10 @@ for their first use.
 
 Resident memory is a benchmark figure (docs/performance.md): bcrypt loads at
 the first password hash imported from Synapse, asyncpg only for PostgreSQL
-(3.4 MiB), dnspython at the first federation SRV lookup (3 MiB). This checks a fresh interpreter after the app has started on SQLite
-(database open, every service built), so a new top-level import brings them
-back loudly. (Libraries every server soon uses, PyNaCl for signing events and
+(3.4 MiB), dnspython at the first federation SRV lookup (3 MiB),
+prometheus-client only with ``metrics.enabled`` (1.7 MiB). This checks a fresh
+interpreter after the app has started on SQLite (database open, every service
+built), so a new top-level import brings them back loudly. (Libraries every server soon uses, PyNaCl for signing events and
 argon2 for logins, load at startup: deferring them would only move the cost.)
 """
 
@@ -15,7 +16,7 @@ import subprocess
 import sys
 
 # Top-level package names as they appear in sys.modules.
-LOADED_ON_FIRST_USE = ("bcrypt", "asyncpg", "dns")
+LOADED_ON_FIRST_USE = ("bcrypt", "asyncpg", "dns", "prometheus_client")
 
 STARTED_APP_MODULES = """
 import asyncio

@@ -16,6 +16,8 @@ class Notifier:
     def __init__(self) -> None:
         self._versions: dict[str, int] = {}
         self._waiters: dict[str, set[asyncio.Future[None]]] = {}
+        #: Long-polls woken by a change since start (the operator's /metrics).
+        self.wakeups = 0
 
     def version(self, user_id: str) -> int:
         return self._versions.get(user_id, 0)
@@ -27,6 +29,11 @@ class Notifier:
             for waiter in self._waiters.pop(user_id, ()):
                 if not waiter.done():
                     waiter.set_result(None)
+                    self.wakeups += 1
+
+    def waiting(self) -> int:
+        """Long-polls waiting now (read at each /metrics scrape, not per request)."""
+        return sum(map(len, self._waiters.values()))
 
     def notify_room(self, room_id: str) -> None:
         """A new event in ``room_id``: wake those peeking into it without being

@@ -81,6 +81,7 @@ __all__ = [
     "IntegrityError",
     "Migration",
     "MigrationError",
+    "PoolUsage",
     "PostgresDatabase",
     "Queryable",
     "Row",
@@ -326,6 +327,49 @@ class Transaction(Queryable):
         self._after_commit.append(callback)
 
 
+@dataclass(frozen=True)
+class PoolUsage:
+    """How busy a database's connections are, for the operator's /metrics.
+
+    PostgreSQL: the asyncpg pool's connections in use, open and allowed.
+    SQLite: the single writer connection (in use while a write or transaction
+    holds it), and the writes queued behind it with their total wait, the
+    figure that tells whether the one writer is the bottleneck.
+    """
+
+    in_use: int
+    size: int
+    max_size: int
+    #: SQLite only (None on PostgreSQL): writers waiting for the writer now, and
+    #: the seconds all writers have waited for it since start.
+    writers_waiting: int | None = None
+    writer_wait_seconds: float | None = None
+
+
+class _CountingLock(asyncio.Lock):
+    """An asyncio.Lock that counts who waits for it and for how long.
+
+    Uncontended acquisitions take the plain path (no clock read), so the
+    count costs nothing unless writers actually queue.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.waiting = 0
+        self.wait_seconds = 0.0
+
+    async def acquire(self) -> Literal[True]:
+        if not self.locked():
+            return await super().acquire()
+        self.waiting += 1
+        started = time.perf_counter()
+        try:
+            return await super().acquire()
+        finally:
+            self.waiting -= 1
+            self.wait_seconds += time.perf_counter() - started
+
+
 class Database(Queryable):
     """A connection (pool) to one database; see the module docstring for semantics.
 
@@ -371,6 +415,10 @@ class Database(Queryable):
     @abstractmethod
     async def close(self) -> None:
         """Release connections and threads. Idempotent."""
+
+    @abstractmethod
+    def pool_usage(self) -> PoolUsage:
+        """Connections in use now (cheap: no query; read at each /metrics scrape)."""
 
     async def stream_positions(self, stream_names: Sequence[str]) -> dict[str, int]:
         """``stream_name -> highest committed position`` (0 for a stream never
@@ -653,7 +701,7 @@ class SqliteDatabase(Database):
     def __init__(self, dsn: str, options: _SqliteOptions) -> None:
         self.dsn = dsn
         self._options = options
-        self._write_lock = asyncio.Lock()
+        self._write_lock = _CountingLock()
         self._write_owner: asyncio.Task[Any] | None = None
         self._writer = ThreadPoolExecutor(1, thread_name_prefix="ranvier-sqlite-writer")
         self._writer_conn: sqlite3.Connection = None  # type: ignore[assignment]  # set in _open
@@ -818,6 +866,16 @@ class SqliteDatabase(Database):
 
     def transaction(self) -> AbstractAsyncContextManager[Transaction]:
         return self._transaction()
+
+    def pool_usage(self) -> PoolUsage:
+        lock = self._write_lock
+        return PoolUsage(
+            in_use=int(lock.locked()),
+            size=1,
+            max_size=1,
+            writers_waiting=lock.waiting,
+            writer_wait_seconds=lock.wait_seconds,
+        )
 
     async def close(self) -> None:
         if self._closed:
@@ -1018,6 +1076,14 @@ class PostgresDatabase(_PostgresQueries, Database):
 
     def transaction(self) -> AbstractAsyncContextManager[Transaction]:
         return self._transaction()
+
+    def pool_usage(self) -> PoolUsage:
+        size = self._pool.get_size()
+        return PoolUsage(
+            in_use=size - self._pool.get_idle_size(),
+            size=size,
+            max_size=self._pool.get_max_size(),
+        )
 
     async def close(self) -> None:
         await self._pool.close()

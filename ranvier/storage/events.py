@@ -27,6 +27,7 @@ Read API (for the room, sync and messages services):
 
 from __future__ import annotations
 
+import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -206,6 +207,9 @@ class EventStore:
         )
         database.on_positions_reset(self._recent_rooms.reset)
         database.on_positions_reset(self._recent_memberships.reset)
+        #: Told of every committed persist: ``(origin, events, seconds)``, origin
+        #: "local" or "federated" (the operator's /metrics; None when off).
+        self.on_persisted: Callable[[str, int, float], None] | None = None
 
     # --- cache ----------------------------------------------------------------------
 
@@ -592,6 +596,7 @@ class EventStore:
         """
         if not events:
             return []
+        started = time.perf_counter()
         stored: list[StoredEvent] = []
         redacted_targets: list[str] = []
         async with self.database.transaction() as txn:
@@ -660,6 +665,8 @@ class EventStore:
         self._invalidate(redacted_targets)
         for result in stored:
             self._cache_put(result)
+        if self.on_persisted is not None:
+            self.on_persisted("local", len(stored), time.perf_counter() - started)
         return stored
 
     async def persist_federated_events(
@@ -701,6 +708,7 @@ class EventStore:
         is met again in history is "de-outliered": it takes a backfilled
         ordering (its state-group references follow) and is shown from then on.
         """
+        started = time.perf_counter()
         known = await self.get_events(item.event.event_id for item in events)
         todo = [item for item in events if item.event.event_id not in known]
         rekeyed: dict[str, int] = {}
@@ -810,6 +818,8 @@ class EventStore:
         self._invalidate([*redacted_targets, *rekeyed])
         for result in stored:
             self._cache_put(result)
+        if self.on_persisted is not None and stored:
+            self.on_persisted("federated", len(stored), time.perf_counter() - started)
         return stored
 
     async def _backfill_positions(

@@ -88,6 +88,16 @@ class _Queue:
     task: asyncio.Task[None] | None = None
 
 
+@dataclass
+class SenderQueueSizes:
+    destinations: int
+    #: Events queued in memory or still to catch up on, and EDUs queued in memory.
+    pdus: int
+    edus: int
+    #: Destinations waiting out a backoff after failed transactions.
+    backing_off: int
+
+
 class FederationSender:
     def __init__(
         self,
@@ -128,6 +138,17 @@ class FederationSender:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+
+    def queue_sizes(self) -> SenderQueueSizes:
+        """What waits to be sent, over all destinations (read at each /metrics scrape)."""
+        now = time.monotonic()
+        sizes = SenderQueueSizes(len(self._queues), 0, 0, 0)
+        for queue in self._queues.values():
+            sizes.pdus += len(queue.pdus) + len(queue.backlog or ())
+            sizes.edus += len(queue.edus)
+            if queue.retry_deadline > now:
+                sizes.backing_off += 1
+        return sizes
 
     # --- what the rest of the server calls -------------------------------------------------
 
