@@ -89,7 +89,6 @@ class _Reader:
         return (cap is not None and stream_ordering > cap) or sender in self.ignored
 
 
-_EVERY_MEMBERSHIP = ("join", "invite", "leave", "ban", "knock")
 #: Memberships under which new events reach the user (no cap).
 _UNCAPPED = ("join", "invite")
 
@@ -136,18 +135,15 @@ class RelationsService:
 
     async def _reader(self, user_id: str | None, room_ids: set[str]) -> _Reader:
         """The reader's caps and ignore list. A joined user (the common case)
-        costs only the cached membership list and ignore list; the history
+        costs only cached lookups (membership, ignore list); the history
         visibility is read only for rooms they are not in."""
         if user_id is None:
             return _Reader()
         ignored = await self.hs.account_data.ignored_users(user_id)
-        memberships = {
-            m.room_id: m
-            for m in await self.hs.rooms.store.rooms_for_user(user_id, _EVERY_MEMBERSHIP)
-        }
         caps: dict[str, int] = {}
         for room_id in room_ids:
-            membership = memberships.get(room_id)
+            # From the per-user membership cache (/sync filled it).
+            membership = await self.hs.rooms.store.get_membership(room_id, user_id)
             if membership is not None and membership.membership in _UNCAPPED:
                 continue
             if await self.hs.rooms.history_visibility(room_id) == "world_readable":
