@@ -20,6 +20,7 @@ from tests.api.sync_support import (  # noqa: F401  (fixture)
     get,
     make_sync_client_fixture,
     messages,
+    sync,
 )
 from tests.api.test_relations_api import (
     edit_of,
@@ -116,6 +117,16 @@ async def test_nothing_sent_after_leaving_shows_in_bundles(client: Client) -> No
         assert edit_id(served) == edit
         assert reference_ids(served) == [ref]
     assert not {late_reply, late_edit, late_ref, late_root} & set(listed)
+
+    # An initial /sync with the room among those left (its timeline ends at the leave).
+    left = await sync(
+        client, bob, filter={"room": {"include_leave": True, "timeline": {"limit": 50}}}
+    )
+    timeline = left["rooms"]["leave"][room_id]["timeline"]["events"]
+    [synced] = [event for event in timeline if event["event_id"] == root]
+    assert summary(synced) == (reply, 1)
+    assert edit_id(synced) == edit
+    assert reference_ids(synced) == [ref]
 
     status, body = await relations(client, bob, room_id, root)
     assert status == 200, body
