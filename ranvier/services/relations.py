@@ -35,7 +35,7 @@ from ranvier.services.pagination import HISTORY_START, Access
 from ranvier.services.sync import pagination_token, parse_pagination_token
 from ranvier.services.visibility import filter_events_for_member, filter_events_for_user
 from ranvier.storage.events import StoredEvent
-from ranvier.storage.relations import RECURSION_DEPTH, RelationStore
+from ranvier.storage.relations import RECURSION_DEPTH, RelationStore, ThreadSummary
 
 if TYPE_CHECKING:
     from ranvier.homeserver import Homeserver
@@ -65,6 +65,32 @@ def _not_found() -> MatrixError:
 
 def _shown(stored: StoredEvent) -> bool:
     return not (stored.rejected or stored.outlier or stored.soft_failed)
+
+
+@dataclass(frozen=True, slots=True)
+class _Reader:
+    """What of a page's relations one reader may see in bundles.
+
+    ``caps``: rooms the user is not joined to (nor world-readable), with the
+    last stream position they may read: their leave, ban or knock (as
+    /messages, ``PaginationService.access``: "Room History Visibility" gives
+    nothing sent after a user left); a room they were never in has
+    :data:`HISTORY_START` (nothing). ``ignored``: users they ignore ("Ignoring
+    Users": their events are left out wherever events are served)."""
+
+    caps: Mapping[str, int] = field(default_factory=dict)
+    ignored: frozenset[str] = frozenset()
+
+    def filters(self) -> bool:
+        return bool(self.caps or self.ignored)
+
+    def hides(self, room_id: str, stream_ordering: int, sender: str) -> bool:
+        cap = self.caps.get(room_id)
+        return (cap is not None and stream_ordering > cap) or sender in self.ignored
+
+
+#: Memberships under which new events reach the user (no cap).
+_UNCAPPED = ("join", "invite")
 
 
 def _may_be_root(stored: StoredEvent) -> bool:
@@ -101,13 +127,32 @@ class RelationsService:
         if not parents:
             return {}
         found: dict[str, Bundle] = {}
-        await self._add_edits_and_references(parents, found)
+        reader = await self._reader(user_id, {s.room_id for s in parents.values()})
+        await self._add_edits_and_references(parents, reader, found)
         roots = [s.event_id for s in parents.values() if _may_be_root(s)]
-        await self._add_threads(parents, roots, user_id, found)
+        await self._add_threads(parents, roots, user_id, reader, found)
         return {event_id: bundle for event_id, bundle in found.items() if not bundle.empty()}
 
+    async def _reader(self, user_id: str | None, room_ids: set[str]) -> _Reader:
+        """The reader's caps and ignore list. A joined user (the common case)
+        costs only cached lookups (membership, ignore list); the history
+        visibility is read only for rooms they are not in."""
+        if user_id is None:
+            return _Reader()
+        ignored = await self.hs.account_data.ignored_users(user_id)
+        caps: dict[str, int] = {}
+        for room_id in room_ids:
+            # From the per-user membership cache (/sync filled it).
+            membership = await self.hs.rooms.store.get_membership(room_id, user_id)
+            if membership is not None and membership.membership in _UNCAPPED:
+                continue
+            if await self.hs.rooms.history_visibility(room_id) == "world_readable":
+                continue
+            caps[room_id] = HISTORY_START if membership is None else membership.stream_ordering
+        return _Reader(caps, ignored)
+
     async def _add_edits_and_references(
-        self, parents: dict[str, StoredEvent], found: dict[str, Bundle]
+        self, parents: dict[str, StoredEvent], reader: _Reader, found: dict[str, Bundle]
     ) -> None:
         rows = await self.store.rows_for_parents(list(parents), [REPLACE, REFERENCE])
         candidates: dict[str, list[str]] = {}
@@ -115,6 +160,9 @@ class RelationsService:
             parent = parents[row.relates_to_id]
             if row.room_id != parent.room_id:
                 continue  # never across rooms
+            if reader.hides(row.room_id, row.stream_ordering, row.sender):
+                # Edits: the latest valid one among those the reader may see.
+                continue
             if row.rel_type == REFERENCE:
                 found.setdefault(row.relates_to_id, Bundle()).references.append(row.event_id)
             elif (
@@ -140,11 +188,12 @@ class RelationsService:
         parents: dict[str, StoredEvent],
         roots: list[str],
         user_id: str | None,
+        reader: _Reader,
         found: dict[str, Bundle],
     ) -> None:
         if not roots:
             return
-        summaries = await self.store.thread_summaries(roots, user_id)
+        summaries = await self._thread_summaries(parents, roots, user_id, reader)
         wanted = {
             root: summary
             for (room_id, root), summary in summaries.items()
@@ -157,6 +206,30 @@ class RelationsService:
                 continue
             participated = summary.user_replied or parents[root].event.sender == user_id
             found.setdefault(root, Bundle()).thread = (latest_event, summary.count, participated)
+
+    async def _thread_summaries(
+        self,
+        parents: dict[str, StoredEvent],
+        roots: list[str],
+        user_id: str | None,
+        reader: _Reader,
+    ) -> dict[tuple[str, str], ThreadSummary]:
+        """Thread summaries from the ``threads`` table when the reader sees
+        every reply; otherwise counted over the replies they may see, one
+        query per cap: ``latest_event`` is the newest of those and ``count``
+        leaves out the others (Synapse too subtracts ignored users' replies
+        from the count; a thread with none left has no summary)."""
+        if not reader.filters():
+            return await self.store.thread_summaries(roots, user_id)
+        by_cap: dict[int | None, list[str]] = {}
+        for root in roots:
+            by_cap.setdefault(reader.caps.get(parents[root].room_id), []).append(root)
+        summaries: dict[tuple[str, str], ThreadSummary] = {}
+        for cap, chunk in by_cap.items():
+            summaries.update(
+                await self.store.bounded_thread_summaries(chunk, user_id, cap, reader.ignored)
+            )
+        return summaries
 
     # --- /relations ----------------------------------------------------------------------
 
@@ -297,7 +370,7 @@ class RelationsService:
         kept: list[StoredEvent] = []
         more = False
         for _ in range(_MAX_BATCHES):
-            rows = await self.store.threads(room_id, before, _BATCH, participant)
+            rows = await self.store.threads(room_id, before, _BATCH, participant, access.cap)
             roots = await self.hs.rooms.events.get_events([row[0] for row in rows])
             candidates = [
                 roots[root]

@@ -31,6 +31,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from dataclasses import replace as dataclass_replace
 from typing import Any, Literal, TypeVar
 
 import orjson
@@ -47,7 +48,8 @@ from ranvier.storage.engine import (
     placeholders,
 )
 from ranvier.storage.recent import RecentLog
-from ranvier.storage.relations import remove_relation, write_relations
+from ranvier.storage.redactions import apply_pending_redactions, mark_redacted, redaction_applies
+from ranvier.storage.relations import write_relations
 from ranvier.storage.rooms import RoomStore
 from ranvier.storage.state import StateKey, StateMap, StateStore
 
@@ -654,8 +656,8 @@ class EventStore:
                     " VALUES (?, ?, ?, ?, ?)",
                     txn_rows,
                 )
-            for item in events:
-                redacts = await self._apply_redaction(txn, item.event)
+            for written in stored:
+                redacts = await self._apply_redaction(txn, written)
                 if redacts is not None:
                     redacted_targets.append(redacts)
             await txn.execute(
@@ -787,10 +789,13 @@ class EventStore:
             await self._write_backward_extremities(
                 txn, room_id, [s.event for s in stored if not s.outlier]
             )
-            for event in accepted:
-                redacts = await self._apply_redaction(txn, event)
-                if redacts is not None:
-                    redacted_targets.append(redacts)
+            for written in stored:
+                if not (written.rejected or written.outlier or written.soft_failed):
+                    redacts = await self._apply_redaction(txn, written)
+                    if redacts is not None:
+                        redacted_targets.append(redacts)
+            # An event whose redaction came first is stored redacted (v3+ rules).
+            redacted_targets += await self._redact_late_arrivals(txn, stored, redacted_targets)
             membership_rows: list[tuple[Any, ...]] = []
             if current_state is not None:
                 new_positions = {s.event_id: s.stream_ordering for s in stored}
@@ -1091,7 +1096,33 @@ class EventStore:
             "INSERT INTO room_forward_extremities (room_id, event_id) VALUES (?, ?)", new
         )
 
-    async def _apply_redaction(self, txn: Transaction, event: Event) -> str | None:
+    async def _redact_late_arrivals(
+        self, txn: Transaction, stored: list[StoredEvent], redacted_in_batch: list[str]
+    ) -> list[str]:
+        """Apply the redactions recorded before events of the batch, and mark
+        the batch's redacted events (in ``stored``, which is cached) with
+        their redaction."""
+        skip = set(redacted_in_batch)
+        applied = await apply_pending_redactions(
+            txn, self.state, self._events_in_txn, [s for s in stored if s.event_id not in skip]
+        )
+        if skip:
+            rows = await txn.fetch_all(
+                "SELECT event_id, redacted_by FROM events"
+                f" WHERE event_id IN ({placeholders(len(skip))})",
+                *skip,
+            )
+            applied.update((row[0], row[1]) for row in rows if row[1] is not None)
+        for index, written in enumerate(stored):
+            if written.event_id in applied:
+                stored[index] = dataclass_replace(written, redacted_by=applied[written.event_id])
+        return [target for target in applied if target not in skip]
+
+    async def _apply_redaction(self, txn: Transaction, stored: StoredEvent) -> str | None:
+        """Record an accepted redaction; apply it now if its target is known
+        and it may redact it (ranvier/storage/redactions.py), else when the
+        target arrives. The target's ID when applied."""
+        event = stored.event
         if event.type != "m.room.redaction" or event.redacts is None:
             return None
         await txn.execute(
@@ -1100,15 +1131,29 @@ class EventStore:
             event.redacts,
             event.event_id,
         )
-        await txn.execute(
-            "UPDATE events SET redacted_by = ? WHERE event_id = ? AND room_id = ?"
-            " AND redacted_by IS NULL",
-            event.event_id,
-            event.redacts,
-            event.room_id,
-        )
-        await remove_relation(txn, event.room_id, event.redacts)
+        target = (await self._events_in_txn(txn, [event.redacts])).get(event.redacts)
+        if target is None or not await redaction_applies(
+            txn, self.state, self._events_in_txn, stored, target
+        ):
+            return None
+        await mark_redacted(txn, target, event.event_id)
         return event.redacts
+
+    async def _events_in_txn(
+        self, txn: Transaction, event_ids: Iterable[str]
+    ) -> dict[str, StoredEvent]:
+        """Events by ID as ``txn`` sees them (with what it wrote)."""
+        ids = list(dict.fromkeys(event_ids))
+        found: dict[str, StoredEvent] = {}
+        for start in range(0, len(ids), _CHUNK):
+            chunk = ids[start : start + _CHUNK]
+            rows = await txn.fetch_all(
+                f"SELECT {_EVENT_COLUMNS}{_EVENT_FROM}"
+                f" WHERE e.event_id IN ({placeholders(len(chunk))})",
+                *chunk,
+            )
+            found.update((row[0], _row_to_stored(row)) for row in rows)
+        return found
 
 
 def _backfill_wanted(item: FederatedEvent, known: Mapping[str, StoredEvent]) -> bool:

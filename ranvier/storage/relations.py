@@ -248,26 +248,102 @@ class RelationStore:
                 )
         return found
 
+    async def bounded_thread_summaries(
+        self,
+        root_ids: Sequence[str],
+        user_id: str | None,
+        cap: int | None,
+        excluded_senders: frozenset[str],
+    ) -> dict[tuple[str, str], ThreadSummary]:
+        """As :meth:`thread_summaries`, counting only the replies a reader may
+        see: at stream positions up to ``cap`` (a user who left sees the room
+        up to their leave) and not sent by ``excluded_senders`` (the users they
+        ignore). The latest reply is the newest of those, not ``threads``'."""
+        found: dict[tuple[str, str], ThreadSummary] = {}
+        roots = list(dict.fromkeys(root_ids))
+        senders = sorted(excluded_senders)
+        bounds = "" if cap is None else " AND stream_ordering <= ?"
+        bounds += f" AND sender NOT IN ({placeholders(len(senders))})" if senders else ""
+        bound_args: list[Any] = ([] if cap is None else [cap]) + senders
+        for start in range(0, len(roots), _CHUNK):
+            chunk = roots[start : start + _CHUNK]
+            where = f"rel_type = ? AND relates_to_id IN ({placeholders(len(chunk))}){bounds}"
+            rows = await self.database.fetch_all(
+                "SELECT room_id, relates_to_id, COUNT(*),"
+                " SUM(CASE WHEN sender = ? THEN 1 ELSE 0 END), MAX(stream_ordering)"
+                f" FROM event_relations WHERE {where} GROUP BY room_id, relates_to_id",
+                user_id or "",
+                THREAD,
+                *chunk,
+                *bound_args,
+            )
+            if not rows:
+                continue
+            latest = {(row[0], row[1]): int(row[4]) for row in rows}
+            positions = sorted(set(latest.values()))
+            id_rows = await self.database.fetch_all(
+                "SELECT room_id, relates_to_id, event_id, stream_ordering FROM event_relations"
+                f" WHERE rel_type = ? AND relates_to_id IN ({placeholders(len(chunk))})"
+                f" AND stream_ordering IN ({placeholders(len(positions))})",
+                THREAD,
+                *chunk,
+                *positions,
+            )
+            latest_ids = {
+                (r[0], r[1]): r[2] for r in id_rows if latest.get((r[0], r[1])) == int(r[3])
+            }
+            for row in rows:
+                key = (row[0], row[1])
+                if key in latest_ids:
+                    found[key] = ThreadSummary(
+                        row[0], int(row[2]), latest_ids[key], int(row[3] or 0) > 0
+                    )
+        return found
+
     async def threads(
-        self, room_id: str, before: int | None, limit: int, participant: str | None
+        self,
+        room_id: str,
+        before: int | None,
+        limit: int,
+        participant: str | None,
+        cap: int | None = None,
     ) -> list[tuple[str, int]]:
         """``(root, latest_stream_ordering)`` of the room's threads, most recent
         activity first, those with latest activity below ``before``; only those
-        ``participant`` took part in (sent the root or a reply) when given."""
-        sql = "SELECT t.thread_id, t.latest_stream_ordering FROM threads t WHERE t.room_id = ?"
-        args: list[Any] = [room_id]
-        if before is not None:
-            sql += " AND t.latest_stream_ordering < ?"
-            args.append(before)
+        ``participant`` took part in (sent the root or a reply) when given.
+        With ``cap`` (a reader who left), only replies up to it count: a
+        thread whose replies all came later is none of theirs, and activity is
+        their latest visible reply (one grouped read per thread of the room:
+        only for users who left)."""
+        if cap is None:
+            sql = "SELECT t.thread_id, t.latest_stream_ordering FROM threads t WHERE t.room_id = ?"
+            latest = "t.latest_stream_ordering"
+        else:
+            sql = (
+                "SELECT t.thread_id, MAX(r.stream_ordering) FROM threads t"
+                " JOIN event_relations r ON r.relates_to_id = t.thread_id"
+                " AND r.rel_type = ? AND r.room_id = t.room_id AND r.stream_ordering <= ?"
+                " WHERE t.room_id = ?"
+            )
+            latest = "MAX(r.stream_ordering)"
+        args: list[Any] = [room_id] if cap is None else [THREAD, cap, room_id]
         if participant is not None:
             sql += (
                 " AND (EXISTS (SELECT 1 FROM events e WHERE e.event_id = t.thread_id"
-                " AND e.sender = ?) OR EXISTS (SELECT 1 FROM event_relations r"
-                " WHERE r.relates_to_id = t.thread_id AND r.rel_type = ? AND r.room_id = ?"
-                " AND r.sender = ?))"
+                " AND e.sender = ?) OR EXISTS (SELECT 1 FROM event_relations p"
+                " WHERE p.relates_to_id = t.thread_id AND p.rel_type = ? AND p.room_id = ?"
+                " AND p.sender = ?))"
             )
             args += [participant, THREAD, room_id, participant]
-        sql += " ORDER BY t.latest_stream_ordering DESC LIMIT ?"
+        bound = ""
+        if before is not None:
+            bound = f" {latest} < ?"
+            args.append(before)
+        if cap is None:
+            sql += f" AND{bound}" if bound else ""
+        else:
+            sql += " GROUP BY t.thread_id" + (f" HAVING{bound}" if bound else "")
+        sql += f" ORDER BY {latest} DESC LIMIT ?"
         rows = await self.database.fetch_all(sql, *args, limit)
         return [(row[0], int(row[1])) for row in rows]
 
