@@ -16,6 +16,7 @@ from ranvier.api.client import filters as client_filters
 from ranvier.api.client import key_backup as client_key_backup
 from ranvier.api.client import keys as client_keys
 from ranvier.api.client import login as client_login
+from ranvier.api.client import media as client_media
 from ranvier.api.client import membership as client_membership
 from ranvier.api.client import presence as client_presence
 from ranvier.api.client import profile as client_profile
@@ -50,7 +51,8 @@ from ranvier.core.signing import SigningKey
 from ranvier.homeserver import Homeserver
 from ranvier.storage import open_database
 
-# Matrix bodies are small JSON documents; media uploads will raise this for their routes.
+# Matrix bodies are small JSON documents. Media uploads stream request.content and
+# never call request.read(), so this does not limit them (media.max_upload_size does).
 CLIENT_MAX_SIZE = 1024 * 1024
 
 ROUTE_TABLES: tuple[web.RouteTableDef, ...] = (
@@ -85,6 +87,7 @@ ROUTE_TABLES: tuple[web.RouteTableDef, ...] = (
     client_key_backup.routes,
     federation_invite.routes,
     federation_membership.routes,
+    client_media.routes,
 )
 
 

@@ -186,6 +186,31 @@ class FederationConfig:
     max_response_size: int = DEFAULT_FEDERATION_MAX_RESPONSE_SIZE
 
 
+DEFAULT_MEDIA_MAX_UPLOAD_SIZE = 50 * 1024 * 1024
+DEFAULT_MEDIA_UNUSED_EXPIRATION_MS = 24 * 60 * 60 * 1000
+
+
+@dataclass(frozen=True)
+class MediaConfig:
+    """The content repository (Client-Server API, "Content repository")."""
+
+    # Folder of the media files; None: <config folder>/data/media (Config.media_store_path).
+    store_path: Path | None = None
+    # Largest upload (and cached remote file), in bytes: 413 M_TOO_LARGE beyond.
+    max_upload_size: int = DEFAULT_MEDIA_MAX_UPLOAD_SIZE
+    # POST /_matrix/media/v1/create: IDs a user may hold not yet uploaded, and their lifetime (ms).
+    max_pending_uploads: int = 5
+    unused_expiration: int = DEFAULT_MEDIA_UNUSED_EXPIRATION_MS
+    # Thumbnails: images with more pixels are refused (decompression bombs); at most
+    # this many generated at once (each in a worker thread).
+    max_thumbnail_pixels: int = 32_000_000
+    thumbnail_concurrency: int = 2
+    # The v1.11 freeze of unauthenticated media: media stored at or after this moment
+    # (ms since the epoch) answer 404 on the deprecated /_matrix/media/v3/download and
+    # /thumbnail. None: no freeze.
+    freeze_unauthenticated_after: int | None = None
+
+
 @dataclass(frozen=True)
 class TrustedKeyServer:
     """A notary asked for other servers' keys (federation.trusted_key_servers)."""
@@ -223,6 +248,14 @@ class Config:
     # Room version of rooms created without one (Synapse's default_room_version);
     # also GET /capabilities m.room_versions.default.
     default_room_version: str = DEFAULT_ROOM_VERSION.identifier
+    media: MediaConfig = field(default_factory=MediaConfig)
+
+    @property
+    def media_store_path(self) -> Path:
+        """Where media files live: ``media.store_path`` or <config folder>/data/media."""
+        if self.media.store_path is not None:
+            return self.media.store_path
+        return self.config_dir / "data" / "media"
 
     @property
     def sqlite_path(self) -> Path | None:
@@ -314,6 +347,28 @@ def _non_negative_int(value: object) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
         raise ValueError(f"must be a whole number, 0 or more, got {value!r}")
     return value
+
+
+def _timestamp_ms(value: object) -> int:
+    """Milliseconds since the epoch, or an ISO 8601 date / date-time (UTC unless it says)."""
+    import datetime
+
+    if isinstance(value, bool):
+        raise ValueError(f"must be a date, a date-time or milliseconds, got {value!r}")
+    if isinstance(value, int) and value >= 0:
+        return value
+    if isinstance(value, str):
+        try:
+            value = datetime.datetime.fromisoformat(value)
+        except ValueError:
+            raise ValueError(f"must be an ISO 8601 date or date-time, got {value!r}") from None
+    if isinstance(value, datetime.date) and not isinstance(value, datetime.datetime):
+        value = datetime.datetime(value.year, value.month, value.day)
+    if isinstance(value, datetime.datetime):
+        if value.tzinfo is None:
+            value = value.replace(tzinfo=datetime.UTC)
+        return int(value.timestamp() * 1000)
+    raise ValueError(f"must be a date, a date-time or milliseconds, got {value!r}")
 
 
 def _positive_int(value: object) -> int:
@@ -477,6 +532,13 @@ _KEYS: dict[str, _Key] = {
     "federation.allow_private_addresses": _plain(_bool, is_string=False),
     "federation.request_timeout": _plain(_duration_ms, is_string=False),
     "federation.max_response_size": _plain(_positive_int, is_string=False),
+    "media.store_path": _Key(_path, is_string=True),
+    "media.max_upload_size": _plain(_positive_int, is_string=False),
+    "media.max_pending_uploads": _plain(_positive_int, is_string=False),
+    "media.unused_expiration": _plain(_duration_ms, is_string=False),
+    "media.max_thumbnail_pixels": _plain(_positive_int, is_string=False),
+    "media.thumbnail_concurrency": _plain(_positive_int, is_string=False),
+    "media.freeze_unauthenticated_after": _plain(_timestamp_ms, is_string=False),
     **{
         f"ratelimit.{action}.{name}": _plain(parse, is_string=False)
         for action in ("message", "login", "registration")
@@ -637,6 +699,17 @@ def parse_config(
         ),
         trusted_key_servers=parsed.get("federation.trusted_key_servers", ()),
         federation=_federation_config(parsed),
+        media=_media_config(parsed),
+    )
+
+
+def _media_config(parsed: Mapping[str, Any]) -> MediaConfig:
+    defaults = MediaConfig()
+    return MediaConfig(
+        **{
+            name: parsed.get(f"media.{name}", getattr(defaults, name))
+            for name in MediaConfig.__dataclass_fields__
+        }
     )
 
 

@@ -35,6 +35,7 @@ from ranvier.services.federation.transport import FederationTransport
 from ranvier.services.federation.verify import PduChecker
 from ranvier.services.filters import FilterService
 from ranvier.services.key_backup import KeyBackupService
+from ranvier.services.media import MediaService
 from ranvier.services.notifier import Notifier
 from ranvier.services.pagination import PaginationService
 from ranvier.services.presence import PresenceService
@@ -134,6 +135,8 @@ class Homeserver:
         remote_memberships = HttpRemoteMemberships(self.federation_client)
         self.federation_invites = FederationInvites(self, remote_memberships)
         self.federation_memberships = FederationMemberships(self, remote_memberships)
+        # The content repository: uploads, downloads, thumbnails, remote media.
+        self.media = MediaService(self)
 
     async def _fetch_key_json(
         self, destination: str, method: str, path: str, content: Any
