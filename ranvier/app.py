@@ -34,6 +34,7 @@ from ranvier.api.federation import events as federation_events
 from ranvier.api.federation import invite as federation_invite
 from ranvier.api.federation import joins as federation_joins
 from ranvier.api.federation import keys, version
+from ranvier.api.federation import media as federation_media
 from ranvier.api.federation import membership as federation_membership
 from ranvier.api.federation import query as federation_query
 from ranvier.api.federation import send as federation_send
@@ -88,6 +89,7 @@ ROUTE_TABLES: tuple[web.RouteTableDef, ...] = (
     federation_invite.routes,
     federation_membership.routes,
     client_media.routes,
+    federation_media.routes,
 )
 
 

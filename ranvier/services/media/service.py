@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 from ranvier.core.ids import InvalidIdentifier, parse_server_name
 from ranvier.errors import MatrixError
 from ranvier.services.media.files import MediaFiles, StoredFile
+from ranvier.services.media.remote import RemoteMedia
 from ranvier.services.media.thumbnailer import (
     THUMBNAILABLE_TYPES,
     NotThumbnailable,
@@ -108,7 +109,9 @@ class MediaService:
         self._thumbnail_slots = asyncio.Semaphore(self.config.thumbnail_concurrency)
         self._uploaded: dict[tuple[str, str], asyncio.Event] = {}
         self._thumbnails_in_flight: dict[tuple[object, ...], asyncio.Future[MediaFile]] = {}
-        self.remote_fetcher: RemoteFetcher | None = None
+        # Other servers' media over federation (tests swap the transport).
+        self.remote = RemoteMedia(self, hs.federation_client.stream, hs.federation_client.get_url)
+        self.remote_fetcher: RemoteFetcher | None = self.remote.fetch
 
     @property
     def server_name(self) -> str:
@@ -318,16 +321,6 @@ class MediaService:
         if legacy and self._frozen(record):
             raise not_found("This media is only served by the authenticated media endpoints")
         return self._file(record)
-
-    async def local_record(self, media_id: str) -> MediaRecord:
-        """Our own media, for other servers (Server-Server API, "Content Repository")."""
-        check_media_id(media_id)
-        record = await self.store.get(self.server_name, media_id)
-        if record is None or record.quarantined:
-            raise not_found()
-        if record.pending:
-            raise MatrixError(504, "M_NOT_YET_UPLOADED", "Content has not yet been uploaded")
-        return record
 
     # --- thumbnails ------------------------------------------------------------------
 
