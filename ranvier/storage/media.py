@@ -264,3 +264,22 @@ class MediaStore:
             thumb.size,
             thumb.sha256,
         )
+
+    # --- references (for deleting old media; an offline, paged scan) ----------------
+
+    async def event_json_page(self, after: int, limit: int) -> list[tuple[int, str]]:
+        """(stream_ordering, PDU JSON) of events after ``after``, in order: one page
+        of a full scan that never holds more than ``limit`` events."""
+        rows = await self.database.fetch_all(
+            "SELECT stream_ordering, json FROM events WHERE stream_ordering > ? "
+            "AND redacted_by IS NULL ORDER BY stream_ordering LIMIT ?",
+            after,
+            limit,
+        )
+        return [(int(row[0]), str(row[1])) for row in rows]
+
+    async def profile_avatar_urls(self) -> list[str]:
+        rows = await self.database.fetch_all(
+            "SELECT value FROM profiles WHERE field = 'avatar_url'"
+        )
+        return [str(row[0]) for row in rows]
