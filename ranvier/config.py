@@ -209,6 +209,12 @@ class MediaConfig:
     # (ms since the epoch) answer 404 on the deprecated /_matrix/media/v3/download and
     # /thumbnail. None: no freeze.
     freeze_unauthenticated_after: int | None = None
+    # GET /media/preview_url: off by default (as Synapse). Private, loopback and
+    # link-local addresses are refused unless allowed; size (bytes) and time (ms) limits.
+    url_preview_enabled: bool = False
+    url_preview_allow_private_addresses: bool = False
+    url_preview_max_size: int = 10 * 1024 * 1024
+    url_preview_timeout: int = 10_000
 
 
 @dataclass(frozen=True)
@@ -539,6 +545,10 @@ _KEYS: dict[str, _Key] = {
     "media.max_thumbnail_pixels": _plain(_positive_int, is_string=False),
     "media.thumbnail_concurrency": _plain(_positive_int, is_string=False),
     "media.freeze_unauthenticated_after": _plain(_timestamp_ms, is_string=False),
+    "media.url_preview_enabled": _plain(_bool, is_string=False),
+    "media.url_preview_allow_private_addresses": _plain(_bool, is_string=False),
+    "media.url_preview_max_size": _plain(_positive_int, is_string=False),
+    "media.url_preview_timeout": _plain(_duration_ms, is_string=False),
     **{
         f"ratelimit.{action}.{name}": _plain(parse, is_string=False)
         for action in ("message", "login", "registration")

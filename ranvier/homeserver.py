@@ -158,4 +158,5 @@ class Homeserver:
         await self.federation_edus.close()
         await self.typing.close()
         await self.federation_client.close()
+        await self.media.close()
         await self.database.close()

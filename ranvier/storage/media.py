@@ -283,3 +283,26 @@ class MediaStore:
             "SELECT value FROM profiles WHERE field = 'avatar_url'"
         )
         return [str(row[0]) for row in rows]
+
+    # --- URL preview cache -----------------------------------------------------------
+
+    async def cached_preview(self, url: str, at_ts: int, now_ms: int) -> str | None:
+        """The newest answer for ``url`` fetched at or before ``at_ts`` and unexpired."""
+        value = await self.database.fetch_val(
+            "SELECT og FROM media_url_previews WHERE url = ? AND fetched_ts <= ? "
+            "AND expires_ts > ? ORDER BY fetched_ts DESC LIMIT 1",
+            url,
+            at_ts,
+            now_ms,
+        )
+        return None if value is None else str(value)
+
+    async def cache_preview(self, url: str, fetched_ts: int, expires_ts: int, og: str) -> None:
+        await self.database.execute(
+            "INSERT INTO media_url_previews (url, fetched_ts, expires_ts, og) VALUES (?, ?, ?, ?) "
+            "ON CONFLICT (url, fetched_ts) DO NOTHING",
+            url,
+            fetched_ts,
+            expires_ts,
+            og,
+        )

@@ -258,3 +258,26 @@ async def thumbnail(request: web.Request) -> web.FileResponse:
 @routes.get(LEGACY_V3 + "/thumbnail/{serverName}/{mediaId}")
 async def legacy_thumbnail(request: web.Request) -> web.FileResponse:
     return await _thumbnail(request, authenticated=False)
+
+
+# --- URL previews --------------------------------------------------------------------
+
+
+async def _preview(request: web.Request) -> web.Response:
+    await require_user(request, allow_guest=True)
+    url = request.query.get("url")
+    if not url:
+        raise MatrixError(400, "M_MISSING_PARAM", "Missing query parameter 'url'")
+    ts = query_int(request, "ts", -1)
+    preview = await request.app[HOMESERVER].media.preview_url(url, None if ts < 0 else ts)
+    return json_response(preview)
+
+
+@routes.get(CLIENT_V1 + "/preview_url")
+async def preview_url(request: web.Request) -> web.Response:
+    return await _preview(request)
+
+
+@routes.get(LEGACY_V3 + "/preview_url")
+async def legacy_preview_url(request: web.Request) -> web.Response:
+    return await _preview(request)

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 from ranvier.core.ids import InvalidIdentifier, parse_server_name
 from ranvier.errors import MatrixError
 from ranvier.services.media.files import MediaFiles, StoredFile
+from ranvier.services.media.preview import UrlPreviewer
 from ranvier.services.media.remote import RemoteMedia
 from ranvier.services.media.thumbnailer import (
     THUMBNAILABLE_TYPES,
@@ -112,6 +113,10 @@ class MediaService:
         # Other servers' media over federation (tests swap the transport).
         self.remote = RemoteMedia(self, hs.federation_client.stream, hs.federation_client.get_url)
         self.remote_fetcher: RemoteFetcher | None = self.remote.fetch
+        self.previewer = UrlPreviewer(self)
+
+    async def close(self) -> None:
+        await self.previewer.close()
 
     @property
     def server_name(self) -> str:
@@ -165,6 +170,32 @@ class MediaService:
             )
         )
         return self._mxc(media_id)
+
+    async def store_server_media(self, chunks: AsyncIterator[bytes], content_type: str) -> str:
+        """Media the server itself stores (URL preview images): no uploader."""
+        stored = await self._store_stream(chunks)
+        media_id = secrets.token_urlsafe(18)
+        now = self.hs.clock_ms()
+        await self.store.insert(
+            MediaRecord(
+                self.server_name,
+                media_id,
+                None,
+                content_type,
+                None,
+                stored.size,
+                stored.sha256,
+                now,
+                now,
+                None,
+                False,
+            )
+        )
+        return self._mxc(media_id)
+
+    async def preview_url(self, url: str, ts: int | None) -> dict[str, object]:
+        """GET /media/preview_url."""
+        return await self.previewer.preview(url, ts)
 
     async def create(self, requester: Requester) -> dict[str, object]:
         """POST /_matrix/media/v1/create: an ID to upload to later (v1.7)."""

@@ -41,3 +41,13 @@ CREATE TABLE media_thumbnails (
     PRIMARY KEY (server_name, media_id, width, height, method, animated)
 );
 CREATE INDEX media_thumbnails_sha256 ON media_thumbnails (sha256);
+
+-- URL previews (GET /media/preview_url), cached per URL: og is the answer's
+-- JSON; an answer serves requests until expires_ts.
+CREATE TABLE media_url_previews (
+    url TEXT NOT NULL,
+    fetched_ts BIGINT NOT NULL,
+    expires_ts BIGINT NOT NULL,
+    og TEXT NOT NULL,
+    PRIMARY KEY (url, fetched_ts)
+);
