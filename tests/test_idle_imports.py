@@ -15,7 +15,7 @@ import subprocess
 import sys
 
 # Top-level package names as they appear in sys.modules.
-LOADED_ON_FIRST_USE = ("bcrypt", "asyncpg", "dns")
+LOADED_ON_FIRST_USE = ("bcrypt", "asyncpg", "dns", "PIL")  # PIL: the first thumbnail
 
 STARTED_APP_MODULES = """
 import asyncio

@@ -21,15 +21,9 @@ from typing import TYPE_CHECKING
 from ranvier.core.ids import InvalidIdentifier, parse_server_name
 from ranvier.errors import MatrixError
 from ranvier.services.media.files import MediaFiles, StoredFile
+from ranvier.services.media.kinds import THUMBNAILABLE_TYPES, NotThumbnailable, cannot_thumbnail
 from ranvier.services.media.preview import UrlPreviewer
 from ranvier.services.media.remote import RemoteMedia
-from ranvier.services.media.thumbnailer import (
-    THUMBNAILABLE_TYPES,
-    NotThumbnailable,
-    Thumbnail,
-    cannot_thumbnail,
-    make_thumbnail,
-)
 from ranvier.services.requester import Requester
 from ranvier.storage.media import MediaRecord, MediaStore, ThumbnailRecord
 
@@ -424,9 +418,11 @@ class MediaService:
                     self.files.path(cached.sha256), cached.content_type, None, cached.size
                 )
         source = self._file(record)
+        from ranvier.services.media.thumbnailer import make_thumbnail  # Pillow, on first use
+
         try:
             async with self._thumbnail_slots:
-                thumb: Thumbnail = await asyncio.to_thread(
+                thumb = await asyncio.to_thread(
                     make_thumbnail,
                     source.path,
                     box,

@@ -5,6 +5,9 @@ Plain functions over a file path, run in a worker thread by the media service
 read from its header *before* any pixel is decoded, and refused beyond a pixel
 limit: a small file may declare a gigantic canvas (a decompression bomb).
 
+Pillow (about 5 MiB resident) is imported with this module, which the media
+service loads at the first thumbnail, not at startup.
+
 Methods: ``scale`` keeps the aspect ratio and fits the requested box; ``crop``
 covers the box and cuts the overflow, centred. Never upscaled (the spec:
 "Servers MUST NOT upscale thumbnails under any circumstance").
@@ -21,12 +24,8 @@ from pathlib import Path
 from PIL import Image, ImageSequence, UnidentifiedImageError
 
 from ranvier.errors import MatrixError
+from ranvier.services.media.kinds import NotThumbnailable, cannot_thumbnail
 
-#: Content types we try to thumbnail; anything else is 400 (the spec's "the
-#: server cannot thumbnail the content").
-THUMBNAILABLE_TYPES = frozenset(
-    {"image/jpeg", "image/png", "image/gif", "image/webp", "image/apng", "image/bmp"}
-)
 #: Formats whose thumbnails can stay animated, with their output type.
 _ANIMATED_OUTPUT = {
     "GIF": ("GIF", "image/gif"),
@@ -44,14 +43,6 @@ class Thumbnail:
     width: int
     height: int
     animated: bool
-
-
-class NotThumbnailable(Exception):
-    """The source is smaller than the box: serve the original instead."""
-
-
-def cannot_thumbnail(reason: str) -> MatrixError:
-    return MatrixError(400, "M_UNKNOWN", f"Cannot generate a thumbnail: {reason}")
 
 
 def target_size(
