@@ -17,7 +17,7 @@ import secrets
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 from ranvier.errors import MatrixError
 
@@ -52,12 +52,18 @@ class MediaFiles:
         return self.path(sha256).is_file()
 
     async def write_stream(self, chunks: AsyncIterator[bytes], max_size: int) -> StoredFile:
-        """Store a stream; 413 M_TOO_LARGE as soon as it passes ``max_size``."""
+        """Store a stream; 413 M_TOO_LARGE as soon as it passes ``max_size``.
+
+        Hashing and writing happen in a worker thread, one batch at a time,
+        while the event loop receives the next batch (hashlib and file writes
+        release the GIL): at most two batches of an upload are in memory.
+        """
         await asyncio.to_thread(self.tmp.mkdir, parents=True, exist_ok=True)
         tmp_path = self.tmp / f"{secrets.token_hex(16)}.part"
         handle: BinaryIO = await asyncio.to_thread(open, tmp_path, "wb")
+        digest = hashlib.sha256()
+        writing: asyncio.Future[None] | None = None
         try:
-            digest = hashlib.sha256()
             size = 0
             batch: list[bytes] = []
             batched = 0
@@ -65,16 +71,24 @@ class MediaFiles:
                 size += len(chunk)
                 if size > max_size:
                     raise too_large(max_size)
-                digest.update(chunk)
                 batch.append(chunk)
                 batched += len(chunk)
                 if batched >= _WRITE_BATCH:
-                    await asyncio.to_thread(handle.write, b"".join(batch))
+                    if writing is not None:
+                        await writing
+                    writing = asyncio.ensure_future(
+                        asyncio.to_thread(_write_batch, handle, digest, batch)
+                    )
                     batch, batched = [], 0
+            if writing is not None:
+                await writing
+            await asyncio.to_thread(_write_batch, handle, digest, batch)
             sha256 = digest.hexdigest()
-            await asyncio.to_thread(_finish, handle, b"".join(batch), tmp_path, self.path(sha256))
+            await asyncio.to_thread(_finish, handle, tmp_path, self.path(sha256))
             return StoredFile(sha256, size)
         except BaseException:
+            if writing is not None:  # the thread may still use the file: let it end
+                await asyncio.wait([writing])
             await asyncio.to_thread(_discard, handle, tmp_path)
             raise
 
@@ -90,9 +104,15 @@ class MediaFiles:
         await asyncio.to_thread(self.path(sha256).unlink, missing_ok=True)
 
 
-def _finish(handle: BinaryIO, tail: bytes, tmp_path: Path, final: Path) -> None:
-    """Last bytes, fsync, atomic rename into place (worker thread)."""
-    handle.write(tail)
+def _write_batch(handle: BinaryIO, digest: Any, batch: list[bytes]) -> None:
+    """Hash and write chunks (worker thread; both release the GIL)."""
+    for chunk in batch:
+        digest.update(chunk)
+        handle.write(chunk)
+
+
+def _finish(handle: BinaryIO, tmp_path: Path, final: Path) -> None:
+    """fsync, then the atomic rename into place (worker thread)."""
     handle.flush()
     os.fsync(handle.fileno())
     handle.close()
