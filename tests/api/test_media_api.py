@@ -406,3 +406,29 @@ async def test_bad_thumbnail_parameters(setup: Any, query: str, expected: tuple[
     client, alice, _ = setup
     uri = await upload(client, alice, image_bytes((100, 100)), "image/png")
     assert await error(await thumbnail(client, alice, uri, query)) == expected
+
+
+async def test_guests_download_but_do_not_upload(
+    accounts_client: AccountsClient, database_dsn: str, tmp_path: Path
+) -> None:
+    """Guest Access lists media download and thumbnail (v1.12), not upload."""
+    client = await accounts_client(
+        {
+            "database": database_dsn,
+            "registration": {"guest_access": True},
+            "media": {"store_path": str(tmp_path / "m")},
+        }
+    )
+    alice = await user_token(client)
+    response = await client.post("/_matrix/client/v3/register?kind=guest", json={})
+    guest = {"Authorization": f"Bearer {(await response.json())['access_token']}"}
+    server, media_id = split_mxc(await upload(client, alice, image_bytes((100, 100)), "image/png"))
+    assert (await client.get(f"{DOWNLOAD}/{server}/{media_id}", headers=guest)).status == 200
+    thumb = await client.get(f"{THUMBNAIL}/{server}/{media_id}?width=32&height=32", headers=guest)
+    assert thumb.status == 200
+    refused = await client.post(UPLOAD, data=b"x", headers=guest)
+    assert await error(refused) == (403, "M_GUEST_ACCESS_FORBIDDEN")
+    assert await error(await client.post(CREATE, headers=guest)) == (
+        403,
+        "M_GUEST_ACCESS_FORBIDDEN",
+    )

@@ -133,9 +133,13 @@ def _bool_param(request: web.Request, name: str, default: bool) -> bool:
 # --- upload --------------------------------------------------------------------------
 
 
+# Guest access ("Guest Access" module) lists media download and thumbnail, not
+# upload: guests read media, they do not add any (as Synapse).
+
+
 @routes.post("/_matrix/media/v3/upload")
 async def upload(request: web.Request) -> web.Response:
-    requester = await require_user(request, allow_guest=True)
+    requester = await require_user(request)
     media = request.app[HOMESERVER].media
     try:
         upload_name = _upload_name(request)
@@ -150,13 +154,13 @@ async def upload(request: web.Request) -> web.Response:
 
 @routes.post("/_matrix/media/v1/create")
 async def create(request: web.Request) -> web.Response:
-    requester = await require_user(request, allow_guest=True)
+    requester = await require_user(request)
     return json_response(await request.app[HOMESERVER].media.create(requester))
 
 
 @routes.put("/_matrix/media/v3/upload/{serverName}/{mediaId}")
 async def upload_to(request: web.Request) -> web.Response:
-    requester = await require_user(request, allow_guest=True)
+    requester = await require_user(request)
     media = request.app[HOMESERVER].media
     try:
         upload_name = _upload_name(request)
