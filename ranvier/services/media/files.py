@@ -23,7 +23,7 @@ from ranvier.errors import MatrixError
 
 _SHA256_HEX = re.compile(r"[0-9a-f]{64}\Z")
 #: Bytes gathered before one write to disk (in a worker thread).
-_WRITE_BATCH = 1024 * 1024
+_WRITE_BATCH = 128 * 1024
 
 
 @dataclass(frozen=True, slots=True)
