@@ -64,10 +64,11 @@ async def test_stream_hands_over_the_body_unread_and_signs(ca: trustme.CA, ca_fi
     client = _client(ca_file)
     try:
         async with https_server(app, server_context(ca, "127.0.0.1")) as port:
-            async with client.stream(
+            stream = client.stream(
                 "GET", f"127.0.0.1:{port}", "/media/a%2Fb", query={"timeout_ms": "5"}
-            ) as response:
-                received = 0
+            )
+            received = 0
+            async with stream as response:
                 async for chunk in response.content.iter_any():
                     received += len(chunk)
     finally:
@@ -121,10 +122,12 @@ async def test_get_url_does_not_follow_redirects(ca: trustme.CA, ca_file: Path) 
     app.router.add_get("/r", redirect)
     client = _client(ca_file)
     try:
-        async with https_server(app, server_context(ca, "127.0.0.1")) as port:
-            async with client.get_url(f"https://127.0.0.1:{port}/r") as response:
-                assert response.status == 302
-                assert response.headers["Location"] == "https://elsewhere.test/"
+        async with (
+            https_server(app, server_context(ca, "127.0.0.1")) as port,
+            client.get_url(f"https://127.0.0.1:{port}/r") as response,
+        ):
+            assert response.status == 302
+            assert response.headers["Location"] == "https://elsewhere.test/"
         with pytest.raises(FederationBadResponse):
             async with client.get_url("file:///etc/passwd"):
                 pass
