@@ -238,6 +238,15 @@ class MediaStore:
                     unused.append(sha)
             return unused
 
+    async def sha256_in_use(self, sha256: str) -> bool:
+        used = await self.database.fetch_val(
+            "SELECT 1 FROM media WHERE sha256 = ? UNION ALL "
+            "SELECT 1 FROM media_thumbnails WHERE sha256 = ? LIMIT 1",
+            sha256,
+            sha256,
+        )
+        return used is not None
+
     # --- thumbnails ------------------------------------------------------------------
 
     async def thumbnails(self, server_name: str, media_id: str) -> list[ThumbnailRecord]:

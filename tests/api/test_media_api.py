@@ -432,3 +432,22 @@ async def test_guests_download_but_do_not_upload(
         403,
         "M_GUEST_ACCESS_FORBIDDEN",
     )
+
+
+async def test_concurrent_puts_to_one_id_store_one_upload(setup: Any) -> None:
+    """One upload only: of two racing PUTs one wins, the other gets 409 and
+    leaves no file behind."""
+    client, alice, store = setup
+    created = await (await client.post(CREATE, headers=alice)).json()
+    server, media_id = split_mxc(created["content_uri"])
+    target = f"/_matrix/media/v3/upload/{server}/{media_id}"
+    first, second = await asyncio.gather(
+        client.put(target, data=b"a" * 200_000, headers=alice),
+        client.put(target, data=b"b" * 200_000, headers=alice),
+    )
+    assert sorted([first.status, second.status]) == [200, 409]
+    loser = second if second.status == 409 else first
+    assert (await loser.json())["errcode"] == "M_CANNOT_OVERWRITE_MEDIA"
+    assert len(stored_files(store)) == 1 and temp_files(store) == []
+    body = await (await client.get(f"{DOWNLOAD}/{server}/{media_id}", headers=alice)).read()
+    assert body in (b"a" * 200_000, b"b" * 200_000)

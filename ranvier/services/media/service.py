@@ -264,7 +264,9 @@ class MediaService:
             sha256=stored.sha256,
             uploaded_ts=self.hs.clock_ms(),
         )
-        if not completed:  # a concurrent PUT won
+        if not completed:  # a concurrent PUT won; our file is kept only if shared
+            if not await self.store.sha256_in_use(stored.sha256):
+                await self.files.delete(stored.sha256)
             raise MatrixError(409, "M_CANNOT_OVERWRITE_MEDIA", "Media already uploaded")
         event = self._uploaded.pop((server_name, media_id), None)
         if event is not None:
