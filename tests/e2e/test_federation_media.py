@@ -8,7 +8,6 @@ fetches from Ranvier's /_matrix/federation/v1/media/download and /thumbnail
 from __future__ import annotations
 
 import io
-from pathlib import Path
 
 import aiohttp
 import pytest
