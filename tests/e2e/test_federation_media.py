@@ -35,9 +35,9 @@ def _png(size: tuple[int, int], color: str) -> bytes:
     return out.getvalue()
 
 
-async def _upload(session: aiohttp.ClientSession, user: User, data: bytes) -> str:
+async def _upload(http: aiohttp.ClientSession, user: User, data: bytes) -> str:
     headers = {"Authorization": f"Bearer {user.token}", "Content-Type": "image/png"}
-    async with session.post(
+    async with http.post(
         f"{user.node.base_url}/_matrix/media/v3/upload?filename=pic.png", data=data, headers=headers
     ) as response:
         body = await response.json()
@@ -46,27 +46,27 @@ async def _upload(session: aiohttp.ClientSession, user: User, data: bytes) -> st
         return uri
 
 
-async def _get(session: aiohttp.ClientSession, user: User, path: str) -> tuple[int, str, bytes]:
+async def _get(http: aiohttp.ClientSession, user: User, path: str) -> tuple[int, str, bytes]:
     headers = {"Authorization": f"Bearer {user.token}"}
-    async with session.get(f"{user.node.base_url}{MEDIA}{path}", headers=headers) as response:
+    async with http.get(f"{user.node.base_url}{MEDIA}{path}", headers=headers) as response:
         return response.status, response.content_type, await response.read()
 
 
 async def _fetch_across(
-    session: aiohttp.ClientSession, uploader: User, reader: User, color: str
+    http: aiohttp.ClientSession, uploader: User, reader: User, color: str
 ) -> None:
     data = _png((400, 300), color)
-    uri = await _upload(session, uploader, data)
+    uri = await _upload(http, uploader, data)
     where = uri.removeprefix("mxc://")
-    status, content_type, body = await _get(session, reader, f"/download/{where}")
+    status, content_type, body = await _get(http, reader, f"/download/{where}")
     assert (status, content_type) == (200, "image/png"), body[:300]
     assert body == data
     status, _, thumbnail = await _get(
-        session, reader, f"/thumbnail/{where}?width=96&height=96&method=crop"
+        http, reader, f"/thumbnail/{where}?width=96&height=96&method=crop"
     )
     assert status == 200, thumbnail[:300]
     assert Image.open(io.BytesIO(thumbnail)).size == (96, 96)
-    status, _, missing = await _get(session, reader, f"/download/{where.split('/')[0]}/nosuchmedia")
+    status, _, missing = await _get(http, reader, f"/download/{where.split('/')[0]}/nosuchmedia")
     assert status == 404, missing[:300]
 
 
