@@ -249,3 +249,39 @@ async def test_location_variant_is_followed(servers: Servers, aiohttp_client: An
     assert await response.read() == b"from the cdn"
     assert response.headers["Content-Type"] == "text/plain"
     assert response.headers["Content-Disposition"] == "inline; filename*=utf-8''c.txt"
+
+
+async def test_servers_without_federation_media_get_the_legacy_download(
+    servers: Servers,
+) -> None:
+    """A server from before v1.11 answers M_UNRECOGNIZED on the federation media
+    endpoint; its deprecated download endpoint is asked instead, with
+    allow_remote=false."""
+    data = image_bytes((64, 64))
+    server, media_id = split_mxc(
+        await upload(servers.remote, servers.bob, data, "image/png", "o.png")
+    )
+    asked: list[str] = []
+
+    @contextlib.asynccontextmanager
+    async def old_server(
+        method: str, destination: str, path: str, *, query: Any = None
+    ) -> AsyncIterator[aiohttp.ClientResponse]:
+        target = f"{path}?{encode_query(query)}"
+        asked.append(target)
+        if path.startswith("/_matrix/federation/v1/media/"):
+            raise FederationResponseError(destination, 404, {"errcode": "M_UNRECOGNIZED"})
+        response = await servers.remote.get(URL(target, encoded=True))
+        try:
+            yield response
+        finally:
+            response.release()
+
+    servers.local.app[HOMESERVER].media.remote.open_stream = old_server
+    response = await servers.local.get(f"{DOWNLOAD}/{server}/{media_id}", headers=servers.alice)
+    assert response.status == 200 and await response.read() == data
+    assert response.headers["Content-Disposition"] == "inline; filename*=utf-8''o.png"
+    assert asked == [
+        f"/_matrix/federation/v1/media/download/{media_id}?timeout_ms=20000",
+        f"/_matrix/media/v3/download/{REMOTE}/{media_id}?allow_remote=false&timeout_ms=20000",
+    ]

@@ -36,6 +36,7 @@ if TYPE_CHECKING:
     from ranvier.services.media.service import MediaService
 
 DOWNLOAD_PATH = "/_matrix/federation/v1/media/download/"
+LEGACY_DOWNLOAD_PATH = "/_matrix/media/v3/download/"
 #: The metadata part is "currently always an empty object": a small cap.
 MAX_METADATA_BYTES = 64 * 1024
 _CHUNK = 256 * 1024
@@ -81,10 +82,19 @@ class RemoteMedia:
     async def _fetch(self, server_name: str, media_id: str, timeout_ms: int) -> MediaRecord:
         path = DOWNLOAD_PATH + quote(media_id, safe="")
         try:
-            async with self.open_stream(
-                "GET", server_name, path, query={"timeout_ms": str(timeout_ms)}
-            ) as response:
-                stored, content_type, name = await self._read_multipart(server_name, response)
+            try:
+                async with self.open_stream(
+                    "GET", server_name, path, query={"timeout_ms": str(timeout_ms)}
+                ) as response:
+                    stored, content_type, name = await self._read_multipart(server_name, response)
+            except FederationResponseError as error:
+                if error.errcode != "M_UNRECOGNIZED":
+                    raise
+                # A server from before v1.11 has no federation media endpoints:
+                # its deprecated download endpoint, as Synapse falls back too.
+                stored, content_type, name = await self._fetch_legacy(
+                    server_name, media_id, timeout_ms
+                )
         except FederationResponseError as error:
             raise _remote_error(server_name, error) from None
         except FederationError as error:
@@ -107,6 +117,17 @@ class RemoteMedia:
         )
         await self.media.store.upsert_remote(record)
         return record
+
+    async def _fetch_legacy(
+        self, server_name: str, media_id: str, timeout_ms: int
+    ) -> tuple[StoredFile, str, str | None]:
+        path = f"{LEGACY_DOWNLOAD_PATH}{quote(server_name, safe='')}/{quote(media_id, safe='')}"
+        # allow_remote=false: the origin must not ask anyone else (no loops).
+        query = {"allow_remote": "false", "timeout_ms": str(timeout_ms)}
+        async with self.open_stream("GET", server_name, path, query=query) as response:
+            stored = await self._store(server_name, response.content.iter_chunked(_CHUNK))
+            name = response.content_disposition.filename if response.content_disposition else None
+            return stored, response.content_type or "application/octet-stream", name
 
     async def _read_multipart(
         self, server_name: str, response: aiohttp.ClientResponse
