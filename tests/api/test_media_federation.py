@@ -131,7 +131,7 @@ async def test_remote_media_over_the_limit_is_502_too_large(servers: Servers) ->
     assert [p for p in store.rglob("*") if p.is_file()] == []
 
 
-async def test_unreachable_remote_is_502(servers: Servers) -> None:
+async def test_unreachable_remote_is_404(servers: Servers) -> None:
     @contextlib.asynccontextmanager
     async def unreachable(*args: Any, **kwargs: Any) -> AsyncIterator[aiohttp.ClientResponse]:
         raise FederationUnreachable(REMOTE, "connection refused")
@@ -139,8 +139,10 @@ async def test_unreachable_remote_is_502(servers: Servers) -> None:
 
     servers.local.app[HOMESERVER].media.remote.open_stream = unreachable
     response = await servers.local.get(f"{DOWNLOAD}/{REMOTE}/someid", headers=servers.alice)
-    assert response.status == 502
-    assert (await response.json())["errcode"] == "M_UNKNOWN"
+    assert response.status == 404
+    body = await response.json()
+    assert body["errcode"] == "M_NOT_FOUND"
+    assert body["error"] == f"Could not fetch the media from {REMOTE}: {REMOTE}: connection refused"
 
 
 def parse_multipart(content_type: str, body: bytes) -> list[Any]:

@@ -49,8 +49,10 @@ OpenStream = Callable[..., contextlib.AbstractAsyncContextManager[aiohttp.Client
 OpenUrl = Callable[[str], contextlib.AbstractAsyncContextManager[aiohttp.ClientResponse]]
 
 
-def _bad_gateway(server_name: str, why: str) -> MatrixError:
-    return MatrixError(502, "M_UNKNOWN", f"Could not fetch the media from {server_name}: {why}")
+def _unavailable(server_name: str, why: str) -> MatrixError:
+    """The origin could not be reached or answered nonsense: 404, as for remote
+    profiles (the download endpoints list 502 only for media too large)."""
+    return MatrixError(404, "M_NOT_FOUND", f"Could not fetch the media from {server_name}: {why}")
 
 
 class RemoteMedia:
@@ -98,9 +100,9 @@ class RemoteMedia:
         except FederationResponseError as error:
             raise _remote_error(server_name, error) from None
         except FederationError as error:
-            raise _bad_gateway(server_name, str(error)) from None
+            raise _unavailable(server_name, str(error)) from None
         except (aiohttp.ClientError, ValueError) as error:
-            raise _bad_gateway(server_name, f"bad answer ({error})") from None
+            raise _unavailable(server_name, f"bad answer ({error})") from None
         now = self.media.hs.clock_ms()
         record = MediaRecord(
             server_name,
@@ -133,19 +135,19 @@ class RemoteMedia:
         self, server_name: str, response: aiohttp.ClientResponse
     ) -> tuple[StoredFile, str, str | None]:
         if response.content_type != "multipart/mixed":
-            raise _bad_gateway(
+            raise _unavailable(
                 server_name, f"expected multipart/mixed, got {response.content_type}"
             )
         reader = aiohttp.MultipartReader(response.headers, response.content)
         metadata = await reader.next()
         if not isinstance(metadata, aiohttp.BodyPartReader):
-            raise _bad_gateway(server_name, "no metadata part")
+            raise _unavailable(server_name, "no metadata part")
         raw = await _read_capped(metadata, MAX_METADATA_BYTES)
         if not isinstance(orjson.loads(raw or b"{}"), dict):
-            raise _bad_gateway(server_name, "the metadata part is not a JSON object")
+            raise _unavailable(server_name, "the metadata part is not a JSON object")
         part = await reader.next()
         if not isinstance(part, aiohttp.BodyPartReader):
-            raise _bad_gateway(server_name, "no media part")
+            raise _unavailable(server_name, "no media part")
         location = part.headers.get("Location")
         if location is not None:
             return await self._follow(server_name, location)
@@ -163,13 +165,13 @@ class RemoteMedia:
                     url = str(response.url.join(URL(response.headers["Location"])))
                     continue
                 if response.status != 200:
-                    raise _bad_gateway(server_name, f"the media URL answered {response.status}")
+                    raise _unavailable(server_name, f"the media URL answered {response.status}")
                 stored = await self._store(server_name, response.content.iter_chunked(_CHUNK))
                 name = (
                     response.content_disposition.filename if response.content_disposition else None
                 )
                 return stored, response.content_type or "application/octet-stream", name
-        raise _bad_gateway(server_name, "too many redirects")
+        raise _unavailable(server_name, "too many redirects")
 
     async def _store(self, server_name: str, chunks: AsyncIterator[bytes]) -> StoredFile:
         try:
@@ -204,4 +206,4 @@ def _remote_error(server_name: str, error: FederationResponseError) -> MatrixErr
         return MatrixError(404, "M_NOT_FOUND", f"{server_name} has no such media")
     if error.status == 504 and errcode == "M_NOT_YET_UPLOADED":
         return MatrixError(504, "M_NOT_YET_UPLOADED", "Content has not yet been uploaded")
-    return _bad_gateway(server_name, f"it answered {error.status} {errcode or ''}".strip())
+    return _unavailable(server_name, f"it answered {error.status} {errcode or ''}".strip())
