@@ -34,6 +34,7 @@ import psutil
 from bench.client import Client, NotImplementedYet
 from bench.durability import durable_commit_floor
 from bench.federation import FEDERATION, FederatedContext, FederationCa
+from bench.media import MEDIA_SCENARIO
 from bench.report import (
     Results,
     ScenarioResult,
@@ -70,7 +71,14 @@ from bench.servers import (
 SERVER_NAMES = {"ranvier": "Ranvier", "synapse": "Synapse"}
 STARTUP = "1 startup"
 MEMORY = "7 memory"
-ALL_SCENARIOS = ("startup", *(s.key for s in SCENARIOS), "memory", SOAK.key, FEDERATION.key)
+ALL_SCENARIOS = (
+    "startup",
+    *(s.key for s in SCENARIOS),
+    "memory",
+    SOAK.key,
+    FEDERATION.key,
+    MEDIA_SCENARIO.key,
+)
 MEMORY_SAMPLE_INTERVAL_S = 0.25
 
 
@@ -168,6 +176,8 @@ class Runner:
                 results.scenarios[SOAK.title] = await self.soak_phase()
             if FEDERATION.key in options.scenarios:
                 results.scenarios[FEDERATION.title] = await self.federation_phase()
+            if MEDIA_SCENARIO.key in options.scenarios:
+                results.scenarios[MEDIA_SCENARIO.title] = await self.fresh_phase(MEDIA_SCENARIO)
         finally:
             for server in self.running:
                 server.stop()
@@ -213,17 +223,21 @@ class Runner:
         Fresh, so its RSS curve is the soak's alone; one at a time, so the two
         servers do not compete for the CPU during minutes of steady traffic.
         """
+        return await self.fresh_phase(SOAK)
+
+    async def fresh_phase(self, scenario: Scenario) -> dict[str, ScenarioResult]:
+        """``scenario`` on a fresh server of each kind, one after the other (9 soak, 11 media)."""
         by_server: dict[str, ScenarioResult] = {}
         for name in self.options.servers:
-            _say(self.options, f"[{name}] starting a fresh server for {SOAK.title}")
-            server = await self.make(name, "soak")
+            _say(self.options, f"[{name}] starting a fresh server for {scenario.title}")
+            server = await self.make(name, scenario.key)
             self.running.append(server)
             try:
                 await server.start(self.session)
                 context = ServerContext(
                     server, Client(self.session, server.base_url), self.options.sizes
                 )
-                by_server |= await self.run_scenario(SOAK, {name: context})
+                by_server |= await self.run_scenario(scenario, {name: context})
             except Exception as error:
                 failed = ScenarioResult(status="error", detail=str(error).splitlines()[0])
                 by_server[name] = failed

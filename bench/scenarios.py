@@ -55,6 +55,10 @@ class Sizes:
     fed_joins: int = 20  # first joins of a server into rooms of the other (federated)
     fed_ping_messages: int = 50  # one at a time: send on one server → the other's /sync
     fed_cpu_messages: int = 200  # back to back; both servers' CPU time over them
+    media_uploads: int = 5  # 10 MiB uploads timed one at a time (scenario 11, bench/media.py)
+    media_downloads: int = 50  # 1 MiB downloads
+    media_thumbnails: int = 10  # fresh 2000×1500 JPEGs, each uploaded then thumbnailed
+    media_concurrent_uploads: int = 20  # 10 MiB uploads at once, for the peak RSS
     setup_concurrency: int = 8
     scenario_timeout_s: float = 3600.0
 
@@ -86,6 +90,10 @@ QUICK = replace(
     fed_joins=5,
     fed_ping_messages=10,
     fed_cpu_messages=30,
+    media_uploads=2,
+    media_downloads=10,
+    media_thumbnails=3,
+    media_concurrent_uploads=4,
     scenario_timeout_s=120.0,
 )
 

@@ -17,6 +17,7 @@ from ranvier.api.client import key_backup as client_key_backup
 from ranvier.api.client import keys as client_keys
 from ranvier.api.client import legacy_sync as client_legacy_sync
 from ranvier.api.client import login as client_login
+from ranvier.api.client import media as client_media
 from ranvier.api.client import membership as client_membership
 from ranvier.api.client import openid as client_openid
 from ranvier.api.client import presence as client_presence
@@ -42,6 +43,7 @@ from ranvier.api.federation import events as federation_events
 from ranvier.api.federation import invite as federation_invite
 from ranvier.api.federation import joins as federation_joins
 from ranvier.api.federation import keys, version
+from ranvier.api.federation import media as federation_media
 from ranvier.api.federation import membership as federation_membership
 from ranvier.api.federation import query as federation_query
 from ranvier.api.federation import send as federation_send
@@ -59,7 +61,8 @@ from ranvier.core.signing import SigningKey
 from ranvier.homeserver import Homeserver
 from ranvier.storage import open_database
 
-# Matrix bodies are small JSON documents; media uploads will raise this for their routes.
+# Matrix bodies are small JSON documents. Media uploads stream request.content and
+# never call request.read(), so this does not limit them (media.max_upload_size does).
 CLIENT_MAX_SIZE = 1024 * 1024
 
 ROUTE_TABLES: tuple[web.RouteTableDef, ...] = (
@@ -103,6 +106,8 @@ ROUTE_TABLES: tuple[web.RouteTableDef, ...] = (
     federation_membership.routes,
     client_spaces.routes,
     client_openid.routes,
+    client_media.routes,
+    federation_media.routes,
 )
 
 

@@ -446,6 +446,100 @@ def _report_line(row: ReportRow) -> str:
     return "  ".join(parts)
 
 
+@cli.group()
+def media() -> None:
+    """Administer the content repository (uploaded and cached media)."""
+
+
+def _run_with_media(config: Config, action: Callable[[Any], Awaitable[T]]) -> T:
+    """Open the database (migrating it), run ``action`` with a MediaAdmin, close."""
+    from ranvier.services.media.admin import MediaAdmin
+
+    async def run() -> T:
+        if config.sqlite_path is not None:
+            config.sqlite_path.parent.mkdir(parents=True, exist_ok=True)
+        database = await open_database(config.database)
+        try:
+            return await action(MediaAdmin(database, config.media_store_path, wall_clock_ms))
+        finally:
+            await database.close()
+
+    return asyncio.run(run())
+
+
+@media.command("list")
+@click.argument("user_id")
+@_CONFIG_OPTION
+def media_list(user_id: str, config_path: Path) -> None:
+    """List the media USER_ID uploaded: URI, size, type, name, date, state."""
+    from ranvier.services.media.admin import format_ts
+
+    config = _load_config_or_exit(config_path)
+    records = _run_with_media(config, lambda admin: admin.list_user_media(user_id))
+    total = 0
+    for record in records:
+        state = "quarantined" if record.quarantined else ("pending" if record.pending else "")
+        size = record.size or 0
+        total += size
+        click.echo(
+            f"mxc://{record.server_name}/{record.media_id}\t{size}\t{record.content_type or '-'}"
+            f"\t{record.upload_name or '-'}\t{format_ts(record.created_ts)}\t{state}".rstrip()
+        )
+    click.echo(f"{len(records)} media, {total} bytes")
+
+
+@media.command("quarantine")
+@click.argument("uri")
+@click.option("--undo", is_flag=True, help="Lift the quarantine.")
+@_CONFIG_OPTION
+def media_quarantine(uri: str, undo: bool, config_path: Path) -> None:
+    """Quarantine the media URI (mxc://server/id): it answers 404 to everyone."""
+    config = _load_config_or_exit(config_path)
+
+    async def run(admin: Any) -> bool:
+        try:
+            found: bool = await admin.quarantine(uri, not undo)
+        except MatrixError as error:
+            raise click.ClickException(error.error) from None
+        return found
+
+    if not _run_with_media(config, run):
+        raise click.ClickException(f"No media {uri}")
+    click.echo(f"{'Released' if undo else 'Quarantined'} {uri}")
+
+
+@media.command("delete-old")
+@click.option(
+    "--days", type=click.IntRange(min=1), required=True, help="Older than this many days."
+)
+@click.option("--yes", is_flag=True, help="Delete; without it, only list what would be deleted.")
+@_CONFIG_OPTION
+def media_delete_old(days: int, yes: bool, config_path: Path) -> None:
+    """Delete local media older than --days that no event or profile references,
+    and cached remote media older than that. Media referenced only inside
+    encrypted messages are invisible to the server and count as unreferenced."""
+    config = _load_config_or_exit(config_path)
+    report = _run_with_media(
+        config, lambda admin: admin.delete_old_unreferenced(days, dry_run=not yes)
+    )
+    for uri in report.deleted:
+        click.echo(uri)
+    verb = "Deleted" if yes else "Would delete"
+    click.echo(
+        f"{verb} {len(report.deleted)} media ({report.freed_files} files freed); "
+        f"kept {report.kept_referenced} still referenced"
+    )
+
+
+@media.command("usage")
+@_CONFIG_OPTION
+def media_usage(config_path: Path) -> None:
+    """Disk usage per user: number of media and bytes (shared files counted per upload)."""
+    config = _load_config_or_exit(config_path)
+    for user_id, count, size in _run_with_media(config, lambda admin: admin.usage()):
+        click.echo(f"{user_id}\t{count}\t{size}")
+
+
 def _setup_logging(level: str) -> None:
     logging.basicConfig(
         level=level,

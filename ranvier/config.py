@@ -234,6 +234,35 @@ class MetricsConfig:
     listen_host: str = "127.0.0.1"
     # 0 picks a free port (tests); the bound address is logged at start.
     listen_port: int = 9000
+DEFAULT_MEDIA_MAX_UPLOAD_SIZE = 50 * 1024 * 1024
+DEFAULT_MEDIA_UNUSED_EXPIRATION_MS = 24 * 60 * 60 * 1000
+
+
+@dataclass(frozen=True)
+class MediaConfig:
+    """The content repository (Client-Server API, "Content repository")."""
+
+    # Folder of the media files; None: <config folder>/data/media (Config.media_store_path).
+    store_path: Path | None = None
+    # Largest upload (and cached remote file), in bytes: 413 M_TOO_LARGE beyond.
+    max_upload_size: int = DEFAULT_MEDIA_MAX_UPLOAD_SIZE
+    # POST /_matrix/media/v1/create: IDs a user may hold not yet uploaded, and their lifetime (ms).
+    max_pending_uploads: int = 5
+    unused_expiration: int = DEFAULT_MEDIA_UNUSED_EXPIRATION_MS
+    # Thumbnails: images with more pixels are refused (decompression bombs); at most
+    # this many generated at once (each in a worker thread).
+    max_thumbnail_pixels: int = 32_000_000
+    thumbnail_concurrency: int = 2
+    # The v1.11 freeze of unauthenticated media: media stored at or after this moment
+    # (ms since the epoch) answer 404 on the deprecated /_matrix/media/v3/download and
+    # /thumbnail. None: no freeze.
+    freeze_unauthenticated_after: int | None = None
+    # GET /media/preview_url: off by default (as Synapse). Private, loopback and
+    # link-local addresses are refused unless allowed; size (bytes) and time (ms) limits.
+    url_preview_enabled: bool = False
+    url_preview_allow_private_addresses: bool = False
+    url_preview_max_size: int = 10 * 1024 * 1024
+    url_preview_timeout: int = 10_000
 
 
 @dataclass(frozen=True)
@@ -276,6 +305,14 @@ class Config:
     push: PushConfig = field(default_factory=PushConfig)
     directory: DirectoryConfig = field(default_factory=DirectoryConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
+    media: MediaConfig = field(default_factory=MediaConfig)
+
+    @property
+    def media_store_path(self) -> Path:
+        """Where media files live: ``media.store_path`` or <config folder>/data/media."""
+        if self.media.store_path is not None:
+            return self.media.store_path
+        return self.config_dir / "data" / "media"
 
     @property
     def sqlite_path(self) -> Path | None:
@@ -367,6 +404,28 @@ def _non_negative_int(value: object) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
         raise ValueError(f"must be a whole number, 0 or more, got {value!r}")
     return value
+
+
+def _timestamp_ms(value: object) -> int:
+    """Milliseconds since the epoch, or an ISO 8601 date / date-time (UTC unless it says)."""
+    import datetime
+
+    if isinstance(value, bool):
+        raise ValueError(f"must be a date, a date-time or milliseconds, got {value!r}")
+    if isinstance(value, int) and value >= 0:
+        return value
+    if isinstance(value, str):
+        try:
+            value = datetime.datetime.fromisoformat(value)
+        except ValueError:
+            raise ValueError(f"must be an ISO 8601 date or date-time, got {value!r}") from None
+    if isinstance(value, datetime.date) and not isinstance(value, datetime.datetime):
+        value = datetime.datetime(value.year, value.month, value.day)
+    if isinstance(value, datetime.datetime):
+        if value.tzinfo is None:
+            value = value.replace(tzinfo=datetime.UTC)
+        return int(value.timestamp() * 1000)
+    raise ValueError(f"must be a date, a date-time or milliseconds, got {value!r}")
 
 
 def _positive_int(value: object) -> int:
@@ -573,6 +632,17 @@ _KEYS: dict[str, _Key] = {
     "metrics.enabled": _plain(_bool, is_string=False),
     "metrics.listen_host": _plain(_string, is_string=True),
     "metrics.listen_port": _plain(_port, is_string=False),
+    "media.store_path": _Key(_path, is_string=True),
+    "media.max_upload_size": _plain(_positive_int, is_string=False),
+    "media.max_pending_uploads": _plain(_positive_int, is_string=False),
+    "media.unused_expiration": _plain(_duration_ms, is_string=False),
+    "media.max_thumbnail_pixels": _plain(_positive_int, is_string=False),
+    "media.thumbnail_concurrency": _plain(_positive_int, is_string=False),
+    "media.freeze_unauthenticated_after": _plain(_timestamp_ms, is_string=False),
+    "media.url_preview_enabled": _plain(_bool, is_string=False),
+    "media.url_preview_allow_private_addresses": _plain(_bool, is_string=False),
+    "media.url_preview_max_size": _plain(_positive_int, is_string=False),
+    "media.url_preview_timeout": _plain(_duration_ms, is_string=False),
     **{
         f"ratelimit.{action}.{name}": _plain(parse, is_string=False)
         for action in ("message", "login", "registration")
@@ -744,6 +814,7 @@ def parse_config(
             listen_host=parsed.get("metrics.listen_host", MetricsConfig.listen_host),
             listen_port=parsed.get("metrics.listen_port", MetricsConfig.listen_port),
         ),
+        media=_media_config(parsed),
     )
 
 
@@ -760,6 +831,16 @@ def _push_config(parsed: Mapping[str, Any]) -> PushConfig:
                 "retry_max_delay",
                 "give_up_after",
             )
+        }
+    )
+
+
+def _media_config(parsed: Mapping[str, Any]) -> MediaConfig:
+    defaults = MediaConfig()
+    return MediaConfig(
+        **{
+            name: parsed.get(f"media.{name}", getattr(defaults, name))
+            for name in MediaConfig.__dataclass_fields__
         }
     )
 

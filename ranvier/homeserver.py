@@ -37,6 +37,7 @@ from ranvier.services.federation.verify import PduChecker
 from ranvier.services.filters import FilterService
 from ranvier.services.key_backup import KeyBackupService
 from ranvier.services.legacy_sync import LegacySyncService
+from ranvier.services.media import MediaService
 from ranvier.services.notifier import Notifier
 from ranvier.services.openid import OpenIdService
 from ranvier.services.pagination import PaginationService
@@ -152,6 +153,8 @@ class Homeserver:
         self.directory = DirectoryService(self)
         self.spaces = SpacesService(self)
         self.openid = OpenIdService(self)
+        # The content repository: uploads, downloads, thumbnails, remote media.
+        self.media = MediaService(self)
 
     async def _fetch_key_json(
         self, destination: str, method: str, path: str, content: Any
@@ -174,4 +177,5 @@ class Homeserver:
         await self.pushers.close()
         await self.typing.close()
         await self.federation_client.close()
+        await self.media.close()
         await self.database.close()

@@ -16,7 +16,7 @@ import subprocess
 import sys
 
 # Top-level package names as they appear in sys.modules.
-LOADED_ON_FIRST_USE = ("bcrypt", "asyncpg", "dns", "prometheus_client")
+LOADED_ON_FIRST_USE = ("bcrypt", "asyncpg", "dns", "prometheus_client", "PIL")  # PIL: the first thumbnail
 
 STARTED_APP_MODULES = """
 import asyncio

@@ -17,10 +17,11 @@ SSRF guard and the certificate check.
 
 from __future__ import annotations
 
+import contextlib
 import random
 import ssl
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlencode
@@ -203,6 +204,96 @@ class FederationClient:
                 last_error = failure.error
         assert last_error is not None  # discovery always gives at least one target
         raise last_error
+
+    @contextlib.asynccontextmanager
+    async def stream(
+        self, method: str, destination: str, path: str, *, query: Query | None = None
+    ) -> AsyncIterator[aiohttp.ClientResponse]:
+        """Like ``request_json``, but the 2xx response is handed over unread, for
+        bodies too big to hold (federation media); the caller caps what it reads.
+        A non-2xx answer raises ``FederationResponseError`` as ``request_json`` does."""
+        try:
+            server = await self.resolver.resolve(destination)
+        except DiscoveryError as error:
+            raise FederationUnreachable(destination, str(error)) from None
+        query_string = encode_query(query)
+        path_with_query = f"{path}?{query_string}" if query_string else path
+        headers = self._request_headers(method, server, path_with_query, None, None)
+        response = await self._open(method, server, path, query_string, headers)
+        try:
+            if not 200 <= response.status < 300:
+                await self._answer(destination, response)  # raises with the remote's error
+            yield response
+        except aiohttp.ClientError as error:
+            raise FederationUnreachable(destination, f"{path}: {error}") from None
+        finally:
+            response.release()
+
+    async def _open(
+        self,
+        method: str,
+        server: ResolvedServer,
+        path: str,
+        query_string: str,
+        headers: Mapping[str, str],
+    ) -> aiohttp.ClientResponse:
+        """The response of the first target that connects (its body unread)."""
+        destination = server.server_name
+        last_error: FederationUnreachable | None = None
+        timeout = aiohttp.ClientTimeout(
+            total=None, sock_connect=self._config.request_timeout / 1000,
+            sock_read=self._config.request_timeout / 1000,
+        )  # fmt: skip
+        for host, port in server.targets:
+            url = _target_url(host, port, path, query_string)
+            try:
+                check_ip_literal(url.host or "", allow_private=self._config.allow_private_addresses)
+                return await self._get_session().request(
+                    method,
+                    url,
+                    headers=headers,
+                    server_hostname=server.tls_name,
+                    allow_redirects=False,
+                    timeout=timeout,
+                )
+            except AddressDenied as error:
+                last_error = FederationAddressDenied(destination, str(error))
+            except aiohttp.ClientConnectorError as error:
+                last_error = _connect_error(destination, url, error)
+            except TimeoutError:
+                raise FederationUnreachable(destination, f"{url} timed out") from None
+            except aiohttp.ClientError as error:
+                raise FederationUnreachable(destination, f"{url}: {error}") from None
+        assert last_error is not None  # discovery always gives at least one target
+        raise last_error
+
+    @contextlib.asynccontextmanager
+    async def get_url(self, url: str) -> AsyncIterator[aiohttp.ClientResponse]:
+        """GET a plain URL through the guarded session (no signature, no redirects
+        followed: the caller decides), e.g. the ``Location`` a federation media
+        download points at. Every address passes the SSRF guard."""
+        target = URL(url)
+        if target.scheme not in ("http", "https") or not target.host:
+            raise FederationBadResponse(target.host or "?", f"not an http(s) URL: {url!r}")
+        timeout = aiohttp.ClientTimeout(
+            total=None, sock_connect=self._config.request_timeout / 1000,
+            sock_read=self._config.request_timeout / 1000,
+        )  # fmt: skip
+        try:
+            check_ip_literal(target.host, allow_private=self._config.allow_private_addresses)
+            response = await self._get_session().get(target, allow_redirects=False, timeout=timeout)
+        except AddressDenied as error:
+            raise FederationAddressDenied(target.host, str(error)) from None
+        except aiohttp.ClientConnectorError as error:
+            raise _connect_error(target.host, target, error) from None
+        except (TimeoutError, aiohttp.ClientError) as error:
+            raise FederationUnreachable(target.host, f"{url}: {error!r}") from None
+        try:
+            yield response
+        except aiohttp.ClientError as error:
+            raise FederationUnreachable(target.host, f"{url}: {error}") from None
+        finally:
+            response.release()
 
     def _request_headers(
         self,
