@@ -23,6 +23,7 @@ from ranvier.api.client import push_rules as client_push_rules
 from ranvier.api.client import receipts as client_receipts
 from ranvier.api.client import room_history as client_room_history
 from ranvier.api.client import rooms as client_rooms
+from ranvier.api.client import search as client_search
 from ranvier.api.client import sync as client_sync
 from ranvier.api.client import thirdparty as client_thirdparty
 from ranvier.api.client import to_device as client_to_device
@@ -83,6 +84,7 @@ ROUTE_TABLES: tuple[web.RouteTableDef, ...] = (
     client_keys.routes,
     client_to_device.routes,
     client_key_backup.routes,
+    client_search.routes,
     federation_invite.routes,
     federation_membership.routes,
 )

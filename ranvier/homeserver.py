@@ -43,10 +43,13 @@ from ranvier.services.push_rules import PushRulesService
 from ranvier.services.ratelimit import RateLimiter
 from ranvier.services.receipts import ReceiptService
 from ranvier.services.rooms import RoomsService
+from ranvier.services.search import SearchService
 from ranvier.services.sync import SyncService
 from ranvier.services.to_device import ToDeviceService
 from ranvier.services.typing import TypingService
+from ranvier.services.user_directory import UserDirectoryService
 from ranvier.storage import Database
+from ranvier.storage.search import SearchStore
 from ranvier.storage.server_keys import ServerKeyStore
 
 
@@ -89,6 +92,10 @@ class Homeserver:
         self.sync = SyncService(self)
         register_e2e_sync_extension(self)  # to_device, device_lists, key counts
         self.pagination = PaginationService(self)
+        # Server-side search (its index is written with the events) and the user directory.
+        self.search_store = SearchStore(database)
+        self.search = SearchService(self)
+        self.user_directory = UserDirectoryService(self)
         # Federation: outbound requests (discovery, TLS, SSRF guard) signed with
         # X-Matrix, and other servers' keys (for X-Matrix checks, events and the
         # notary), fetched through that client.

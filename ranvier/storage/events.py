@@ -47,6 +47,7 @@ from ranvier.storage.engine import (
 )
 from ranvier.storage.recent import RecentLog
 from ranvier.storage.rooms import RoomStore
+from ranvier.storage.search import index_new_events, unindex_event
 from ranvier.storage.state import StateKey, StateMap, StateStore
 
 EVENTS_STREAM = "events"
@@ -638,6 +639,7 @@ class EventStore:
                 _INSERT_EVENTS,
                 event_rows,
             )
+            await index_new_events(txn, stored)  # search index, user directory
             await self._write_current_state(txn, room_id, current, state_keys)
             await self._write_memberships(txn, membership_rows)
             await self._write_extremities(txn, room_id, [item.event for item in events])
@@ -768,6 +770,7 @@ class EventStore:
                 _INSERT_EVENTS,
                 event_rows,
             )
+            await index_new_events(txn, stored)  # search index, user directory
             accepted = [
                 s.event for s in stored if not (s.rejected or s.outlier or s.soft_failed)
             ]
@@ -1094,6 +1097,7 @@ class EventStore:
             event.redacts,
             event.room_id,
         )
+        await unindex_event(txn, event.redacts, event.room_id)
         return event.redacts
 
 

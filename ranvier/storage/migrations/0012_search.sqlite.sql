@@ -1,0 +1,58 @@
+-- Server-side search and the user directory (ranvier/storage/search.py,
+-- ranvier/storage/user_directory.py). Client-Server API, "Server Side Search",
+-- "User directory". The PostgreSQL variant is 0012_search.postgres.sql; the
+-- tables are the same but for how the words are indexed.
+--
+-- One row per searchable event (m.room.message body, m.room.name name,
+-- m.room.topic topic): ``words`` is the text already split into lowercase
+-- words by Python (ranvier/storage/search.py words_of), so that both engines
+-- index exactly the same words. An edit (m.replace) rewrites its original's
+-- words; a redaction deletes the row; encrypted events have no row.
+CREATE TABLE event_search (
+    event_id TEXT NOT NULL PRIMARY KEY,
+    room_id TEXT NOT NULL,
+    sender TEXT NOT NULL,
+    key TEXT NOT NULL,
+    stream_ordering BIGINT NOT NULL,
+    words TEXT NOT NULL
+);
+CREATE INDEX event_search_room ON event_search (room_id, stream_ordering);
+
+-- FTS5 over event_search.words (external content: the words are stored once).
+-- remove_diacritics 0: PostgreSQL's 'simple' configuration keeps them too.
+CREATE VIRTUAL TABLE event_search_fts USING fts5(
+    words, content='event_search', content_rowid='rowid',
+    tokenize='unicode61 remove_diacritics 0'
+);
+CREATE TRIGGER event_search_ai AFTER INSERT ON event_search BEGIN
+    INSERT INTO event_search_fts (rowid, words) VALUES (new.rowid, new.words);
+END;
+CREATE TRIGGER event_search_ad AFTER DELETE ON event_search BEGIN
+    INSERT INTO event_search_fts (event_search_fts, rowid, words)
+        VALUES ('delete', old.rowid, old.words);
+END;
+CREATE TRIGGER event_search_au AFTER UPDATE ON event_search BEGIN
+    INSERT INTO event_search_fts (event_search_fts, rowid, words)
+        VALUES ('delete', old.rowid, old.words);
+    INSERT INTO event_search_fts (rowid, words) VALUES (new.rowid, new.words);
+END;
+
+-- The user directory: every user met in a room (from their member events) or
+-- registered here (from their profile). ``words``: ' ' + the lowercase words
+-- of the display name and the user ID, space separated, so that
+-- ``words LIKE '% term%'`` is a word-prefix match on both engines.
+CREATE TABLE user_directory (
+    user_id TEXT NOT NULL PRIMARY KEY,
+    display_name TEXT,
+    avatar_url TEXT,
+    is_local BOOLEAN NOT NULL,
+    words TEXT NOT NULL
+);
+
+-- Rooms whose members everybody may find: join rule public or history
+-- world_readable (users.yaml, searchUserDirectory). Kept from the state events.
+CREATE TABLE user_directory_rooms (
+    room_id TEXT NOT NULL PRIMARY KEY,
+    join_rule TEXT,
+    history_visibility TEXT
+);
