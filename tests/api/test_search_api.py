@@ -4,19 +4,11 @@ that both engines give the same answers to the same queries."""
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
-from pathlib import Path
 from typing import Any
 
 import pytest
-from aiohttp.test_utils import TestClient
 
-from ranvier.app import build_app
-from ranvier.config import parse_config
-from ranvier.core.signing import SigningKey
-from tests.api.conftest import NOW_MS, with_server_name
 from tests.api.rooms_support import (
-    ROOMS_CONFIG,
     Client,
     User,
     call,
@@ -28,22 +20,7 @@ from tests.api.rooms_support import (
     q,
     send,
 )
-
-MakeClient = Callable[..., Awaitable[Client]]
-
-
-@pytest.fixture
-def make_client(
-    aiohttp_client: Any, tmp_path: Path, signing_key: SigningKey, database_dsn: str
-) -> MakeClient:
-    async def make(**extra: Any) -> Client:
-        raw = {**ROOMS_CONFIG, "database": database_dsn, **extra}
-        config = parse_config(with_server_name(raw, "localhost"), tmp_path, env={})
-        app = build_app(config, signing_key=signing_key, clock_ms=lambda: NOW_MS)
-        client: TestClient[Any, Any] = await aiohttp_client(app)
-        return client
-
-    return make
+from tests.api.search_support import MakeDbClient, make_db_client_fixture  # noqa: F401
 
 
 async def text(client: Client, user: User, room_id: str, body: str, **extra: Any) -> str:
@@ -85,8 +62,8 @@ async def two_users_room(client: Client) -> tuple[User, User, str]:
 # --- matching -------------------------------------------------------------------------
 
 
-async def test_words_match_as_prefixes_anded_case_insensitive(make_client: MakeClient) -> None:
-    client = await make_client()
+async def test_words_match_as_prefixes_anded_case_insensitive(make_db_client: MakeDbClient) -> None:
+    client = await make_db_client()
     alice, bob, room_id = await two_users_room(client)
     pasta = await text(client, alice, room_id, "Cooking PASTA tonight")
     pizza = await text(client, bob, room_id, "pizza or pasta? cooking is fun")
@@ -107,8 +84,8 @@ async def test_words_match_as_prefixes_anded_case_insensitive(make_client: MakeC
     assert isinstance(first["rank"], float)
 
 
-async def test_name_and_topic_keys(make_client: MakeClient) -> None:
-    client = await make_client()
+async def test_name_and_topic_keys(make_db_client: MakeDbClient) -> None:
+    client = await make_db_client()
     alice, _, room_id = await two_users_room(client)
     status, name = await put_state(
         client, alice, room_id, "m.room.name", "", {"name": "Garden club"}
@@ -144,8 +121,8 @@ async def test_name_and_topic_keys(make_client: MakeClient) -> None:
     assert ids(bodies) == [message]
 
 
-async def test_rank_order_puts_the_most_relevant_first(make_client: MakeClient) -> None:
-    client = await make_client()
+async def test_rank_order_puts_the_most_relevant_first(make_db_client: MakeDbClient) -> None:
+    client = await make_db_client()
     alice, _, room_id = await two_users_room(client)
     many = await text(client, alice, room_id, "kiwi kiwi kiwi")
     once = await text(
@@ -183,9 +160,9 @@ async def test_rank_order_puts_the_most_relevant_first(make_client: MakeClient) 
     ],
 )
 async def test_fts_syntax_in_the_term_is_never_syntax(
-    make_client: MakeClient, term: str, expected: list[str]
+    make_db_client: MakeDbClient, term: str, expected: list[str]
 ) -> None:
-    client = await make_client()
+    client = await make_db_client()
     alice, _, room_id = await two_users_room(client)
     made = {
         "apple": await text(client, alice, room_id, "apple"),
@@ -219,9 +196,9 @@ async def _page_through(
 
 @pytest.mark.parametrize("order", ["recent", "rank"])
 async def test_next_batch_pages_through_every_result_once(
-    make_client: MakeClient, order: str
+    make_db_client: MakeDbClient, order: str
 ) -> None:
-    client = await make_client()
+    client = await make_db_client()
     alice, bob, room_id = await two_users_room(client)
     made = [await text(client, alice, room_id, f"note number {i}") for i in range(7)]
     await text(client, bob, room_id, "unrelated")
@@ -235,8 +212,8 @@ async def test_next_batch_pages_through_every_result_once(
         assert seen == list(reversed(made))
 
 
-async def test_bad_next_batch_is_400(make_client: MakeClient) -> None:
-    client = await make_client()
+async def test_bad_next_batch_is_400(make_db_client: MakeDbClient) -> None:
+    client = await make_db_client()
     alice, _, room_id = await two_users_room(client)
     for i in range(3):
         await text(client, alice, room_id, f"pear {i}")
@@ -252,8 +229,8 @@ async def test_bad_next_batch_is_400(make_client: MakeClient) -> None:
     assert error["errcode"] == "M_INVALID_PARAM"
 
 
-async def test_huge_limits_are_capped(make_client: MakeClient) -> None:
-    client = await make_client()
+async def test_huge_limits_are_capped(make_db_client: MakeDbClient) -> None:
+    client = await make_db_client()
     alice, _, room_id = await two_users_room(client)
     for i in range(50):
         await text(client, alice, room_id, f"filler {i}")
@@ -278,8 +255,8 @@ async def test_huge_limits_are_capped(make_client: MakeClient) -> None:
 # --- context, groups, state -----------------------------------------------------------
 
 
-async def test_event_context_with_profiles_and_tokens(make_client: MakeClient) -> None:
-    client = await make_client()
+async def test_event_context_with_profiles_and_tokens(make_db_client: MakeDbClient) -> None:
+    client = await make_db_client()
     alice, bob, room_id = await two_users_room(client)
     status, _ = await call(
         client, "PUT", f"/profile/{q(bob.user_id)}/displayname", bob, {"displayname": "Bobby"}
@@ -323,8 +300,8 @@ async def test_event_context_with_profiles_and_tokens(make_client: MakeClient) -
     assert "context" not in plain["results"][0]
 
 
-async def test_groupings_by_room_and_sender(make_client: MakeClient) -> None:
-    client = await make_client()
+async def test_groupings_by_room_and_sender(make_db_client: MakeDbClient) -> None:
+    client = await make_db_client()
     alice, bob, room_a = await two_users_room(client)
     room_b = await create_room(client, bob, preset="public_chat")
     assert (await join(client, alice, room_b))[0] == 200
@@ -363,8 +340,8 @@ async def test_groupings_by_room_and_sender(make_client: MakeClient) -> None:
     assert len(more["results"]) == (1 if sender == bob.user_id else 0)
 
 
-async def test_include_state(make_client: MakeClient) -> None:
-    client = await make_client()
+async def test_include_state(make_db_client: MakeDbClient) -> None:
+    client = await make_db_client()
     alice, _, room_id = await two_users_room(client)
     await put_state(client, alice, room_id, "m.room.name", "", {"name": "Fig room"})
     await text(client, alice, room_id, "fig")
@@ -378,8 +355,8 @@ async def test_include_state(make_client: MakeClient) -> None:
 # --- filter ---------------------------------------------------------------------------
 
 
-async def test_filter_rooms_senders_types(make_client: MakeClient) -> None:
-    client = await make_client()
+async def test_filter_rooms_senders_types(make_db_client: MakeDbClient) -> None:
+    client = await make_db_client()
     alice, bob, room_a = await two_users_room(client)
     room_b = await create_room(client, alice, preset="public_chat")
     a = await text(client, alice, room_a, "grape a")
@@ -406,8 +383,8 @@ async def test_filter_rooms_senders_types(make_client: MakeClient) -> None:
 # --- who sees what --------------------------------------------------------------------
 
 
-async def test_visibility_left_user_and_outsider(make_client: MakeClient) -> None:
-    client = await make_client()
+async def test_visibility_left_user_and_outsider(make_db_client: MakeDbClient) -> None:
+    client = await make_db_client()
     alice, bob, room_id = await two_users_room(client)
     carol = await make_user(client, "carol")
     early = await text(client, alice, room_id, "secret early")
@@ -425,9 +402,9 @@ async def test_visibility_left_user_and_outsider(make_client: MakeClient) -> Non
 
 
 async def test_joined_history_visibility_hides_what_came_before_the_join(
-    make_client: MakeClient,
+    make_db_client: MakeDbClient,
 ) -> None:
-    client = await make_client()
+    client = await make_db_client()
     alice = await make_user(client, "alice")
     bob = await make_user(client, "bob")
     room_id = await create_room(client, alice, preset="public_chat")
@@ -441,8 +418,8 @@ async def test_joined_history_visibility_hides_what_came_before_the_join(
     assert ids(await search(client, bob, {"search_term": "cherry"})) == [after]
 
 
-async def test_redacted_encrypted_and_edited(make_client: MakeClient) -> None:
-    client = await make_client()
+async def test_redacted_encrypted_and_edited(make_db_client: MakeDbClient) -> None:
+    client = await make_db_client()
     alice, bob, room_id = await two_users_room(client)
     gone = await text(client, alice, room_id, "lemon to redact")
     kept = await text(client, alice, room_id, "lemon to keep")
@@ -541,16 +518,16 @@ async def test_redacted_encrypted_and_edited(make_client: MakeClient) -> None:
     ],
 )
 async def test_bad_bodies_are_400(
-    make_client: MakeClient, body: dict[str, Any], errcode: str
+    make_db_client: MakeDbClient, body: dict[str, Any], errcode: str
 ) -> None:
-    client = await make_client()
+    client = await make_db_client()
     alice = await make_user(client, "alice")
     status, payload = await call(client, "POST", "/search", alice, body)
     assert (status, payload["errcode"]) == (400, errcode), payload
 
 
-async def test_no_room_events_category_and_auth(make_client: MakeClient) -> None:
-    client = await make_client()
+async def test_no_room_events_category_and_auth(make_db_client: MakeDbClient) -> None:
+    client = await make_db_client()
     alice = await make_user(client, "alice")
     assert await call(client, "POST", "/search", alice, {"search_categories": {}}) == (
         200,
