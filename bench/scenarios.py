@@ -55,6 +55,9 @@ class Sizes:
     fed_joins: int = 20  # first joins of a server into rooms of the other (federated)
     fed_ping_messages: int = 50  # one at a time: send on one server → the other's /sync
     fed_cpu_messages: int = 200  # back to back; both servers' CPU time over them
+    search_messages: int = 100_000  # history of the searched room
+    search_queries: int = 20  # each query of SEARCH_QUERIES this many times
+    search_index_messages: int = 2_000  # indexed vs not-indexed sends, for the index's cost
     setup_concurrency: int = 8
     scenario_timeout_s: float = 3600.0
 
@@ -86,6 +89,9 @@ QUICK = replace(
     fed_joins=5,
     fed_ping_messages=10,
     fed_cpu_messages=30,
+    search_messages=2_000,
+    search_queries=5,
+    search_index_messages=200,
     scenario_timeout_s=120.0,
 )
 
@@ -659,6 +665,148 @@ def _raise_failure(tasks: list[asyncio.Task[None]]) -> None:
             raise BenchError("a soak client stopped without an error")
 
 
-SCENARIOS: tuple[Scenario, ...] = (RegisterLogin(), Send(), Fanout(), Sync(), LargeRoom(), Disk())
+#: Words of the search scenario's messages: message i holds WORDS[i % 40] and
+#: WORDS[(i * 7) % 40], so each word is in ~1/20 of the history.
+SEARCH_WORDS = (
+    "apple",
+    "brook",
+    "cedar",
+    "delta",
+    "ember",
+    "fjord",
+    "grove",
+    "harbor",
+    "iris",
+    "jasper",
+    "kettle",
+    "lumen",
+    "meadow",
+    "nickel",
+    "orchid",
+    "pebble",
+    "quartz",
+    "raven",
+    "saffron",
+    "timber",
+    "umber",
+    "velvet",
+    "willow",
+    "xenon",
+    "yarrow",
+    "zephyr",
+    "amber",
+    "basil",
+    "cobalt",
+    "dune",
+    "elm",
+    "flint",
+    "garnet",
+    "hazel",
+    "indigo",
+    "juniper",
+    "kelp",
+    "lotus",
+    "maple",
+    "nectar",
+)
+
+
+def search_text(i: int) -> str:
+    words = SEARCH_WORDS
+    rare = " rarity" if i % 1000 == 0 else ""  # in 1/1000 of the history
+    return f"note {i}: {words[i % 40]} near the {words[(i * 7) % 40]} today{rare}"
+
+
+#: (label, criteria without the filter): a common word, two words, a rare word, by
+#: relevance and by date; each returns a first page of 10 results.
+SEARCH_QUERIES: tuple[tuple[str, dict[str, Any]], ...] = (
+    ("common word, rank", {"search_term": "meadow", "order_by": "rank"}),
+    ("common word, recent", {"search_term": "meadow", "order_by": "recent"}),
+    ("two words, rank", {"search_term": "apple cedar", "order_by": "rank"}),
+    ("rare word, recent", {"search_term": "rarity", "order_by": "recent"}),
+)
+
+
+@dataclass
+class SearchState:
+    user: User
+    room_id: str
+    index_room_id: str
+
+
+class Search(Scenario):
+    """/search over one room's history: latency, and what the index costs on disk."""
+
+    key = "search"
+    title = "11 search"
+
+    def repeats(self, sizes: Sizes) -> int:
+        return 1
+
+    async def setup(self, ctx: ServerContext) -> SearchState:
+        user = await ctx.new_user("s")
+        room_id = await ctx.client.create_room(user)
+        index_room_id = await ctx.client.create_room(user)
+        # Both servers load the same history the same way: the client API, 8 in flight.
+        await bounded_gather(
+            ctx.sizes.setup_concurrency,
+            [
+                lambda i=i: ctx.client.send_text(user, room_id, search_text(i))  # type: ignore[misc]
+                for i in range(ctx.sizes.search_messages)
+            ],
+        )
+        return SearchState(user, room_id, index_room_id)
+
+    async def measure(self, ctx: ServerContext, state: SearchState, repeat: int) -> Outcome:
+        client = ctx.client
+        samples: list[float] = []
+        figures: dict[str, float | str] = {}
+        for label, criteria in SEARCH_QUERIES:
+            query = {**criteria, "filter": {"rooms": [state.room_id], "limit": 10}}
+            answer = await client.search(state.user, query)  # warm-up, and a sanity check
+            if not answer.get("results"):
+                raise BenchError(f"/search {label!r} found nothing")
+            times: list[float] = []
+            for _ in range(ctx.sizes.search_queries):
+                _, elapsed = await timed(client.search(state.user, query))
+                times.append(elapsed)
+            figures[f"{label} p50 (ms)"] = percentile(times, 0.5)
+            samples.extend(times)
+        figures = {**latency_figures("/search, all queries", samples), **figures}
+        figures["DB growth per message from the index (bytes)"] = await self._index_cost(ctx, state)
+        return Outcome(figures, {"/search (ms)": samples})
+
+    async def _index_cost(self, ctx: ServerContext, state: SearchState) -> float:
+        """Growth per message of indexed messages minus that of the same content
+        under an event type no server indexes: what the index costs per message."""
+        count = ctx.sizes.search_index_messages
+        growth: list[float] = []
+        for event_type in ("m.room.message", "org.ranvier.bench.unindexed"):
+            before = await ctx.server.database.size_bytes()
+            await bounded_gather(
+                4,
+                [
+                    lambda i=i, event_type=event_type: ctx.client.send_event(  # type: ignore[misc]
+                        state.user,
+                        state.index_room_id,
+                        event_type,
+                        {"msgtype": "m.text", "body": search_text(i)},
+                    )
+                    for i in range(count)
+                ],
+            )
+            growth.append((await ctx.server.database.size_bytes() - before) / count)
+        return growth[0] - growth[1]
+
+
+SCENARIOS: tuple[Scenario, ...] = (
+    RegisterLogin(),
+    Send(),
+    Fanout(),
+    Sync(),
+    LargeRoom(),
+    Disk(),
+    Search(),
+)
 # Scenario 9 runs on a fresh server of its own after the others (bench/run.py).
 SOAK = Soak()
