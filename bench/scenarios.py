@@ -722,7 +722,7 @@ def search_text(i: int) -> str:
 SEARCH_QUERIES: tuple[tuple[str, dict[str, Any]], ...] = (
     ("common word, rank", {"search_term": "meadow", "order_by": "rank"}),
     ("common word, recent", {"search_term": "meadow", "order_by": "recent"}),
-    ("two words, rank", {"search_term": "apple cedar", "order_by": "rank"}),
+    ("two words, rank", {"search_term": "brook harbor", "order_by": "rank"}),
     ("rare word, recent", {"search_term": "rarity", "order_by": "recent"}),
 )
 

@@ -212,9 +212,12 @@ class SearchStore:
             direction = "DESC"
         else:
             match = " AND ".join('"{}"*'.format(term.replace('"', '""')) for term in query.terms)
+            # CROSS JOIN: the FTS match drives the loop (SQLite keeps the
+            # order of a CROSS JOIN). Left to the planner, it scanned the room's
+            # rows and ran the whole MATCH again for each one.
             source = (
-                " FROM event_search_fts JOIN event_search s ON s.rowid = event_search_fts.rowid"
-                " WHERE event_search_fts MATCH ?"
+                " FROM event_search_fts CROSS JOIN event_search s"
+                " ON s.rowid = event_search_fts.rowid WHERE event_search_fts MATCH ?"
             )
             # bm25: lower is more relevant.
             rank = "bm25(event_search_fts)"
