@@ -28,7 +28,7 @@ import orjson
 from ranvier.core.filters import Filter, FilterError, RoomEventFilter, parse_room_event_filter
 from ranvier.errors import MatrixError
 from ranvier.services.sync import format_events
-from ranvier.services.visibility import filter_events_for_user
+from ranvier.services.visibility import filter_events_for_member, filter_events_for_user
 from ranvier.storage.events import StoredEvent
 from ranvier.storage.search import KEY_TYPES, Order, SearchHit, SearchQuery, search_terms, words_of
 
@@ -199,6 +199,8 @@ class _Rooms:
 class _Page:
     hits: list[tuple[SearchHit, StoredEvent]]
     next_cursor: Cursor | None
+    #: How many events match in all, when the first query could tell.
+    count: int | None = None
 
 
 class SearchService:
@@ -223,7 +225,9 @@ class SearchService:
             return {"search_categories": {"room_events": _empty(terms)}}
         page = await self._page(user_id, query, rooms, criteria, cursor)
         result = await self._format(user_id, device_id, criteria, page, rooms, terms)
-        result["count"] = await self.hs.search_store.count(query)
+        result["count"] = (
+            page.count if page.count is not None else await self.hs.search_store.count(query)
+        )
         return {"search_categories": {"room_events": result}}
 
     async def _rooms(self, user_id: str, event_filter: RoomEventFilter) -> _Rooms:
@@ -273,8 +277,11 @@ class SearchService:
         batch = max(criteria.limit * 2, _MIN_BATCH)
         position = cursor.position
         kept: list[tuple[SearchHit, StoredEvent]] = []
-        for _ in range(_MAX_BATCHES):
-            hits = await store.search(query, criteria.order, position, batch)
+        count: int | None = None
+        for batch_index in range(_MAX_BATCHES):
+            hits, total = await store.search(query, criteria.order, position, batch)
+            if batch_index == 0:
+                count = total if total is not None or hits or position is not None else 0
             visible = await self._visible(user_id, hits, rooms, criteria.event_filter, cursor.group)
             for index, hit in enumerate(hits):
                 position = (position or 0) + 1 if criteria.order == "rank" else hit.stream_ordering
@@ -282,10 +289,11 @@ class SearchService:
                     kept.append((hit, visible[hit.event_id]))
                     if len(kept) >= criteria.limit:
                         more = index < len(hits) - 1 or len(hits) == batch
-                        return _Page(kept, replace(cursor, position=position) if more else None)
+                        next_cursor = replace(cursor, position=position) if more else None
+                        return _Page(kept, next_cursor, count)
             if len(hits) < batch:
-                return _Page(kept, None)
-        return _Page(kept, replace(cursor, position=position))
+                return _Page(kept, None, count)
+        return _Page(kept, replace(cursor, position=position), count)
 
     async def _visible(
         self,
@@ -306,8 +314,20 @@ class SearchService:
             and stored.stream_ordering <= rooms.caps.get(stored.room_id, stored.stream_ordering)
             and event_filter.matches(stored.event, room_id=stored.room_id)
         ]
-        allowed = await filter_events_for_user(self.hs, user_id, candidates)
-        return {stored.event_id: stored for stored in allowed}
+        by_room: dict[str, list[StoredEvent]] = {}
+        for stored in candidates:
+            by_room.setdefault(stored.room_id, []).append(stored)
+        allowed: dict[str, StoredEvent] = {}
+        for room_id, events in by_room.items():
+            # In a room the user is joined to, what came after the join is
+            # visible without reading the state at each event.
+            joined_from = rooms.joined_from.get(room_id)
+            if joined_from is not None:
+                kept = await filter_events_for_member(self.hs, user_id, events, joined_from)
+            else:
+                kept = await filter_events_for_user(self.hs, user_id, events)
+            allowed.update((stored.event_id, stored) for stored in kept)
+        return allowed
 
     # --- the response ------------------------------------------------------------------------
 

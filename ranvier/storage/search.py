@@ -234,31 +234,36 @@ class SearchStore:
 
     async def search(
         self, query: SearchQuery, order: Order, after: int | None, limit: int
-    ) -> list[SearchHit]:
+    ) -> tuple[list[SearchHit], int | None]:
         """Up to ``limit`` hits in ``order``, after a cursor: for ``rank`` the
         number of hits already read (an offset), for ``recent`` the stream
-        ordering of the last hit read (newest first)."""
+        ordering of the last hit read (newest first). With them, how many
+        events match in all (a window count: no second query), or None when
+        the cursor narrowed the query (``recent`` after a cursor) or no row came."""
         source, args, rank, direction = self._match(query)
+        whole = order == "rank" or after is None
+        if order == "recent" and after is not None:
+            source += " AND s.stream_ordering < ?"
+            args.append(after)
         if order == "recent":
-            if after is not None:
-                source += " AND s.stream_ordering < ?"
-                args.append(after)
-            sql = (
-                f"SELECT s.event_id, s.room_id, s.stream_ordering, {rank}{source}"
-                " ORDER BY s.stream_ordering DESC LIMIT ?"
-            )
+            ordering = "stream_ordering DESC LIMIT ?"
             args.append(limit)
         else:
-            sql = (
-                f"SELECT s.event_id, s.room_id, s.stream_ordering, {rank}{source}"
-                f" ORDER BY {rank} {direction}, s.stream_ordering DESC LIMIT ? OFFSET ?"
-            )
+            ordering = f"rank_value {direction}, stream_ordering DESC LIMIT ? OFFSET ?"
             args.extend((limit, after or 0))
+        # The count is a window over the matches; the matches are a
+        # materialized CTE because FTS5's bm25() cannot run inside a window query.
+        sql = (
+            "WITH m AS MATERIALIZED (SELECT s.event_id, s.room_id, s.stream_ordering,"
+            f" {rank} AS rank_value{source}) SELECT event_id, room_id, stream_ordering,"
+            f" rank_value, COUNT(*) OVER () FROM m ORDER BY {ordering}"
+        )
         rows = await self.database.fetch_all(sql, *args)
         sign = -1.0 if direction == "ASC" else 1.0
-        return [
+        hits = [
             SearchHit(str(row[0]), str(row[1]), int(row[2]), sign * float(row[3])) for row in rows
         ]
+        return hits, int(rows[0][4]) if rows and whole else None
 
     async def count(self, query: SearchQuery) -> int:
         """How many indexed events match (before visibility: the spec's
