@@ -52,13 +52,17 @@ _WORD = re.compile(r"[^\W_]+")
 MAX_TERMS = 16
 #: Words kept per indexed text: bounds an event's index cost (a 64 KiB body).
 _MAX_WORDS = 10_000
+#: Longer words are cut to this (index and term alike): PostgreSQL drops words
+#: over 2,047 bytes from a tsvector, FTS5 keeps them; cut, both keep the same.
+MAX_WORD_CHARS = 100
 
 Order = Literal["rank", "recent"]
 
 
 def words_of(text: str) -> list[str]:
-    """``text`` as lowercase words: maximal runs of letters and digits."""
-    return _WORD.findall(text.lower())
+    """``text`` as lowercase words: maximal runs of letters and digits (cut
+    to :data:`MAX_WORD_CHARS`)."""
+    return [word[:MAX_WORD_CHARS] for word in _WORD.findall(text.lower())]
 
 
 def search_terms(search_term: str) -> list[str]:

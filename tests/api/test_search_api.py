@@ -176,6 +176,28 @@ async def test_fts_syntax_in_the_term_is_never_syntax(
     assert result["count"] == len(expected)
 
 
+async def test_words_of_any_script_and_long_words(make_db_client: MakeDbClient) -> None:
+    client = await make_db_client()
+    alice, _, room_id = await two_users_room(client)
+    german = await text(client, alice, room_id, "Grüße aus MÜNCHEN, café_au_lait")
+    japanese = await text(client, alice, room_id, "漢字テスト です")
+    long_word = "x" * 150
+    long = await text(client, alice, room_id, f"a {long_word}y end")
+    for term, expected in [
+        ("münch", [german]),
+        ("GRÜSSE", []),
+        ("grü", [german]),
+        ("cafe", []),
+        ("café lait", [german]),
+        ("漢字", [japanese]),
+        ("テスト", []),
+        ("x" * 120, [long]),
+        ("x" * 150 + "z", [long]),  # both cut to 100 characters
+        ("x" * 99 + "y", []),
+    ]:
+        assert ids(await search(client, alice, {"search_term": term})) == expected, term
+
+
 # --- pagination ---------------------------------------------------------------------------
 
 

@@ -28,3 +28,28 @@ CREATE TABLE user_directory_rooms (
     join_rule TEXT,
     history_visibility TEXT
 );
+
+-- History persisted before this migration, indexed once here (later events
+-- are indexed as they are persisted). Python's word splitting is done in SQL:
+-- runs of letters and digits, lowercase, everything else a space. Edits
+-- already in that history are not applied to their originals.
+INSERT INTO event_search (event_id, room_id, sender, key, stream_ordering, vector)
+SELECT event_id, room_id, sender, key, stream_ordering,
+       to_tsvector('simple', regexp_replace(lower(value #>> '{}'), '[^[:alnum:]]+', ' ', 'g'))
+FROM (
+    SELECT event_id, room_id, sender, stream_ordering,
+           CASE type WHEN 'm.room.message' THEN 'content.body'
+                     WHEN 'm.room.name' THEN 'content.name' ELSE 'content.topic' END AS key,
+           CASE type WHEN 'm.room.message' THEN pdu -> 'content' -> 'body'
+                     WHEN 'm.room.name' THEN pdu -> 'content' -> 'name'
+                     ELSE pdu -> 'content' -> 'topic' END AS value,
+           pdu -> 'content' -> 'm.relates_to' ->> 'rel_type' AS rel_type
+    FROM (
+        SELECT event_id, room_id, sender, stream_ordering, type, json::jsonb AS pdu
+        FROM events
+        WHERE rejected = FALSE AND redacted_by IS NULL
+          AND (type = 'm.room.message'
+               OR (type IN ('m.room.name', 'm.room.topic') AND state_key = ''))
+    ) AS searchable_events
+) AS texts
+WHERE jsonb_typeof(value) = 'string' AND COALESCE(rel_type, '') != 'm.replace';

@@ -56,3 +56,26 @@ CREATE TABLE user_directory_rooms (
     join_rule TEXT,
     history_visibility TEXT
 );
+
+-- History persisted before this migration, indexed once here (later events
+-- are indexed as they are persisted). SQL cannot run Python's word
+-- splitting, so these rows hold the text itself: FTS5's unicode61 tokenizer
+-- splits it at the same places (letters and digits are word characters,
+-- everything else separates, case folded). Edits already in that history are
+-- not applied to their originals.
+INSERT INTO event_search (event_id, room_id, sender, key, stream_ordering, words)
+SELECT event_id, room_id, sender,
+       CASE type WHEN 'm.room.message' THEN 'content.body'
+                 WHEN 'm.room.name' THEN 'content.name' ELSE 'content.topic' END,
+       stream_ordering,
+       json_extract(json, CASE type WHEN 'm.room.message' THEN '$.content.body'
+                                    WHEN 'm.room.name' THEN '$.content.name'
+                                    ELSE '$.content.topic' END)
+FROM events
+WHERE rejected = FALSE AND redacted_by IS NULL
+  AND (type = 'm.room.message'
+       OR (type IN ('m.room.name', 'm.room.topic') AND state_key = ''))
+  AND json_type(json, CASE type WHEN 'm.room.message' THEN '$.content.body'
+                                WHEN 'm.room.name' THEN '$.content.name'
+                                ELSE '$.content.topic' END) = 'text'
+  AND COALESCE(json_extract(json, '$.content."m.relates_to".rel_type'), '') != 'm.replace';
