@@ -53,3 +53,37 @@ FROM (
     ) AS searchable_events
 ) AS texts
 WHERE jsonb_typeof(value) = 'string' AND COALESCE(rel_type, '') != 'm.replace';
+
+-- The user directory from what was stored before this migration (see the
+-- SQLite variant); here the words are split as Python splits them.
+INSERT INTO user_directory_rooms (room_id, join_rule, history_visibility)
+SELECT r.room_id,
+       (SELECT e.json::jsonb -> 'content' ->> 'join_rule' FROM current_state c
+        JOIN events e ON e.event_id = c.event_id
+        WHERE c.room_id = r.room_id AND c.type = 'm.room.join_rules' AND c.state_key = ''),
+       (SELECT e.json::jsonb -> 'content' ->> 'history_visibility' FROM current_state c
+        JOIN events e ON e.event_id = c.event_id
+        WHERE c.room_id = r.room_id AND c.type = 'm.room.history_visibility' AND c.state_key = '')
+FROM rooms r;
+
+INSERT INTO user_directory (user_id, display_name, avatar_url, is_local, words)
+SELECT DISTINCT ON (m.user_id) m.user_id, e.json::jsonb -> 'content' ->> 'displayname',
+       e.json::jsonb -> 'content' ->> 'avatar_url', FALSE, ''
+FROM room_memberships m JOIN events e ON e.event_id = m.event_id
+WHERE m.membership = 'join'
+ORDER BY m.user_id, m.stream_ordering DESC;
+
+INSERT INTO user_directory (user_id, display_name, avatar_url, is_local, words)
+SELECT u.user_id,
+       CASE WHEN p.value IS NULL THEN substr(u.user_id, 2, strpos(u.user_id, ':') - 2)
+            ELSE p.value::jsonb #>> '{}' END,
+       a.value::jsonb #>> '{}', TRUE, ''
+FROM users u
+LEFT JOIN profiles p ON p.user_id = u.user_id AND p.field = 'displayname'
+LEFT JOIN profiles a ON a.user_id = u.user_id AND a.field = 'avatar_url'
+WHERE u.is_guest = FALSE
+ON CONFLICT (user_id) DO UPDATE SET display_name = excluded.display_name,
+    avatar_url = excluded.avatar_url, is_local = TRUE;
+
+UPDATE user_directory SET words = ' ' || trim(regexp_replace(
+    lower(COALESCE(display_name, '') || ' ' || user_id), '[^[:alnum:]]+', ' ', 'g'));

@@ -79,3 +79,43 @@ WHERE rejected = FALSE AND redacted_by IS NULL
                                 WHEN 'm.room.name' THEN '$.content.name'
                                 ELSE '$.content.topic' END) = 'text'
   AND COALESCE(json_extract(json, '$.content."m.relates_to".rel_type'), '') != 'm.replace';
+
+-- The user directory from what was stored before this migration: each
+-- room's join rule and history visibility, each joined member's display name
+-- and avatar (local users: their profile). SQLite cannot run Python's word
+-- splitting: these rows' words split the name and ID at spaces and the usual
+-- punctuation (later profile and member changes rewrite them exactly).
+INSERT INTO user_directory_rooms (room_id, join_rule, history_visibility)
+SELECT r.room_id,
+       (SELECT json_extract(e.json, '$.content.join_rule') FROM current_state c
+        JOIN events e ON e.event_id = c.event_id
+        WHERE c.room_id = r.room_id AND c.type = 'm.room.join_rules' AND c.state_key = ''),
+       (SELECT json_extract(e.json, '$.content.history_visibility') FROM current_state c
+        JOIN events e ON e.event_id = c.event_id
+        WHERE c.room_id = r.room_id AND c.type = 'm.room.history_visibility' AND c.state_key = '')
+FROM rooms r;
+
+INSERT INTO user_directory (user_id, display_name, avatar_url, is_local, words)
+SELECT m.user_id, json_extract(e.json, '$.content.displayname'),
+       json_extract(e.json, '$.content.avatar_url'), FALSE, ''
+FROM room_memberships m JOIN events e ON e.event_id = m.event_id
+WHERE m.membership = 'join'
+  AND m.stream_ordering = (SELECT MAX(stream_ordering) FROM room_memberships
+                           WHERE user_id = m.user_id AND membership = 'join')
+ON CONFLICT (user_id) DO NOTHING;
+
+INSERT INTO user_directory (user_id, display_name, avatar_url, is_local, words)
+SELECT u.user_id,
+       CASE WHEN p.value IS NULL THEN substr(u.user_id, 2, instr(u.user_id, ':') - 2)
+            ELSE json_extract(p.value, '$') END,
+       json_extract(a.value, '$'), TRUE, ''
+FROM users u
+LEFT JOIN profiles p ON p.user_id = u.user_id AND p.field = 'displayname'
+LEFT JOIN profiles a ON a.user_id = u.user_id AND a.field = 'avatar_url'
+WHERE u.is_guest = FALSE
+ON CONFLICT (user_id) DO UPDATE SET display_name = excluded.display_name,
+    avatar_url = excluded.avatar_url, is_local = TRUE;
+
+UPDATE user_directory SET words = ' ' || trim(replace(replace(replace(replace(replace(replace(
+    lower(COALESCE(display_name, '') || ' ' || user_id),
+    '@', ' '), ':', ' '), '.', ' '), '-', ' '), '_', ' '), '  ', ' '));
