@@ -203,17 +203,20 @@ async def test_words_of_any_script_and_long_words(make_db_client: MakeDbClient) 
 
 async def _page_through(
     client: Client, user: User, criteria: dict[str, Any]
-) -> tuple[list[str], int]:
+) -> tuple[list[str], int, set[int]]:
+    """Every result over every page, the number of pages, and the counts given."""
     seen: list[str] = []
+    counts: set[int] = set()
     token: str | None = None
     pages = 0
     while True:
         result = await search(client, user, criteria, token)
         pages += 1
         seen.extend(ids(result))
+        counts.add(result["count"])
         token = result.get("next_batch")
         if token is None:
-            return seen, pages
+            return seen, pages, counts
 
 
 @pytest.mark.parametrize("order", ["recent", "rank"])
@@ -227,8 +230,9 @@ async def test_next_batch_pages_through_every_result_once(
     criteria = {"search_term": "note", "order_by": order, "filter": {"limit": 3}}
     first = await search(client, alice, criteria)
     assert len(first["results"]) == 3 and first["count"] == 7
-    seen, pages = await _page_through(client, alice, criteria)
+    seen, pages, counts = await _page_through(client, alice, criteria)
     assert pages == 3
+    assert counts == {7}  # the whole search's count on every page
     assert sorted(seen) == sorted(made) and len(seen) == 7
     if order == "recent":
         assert seen == list(reversed(made))
