@@ -22,7 +22,8 @@ favour more occurrences in shorter texts, ties newest first.
 Edits (``m.relates_to.rel_type = m.replace``, "Event replacements"): the
 ``m.new_content`` text replaces its original's words under the original's
 event ID when both have the same sender; the edit itself is not indexed, so a
-search finds the original (once) by its new text.
+search finds the original (once) by its new text. Redacting the edit brings
+the original's own text back.
 """
 
 from __future__ import annotations
@@ -31,6 +32,8 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
+
+import orjson
 
 from ranvier.core.events import Event
 from ranvier.storage.engine import Database, Queryable, Transaction, placeholders
@@ -172,10 +175,46 @@ async def index_new_events(txn: Transaction, stored: Sequence[StoredEvent]) -> N
 
 
 async def unindex_event(txn: Transaction, event_id: str, room_id: str) -> None:
-    """A redacted event is no longer searchable."""
+    """A redacted event is no longer searchable. A redacted edit no longer
+    replaces its original's words: the original's own text comes back (without
+    a relations index, an earlier edit of the same original is not looked for)."""
     await txn.execute(
         "DELETE FROM event_search WHERE event_id = ? AND room_id = ?", event_id, room_id
     )
+    redacted = await _content_of(txn, event_id, room_id)
+    if redacted is None:
+        return
+    relates = redacted[1].get("m.relates_to")
+    if not (isinstance(relates, dict) and relates.get("rel_type") == "m.replace"):
+        return
+    original_id = relates.get("event_id")
+    original = (
+        None if not isinstance(original_id, str) else await _content_of(txn, original_id, room_id)
+    )
+    if original is None or original[0] != redacted[0]:
+        return  # another sender's "edit" never replaced anything
+    event_type = str(await txn.fetch_val("SELECT type FROM events WHERE event_id = ?", original_id))
+    text = searchable_text(event_type, original[1])
+    if text is not None:
+        await txn.execute(
+            f"UPDATE event_search SET {_column(txn.engine)} = {_vector_sql(txn.engine)}"
+            " WHERE event_id = ?",
+            _indexed_words(text),
+            original_id,
+        )
+
+
+async def _content_of(
+    txn: Transaction, event_id: str, room_id: str
+) -> tuple[str, Mapping[str, Any]] | None:
+    """``(sender, content)`` of a stored event of the room, unredacted."""
+    row = await txn.fetch_one(
+        "SELECT sender, json FROM events WHERE event_id = ? AND room_id = ?", event_id, room_id
+    )
+    if row is None:
+        return None
+    content = orjson.loads(row[1]).get("content")
+    return (str(row[0]), content) if isinstance(content, dict) else None
 
 
 # --- reads -----------------------------------------------------------------------------

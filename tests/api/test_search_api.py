@@ -468,7 +468,7 @@ async def test_redacted_encrypted_and_edited(make_db_client: MakeDbClient) -> No
         "m.new_content": {"msgtype": "m.text", "body": "mango smoothie"},
         "m.relates_to": {"rel_type": "m.replace", "event_id": original},
     }
-    await text(client, alice, room_id, "* mango smoothie", **edit)
+    edit_id = await text(client, alice, room_id, "* mango smoothie", **edit)
     assert ids(await search(client, alice, {"search_term": "mango"})) == [original]
     assert ids(await search(client, alice, {"search_term": "orange"})) == []
     # Someone else's "edit" changes nothing.
@@ -480,6 +480,11 @@ async def test_redacted_encrypted_and_edited(make_db_client: MakeDbClient) -> No
     assert ids(await search(client, alice, {"search_term": "papaya"})) == []
     assert ids(await search(client, alice, {"search_term": "mango"})) == [original]
     assert await hs_of(client).search_store.index_size() == 2
+    # Redacting the edit brings the original's own words back.
+    status, _ = await call(client, "PUT", f"/rooms/{q(room_id)}/redact/{q(edit_id)}/r2", alice, {})
+    assert status == 200
+    assert ids(await search(client, alice, {"search_term": "orange"})) == [original]
+    assert ids(await search(client, alice, {"search_term": "mango"})) == []
 
 
 # --- bad input ------------------------------------------------------------------------
