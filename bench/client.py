@@ -181,6 +181,32 @@ class Client:
         event_id: str = answer["event_id"]
         return event_id
 
+    async def send_event(
+        self, user: User, room_id: str, event_type: str, content: dict[str, Any]
+    ) -> str:
+        txn_id = f"bench{next(_txn_ids)}.{time.monotonic_ns()}"
+        _, answer = await self.request(
+            "PUT",
+            f"/_matrix/client/v3/rooms/{quote(room_id)}/send/{quote(event_type)}/{txn_id}",
+            endpoint="PUT /rooms/{roomId}/send/{eventType}/{txnId}",
+            token=user.access_token,
+            body=content,
+        )
+        event_id: str = answer["event_id"]
+        return event_id
+
+    async def search(self, user: User, criteria: dict[str, Any]) -> dict[str, Any]:
+        """POST /search, the room_events category; its ``room_events`` answer."""
+        _, answer = await self.request(
+            "POST",
+            "/_matrix/client/v3/search",
+            endpoint="POST /search",
+            token=user.access_token,
+            body={"search_categories": {"room_events": criteria}},
+        )
+        room_events: dict[str, Any] = answer["search_categories"]["room_events"]
+        return room_events
+
     async def define_filter(self, user: User, definition: dict[str, Any]) -> str:
         _, answer = await self.request(
             "POST",

@@ -59,6 +59,9 @@ class Sizes:
     media_downloads: int = 50  # 1 MiB downloads
     media_thumbnails: int = 10  # fresh 2000×1500 JPEGs, each uploaded then thumbnailed
     media_concurrent_uploads: int = 20  # 10 MiB uploads at once, for the peak RSS
+    search_messages: int = 100_000  # history of the searched room
+    search_queries: int = 20  # each query of SEARCH_QUERIES this many times
+    search_index_messages: int = 2_000  # indexed vs not-indexed sends, for the index's cost
     setup_concurrency: int = 8
     scenario_timeout_s: float = 3600.0
 
@@ -94,6 +97,9 @@ QUICK = replace(
     media_downloads=10,
     media_thumbnails=3,
     media_concurrent_uploads=4,
+    search_messages=2_000,
+    search_queries=5,
+    search_index_messages=200,
     scenario_timeout_s=120.0,
 )
 
@@ -667,6 +673,149 @@ def _raise_failure(tasks: list[asyncio.Task[None]]) -> None:
             raise BenchError("a soak client stopped without an error")
 
 
-SCENARIOS: tuple[Scenario, ...] = (RegisterLogin(), Send(), Fanout(), Sync(), LargeRoom(), Disk())
+#: Words of the search scenario's messages: message i holds WORDS[i % 40] and
+#: WORDS[(i * 7) % 40], so each word is in ~1/20 of the history.
+SEARCH_WORDS = (
+    "apple",
+    "brook",
+    "cedar",
+    "delta",
+    "ember",
+    "fjord",
+    "grove",
+    "harbor",
+    "iris",
+    "jasper",
+    "kettle",
+    "lumen",
+    "meadow",
+    "nickel",
+    "orchid",
+    "pebble",
+    "quartz",
+    "raven",
+    "saffron",
+    "timber",
+    "umber",
+    "velvet",
+    "willow",
+    "xenon",
+    "yarrow",
+    "zephyr",
+    "amber",
+    "basil",
+    "cobalt",
+    "dune",
+    "elm",
+    "flint",
+    "garnet",
+    "hazel",
+    "indigo",
+    "juniper",
+    "kelp",
+    "lotus",
+    "maple",
+    "nectar",
+)
+
+
+def search_text(i: int) -> str:
+    words = SEARCH_WORDS
+    rare = " rarity" if i % 1000 == 0 else ""  # in 1/1000 of the history
+    return f"note {i}: {words[i % 40]} near the {words[(i * 7) % 40]} today{rare}"
+
+
+#: (label, criteria without the filter): a common word, two words, a rare word, by
+#: relevance and by date; each returns a first page of 10 results.
+SEARCH_QUERIES: tuple[tuple[str, dict[str, Any]], ...] = (
+    ("common word, rank", {"search_term": "meadow", "order_by": "rank"}),
+    ("common word, recent", {"search_term": "meadow", "order_by": "recent"}),
+    ("two words, rank", {"search_term": "brook harbor", "order_by": "rank"}),
+    ("rare word, recent", {"search_term": "rarity", "order_by": "recent"}),
+)
+
+
+@dataclass
+class SearchState:
+    user: User
+    room_id: str
+    index_room_id: str
+
+
+class Search(Scenario):
+    """/search over one room's history: latency, and what the index costs on disk."""
+
+    key = "search"
+    title = "12 search"
+
+    def repeats(self, sizes: Sizes) -> int:
+        return 1
+
+    async def setup(self, ctx: ServerContext) -> SearchState:
+        user = await ctx.new_user("s")
+        room_id = await ctx.client.create_room(user)
+        index_room_id = await ctx.client.create_room(user)
+        # Both servers load the same history the same way: the client API, 8 in flight.
+        await bounded_gather(
+            ctx.sizes.setup_concurrency,
+            [
+                lambda i=i: ctx.client.send_text(user, room_id, search_text(i))  # type: ignore[misc]
+                for i in range(ctx.sizes.search_messages)
+            ],
+        )
+        return SearchState(user, room_id, index_room_id)
+
+    async def measure(self, ctx: ServerContext, state: SearchState, repeat: int) -> Outcome:
+        client = ctx.client
+        samples: list[float] = []
+        figures: dict[str, float | str] = {}
+        for label, criteria in SEARCH_QUERIES:
+            query = {**criteria, "filter": {"rooms": [state.room_id], "limit": 10}}
+            answer = await client.search(state.user, query)  # warm-up, and a sanity check
+            if not answer.get("results"):
+                raise BenchError(f"/search {label!r} found nothing")
+            times: list[float] = []
+            for _ in range(ctx.sizes.search_queries):
+                _, elapsed = await timed(client.search(state.user, query))
+                times.append(elapsed)
+            figures[f"{label} p50 (ms)"] = percentile(times, 0.5)
+            samples.extend(times)
+        figures = {**latency_figures("/search, all queries", samples), **figures}
+        figures["DB growth per message from the index (bytes)"] = await self._index_cost(ctx, state)
+        return Outcome(figures, {"/search (ms)": samples})
+
+    async def _index_cost(self, ctx: ServerContext, state: SearchState) -> float:
+        """Growth per message of indexed messages minus that of the same content
+        under an event type no server indexes: what the index costs per message."""
+        count = ctx.sizes.search_index_messages
+        growth: list[float] = []
+        for event_type in ("m.room.message", "org.ranvier.bench.unindexed"):
+            before = await ctx.server.database.size_bytes()
+            await bounded_gather(
+                4,
+                [
+                    lambda i=i, event_type=event_type: ctx.client.send_event(  # type: ignore[misc]
+                        state.user,
+                        state.index_room_id,
+                        event_type,
+                        {"msgtype": "m.text", "body": search_text(i)},
+                    )
+                    for i in range(count)
+                ],
+            )
+            growth.append((await ctx.server.database.size_bytes() - before) / count)
+        return growth[0] - growth[1]
+
+
+SEARCH = Search()
+SCENARIOS: tuple[Scenario, ...] = (
+    RegisterLogin(),
+    Send(),
+    Fanout(),
+    Sync(),
+    LargeRoom(),
+    Disk(),
+    SEARCH,
+)
 # Scenario 9 runs on a fresh server of its own after the others (bench/run.py).
 SOAK = Soak()

@@ -30,6 +30,7 @@ from ranvier.api.client import reports as client_reports
 from ranvier.api.client import room_history as client_room_history
 from ranvier.api.client import room_upgrade as client_room_upgrade
 from ranvier.api.client import rooms as client_rooms
+from ranvier.api.client import search as client_search
 from ranvier.api.client import spaces as client_spaces
 from ranvier.api.client import sync as client_sync
 from ranvier.api.client import tags as client_tags
@@ -102,6 +103,7 @@ ROUTE_TABLES: tuple[web.RouteTableDef, ...] = (
     client_to_device.routes,
     client_key_backup.routes,
     client_room_upgrade.routes,
+    client_search.routes,
     federation_invite.routes,
     federation_membership.routes,
     client_spaces.routes,

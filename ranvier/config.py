@@ -133,6 +133,14 @@ class RegistrationConfig:
     guest_access: bool = False
 
 
+@dataclass(frozen=True)
+class UserDirectoryConfig:
+    # POST /user_directory/search finds every local user, not only those who
+    # share a room with the searcher or are in a public room (Synapse's
+    # user_directory.search_all_users).
+    search_all_users: bool = False
+
+
 # argon2id with the first configuration the OWASP Password Storage Cheat Sheet
 # recommends (https://cheatsheetseries.owasp.org/cheatsheets/Password_Storage_Cheat_Sheet.html#argon2id):
 # m=19 MiB, t=2, p=1. Its listed alternatives (m=46 MiB t=1, m=12 MiB t=3,
@@ -292,6 +300,7 @@ class Config:
     ratelimit: RateLimitConfig = field(default_factory=RateLimitConfig)
     turn: TurnConfig = field(default_factory=TurnConfig)
     registration: RegistrationConfig = field(default_factory=RegistrationConfig)
+    user_directory: UserDirectoryConfig = field(default_factory=UserDirectoryConfig)
     password_hashing: PasswordHashingConfig = field(default_factory=PasswordHashingConfig)
     # Lifetime of access tokens given to clients that support refresh tokens, in ms.
     refreshable_access_token_lifetime: int = DEFAULT_REFRESHABLE_ACCESS_TOKEN_LIFETIME_MS
@@ -609,6 +618,7 @@ _KEYS: dict[str, _Key] = {
     "registration.enabled": _plain(_bool, is_string=False),
     "registration.require_token": _plain(_bool, is_string=False),
     "registration.guest_access": _plain(_bool, is_string=False),
+    "user_directory.search_all_users": _plain(_bool, is_string=False),
     "password_hashing.time_cost": _plain(_positive_int, is_string=False),
     "password_hashing.memory_cost": _plain(_argon2_memory_kib, is_string=False),
     "password_hashing.max_concurrent": _plain(_positive_int, is_string=False),
@@ -792,6 +802,11 @@ def parse_config(
                 "registration.require_token", RegistrationConfig.require_token
             ),
             guest_access=parsed.get("registration.guest_access", RegistrationConfig.guest_access),
+        ),
+        user_directory=UserDirectoryConfig(
+            search_all_users=parsed.get(
+                "user_directory.search_all_users", UserDirectoryConfig.search_all_users
+            ),
         ),
         password_hashing=PasswordHashingConfig(
             time_cost=parsed.get("password_hashing.time_cost", DEFAULT_ARGON2_TIME_COST),

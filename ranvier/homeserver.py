@@ -51,11 +51,14 @@ from ranvier.services.relations import RelationsService
 from ranvier.services.reports import ReportsService
 from ranvier.services.room_upgrade import RoomUpgradeService
 from ranvier.services.rooms import RoomsService
+from ranvier.services.search import SearchService
 from ranvier.services.spaces import SpacesService
 from ranvier.services.sync import SyncService
 from ranvier.services.to_device import ToDeviceService
 from ranvier.services.typing import TypingService
+from ranvier.services.user_directory import UserDirectoryService
 from ranvier.storage import Database
+from ranvier.storage.search import SearchStore
 from ranvier.storage.server_keys import ServerKeyStore
 
 
@@ -104,6 +107,10 @@ class Homeserver:
         self.relations = RelationsService(self)
         self.reports = ReportsService(self)  # content reports, for administrators
         self.legacy_sync = LegacySyncService(self)  # /events, /initialSync (deprecated)
+        # Server-side search (its index is written with the events) and the user directory.
+        self.search_store = SearchStore(database)
+        self.search = SearchService(self)
+        self.user_directory = UserDirectoryService(self)
         # Federation: outbound requests (discovery, TLS, SSRF guard) signed with
         # X-Matrix, and other servers' keys (for X-Matrix checks, events and the
         # notary), fetched through that client.

@@ -38,6 +38,7 @@ from ranvier.services.passwords import PasswordHasher
 from ranvier.services.requester import Requester
 from ranvier.storage import Database, Queryable, Transaction, next_stream_position
 from ranvier.storage.accounts import AccountsStore, DeviceRow, UserRow
+from ranvier.storage.user_directory import set_local_profile
 
 ACCESS_TOKEN_PREFIX = "rvt_"
 REFRESH_TOKEN_PREFIX = "rvr_"
@@ -546,6 +547,9 @@ class AccountsService:
                 is_guest=is_guest,
             ):
                 raise MatrixError(400, "M_USER_IN_USE", "User ID already taken.")
+            if not is_guest:
+                # "User directory": the new user, under the default display name (the localpart).
+                await set_local_profile(txn, user_id, localpart, None)
             if ui_auth is not None:
                 token = ui_auth.stages.get(LOGIN_TYPE_REGISTRATION_TOKEN)
                 if isinstance(token, str):

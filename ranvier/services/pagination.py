@@ -320,6 +320,40 @@ class PaginationService:
             "end": pagination_token(after.next_position),
         }
 
+    async def around_event(
+        self,
+        user_id: str,
+        stored: StoredEvent,
+        before_limit: int,
+        after_limit: int,
+        *,
+        cap: int | None,
+        joined_from: int | None,
+    ) -> tuple[list[StoredEvent], list[StoredEvent], str, str]:
+        """``(events before (newest first), events after, start, end)`` around an
+        event the user may see, visible ones only: the ``context`` of a
+        ``/search`` result (Client-Server API, "Server Side Search"). ``cap``:
+        the last position the user may read (when they left the room)."""
+        access = _Access(cap, joined_from)
+        top = await self.hs.rooms.events.current_position()
+        if cap is not None:
+            top = min(top, cap)
+        room_id = stored.room_id
+        before = await self._paginate(
+            user_id, room_id, stored.stream_ordering - 1, HISTORY_START, "b",
+            before_limit, RoomEventFilter(), access,
+        )
+        after = await self._paginate(
+            user_id, room_id, stored.stream_ordering, top, "f",
+            after_limit, RoomEventFilter(), access,
+        )
+        return (
+            before.events,
+            after.events,
+            pagination_token(before.next_position),
+            pagination_token(after.next_position),
+        )
+
     # --- timestamp_to_event --------------------------------------------------------------
 
     async def timestamp_to_event(

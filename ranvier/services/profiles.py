@@ -103,6 +103,7 @@ class ProfileService:
             raise MatrixError(400, "M_PROFILE_TOO_LARGE", "The profile would exceed 64 KiB")
         await self.hs.rooms.store.set_profile_field(user_id, key, value)
         if key in MEMBER_EVENT_FIELDS:
+            await self.hs.user_directory.on_profile_changed(user_id)
             await self.hs.rooms.on_profile_changed(user_id)
 
     async def delete_field(self, requester_user: str, user_id: str, key: str) -> None:
@@ -111,6 +112,7 @@ class ProfileService:
         if key in MEMBER_EVENT_FIELDS:
             # Keep a null so the default displayname does not come back.
             await self.hs.rooms.store.set_profile_field(user_id, key, None)
+            await self.hs.user_directory.on_profile_changed(user_id)
             await self.hs.rooms.on_profile_changed(user_id)
         else:
             await self.hs.rooms.store.delete_profile_field(user_id, key)

@@ -51,6 +51,7 @@ from ranvier.storage.recent import RecentLog
 from ranvier.storage.redactions import apply_pending_redactions, mark_redacted, redaction_applies
 from ranvier.storage.relations import write_relations
 from ranvier.storage.rooms import RoomStore
+from ranvier.storage.search import index_new_events
 from ranvier.storage.state import StateKey, StateMap, StateStore
 
 EVENTS_STREAM = "events"
@@ -647,6 +648,7 @@ class EventStore:
                 event_rows,
             )
             await write_relations(txn, stored)
+            await index_new_events(txn, stored)  # search index, user directory
             await self._write_current_state(txn, room_id, current, state_keys)
             await self._write_memberships(txn, membership_rows)
             await self._write_extremities(txn, room_id, [item.event for item in events])
@@ -781,6 +783,7 @@ class EventStore:
                 event_rows,
             )
             await write_relations(txn, stored)
+            await index_new_events(txn, stored)  # search index, user directory
             accepted = [
                 s.event for s in stored if not (s.rejected or s.outlier or s.soft_failed)
             ]

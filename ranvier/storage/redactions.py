@@ -35,6 +35,7 @@ from ranvier.core.auth_rules import (
 )
 from ranvier.storage.engine import Transaction, placeholders
 from ranvier.storage.relations import remove_relation
+from ranvier.storage.search import unindex_event
 from ranvier.storage.state import StateStore
 
 if TYPE_CHECKING:
@@ -83,7 +84,8 @@ def _usable(redaction: StoredEvent | None) -> bool:
 
 async def mark_redacted(txn: Transaction, target: StoredEvent, redaction_id: str) -> None:
     """Serve ``target`` redacted from now on, and drop it from the relations
-    index ("Redactions": a redacted relation no longer counts)."""
+    index ("Redactions": a redacted relation no longer counts) and the search
+    index (a redacted event is no longer searchable)."""
     await txn.execute(
         "UPDATE events SET redacted_by = ? WHERE event_id = ? AND room_id = ?"
         " AND redacted_by IS NULL",
@@ -92,6 +94,7 @@ async def mark_redacted(txn: Transaction, target: StoredEvent, redaction_id: str
         target.room_id,
     )
     await remove_relation(txn, target.room_id, target.event_id)
+    await unindex_event(txn, target.event_id, target.room_id)
 
 
 async def apply_pending_redactions(

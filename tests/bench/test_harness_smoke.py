@@ -1,4 +1,4 @@
-"""The benchmark harness runs: scenarios 1 (startup) and 9 (soak) against Ranvier only,
+"""The benchmark harness runs: scenarios 1 (startup), 9 (soak) and 11 (search) against Ranvier only,
 tiny sizes.
 
 No timing assertions: this checks the harness (start, measure, stop, report),
@@ -15,7 +15,7 @@ import pytest
 
 from bench.report import render_table
 from bench.run import STARTUP, Options, Runner
-from bench.scenarios import QUICK, SOAK, SOAK_RSS, SOAK_TIMES
+from bench.scenarios import QUICK, SEARCH, SEARCH_QUERIES, SOAK, SOAK_RSS, SOAK_TIMES
 
 pytestmark = pytest.mark.bench
 
@@ -100,3 +100,35 @@ async def test_soak_scenario_reports_rss_per_round(tmp_path: Path) -> None:
     assert len(samples[SOAK_RSS]) == len(samples[SOAK_TIMES]) >= rounds * 3
     assert samples[SOAK_TIMES] == sorted(samples[SOAK_TIMES])
     assert "| 9 soak" in render_table(results)
+
+
+async def test_search_scenario_runs_against_ranvier(tmp_path: Path) -> None:
+    sizes = replace(QUICK, search_messages=40, search_queries=2, search_index_messages=20)
+    options = Options(
+        sizes=sizes,
+        quick=True,
+        servers=("Ranvier",),
+        scenarios=("search",),
+        work_dir=tmp_path / "work",
+        results_dir=None,
+        log=False,
+    )
+    async with aiohttp.ClientSession() as session:
+        runner = Runner(options, session)
+        results = await runner.run()
+        # The main phase's server was stopped.
+        assert all(s.process is None or s.process.poll() is not None for s in runner.running)
+
+    result = results.scenarios[SEARCH.title]["Ranvier"]
+    assert (result.status, result.detail) == ("ok", "")
+    figures = result.figures()
+    assert list(figures) == [
+        "/search, all queries p50 (ms)",
+        "/search, all queries p95 (ms)",
+        "/search, all queries p99 (ms)",
+        *(f"{label} p50 (ms)" for label, _ in SEARCH_QUERIES),
+        "DB growth per message from the index (bytes)",
+    ]
+    assert all(isinstance(value, float) for value in figures.values())
+    assert len(result.samples()["/search (ms)"]) == 2 * len(SEARCH_QUERIES)
+    assert "| 12 search" in render_table(results)
