@@ -135,3 +135,24 @@ async def test_state_changed_on_both_sides_of_a_partition_resolves_identically(
     # State resolution v2: equal power, same mainline position and (this test's
     # clock) the same origin_server_ts, so the greater event ID is applied last.
     assert state_a[("m.room.topic", "")] == max(topic_a, topic_b)  # type: ignore[index]
+
+
+async def test_a_long_outage_is_caught_up_whole_and_in_order(network: Network) -> None:
+    """More missed events than one /get_missing_events answers (10): the gap is
+    walked back request after request, so the timeline holds every message, in
+    order, and no backward extremity is left in the middle of it (only the one
+    before b's join, where its history of the room starts)."""
+    a, b = network.servers["a.test"], network.servers["b.test"]
+    room_id = await joined_room(network)
+    before_the_outage = await b.hs.rooms.events.backward_extremities(room_id, 10)
+    b.down = True
+    missed = [f"missed {n}" for n in range(35)]
+    for body in missed:
+        await say(a, ALICE, room_id, body)
+    b.down = False
+    await a.sender.on_inbound_request("b.test")
+    await eventually(lambda: bodies(b, room_id), missed)
+    assert await b.hs.rooms.events.backward_extremities(room_id, 10) == before_the_outage
+    assert await b.hs.rooms.events.forward_extremities(room_id) == (
+        await a.hs.rooms.events.forward_extremities(room_id)
+    )

@@ -46,8 +46,16 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-#: /get_missing_events: how many events to ask for (Synapse asks for 10).
+#: /get_missing_events: how many events to ask for per request (Synapse asks for 10).
 MISSING_EVENTS_LIMIT = 10
+#: A gap (events missed while this server or the origin was unreachable) is
+#: walked back with further /get_missing_events requests until it closes, up to
+#: this many events; only beyond it does the gap's state come from /state_ids
+#: alone, leaving the oldest missed events out of the timeline. Synapse stops
+#: after one request and backfills the rest when a client pages into the gap;
+#: pagination here follows stream order, so the history is fetched now, in
+#: order, before the event that revealed the gap.
+MAX_GAP_EVENTS = 500
 #: How many unknown events one gap may make us fetch through /event (state
 #: and auth chains at a missing prev event); beyond it the event is rejected.
 MAX_EVENTS_FETCHED = 5000
@@ -323,28 +331,7 @@ class FederationEventHandler:
         missing = await self._unknown(event.prev_event_ids)
         if not missing:
             return
-        extremities = await self.events.forward_extremities(event.room_id)
-        try:
-            pdus = await asyncio.wait_for(
-                self.remote.get_missing_events(
-                    origin,
-                    event.room_id,
-                    [event_id for event_id, _ in extremities],
-                    [event.event_id],
-                    MISSING_EVENTS_LIMIT,
-                    min((depth for _, depth in extremities), default=0),
-                ),
-                REMOTE_CALL_TIMEOUT_S,
-            )
-        except Exception as exc:  # no answer: the state at the gap comes from /state_ids
-            logger.info("get_missing_events from %s failed: %r", origin, exc)
-            return
-        fetched: list[Event] = []
-        for pdu in pdus[:MISSING_EVENTS_LIMIT]:
-            try:
-                fetched.append(await self.verify(event.room_version, pdu))
-            except PduCheckFailed as exc:
-                logger.info("Dropped a missing event from %s: %s", origin, exc)
+        fetched = await self._walk_back_gap(origin, event)
         for missing_event in sorted(fetched, key=lambda e: (e.depth, e.event_id)):
             if missing_event.room_id != event.room_id:
                 continue
@@ -354,6 +341,49 @@ class FederationEventHandler:
                 await self._fetch_missing_auth_events(origin, [missing_event])
                 async with self.hs.rooms.room_lock(event.room_id):
                     await self._check_and_persist(missing_event, extra)
+
+    async def _walk_back_gap(self, origin: str, event: Event) -> list[Event]:
+        """The events between our forward extremities and ``event``, asked of the
+        origin ``MISSING_EVENTS_LIMIT`` at a time, each request walking back from
+        the oldest events fetched so far whose prev events are still unknown,
+        until none are, the origin has no more, or ``MAX_GAP_EVENTS``."""
+        extremities = await self.events.forward_extremities(event.room_id)
+        earliest = [event_id for event_id, _ in extremities]
+        min_depth = min((depth for _, depth in extremities), default=0)
+        fetched: dict[str, Event] = {}
+        latest = [event.event_id]
+        while latest and len(fetched) < MAX_GAP_EVENTS:
+            try:
+                pdus = await asyncio.wait_for(
+                    self.remote.get_missing_events(
+                        origin, event.room_id, earliest, latest, MISSING_EVENTS_LIMIT, min_depth
+                    ),
+                    REMOTE_CALL_TIMEOUT_S,
+                )
+            except Exception as exc:  # no answer: the state at the gap comes from /state_ids
+                logger.info("get_missing_events from %s failed: %r", origin, exc)
+                break
+            new: list[Event] = []
+            for pdu in pdus[:MISSING_EVENTS_LIMIT]:
+                try:
+                    verified = await self.verify(event.room_version, pdu)
+                except PduCheckFailed as exc:
+                    logger.info("Dropped a missing event from %s: %s", origin, exc)
+                    continue
+                if verified.room_id == event.room_id and verified.event_id not in fetched:
+                    fetched[verified.event_id] = verified
+                    new.append(verified)
+            if not new:
+                break
+            latest = await self._open_ends(list(fetched.values()), fetched)
+        return list(fetched.values())
+
+    async def _open_ends(self, events: list[Event], fetched: Mapping[str, Event]) -> list[str]:
+        """Those of ``events`` with a prev event neither fetched nor held: where
+        the gap continues."""
+        cited = {prev for e in events for prev in e.prev_event_ids if prev not in fetched}
+        unknown = set(await self._unknown(cited))
+        return [e.event_id for e in events if any(p in unknown for p in e.prev_event_ids)]
 
     async def _state_at_unknown_prevs(
         self, origin: str, event: Event, known: Mapping[str, StateMap] | None = None
