@@ -34,7 +34,11 @@ from ranvier.services.sync_providers.account_data import AccountDataProvider
 from ranvier.services.sync_providers.base import RoomExtras, SyncProvider, SyncRequest
 from ranvier.services.sync_providers.formatting import format_events
 from ranvier.services.sync_providers.lazy_members import LazyMemberCache
-from ranvier.services.sync_providers.memberships import ALL_MEMBERSHIPS, load_memberships
+from ranvier.services.sync_providers.memberships import (
+    ALL_MEMBERSHIPS,
+    RoomMemberships,
+    load_memberships,
+)
 from ranvier.services.sync_providers.presence import PresenceProvider
 from ranvier.services.sync_providers.receipts import ReceiptsProvider
 from ranvier.services.sync_providers.rooms import RoomsProvider
@@ -109,12 +113,14 @@ class SyncService:
     def __init__(self, hs: Homeserver) -> None:
         self.hs = hs
         self.lazy_members = LazyMemberCache()
+        self.account_data = AccountDataProvider(hs)
+        self.presence = PresenceProvider(hs)
         self.typing = TypingProvider(hs)
         #: The streams besides rooms, in the order their per-room parts appear
         #: (``ephemeral``: typing, then receipts).
         self.providers: list[SyncProvider] = [
-            AccountDataProvider(hs),
-            PresenceProvider(hs),
+            self.account_data,
+            self.presence,
             self.typing,
             ReceiptsProvider(hs),
         ]
@@ -185,6 +191,11 @@ class SyncService:
             params.full_state,
             memberships,
         )
+
+    def snapshot_request(self, user_id: str, device_id: str | None, now: SyncToken) -> SyncRequest:
+        """Everything up to ``now``, for a front end that lists the rooms itself
+        (/initialSync): the non-room providers need no memberships then."""
+        return SyncRequest(user_id, device_id, DEFAULT_FILTER, None, now, False, RoomMemberships())
 
     async def _sync_once(self, params: SyncParams) -> tuple[dict[str, Any], bool]:
         request = await self.request_for(params)
