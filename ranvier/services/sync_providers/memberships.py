@@ -42,6 +42,14 @@ class RoomMemberships:
             or any(c.membership != "join" for c in room_changes)
         )
 
+    def rooms_joined_since(self) -> list[str]:
+        """The joined rooms :meth:`newly_joined` (only those with changes are looked at)."""
+        return [
+            room_id
+            for room_id in self.joined_room_ids
+            if room_id in self.changes and self.newly_joined(room_id)
+        ]
+
     def was_joined_at_since(self, room_id: str) -> bool:
         return room_id in self.changes and self.at_since.get(room_id) == "join"
 

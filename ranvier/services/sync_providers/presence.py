@@ -24,11 +24,13 @@ class PresenceProvider:
             request.user_id, 0 if since is None else since.presence, request.now.presence
         )
         if since is not None:
-            newly_joined = [
-                room_id
-                for room_id in request.memberships.joined_room_ids
-                if request.full_state or request.memberships.newly_joined(room_id)
-            ]
+            # full_state=true: every joined room is sent as newly joined.
+            memberships = request.memberships
+            newly_joined = (
+                memberships.joined_room_ids
+                if request.full_state
+                else memberships.rooms_joined_since()
+            )
             if newly_joined:
                 presence = await self._add_members_of(presence, newly_joined)
         events = filter_events(request.filter.presence, presence)
