@@ -40,13 +40,9 @@ from ranvier.core.filters import RoomEventFilter
 from ranvier.errors import MatrixError
 from ranvier.services.client_events import serialize_events
 from ranvier.services.pagination import HISTORY_START
-from ranvier.services.sync import (
-    ALL_MEMBERSHIPS,
-    MAX_TIMEOUT_MS,
-    InvalidToken,
-    SyncToken,
-    pagination_token,
-)
+from ranvier.services.sync import MAX_TIMEOUT_MS
+from ranvier.services.sync_providers.memberships import ALL_MEMBERSHIPS
+from ranvier.services.sync_tokens import InvalidToken, SyncToken, pagination_token
 from ranvier.services.visibility import filter_events_for_member, filter_events_for_user
 from ranvier.storage.events import StoredEvent
 from ranvier.storage.rooms import Membership
@@ -286,22 +282,24 @@ class LegacySyncService:
         memberships = [
             m for m in await self.hs.rooms.store.rooms_for_user(user_id, kinds) if not m.forgotten
         ]
-        account_data = await self.hs.account_data.changes_for_user(
-            user_id, 0, now.account_data, initial=True
-        )
+        # The account data and presence of an initial /sync (the same providers).
+        request = self.hs.sync.snapshot_request(user_id, device_id, now)
+        account_data = await self.hs.sync.account_data.changes(request)
         rooms = []
         for membership in memberships:
             room = await self._room_entry(user_id, device_id, membership, limit, now)
-            room_account_data = account_data.room_events.get(membership.room_id)
+            room_account_data = account_data.room_account_data.get(membership.room_id)
             if room_account_data is not None and "messages" in room:
                 room["account_data"] = room_account_data
             rooms.append(room)
-        presence = await self.hs.presence.changes_for_user(user_id, 0, now.presence)
+        presence = await self.hs.sync.presence.changes(request)
         return {
             "end": now.encode(),
             "rooms": rooms,
-            "presence": [_legacy_presence(event) for event in presence],
-            "account_data": account_data.global_events,
+            "presence": [
+                _legacy_presence(event) for event in presence.fields["presence"]["events"]
+            ],
+            "account_data": account_data.fields["account_data"]["events"],
         }
 
     async def _room_entry(

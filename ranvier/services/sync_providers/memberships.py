@@ -1,0 +1,127 @@
+"""The user's rooms for one /sync: the per-request context every provider
+shares (which rooms are joined, which changed membership in the range)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING
+
+from ranvier.core.filters import Filter
+from ranvier.services.ignored_users import drop_ignored_invites
+from ranvier.services.sync_tokens import SyncToken
+from ranvier.storage.events import MembershipChange
+from ranvier.storage.rooms import Membership
+
+if TYPE_CHECKING:
+    from ranvier.homeserver import Homeserver
+
+ALL_MEMBERSHIPS = ("join", "invite", "knock", "leave", "ban")
+
+
+@dataclass(slots=True)
+class RoomMemberships:
+    joined: list[Membership] = field(default_factory=list)
+    invited: list[Membership] = field(default_factory=list)
+    knocked: list[Membership] = field(default_factory=list)
+    left: list[Membership] = field(default_factory=list)
+    #: room ID → the user's membership changes in (since, now], oldest first.
+    changes: dict[str, list[MembershipChange]] = field(default_factory=dict)
+    #: room ID (rooms in ``changes``) → the membership before the first change.
+    at_since: dict[str, str | None] = field(default_factory=dict)
+
+    @property
+    def joined_room_ids(self) -> list[str]:
+        return [m.room_id for m in self.joined]
+
+    def newly_joined(self, room_id: str) -> bool:
+        """Joined since the token (or left and re-joined in the range): synced
+        as in an initial sync (sync.yaml, ``rooms.join``)."""
+        room_changes = self.changes.get(room_id, [])
+        return bool(room_changes) and (
+            self.at_since.get(room_id) != "join"
+            or any(c.membership != "join" for c in room_changes)
+        )
+
+    def rooms_joined_since(self) -> list[str]:
+        """The joined rooms :meth:`newly_joined` (only those with changes are looked at)."""
+        return [
+            room_id
+            for room_id in self.joined_room_ids
+            if room_id in self.changes and self.newly_joined(room_id)
+        ]
+
+    def was_joined_at_since(self, room_id: str) -> bool:
+        return room_id in self.changes and self.at_since.get(room_id) == "join"
+
+
+async def load_memberships(
+    hs: Homeserver,
+    user_id: str,
+    sync_filter: Filter,
+    since: SyncToken | None,
+    now: SyncToken,
+    full: bool,
+) -> tuple[RoomMemberships, SyncToken]:
+    """The user's rooms, sorted by what /sync shows of them, and ``now`` with
+    its events slot moved up to the newest membership if one committed after
+    the positions were read."""
+    current = await hs.rooms.store.rooms_for_user(user_id, ALL_MEMBERSHIPS)
+    newest_membership = max((m.stream_ordering for m in current), default=0)
+    if newest_membership > now.events:
+        # Committed after we read the positions; every position below it is
+        # committed too, so the events slot can move up to it.
+        now = replace(now, events=newest_membership)
+    result = RoomMemberships()
+    if since is not None:
+        for change in await hs.rooms.events.membership_changes_for_user(
+            user_id, since.events, now.events
+        ):
+            result.changes.setdefault(change.room_id, []).append(change)
+    result.at_since = await _memberships_at_since(hs, result.changes)
+    _classify(result, current, sync_filter, full)
+    result.invited = await drop_ignored_invites(hs, user_id, result.invited)  # "Ignoring Users"
+    return result, now
+
+
+def _classify(
+    result: RoomMemberships, current: list[Membership], sync_filter: Filter, full: bool
+) -> None:
+    room_filter = sync_filter.room
+    for membership in current:
+        if not room_filter.allows_room(membership.room_id):
+            continue
+        kind = membership.membership
+        changed = membership.room_id in result.changes
+        if kind == "join":
+            result.joined.append(membership)
+        elif kind == "invite" and (full or changed):
+            result.invited.append(membership)
+        elif kind == "knock" and (full or changed):
+            result.knocked.append(membership)
+        elif (
+            kind in ("leave", "ban")
+            and not membership.forgotten
+            and (changed or (full and room_filter.include_leave))
+        ):
+            result.left.append(membership)
+
+
+async def _memberships_at_since(
+    hs: Homeserver, changes: dict[str, list[MembershipChange]]
+) -> dict[str, str | None]:
+    """For each room with membership changes in the range, the user's
+    membership before the first of them (from the state it replaced)."""
+    store = hs.rooms.events
+    firsts = await store.get_events([room_changes[0].event_id for room_changes in changes.values()])
+    previous_ids = {
+        room_id: firsts[c[0].event_id].replaces_state
+        for room_id, c in changes.items()
+        if c[0].event_id in firsts
+    }
+    previous = await store.get_events([eid for eid in previous_ids.values() if eid is not None])
+    result: dict[str, str | None] = {}
+    for room_id in changes:
+        event_id = previous_ids.get(room_id)
+        stored = previous.get(event_id) if event_id is not None else None
+        result[room_id] = None if stored is None else stored.event.membership
+    return result
