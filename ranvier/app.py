@@ -17,6 +17,7 @@ from ranvier.api.client import key_backup as client_key_backup
 from ranvier.api.client import keys as client_keys
 from ranvier.api.client import login as client_login
 from ranvier.api.client import membership as client_membership
+from ranvier.api.client import notifications as client_notifications
 from ranvier.api.client import presence as client_presence
 from ranvier.api.client import profile as client_profile
 from ranvier.api.client import push_rules as client_push_rules
@@ -70,6 +71,7 @@ ROUTE_TABLES: tuple[web.RouteTableDef, ...] = (
     client_receipts.routes,
     client_presence.routes,
     client_push_rules.routes,
+    client_notifications.routes,
     client_capabilities.routes,
     client_thirdparty.routes,
     client_voip.routes,

@@ -39,6 +39,7 @@ from ranvier.services.notifier import Notifier
 from ranvier.services.pagination import PaginationService
 from ranvier.services.presence import PresenceService
 from ranvier.services.profiles import ProfileService
+from ranvier.services.push import PushService
 from ranvier.services.push_rules import PushRulesService
 from ranvier.services.ratelimit import RateLimiter
 from ranvier.services.receipts import ReceiptService
@@ -79,6 +80,8 @@ class Homeserver:
         self.presence = PresenceService(self)
         # Push rules; writes m.push_rules account data, so after account_data.
         self.push_rules = PushRulesService(self)
+        # Push rule evaluation of received events, notification counts, /notifications.
+        self.push = PushService(self)
         # End-to-end encryption: device management, keys and cross-signing,
         # send-to-device, key backup. Before sync, whose providers they are.
         self.e2e_keys = E2eKeysService(self)
@@ -154,5 +157,6 @@ class Homeserver:
             await self.federation_sender.close()
         await self.federation_edus.close()
         await self.typing.close()
+        await self.push.close()
         await self.federation_client.close()
         await self.database.close()

@@ -359,6 +359,9 @@ class RoomsService:
         if event.type == MEMBER and event.state_key is not None:
             users.add(event.state_key)
         self.hs.notifier.notify_users(users)
+        push = getattr(self.hs, "push", None)
+        if push is not None:
+            push.on_event(event)  # push rules and counts, off the request path
 
     # --- state events -------------------------------------------------------------------
 

@@ -48,6 +48,7 @@ from ranvier.core.redaction import redact
 from ranvier.core.stripped_state import sanitize_stripped_state
 from ranvier.errors import MatrixError
 from ranvier.services.client_events import serialize_events
+from ranvier.services.push import rooms_with_own_receipts
 from ranvier.services.visibility import filter_events_for_member, filter_events_for_user
 from ranvier.storage.events import MembershipChange, StoredEvent
 from ranvier.storage.rooms import Membership
@@ -419,6 +420,13 @@ class SyncService:
         if newly_joined and since is not None:
             presence = await self._add_presence_of_new_members(presence, newly_joined)
 
+        # Notification counts (services/push.py); rooms where the user's own
+        # receipt moved have new counts even with nothing else new.
+        counts_changed = rooms_with_own_receipts(user_id, receipts)
+        unread = await hs.push.sync_counts(
+            user_id, joined_ids, by_thread=room_filter.timeline.unread_thread_notifications
+        )
+
         # Joined rooms an incremental sync leaves out: nothing in the range
         # (no events, no ephemeral, no room account data). Skipped up front, so
         # the per-room work below scales with the active rooms, not all of them.
@@ -432,6 +440,7 @@ class SyncService:
             and room.room_id not in typing
             and room.room_id not in receipts
             and room.room_id not in account_data.room_events
+            and room.room_id not in counts_changed
         }
 
         # Serialize every room event in one batch.
@@ -489,6 +498,7 @@ class SyncService:
                 or state
                 or ephemeral
                 or room_account_data
+                or room_id in counts_changed
                 or (timeline is not None and timeline.limited)
             ):
                 continue
@@ -504,7 +514,7 @@ class SyncService:
                 },
                 "ephemeral": {"events": ephemeral},
                 "account_data": {"events": room_account_data},
-                "unread_notifications": {"notification_count": 0, "highlight_count": 0},
+                **unread[room_id],
             }
         response_leave: dict[str, Any] = {}
         for room in left_rooms.values():
