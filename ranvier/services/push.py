@@ -301,17 +301,23 @@ class PushService:
         pushers = getattr(self.hs, "pushers", None)
         if pushers is None or not notified:
             return
+        # The badge of each push is the count as of its event: the count after
+        # the batch, less the user's notifications later in the batch.
+        later: dict[str, int] = {}
+        for row, _, _ in notified:
+            later[row.user_id] = later.get(row.user_id, 0) + 1
         unread: dict[str, int] = {}
         for row, event, actions in notified:
             if row.user_id not in unread:
                 unread[row.user_id] = await self.total_unread(row.user_id)
+            later[row.user_id] -= 1
             try:
                 result = pushers.on_notification(
                     user_id=row.user_id,
                     room_id=row.room_id,
                     event=event,
                     actions=actions,
-                    counts={"unread": unread[row.user_id]},
+                    counts={"unread": unread[row.user_id] - later[row.user_id]},
                 )
                 if inspect.isawaitable(result):
                     await result
@@ -380,8 +386,9 @@ class PushService:
         # "only": "Supply highlight to return only events where the notification
         # had the highlight tweak set" (other values filter nothing, as Synapse).
         only_highlight = only is not None and "highlight" in only
-        joined = await self.hs.rooms.joined_room_ids(user_id)
-        await self.wait_for_rooms(joined)
+        # Invites notify too (.m.rule.invite_for_me): wait for those rooms as well.
+        rooms = await self.hs.rooms.store.rooms_for_user(user_id, ("join", "invite"))
+        await self.wait_for_rooms(room.room_id for room in rooms)
         rows = await self.store.page(user_id, before, page_size, only_highlight)
         if not rows:
             return {"notifications": []}
