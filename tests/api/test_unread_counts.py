@@ -9,7 +9,10 @@ from typing import Any
 
 import pytest
 
+from tests.api.conftest import MakeClient
+from tests.api.federation_api_support import FED, REMOTE, US, signed_request, transaction, trust
 from tests.api.rooms_support import (
+    ROOMS_CONFIG,
     Client,
     User,
     call,
@@ -26,6 +29,7 @@ from tests.api.sync_support import (  # noqa: F401  (fixture)
     make_sync_client_fixture,
     sync,
 )
+from tests.federation_dag import CREATOR, LOCAL, ROOM, Room, join_room
 
 THREADS = {"room": {"timeline": {"unread_thread_notifications": True}}}
 
@@ -386,3 +390,32 @@ async def test_many_members_each_evaluated(
         expected = pair(1, 1) if user.user_id in mentioned else pair(1, 0)
         assert (await counts(client, user, room_id))["unread_notifications"] == expected
     assert (await counts(client, users[0], room_id))["unread_notifications"] == pair(0, 0)
+
+
+# --- events from other servers ----------------------------------------------------------
+
+
+async def test_federated_events_are_evaluated(make_client: MakeClient, database_dsn: str) -> None:
+    """A PDU from another server (PUT /send) counts for the local member like a
+    local event: the same hook, after the event is durable."""
+    client = await make_client({**ROOMS_CONFIG, "server_name": US, "database": database_dsn})
+    await trust(client, REMOTE)
+    room = Room()
+    await join_room(hs_of(client).rooms.events, room)
+    contents = [
+        {"msgtype": "m.text", "body": "hello"},
+        {"msgtype": "m.text", "body": "hey", "m.mentions": {"user_ids": [LOCAL]}},
+    ]
+    prev = room.alice_join
+    for index, content in enumerate(contents):
+        pdu = room.dag.event(
+            "m.room.message", CREATOR, content, [prev], [room.create, room.creator_join, room.power]
+        )
+        status, body = await signed_request(
+            client, "PUT", f"{FED}/v1/send/t{index}", transaction(dict(pdu.pdu))
+        )
+        assert (status, body) == (200, {"pdus": {pdu.event_id: {}}})
+        prev = pdu
+    push = hs_of(client).push
+    await push.wait_idle()
+    assert await push.unread_counts(LOCAL) == {ROOM: {"main": (2, 1)}}
