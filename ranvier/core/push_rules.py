@@ -855,7 +855,10 @@ def evaluate_for_users(
     display_names: Mapping[str, str] | None = None,
 ) -> dict[str, list[Any] | None]:
     """The actions for each user (see :func:`evaluate`); ``context``'s
-    ``display_name`` is ignored, each user's is taken from ``display_names``."""
+    ``display_name`` is ignored, each user's is taken from ``display_names``.
+
+    Users answered by one shared evaluation get the same list object (callers
+    may group by identity; none may mutate it)."""
     names = _names_in_event(event)
     template_named = _TEMPLATE_USER_ID.lower() in names
     shared: dict[str, list[Any] | None] = {}
@@ -872,8 +875,7 @@ def evaluate_for_users(
         ):
             if key not in shared:
                 shared[key] = _actions_of(rules.template, event, context)
-            found = shared[key]
-            results[user_id] = None if found is None else list(found)
+            results[user_id] = shared[key]  # the same object for the whole group
             continue
         own_context = context
         if rules.uses_display_name:

@@ -27,6 +27,7 @@ import inspect
 import logging
 from collections import OrderedDict, deque
 from collections.abc import Collection, Iterable, Mapping
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -43,7 +44,12 @@ from ranvier.core.push_rules import (
 )
 from ranvier.errors import MatrixError
 from ranvier.services.client_events import serialize_events
-from ranvier.storage.push_actions import MAIN_THREAD, PushActionRow, PushActionStore
+from ranvier.storage.push_actions import (
+    MAIN_THREAD,
+    MembersAction,
+    PushActionRow,
+    PushActionStore,
+)
 
 if TYPE_CHECKING:
     from ranvier.homeserver import Homeserver
@@ -53,11 +59,23 @@ logger = logging.getLogger(__name__)
 MEMBER = "m.room.member"
 #: Rulesets kept in memory (LRU); a miss costs two small queries.
 MAX_CACHED_RULESETS = 50_000
+#: A group of users with the same actions this large is written with one
+#: INSERT ... SELECT over the room's members, leaving out at most this many others.
+BULK_MIN_USERS = 20
+BULK_MAX_EXCLUDED = 500
 #: Users per "who has rules of their own" query (bound parameters stay few).
 RULES_QUERY_CHUNK = 500
 #: GET /notifications: default and largest page.
 DEFAULT_NOTIFICATIONS_LIMIT = 20
 MAX_NOTIFICATIONS_LIMIT = 100
+
+
+@dataclass(slots=True)
+class _Group:
+    """Users for whom an event has the same actions."""
+
+    actions: list[Any] | None
+    users: list[str]
 
 
 def thread_of(event: Event) -> str:
@@ -164,7 +182,8 @@ class PushService:
     async def _evaluate_batch(self, batch: list[Event]) -> None:
         stored = await self.hs.rooms.events.get_events([event.event_id for event in batch])
         rows: list[PushActionRow] = []
-        notified: list[tuple[PushActionRow, Event, list[Any]]] = []
+        bulks: list[MembersAction] = []
+        notified: list[tuple[str, PushActionRow, Event]] = []
         now = self.hs.clock_ms()
         for event in batch:
             item = stored.get(event.event_id)
@@ -172,30 +191,52 @@ class PushService:
                 continue
             if item.stream_ordering <= 0:
                 continue  # backfilled history notifies nobody
-            for user_id, actions in (await self._evaluate(event)).items():
-                outcome = interpret_actions(actions)
+            groups = await self._evaluate(event, item.stream_ordering)
+            largest = max(groups, key=lambda group: len(group.users), default=None)
+            for group in groups:
+                outcome = interpret_actions(group.actions)
                 if not outcome.notify:
                     continue
                 row = PushActionRow(
-                    user_id=user_id,
+                    user_id="",
                     event_id=event.event_id,
                     room_id=event.room_id,
                     stream_ordering=item.stream_ordering,
                     thread_id=thread_of(event),
                     highlight=outcome.highlight,
-                    actions=orjson.dumps(actions).decode(),
+                    actions=orjson.dumps(group.actions).decode(),
                     ts=now,
                 )
-                rows.append(row)
-                notified.append((row, event, list(actions or [])))
-        await self.store.add(rows)
+                others = [user for other in groups if other is not group for user in other.users]
+                if (
+                    group is largest
+                    and len(group.users) >= BULK_MIN_USERS
+                    and len(others) < BULK_MAX_EXCLUDED
+                    # The SELECT finds joined members only, not an invitee.
+                    and not (event.type == MEMBER and event.state_key in group.users)
+                ):
+                    # One INSERT ... SELECT over the room's members instead of a
+                    # row per user through Python: the cost of a large room.
+                    bulks.append(MembersAction(row, [event.sender, *others]))
+                else:
+                    rows.extend(replace(row, user_id=user) for user in group.users)
+                notified.extend((user, row, event) for user in group.users)
+        await self.store.add(rows, bulks)
         await self._hand_to_pushers(notified)
 
-    async def _evaluate(self, event: Event) -> dict[str, list[Any] | None]:
-        """Actions per local user who receives ``event`` (never its sender)."""
-        joined = await self.hs.rooms.joined_user_ids(event.room_id)
+    async def _evaluate(self, event: Event, position: int) -> list[_Group]:
+        """The local users who receive ``event`` (never its sender), grouped by
+        their actions: members joined before it, and a local invitee."""
+        joined = [
+            member.user_id
+            for member in await self.hs.rooms.store.members(event.room_id, ("join",))
+            if member.stream_ordering < position
+        ]
         server_name = self.hs.server_name
-        users = {user for user in joined if is_mine(user, server_name)}
+        # is_mine, cheaper for a room's worth of IDs: a localpart holds no ':'
+        # (Appendices, "User Identifiers"), so the server name is what follows it.
+        suffix = ":" + server_name
+        users = {user for user in joined if user.endswith(suffix)}
         invitee = event.state_key
         if (
             event.type == MEMBER
@@ -206,14 +247,22 @@ class PushService:
             users.add(invitee)  # not joined yet; .m.rule.invite_for_me is for them
         users.discard(event.sender)  # "MUST NOT notify ... events the user has sent"
         if not users:
-            return {}
+            return []
         rules = await self._rules_of(users)
         context = await self._context(event, len(joined))
         display_names: dict[str, str] = {}
         wanting_names = [user for user, prepared in rules.items() if prepared.uses_display_name]
         if wanting_names:
             display_names = await self._display_names(event.room_id, wanting_names)
-        return evaluate_for_users(rules, event.pdu, context, display_names)
+        results = evaluate_for_users(rules, event.pdu, context, display_names)
+        # Users who shared an evaluation share its list of actions (one object).
+        groups: dict[int, _Group] = {}
+        for user_id, actions in results.items():
+            group = groups.get(id(actions))
+            if group is None:
+                group = groups[id(actions)] = _Group(actions, [])
+            group.users.append(user_id)
+        return list(groups.values())
 
     async def _context(self, event: Event, member_count: int) -> EvaluationContext:
         state = await self._state_events(event.room_id, [CREATE_KEY, POWER_LEVELS_KEY])
@@ -294,9 +343,7 @@ class PushService:
         while len(self._rules) > MAX_CACHED_RULESETS:
             self._rules.popitem(last=False)
 
-    async def _hand_to_pushers(
-        self, notified: list[tuple[PushActionRow, Event, list[Any]]]
-    ) -> None:
+    async def _hand_to_pushers(self, notified: list[tuple[str, PushActionRow, Event]]) -> None:
         """The pushers task's interface: one call per notified user and event."""
         pushers = getattr(self.hs, "pushers", None)
         if pushers is None or not notified:
@@ -304,25 +351,25 @@ class PushService:
         # The badge of each push is the count as of its event: the count after
         # the batch, less the user's notifications later in the batch.
         later: dict[str, int] = {}
-        for row, _, _ in notified:
-            later[row.user_id] = later.get(row.user_id, 0) + 1
+        for user_id, _, _ in notified:
+            later[user_id] = later.get(user_id, 0) + 1
         unread: dict[str, int] = {}
-        for row, event, actions in notified:
-            if row.user_id not in unread:
-                unread[row.user_id] = await self.total_unread(row.user_id)
-            later[row.user_id] -= 1
+        for user_id, row, event in notified:
+            if user_id not in unread:
+                unread[user_id] = await self.total_unread(user_id)
+            later[user_id] -= 1
             try:
                 result = pushers.on_notification(
-                    user_id=row.user_id,
+                    user_id=user_id,
                     room_id=row.room_id,
                     event=event,
-                    actions=actions,
-                    counts={"unread": unread[row.user_id] - later[row.user_id]},
+                    actions=orjson.loads(row.actions),
+                    counts={"unread": unread[user_id] - later[user_id]},
                 )
                 if inspect.isawaitable(result):
                     await result
             except Exception:
-                logger.exception("Pushers failed for %s on %s", row.user_id, row.event_id)
+                logger.exception("Pushers failed for %s on %s", user_id, row.event_id)
 
     # --- counts ------------------------------------------------------------------------
 

@@ -81,31 +81,65 @@ class ThreadCount:
     highlights: int
 
 
+@dataclass(frozen=True, slots=True)
+class MembersAction:
+    """One action row (``user_id`` unused) for every local member of the room
+    who had joined before the event, except ``excluded``: one statement for a
+    large room instead of a row per member through Python."""
+
+    row: PushActionRow
+    excluded: Sequence[str]
+
+
+# Local members are those with an account here (users); joined before the event.
+_INSERT_FOR_MEMBERS = (
+    "INSERT INTO event_push_actions (user_id, event_id, room_id, stream_ordering, thread_id,"
+    " highlight, actions, ts)"
+    " SELECT m.user_id, CAST(? AS TEXT), CAST(? AS TEXT), CAST(? AS BIGINT), CAST(? AS TEXT),"
+    " CAST(? AS BOOLEAN), CAST(? AS TEXT), CAST(? AS BIGINT)"
+    " FROM room_memberships m JOIN users u ON u.user_id = m.user_id"
+    " WHERE m.room_id = ? AND m.membership = 'join' AND m.stream_ordering < ?"
+)
+
+
+def _values(row: PushActionRow) -> tuple[object, ...]:
+    return (
+        row.user_id,
+        row.event_id,
+        row.room_id,
+        row.stream_ordering,
+        row.thread_id,
+        row.highlight,
+        row.actions,
+        row.ts,
+    )
+
+
 class PushActionStore:
     def __init__(self, database: Database) -> None:
         self.database = database
 
-    async def add(self, rows: Sequence[PushActionRow]) -> None:
+    async def add(
+        self, rows: Sequence[PushActionRow], for_members: Sequence[MembersAction] = ()
+    ) -> None:
         """Record actions (one transaction); a row already there is kept."""
-        if not rows:
+        if not rows and not for_members:
             return
         async with self.database.transaction() as txn:
-            await txn.execute_many(
-                _INSERT,
-                [
-                    (
-                        row.user_id,
-                        row.event_id,
-                        row.room_id,
-                        row.stream_ordering,
-                        row.thread_id,
-                        row.highlight,
-                        row.actions,
-                        row.ts,
-                    )
-                    for row in rows
-                ],
-            )
+            if rows:
+                await txn.execute_many(_INSERT, [_values(row) for row in rows])
+            for bulk in for_members:
+                row = bulk.row
+                sql = _INSERT_FOR_MEMBERS
+                if bulk.excluded:
+                    sql += f" AND m.user_id NOT IN ({placeholders(len(bulk.excluded))})"
+                await txn.execute(
+                    sql + " ON CONFLICT (user_id, event_id) DO NOTHING",
+                    *_values(row)[1:],
+                    row.room_id,
+                    row.stream_ordering,
+                    *bulk.excluded,
+                )
 
     async def unread_counts(self, user_id: str) -> list[ThreadCount]:
         """The user's unread notifying events per (room, thread), after their receipts."""
