@@ -384,12 +384,26 @@ async def test_many_members_each_evaluated(
     for user in users:
         status, _ = await join(client, user, room_id)
         assert status == 200
+    muted = users[5]
+    status, _ = await call(
+        client, "PUT", f"/pushrules/global/room/{q(room_id)}", muted, {"actions": []}
+    )
+    assert status == 200
     mentioned = [users[3].user_id, users[7].user_id]
     await message(client, users[0], room_id, "hi", **{"m.mentions": {"user_ids": mentioned}})
-    for user in (owner, users[3], users[7], users[8]):
+    for user in (owner, users[3], users[7], users[8], users[-1]):
         expected = pair(1, 1) if user.user_id in mentioned else pair(1, 0)
         assert (await counts(client, user, room_id))["unread_notifications"] == expected
-    assert (await counts(client, users[0], room_id))["unread_notifications"] == pair(0, 0)
+    for user in (users[0], muted):  # the sender; the member who muted the room
+        assert (await counts(client, user, room_id))["unread_notifications"] == pair(0, 0)
+    # The rows: one per notified member, none for the sender or the muted member.
+    status, listed = await call(client, "GET", "/notifications", users[8])
+    assert status == 200 and len(listed["notifications"]) == 1
+    late = await make_user(client, "late")
+    status, _ = await join(client, late, room_id)
+    assert status == 200
+    # Joined after the message: not notified of it.
+    assert (await counts(client, late, room_id))["unread_notifications"] == pair(0, 0)
 
 
 # --- events from other servers ----------------------------------------------------------
