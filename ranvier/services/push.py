@@ -112,8 +112,12 @@ class PushService:
         #: Bumped by every invalidation: rules loaded across one are not cached.
         self._rules_epoch = 0
         self._queue: deque[Event] = deque()
-        #: Events queued or being evaluated, per room.
-        self._pending: dict[str, int] = {}
+        #: Events are numbered as queued and evaluated in that order: all up to
+        #: ``_done_seq`` are finished. ``_room_last``: the number of each room's
+        #: last queued event, while it is not finished.
+        self._seq = 0
+        self._done_seq = 0
+        self._room_last: dict[str, int] = {}
         self._progress = asyncio.Condition()
         self._worker: asyncio.Task[None] | None = None
         self._closed = False
@@ -125,22 +129,28 @@ class PushService:
         if self._closed:
             return
         self._queue.append(event)
-        self._pending[event.room_id] = self._pending.get(event.room_id, 0) + 1
+        self._seq += 1
+        self._room_last[event.room_id] = self._seq
         if self._worker is None:
             self._worker = asyncio.get_running_loop().create_task(self._run())
 
     async def wait_for_rooms(self, room_ids: Iterable[str]) -> None:
-        """Return once no event of these rooms awaits evaluation."""
-        if not self._pending:
+        """Return once the events of these rooms queued so far are evaluated
+        (not later ones: a busy room cannot hold a /sync back for ever)."""
+        if not self._room_last:
             return  # the common case: nothing queued
-        wanted = set(room_ids)
-        async with self._progress:
-            await self._progress.wait_for(lambda: wanted.isdisjoint(self._pending))
+        target = max((self._room_last.get(room_id, 0) for room_id in room_ids), default=0)
+        await self._wait_for(target)
 
     async def wait_idle(self) -> None:
-        """Return once every queued event is evaluated (tests, shutdown)."""
+        """Return once every event queued so far is evaluated (tests, shutdown)."""
+        await self._wait_for(self._seq)
+
+    async def _wait_for(self, target: int) -> None:
+        if self._done_seq >= target:
+            return
         async with self._progress:
-            await self._progress.wait_for(lambda: not self._pending)
+            await self._progress.wait_for(lambda: self._done_seq >= target)
 
     def invalidate_rules(self, user_id: str) -> None:
         """The user's push rules changed (PushRulesService, after the commit)."""
@@ -160,22 +170,21 @@ class PushService:
             while self._queue:
                 batch = list(self._queue)
                 self._queue.clear()
+                last = self._done_seq + len(batch)
                 try:
                     await self._evaluate_batch(batch)
                 except Exception:
                     logger.exception("Push rule evaluation failed for %d events", len(batch))
                 finally:
-                    await self._done(batch)
+                    await self._done(batch, last)
         finally:
             self._worker = None
 
-    async def _done(self, batch: list[Event]) -> None:
+    async def _done(self, batch: list[Event], last: int) -> None:
+        self._done_seq = last
         for event in batch:
-            left = self._pending.get(event.room_id, 0) - 1
-            if left > 0:
-                self._pending[event.room_id] = left
-            else:
-                self._pending.pop(event.room_id, None)
+            if self._room_last.get(event.room_id, last + 1) <= last:
+                del self._room_last[event.room_id]
         async with self._progress:
             self._progress.notify_all()
 
