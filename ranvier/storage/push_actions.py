@@ -22,7 +22,7 @@ READ_TYPES = ("m.read", "m.read.private")
 
 _INSERT = upsert_sql(
     "event_push_actions",
-    ("user_id", "event_id"),
+    ("user_id", "stream_ordering"),
     (
         "user_id",
         "event_id",
@@ -134,7 +134,7 @@ class PushActionStore:
                 if bulk.excluded:
                     sql += f" AND m.user_id NOT IN ({placeholders(len(bulk.excluded))})"
                 await txn.execute(
-                    sql + " ON CONFLICT (user_id, event_id) DO NOTHING",
+                    sql + " ON CONFLICT (user_id, stream_ordering) DO NOTHING",
                     *_values(row)[1:],
                     row.room_id,
                     row.stream_ordering,

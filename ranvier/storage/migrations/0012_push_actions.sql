@@ -15,10 +15,11 @@ CREATE TABLE event_push_actions (
     highlight BOOLEAN NOT NULL,
     actions TEXT NOT NULL,
     ts BIGINT NOT NULL,
-    PRIMARY KEY (user_id, event_id)
+    -- An event's stream_ordering is unique (events): one key serves the
+    -- counts of one user (one query for all their rooms), /notifications
+    -- pages and idempotent writes, with one index to maintain per row.
+    PRIMARY KEY (user_id, stream_ordering)
 );
--- Counts of one user (one query for all their rooms) and /notifications pages.
-CREATE INDEX event_push_actions_user_stream ON event_push_actions (user_id, stream_ordering);
 
 -- The counts join a user's receipts: find them without scanning every room's.
 CREATE INDEX receipts_user_room ON receipts (user_id, room_id);
