@@ -57,7 +57,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 MEMBER = "m.room.member"
-#: Rulesets kept in memory (LRU); a miss costs two small queries.
+#: Rulesets kept in memory (oldest out first); a miss costs two small queries.
 MAX_CACHED_RULESETS = 50_000
 #: A group of users with the same actions this large is written with one
 #: INSERT ... SELECT over the room's members, leaving out at most this many others.
@@ -236,11 +236,7 @@ class PushService:
     async def _evaluate(self, event: Event, position: int) -> list[_Group]:
         """The local users who receive ``event`` (never its sender), grouped by
         their actions: members joined before it, and a local invitee."""
-        joined = [
-            member.user_id
-            for member in await self.hs.rooms.store.members(event.room_id, ("join",))
-            if member.stream_ordering < position
-        ]
+        joined = await self.store.members_before(event.room_id, position)
         server_name = self.hs.server_name
         # is_mine, cheaper for a room's worth of IDs: a localpart holds no ':'
         # (Appendices, "User Identifiers"), so the server name is what follows it.
@@ -321,9 +317,10 @@ class PushService:
         return names
 
     async def _rules_of(self, user_ids: Collection[str]) -> dict[str, UserRules]:
-        result = {user: self._rules[user] for user in user_ids if user in self._rules}
-        for user in result:
-            self._rules.move_to_end(user)
+        # Oldest-first eviction: cheaper than an LRU's bookkeeping for a room's
+        # worth of users on every event.
+        cached = self._rules
+        result = {user: cached[user] for user in user_ids if user in cached}
         missing = [user for user in user_ids if user not in result]
         epoch = self._rules_epoch
         if missing:

@@ -141,6 +141,17 @@ class PushActionStore:
                     *bulk.excluded,
                 )
 
+    async def members_before(self, room_id: str, position: int) -> list[str]:
+        """The room's joined members whose join came before ``position`` (plain
+        IDs: this runs for every event of a large room)."""
+        rows = await self.database.fetch_all(
+            "SELECT user_id FROM room_memberships WHERE room_id = ? AND membership = 'join'"
+            " AND stream_ordering < ?",
+            room_id,
+            position,
+        )
+        return [row[0] for row in rows]
+
     async def unread_counts(self, user_id: str) -> list[ThreadCount]:
         """The user's unread notifying events per (room, thread), after their receipts."""
         rows = await self.database.fetch_all(_COUNTS, user_id, *READ_TYPES, user_id)
