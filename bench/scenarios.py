@@ -52,6 +52,10 @@ class Sizes:
     soak_rounds: int = 6
     soak_round_s: float = 60.0
     soak_sample_interval_s: float = 1.0
+    push_room_users: int = 1000  # members of the room the push scenario sends into
+    push_sends: int = 20  # sends into that room, one at a time
+    push_sync_rooms: int = 200  # rooms that all have unread notifications for one user
+    push_sync_samples: int = 3
     fed_joins: int = 20  # first joins of a server into rooms of the other (federated)
     fed_ping_messages: int = 50  # one at a time: send on one server → the other's /sync
     fed_cpu_messages: int = 200  # back to back; both servers' CPU time over them
@@ -90,6 +94,10 @@ QUICK = replace(
     soak_rounds=2,
     soak_round_s=5.0,
     soak_sample_interval_s=0.5,
+    push_room_users=20,
+    push_sends=5,
+    push_sync_rooms=10,
+    push_sync_samples=2,
     fed_joins=5,
     fed_ping_messages=10,
     fed_cpu_messages=30,
@@ -665,6 +673,89 @@ class Soak(Scenario):
         return times, rss, rounds
 
 
+@dataclass
+class PushState:
+    sender: User
+    big_room: str
+    reader: User
+    unread_rooms: list[str]
+    filter_id: str
+
+
+class Push(Scenario):
+    """Issue 11's two figures: push rules evaluated for every member of a large
+    room (default rules) on each send, and an initial /sync of a user whose
+    rooms all have unread notifications (the counts are part of the answer)."""
+
+    key = "push"
+    title = "13 push rules and unread counts"
+
+    async def setup(self, ctx: ServerContext) -> PushState:
+        sizes = ctx.sizes
+        client = ctx.client
+        sender = await ctx.new_user("pu")
+        big_room = await client.create_room(sender, public=True)
+        members = await ctx.pool_users(sizes.push_room_users)
+        await bounded_gather(
+            sizes.setup_concurrency,
+            [lambda user=user: client.join(user, big_room) for user in members],  # type: ignore[misc]
+        )
+        reader = await ctx.new_user("pr")
+        rooms: list[str] = await bounded_gather(
+            sizes.setup_concurrency,
+            [lambda: client.create_room(sender, public=True) for _ in range(sizes.push_sync_rooms)],
+        )
+        await bounded_gather(
+            sizes.setup_concurrency,
+            [lambda room_id=room_id: client.join(reader, room_id) for room_id in rooms],  # type: ignore[misc]
+        )
+        await bounded_gather(
+            sizes.setup_concurrency,
+            [
+                lambda room_id=room_id: client.send_text(sender, room_id, "unread")  # type: ignore[misc]
+                for room_id in rooms
+            ],
+        )
+        filter_id = await client.define_filter(reader, {"room": {"timeline": {"limit": 1}}})
+        return PushState(sender, big_room, reader, rooms, filter_id)
+
+    async def measure(self, ctx: ServerContext, state: PushState, repeat: int) -> Outcome:
+        sizes = ctx.sizes
+        send_ms: list[float] = []
+        for i in range(sizes.push_sends):
+            _, elapsed = await timed(
+                ctx.client.send_text(state.sender, state.big_room, f"to everyone {repeat}/{i}")
+            )
+            send_ms.append(elapsed)
+        sync_ms: list[float] = []
+        for _ in range(sizes.push_sync_samples):
+            answer, elapsed = await timed(ctx.client.sync(state.reader, filter_id=state.filter_id))
+            _check_unread(answer, state.unread_rooms)
+            sync_ms.append(elapsed)
+        members = sizes.push_room_users + 1
+        rooms = len(state.unread_rooms)
+        return Outcome(
+            {
+                f"send into a {members}-member room, default push rules p50 (ms)": percentile(
+                    send_ms, 0.5
+                ),
+                f"initial /sync, {rooms} rooms all with unread counts (ms, median)": (
+                    statistics.median(sync_ms)
+                ),
+            },
+            {"push: send into the large room (ms)": send_ms, "push: /sync (ms)": sync_ms},
+        )
+
+
+def _check_unread(answer: dict[str, Any], room_ids: list[str]) -> None:
+    """Every room has its unread message counted (else the figure means nothing)."""
+    joined = answer.get("rooms", {}).get("join", {})
+    for room_id in room_ids:
+        counts = joined.get(room_id, {}).get("unread_notifications", {})
+        if counts.get("notification_count", 0) < 1:
+            raise BenchError(f"/sync shows no unread notification in {room_id}: {counts}")
+
+
 def _raise_failure(tasks: list[asyncio.Task[None]]) -> None:
     """Raise the error of a poller or sender that stopped (they loop until cancelled)."""
     for task in tasks:
@@ -816,6 +907,7 @@ SCENARIOS: tuple[Scenario, ...] = (
     LargeRoom(),
     Disk(),
     SEARCH,
+    Push(),
 )
 # Scenario 9 runs on a fresh server of its own after the others (bench/run.py).
 SOAK = Soak()

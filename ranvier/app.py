@@ -19,6 +19,7 @@ from ranvier.api.client import legacy_sync as client_legacy_sync
 from ranvier.api.client import login as client_login
 from ranvier.api.client import media as client_media
 from ranvier.api.client import membership as client_membership
+from ranvier.api.client import notifications as client_notifications
 from ranvier.api.client import openid as client_openid
 from ranvier.api.client import presence as client_presence
 from ranvier.api.client import profile as client_profile
@@ -85,6 +86,7 @@ ROUTE_TABLES: tuple[web.RouteTableDef, ...] = (
     client_presence.routes,
     client_push_rules.routes,
     client_pushers.routes,
+    client_notifications.routes,
     client_capabilities.routes,
     client_thirdparty.routes,
     client_threepid.routes,

@@ -43,6 +43,7 @@ from ranvier.services.openid import OpenIdService
 from ranvier.services.pagination import PaginationService
 from ranvier.services.presence import PresenceService
 from ranvier.services.profiles import ProfileService
+from ranvier.services.push import PushService
 from ranvier.services.push_rules import PushRulesService
 from ranvier.services.pushers import PusherService
 from ranvier.services.ratelimit import RateLimiter
@@ -94,6 +95,8 @@ class Homeserver:
         self.push_rules = PushRulesService(self)
         # Pushers and HTTP push delivery (background queues to push gateways).
         self.pushers = PusherService(self)
+        # Push rule evaluation of received events, notification counts, /notifications.
+        self.push = PushService(self)
         # End-to-end encryption: device management, keys and cross-signing,
         # send-to-device, key backup. Before sync, whose providers they are.
         self.e2e_keys = E2eKeysService(self)
@@ -183,6 +186,7 @@ class Homeserver:
         await self.federation_edus.close()
         await self.pushers.close()
         await self.typing.close()
+        await self.push.close()
         await self.federation_client.close()
         await self.media.close()
         await self.database.close()

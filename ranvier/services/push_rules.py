@@ -172,6 +172,9 @@ class PushRulesService:
                 async with self.hs.database.transaction() as txn:
                     yield txn
                     await self._publish(txn, user_id)
+                push = getattr(self.hs, "push", None)
+                if push is not None:
+                    push.invalidate_rules(user_id)
                 await self._notify(user_id)
         finally:
             lock.users -= 1

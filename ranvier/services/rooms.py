@@ -361,6 +361,9 @@ class RoomsService:
             users.add(event.state_key)
         self.hs.notifier.notify_users(users)
         self.hs.notifier.notify_room(event.room_id)
+        push = getattr(self.hs, "push", None)
+        if push is not None:
+            push.on_event(event)  # push rules and counts, off the request path
 
     # --- state events -------------------------------------------------------------------
 

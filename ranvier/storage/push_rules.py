@@ -14,7 +14,7 @@ from typing import Any
 import orjson
 
 from ranvier.core.push_rules import DefaultRuleOverride, PushRule
-from ranvier.storage.engine import Database, Queryable, Transaction, upsert_sql
+from ranvier.storage.engine import Database, Queryable, Transaction, placeholders, upsert_sql
 
 _UPSERT_RULE = upsert_sql(
     "push_rules",
@@ -62,6 +62,19 @@ class PushRulesStore:
             )
             for row in rows
         ]
+
+    async def users_with_rules(self, user_ids: Sequence[str]) -> set[str]:
+        """Which of ``user_ids`` have rules of their own or changed a default."""
+        if not user_ids:
+            return set()
+        marks = placeholders(len(user_ids))
+        rows = await self.database.fetch_all(
+            f"SELECT user_id FROM push_rules WHERE user_id IN ({marks}) UNION "
+            f"SELECT user_id FROM push_rule_default_overrides WHERE user_id IN ({marks})",
+            *user_ids,
+            *user_ids,
+        )
+        return {row[0] for row in rows}
 
     async def default_overrides(
         self, db: Queryable, user_id: str

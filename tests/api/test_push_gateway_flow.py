@@ -2,11 +2,6 @@
 and a push gateway on loopback (issue 11: "A test push gateway receives exactly
 one notification per notifying event per pusher, with the right counts, and none
 for the sender's own events; a highlight for a mention").
-
-Push rule evaluation on send is another task's (push): until it lands and calls
-``hs.pushers.on_notification``, nothing reaches the gateway, so these tests are
-strict xfails here (strict: they fail the run once they pass; the lead removes
-the marker at merge).
 """
 
 from __future__ import annotations
@@ -32,10 +27,6 @@ from tests.push_gateway_support import (  # noqa: F401  (fixture)
     FAST_PUSH,
     Gateway,
     gateway_fixture,
-)
-
-pytestmark = pytest.mark.xfail(
-    strict=True, raises=AssertionError, reason="needs push evaluation (task push)"
 )
 
 APP_ID = "org.example.app"

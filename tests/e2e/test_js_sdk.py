@@ -63,3 +63,38 @@ def test_js_sdk_logs_in_syncs_and_chats(tmp_path: Path) -> None:
     finally:
         server.kill()
     assert "Traceback" not in server.log(), server.log()
+
+
+def test_js_sdk_unread_counts_and_threaded_receipts(tmp_path: Path) -> None:
+    """Element's unread badges: counts from /sync rise with Bob's messages (a
+    mention highlights), Alice's read receipt brings them down."""
+    assert NODE.exists(), "run `make test` (it installs tests/e2e/js with npm ci)"
+    server = Server(
+        init_config(tmp_path),
+        free_port(),
+        RANVIER_REGISTRATION_ENABLED="true",
+        RANVIER_RATELIMIT_ENABLED="false",
+    )
+    try:
+
+        async def prepare() -> None:
+            async with aiohttp.ClientSession() as session:
+                await server.wait_ready(session)
+            await _register(server.base_url, "alice", "js-password-1")
+            await _register(server.base_url, "bob", "js-password-1")
+
+        asyncio.run(prepare())
+        result = subprocess.run(
+            [str(NODE), "unread.mjs", server.base_url, "alice", "bob", "js-password-1"],
+            cwd=JS_DIR,
+            capture_output=True,
+            text=True,
+            timeout=90,
+        )
+        assert result.returncode == 0, f"{result.stdout}\n{result.stderr}\n{server.log()[-3000:]}"
+        (line,) = [x for x in result.stdout.splitlines() if x.startswith("RESULT ")]
+        seen = json.loads(line.removeprefix("RESULT "))
+        assert seen == {"before_receipt": [2, 1], "after_receipt": [0, 0]}
+    finally:
+        server.kill()
+    assert "Traceback" not in server.log(), server.log()

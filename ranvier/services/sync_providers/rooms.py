@@ -13,7 +13,7 @@ from ranvier.services.sync_providers.formatting import Serializer
 from ranvier.services.sync_providers.joined_rooms import joined_rooms
 from ranvier.services.sync_providers.lazy_members import LazyMemberCache
 from ranvier.services.sync_providers.left_rooms import left_rooms
-from ranvier.services.sync_providers.room_counts import room_counts
+from ranvier.services.sync_providers.room_counts import room_counts, rooms_with_new_counts
 from ranvier.services.sync_providers.room_state import RoomStateBuilder, RoomSync
 from ranvier.services.sync_providers.stripped_state import stripped_state
 from ranvier.services.sync_tokens import pagination_token
@@ -79,8 +79,9 @@ class RoomsProvider:
         self, request: SyncRequest, rooms: list[RoomSync], serializer: Serializer
     ) -> dict[str, Any]:
         entries: dict[str, Any] = {}
+        new_counts = rooms_with_new_counts(request)
         for room in rooms:
-            entry = _joined_entry(request, room, serializer)
+            entry = _joined_entry(request, room, serializer, room.room_id in new_counts)
             if entry is not None:
                 entries[room.room_id] = entry
         # Room summary/counts: the per-room counts of the rooms shown.
@@ -106,7 +107,7 @@ def _quiet(request: SyncRequest, room: RoomSync) -> bool:
 
 
 def _joined_entry(
-    request: SyncRequest, room: RoomSync, serializer: Serializer
+    request: SyncRequest, room: RoomSync, serializer: Serializer, new_counts: bool
 ) -> dict[str, Any] | None:
     room_id = room.room_id
     room_filter = request.filter.room
@@ -126,6 +127,7 @@ def _joined_entry(
         or state
         or ephemeral
         or account_data
+        or new_counts
         or (timeline is not None and timeline.limited)
     ):
         return None
