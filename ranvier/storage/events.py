@@ -1075,6 +1075,8 @@ class EventStore:
             " stream_ordering) VALUES (?, ?, ?, ?, ?)",
             rows,
         )
+        changes = [(row[0], row[1], row[2]) for row in rows]
+        txn.call_after_commit(lambda: self.rooms.apply_membership_changes(changes))
 
     async def _write_extremities(
         self, txn: Transaction, room_id: str, events: Sequence[Event]
