@@ -39,6 +39,7 @@ import orjson
 from ranvier.core.canonical_json import encode_canonical_json
 from ranvier.core.events import Event
 from ranvier.core.room_versions import get_room_version
+from ranvier.storage.current_state_cache import CurrentStateCache
 from ranvier.storage.engine import (
     Database,
     Row,
@@ -65,6 +66,9 @@ _CHUNK = 500
 #: dicts plus its columns; measured with tracemalloc over 2,000 messages), so
 #: 10,000 (Synapse's default ``event_cache_size`` too) is ~27 MiB when full.
 EVENT_CACHE_SIZE = 10_000
+#: Current-state keys held in memory (a few auth-event keys per active room,
+#: plus the member keys of recent senders).
+CURRENT_STATE_CACHE_SIZE = 50_000
 _T = TypeVar("_T")
 #: Newest events (their rooms) and membership changes kept in memory for
 #: incremental /syncs (:class:`ranvier.storage.recent.RecentLog`).
@@ -209,6 +213,9 @@ class EventStore:
         )
         database.on_positions_reset(self._recent_rooms.reset)
         database.on_positions_reset(self._recent_memberships.reset)
+        #: Keys of rooms' current state (the auth events of every new event).
+        self._current_state = CurrentStateCache(CURRENT_STATE_CACHE_SIZE)
+        database.on_positions_reset(self._current_state.clear)
         #: Told of every committed persist: ``(origin, events, seconds)``, origin
         #: "local" or "federated" (the operator's /metrics; None when off).
         self.on_persisted: Callable[[str, int, float], None] | None = None
@@ -507,9 +514,10 @@ class EventStore:
                 "SELECT type, state_key, event_id FROM current_state WHERE room_id = ?", room_id
             )
             return {(row[0], row[1]): row[2] for row in rows}
-        wanted = list(dict.fromkeys(keys))
+        found, wanted = self._current_state.lookup(room_id, dict.fromkeys(keys))
         if not wanted:
-            return {}
+            return found
+        generation = self._current_state.generation
         conditions = " OR ".join("(type = ? AND state_key = ?)" for _ in wanted)
         args: list[Any] = [room_id]
         for event_type, state_key in wanted:
@@ -519,7 +527,10 @@ class EventStore:
             f" WHERE room_id = ? AND ({conditions})",
             *args,
         )
-        return {(row[0], row[1]): row[2] for row in rows}
+        read: dict[StateKey, str] = {(row[0], row[1]): row[2] for row in rows}
+        self._current_state.remember(generation, room_id, wanted, read)
+        found.update(read)
+        return found
 
     async def current_state_of_type(self, room_id: str, event_type: str) -> StateMap:
         rows = await self.database.fetch_all(
@@ -982,6 +993,9 @@ class EventStore:
         """Make the ``current_state`` rows of ``room_id`` equal ``new``, writing only the difference."""
         changed = [key for key, event_id in new.items() if old.get(key) != event_id]
         await self._write_current_state(txn, room_id, dict(new), changed)
+        removed: dict[StateKey, str | None] = {key: None for key in old if key not in new}
+        if removed:
+            txn.call_after_commit(lambda: self._current_state.written(room_id, removed))
         for event_type, state_key in (key for key in old if key not in new):
             await txn.execute(
                 "DELETE FROM current_state WHERE room_id = ? AND type = ? AND state_key = ?",
@@ -1036,6 +1050,9 @@ class EventStore:
         self, txn: Transaction, room_id: str, current: dict[StateKey, str], keys: Sequence[StateKey]
     ) -> None:
         rows = [(room_id, key[0], key[1], current[key]) for key in dict.fromkeys(keys)]
+        written: dict[StateKey, str | None] = {(row[1], row[2]): row[3] for row in rows}
+        if written:
+            txn.call_after_commit(lambda: self._current_state.written(room_id, written))
         if rows:
             await txn.execute_many(
                 "INSERT INTO current_state (room_id, type, state_key, event_id) VALUES (?, ?, ?, ?)"
