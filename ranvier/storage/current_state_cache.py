@@ -51,7 +51,11 @@ class CurrentStateCache:
         return found, missing
 
     def remember(
-        self, generation: int, room_id: str, asked: Iterable[StateKey], found: Mapping[StateKey, str]
+        self,
+        generation: int,
+        room_id: str,
+        asked: Iterable[StateKey],
+        found: Mapping[StateKey, str],
     ) -> None:
         """What a read of ``asked`` (started at ``generation``) found; keys it did
         not find are absent. Ignored when a write committed meanwhile."""

@@ -615,14 +615,10 @@ class EventStore:
         async with self.database.transaction() as txn:
             if new_room is not None:
                 await self._insert_room(txn, new_room)
-            group_value = await txn.fetch_val(
-                "SELECT current_state_group FROM rooms WHERE room_id = ?", room_id
-            )
-            group: int | None = None if group_value is None else int(group_value)
+            group, chain_length = await self._current_group_and_chain(txn, room_id)
             state_keys = [i.event.state_tuple for i in events if i.event.is_state()]
             current = await self._current_state_in_txn(txn, room_id, state_keys)
             key_ids = await self.state.intern_state_keys(txn, state_keys)
-            chain_length = await self.state.chain_length(txn, group)
             positions = await next_stream_positions(txn, EVENTS_STREAM, len(events))
 
             pending_entries: list[tuple[int, int, int]] = []
@@ -681,6 +677,21 @@ class EventStore:
         if self.on_persisted is not None:
             self.on_persisted("local", len(stored), time.perf_counter() - started)
         return stored
+
+    @staticmethod
+    async def _current_group_and_chain(txn: Transaction, room_id: str) -> tuple[int | None, int]:
+        """The room's current state group and its chain length (-1 for none), in
+        one statement: every event appended to the room needs both."""
+        row = await txn.fetch_one(
+            "SELECT r.current_state_group, g.chain_length FROM rooms r"
+            " LEFT JOIN state_groups g ON g.id = r.current_state_group WHERE r.room_id = ?",
+            room_id,
+        )
+        if row is None or row[0] is None:
+            return None, -1
+        if row[1] is None:
+            raise ValueError(f"unknown state group {row[0]}")
+        return int(row[0]), int(row[1])
 
     async def persist_federated_events(
         self,
