@@ -68,7 +68,7 @@ _CHUNK = 500
 EVENT_CACHE_SIZE = 10_000
 #: Current-state keys held in memory (a few auth-event keys per active room,
 #: plus the member keys of recent senders).
-CURRENT_STATE_CACHE_SIZE = 50_000
+CURRENT_STATE_CACHE_SIZE = 10_000
 _T = TypeVar("_T")
 #: Newest events (their rooms) and membership changes kept in memory for
 #: incremental /syncs (:class:`ranvier.storage.recent.RecentLog`).

@@ -33,7 +33,7 @@ MAX_CHAIN_LENGTH = 50
 #: A delta with more rows than this is stored as a snapshot instead.
 MAX_DELTA_ROWS = 100
 #: Short state-key IDs held in memory (auth-event keys, recent members).
-_KEY_ID_CACHE_SIZE = 50_000
+_KEY_ID_CACHE_SIZE = 10_000
 
 _CHAIN_CTE = (
     "WITH RECURSIVE chain(id, parent, lvl) AS ("
