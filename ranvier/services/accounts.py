@@ -387,6 +387,9 @@ class AccountsService:
         now = self._clock_ms()
         device_id = device_id or generate_device_id()
         created = await self.store.upsert_device(txn, user_id, device_id, display_name, now, ip)
+        devices = getattr(self.hs, "devices", None)
+        if devices is not None:
+            txn.call_after_commit(lambda: devices.written_at_login(user_id, device_id, now, ip))
         if created:
             await self._record_new_device(txn, user_id)
         revoked = [] if created else await self.store.delete_tokens(txn, user_id, [device_id])

@@ -48,6 +48,16 @@ class DevicesService:
         # (user_id, device_id) → (when last written, ip written).
         self._last_seen: OrderedDict[tuple[str, str], tuple[int, str | None]] = OrderedDict()
 
+    def written_at_login(self, user_id: str, device_id: str, ts: int, ip: str | None) -> None:
+        """Registration or login just wrote ``ts`` and ``ip`` into the device's
+        row (after commit): the client's next requests need not write them again
+        within the interval (a new user's first request is often a join)."""
+        key = (user_id, device_id)
+        self._last_seen[key] = (ts, ip)
+        self._last_seen.move_to_end(key)
+        if len(self._last_seen) > _LAST_SEEN_CACHE_SIZE:
+            self._last_seen.popitem(last=False)
+
     async def note_seen(self, user_id: str, device_id: str, ip: str | None) -> None:
         """Record an authenticated request of the device (throttled per device)."""
         now = self.hs.clock_ms()

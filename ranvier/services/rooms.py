@@ -75,6 +75,10 @@ class _Head:
     #: State events loaded so far, by key (all of them when ``complete``).
     state: dict[StateKey, Event] = field(default_factory=dict)
     complete: bool = False
+    #: Keys looked up and found absent from the current state: checking a
+    #: draft asks for the same auth keys building it did (a join's own member
+    #: key is absent), so they are not looked up twice.
+    absent: set[StateKey] = field(default_factory=set)
 
 
 @dataclass(frozen=True, slots=True)
@@ -218,13 +222,14 @@ class RoomsService:
 
     async def _head_state(self, head: _Head, keys: Iterable[StateKey]) -> dict[StateKey, Event]:
         wanted = set(keys)
-        missing = [key for key in wanted if key not in head.state]
+        missing = [key for key in wanted if key not in head.state and key not in head.absent]
         if missing and not head.complete:
             ids = await self.events.current_state_ids(head.room_id, missing)
             loaded = await self.events.get_events(ids.values())
             for key, event_id in ids.items():
                 if event_id in loaded:
                     head.state[key] = loaded[event_id].event
+            head.absent.update(key for key in missing if key not in head.state)
         return {key: head.state[key] for key in wanted if key in head.state}
 
     async def draft_event(
@@ -299,6 +304,7 @@ class RoomsService:
         head.extremities = [(event.event_id, pdu["depth"])]
         if event.is_state():
             head.state[event.state_tuple] = event
+            head.absent.discard(event.state_tuple)
         return event
 
     @staticmethod

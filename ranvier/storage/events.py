@@ -39,6 +39,7 @@ import orjson
 from ranvier.core.canonical_json import encode_canonical_json
 from ranvier.core.events import Event
 from ranvier.core.room_versions import get_room_version
+from ranvier.storage.current_state_cache import CurrentStateCache
 from ranvier.storage.engine import (
     Database,
     Row,
@@ -66,6 +67,9 @@ _CHUNK = 500
 #: dicts plus its columns; measured with tracemalloc over 2,000 messages), so
 #: 10,000 (Synapse's default ``event_cache_size`` too) is ~27 MiB when full.
 EVENT_CACHE_SIZE = 10_000
+#: Current-state keys held in memory (a few auth-event keys per active room,
+#: plus the member keys of recent senders).
+CURRENT_STATE_CACHE_SIZE = 10_000
 _T = TypeVar("_T")
 #: Newest events (their rooms) and membership changes kept in memory for
 #: incremental /syncs (:class:`ranvier.storage.recent.RecentLog`).
@@ -210,6 +214,9 @@ class EventStore:
         )
         database.on_positions_reset(self._recent_rooms.reset)
         database.on_positions_reset(self._recent_memberships.reset)
+        #: Keys of rooms' current state (the auth events of every new event).
+        self._current_state = CurrentStateCache(CURRENT_STATE_CACHE_SIZE)
+        database.on_positions_reset(self._current_state.clear)
         #: Told of every committed persist: ``(origin, events, seconds)``, origin
         #: "local" or "federated" (the operator's /metrics; None when off).
         self.on_persisted: Callable[[str, int, float], None] | None = None
@@ -508,9 +515,10 @@ class EventStore:
                 "SELECT type, state_key, event_id FROM current_state WHERE room_id = ?", room_id
             )
             return {(row[0], row[1]): row[2] for row in rows}
-        wanted = list(dict.fromkeys(keys))
+        found, wanted = self._current_state.lookup(room_id, dict.fromkeys(keys))
         if not wanted:
-            return {}
+            return found
+        generation = self._current_state.generation
         conditions = " OR ".join("(type = ? AND state_key = ?)" for _ in wanted)
         args: list[Any] = [room_id]
         for event_type, state_key in wanted:
@@ -520,7 +528,10 @@ class EventStore:
             f" WHERE room_id = ? AND ({conditions})",
             *args,
         )
-        return {(row[0], row[1]): row[2] for row in rows}
+        read: dict[StateKey, str] = {(row[0], row[1]): row[2] for row in rows}
+        self._current_state.remember(generation, room_id, wanted, read)
+        found.update(read)
+        return found
 
     async def current_state_of_type(self, room_id: str, event_type: str) -> StateMap:
         rows = await self.database.fetch_all(
@@ -605,14 +616,10 @@ class EventStore:
         async with self.database.transaction() as txn:
             if new_room is not None:
                 await self._insert_room(txn, new_room)
-            group_value = await txn.fetch_val(
-                "SELECT current_state_group FROM rooms WHERE room_id = ?", room_id
-            )
-            group: int | None = None if group_value is None else int(group_value)
+            group, chain_length = await self._current_group_and_chain(txn, room_id)
             state_keys = [i.event.state_tuple for i in events if i.event.is_state()]
             current = await self._current_state_in_txn(txn, room_id, state_keys)
             key_ids = await self.state.intern_state_keys(txn, state_keys)
-            chain_length = await self.state.chain_length(txn, group)
             positions = await next_stream_positions(txn, EVENTS_STREAM, len(events))
 
             pending_entries: list[tuple[int, int, int]] = []
@@ -672,6 +679,21 @@ class EventStore:
         if self.on_persisted is not None:
             self.on_persisted("local", len(stored), time.perf_counter() - started)
         return stored
+
+    @staticmethod
+    async def _current_group_and_chain(txn: Transaction, room_id: str) -> tuple[int | None, int]:
+        """The room's current state group and its chain length (-1 for none), in
+        one statement: every event appended to the room needs both."""
+        row = await txn.fetch_one(
+            "SELECT r.current_state_group, g.chain_length FROM rooms r"
+            " LEFT JOIN state_groups g ON g.id = r.current_state_group WHERE r.room_id = ?",
+            room_id,
+        )
+        if row is None or row[0] is None:
+            return None, -1
+        if row[1] is None:
+            raise ValueError(f"unknown state group {row[0]}")
+        return int(row[0]), int(row[1])
 
     async def persist_federated_events(
         self,
@@ -985,6 +1007,9 @@ class EventStore:
         """Make the ``current_state`` rows of ``room_id`` equal ``new``, writing only the difference."""
         changed = [key for key, event_id in new.items() if old.get(key) != event_id]
         await self._write_current_state(txn, room_id, dict(new), changed)
+        removed: dict[StateKey, str | None] = {key: None for key in old if key not in new}
+        if removed:
+            txn.call_after_commit(lambda: self._current_state.written(room_id, removed))
         for event_type, state_key in (key for key in old if key not in new):
             await txn.execute(
                 "DELETE FROM current_state WHERE room_id = ? AND type = ? AND state_key = ?",
@@ -1039,6 +1064,9 @@ class EventStore:
         self, txn: Transaction, room_id: str, current: dict[StateKey, str], keys: Sequence[StateKey]
     ) -> None:
         rows = [(room_id, key[0], key[1], current[key]) for key in dict.fromkeys(keys)]
+        written: dict[StateKey, str | None] = {(row[1], row[2]): row[3] for row in rows}
+        if written:
+            txn.call_after_commit(lambda: self._current_state.written(room_id, written))
         if rows:
             await txn.execute_many(
                 "INSERT INTO current_state (room_id, type, state_key, event_id) VALUES (?, ?, ?, ?)"
@@ -1078,6 +1106,8 @@ class EventStore:
             " stream_ordering) VALUES (?, ?, ?, ?, ?)",
             rows,
         )
+        changes = [(row[0], row[1], row[2]) for row in rows]
+        txn.call_after_commit(lambda: self.rooms.apply_membership_changes(changes))
 
     async def _write_extremities(
         self, txn: Transaction, room_id: str, events: Sequence[Event]

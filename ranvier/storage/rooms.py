@@ -45,18 +45,55 @@ class AliasInUse(Exception):
     pass
 
 
+class _UnknownRoom(Exception):
+    """Raised by a cache load: no such room (nothing to remember)."""
+
+
 class RoomStore:
-    def __init__(self, database: Database, membership_cache_size: int = 10_000) -> None:
+    def __init__(
+        self, database: Database, membership_cache_size: int = 10_000, room_cache_size: int = 2_000
+    ) -> None:
         self.database = database
         #: ``user_id -> every membership of the user`` (all kinds), oldest first.
         self._memberships: ReadCache[str, tuple[Membership, ...]] = ReadCache(
             membership_cache_size
         )
         database.on_positions_reset(self._memberships.clear)
+        #: ``room_id -> its record`` (only ``is_public`` ever changes, through
+        #: :meth:`set_room_is_public`); every join and send reads it.
+        self._rooms: ReadCache[str, RoomRecord] = ReadCache(room_cache_size)
+        database.on_positions_reset(self._rooms.clear)
+        #: ``room_id -> joined user IDs``: a join, a send and its fan-out each
+        #: ask, and a full room has thousands. Kept up to date by
+        #: :meth:`apply_membership_changes` once a membership write commits.
+        self._joined: ReadCache[str, frozenset[str]] = ReadCache(room_cache_size)
+        database.on_positions_reset(self._joined.clear)
 
     def invalidate_memberships(self, user_ids: Iterable[str]) -> None:
         """The memberships of ``user_ids`` changed (called once committed)."""
         self._memberships.invalidate(user_ids)
+
+    def apply_membership_changes(self, changes: Iterable[tuple[str, str, str]]) -> None:
+        """``(room_id, user_id, membership)`` rows just committed, in order: the
+        cached joined members of those rooms follow them."""
+        updated: dict[str, set[str]] = {}
+        for room_id, user_id, membership in changes:
+            members = updated.get(room_id)
+            if members is None:
+                cached = self._joined.peek(room_id)
+                if cached is None:
+                    continue
+                members = updated[room_id] = set(cached)
+            if membership == "join":
+                members.add(user_id)
+            else:
+                members.discard(user_id)
+        # Rooms not cached are left alone, but a load under way may have read
+        # the rows before this commit: invalidating bumps the generation, so
+        # such a load is not remembered.
+        self._joined.invalidate([])
+        for room_id, members in updated.items():
+            self._joined.set(room_id, frozenset(members))
 
     async def _all_memberships(self, user_id: str) -> tuple[Membership, ...]:
         async def load() -> tuple[Membership, ...]:
@@ -72,19 +109,28 @@ class RoomStore:
     # --- rooms ----------------------------------------------------------------------
 
     async def get_room(self, room_id: str) -> RoomRecord | None:
-        row = await self.database.fetch_one(
-            "SELECT room_id, room_version, creator, is_public, created_ts FROM rooms"
-            " WHERE room_id = ?",
-            room_id,
-        )
-        if row is None:
+        async def load() -> RoomRecord:
+            row = await self.database.fetch_one(
+                "SELECT room_id, room_version, creator, is_public, created_ts FROM rooms"
+                " WHERE room_id = ?",
+                room_id,
+            )
+            if row is None:
+                raise _UnknownRoom  # not remembered: the room may be created or joined next
+            return RoomRecord(row[0], row[1], row[2], bool(row[3]), int(row[4]))
+
+        try:
+            return await self._rooms.get(room_id, load)
+        except _UnknownRoom:
             return None
-        return RoomRecord(row[0], row[1], row[2], bool(row[3]), int(row[4]))
 
     async def set_room_is_public(self, room_id: str, is_public: bool) -> None:
-        await self.database.execute(
-            "UPDATE rooms SET is_public = ? WHERE room_id = ?", is_public, room_id
-        )
+        try:
+            await self.database.execute(
+                "UPDATE rooms SET is_public = ? WHERE room_id = ?", is_public, room_id
+            )
+        finally:
+            self._rooms.invalidate((room_id,))
 
     async def public_room_ids(self) -> list[str]:
         rows = await self.database.fetch_all(
@@ -95,16 +141,10 @@ class RoomStore:
     # --- memberships ----------------------------------------------------------------
 
     async def get_membership(self, room_id: str, user_id: str) -> Membership | None:
-        cached = self._memberships.peek(user_id)
-        if cached is not None:
-            return next((m for m in cached if m.room_id == room_id), None)
-        row = await self.database.fetch_one(
-            "SELECT room_id, user_id, membership, event_id, stream_ordering, forgotten"
-            " FROM room_memberships WHERE room_id = ? AND user_id = ?",
-            room_id,
-            user_id,
-        )
-        return None if row is None else _membership(row)
+        # All of the user's memberships, cached: a join asks twice (pending
+        # remote invite? already joined?), /sync starts from the same list.
+        memberships = await self._all_memberships(user_id)
+        return next((m for m in memberships if m.room_id == room_id), None)
 
     async def rooms_for_user(
         self, user_id: str, memberships: Iterable[str] = ("join",)
@@ -132,12 +172,15 @@ class RoomStore:
         return [_membership(row) for row in rows]
 
     async def joined_user_ids(self, room_id: str) -> set[str]:
-        rows = await self.database.fetch_all(
-            "SELECT user_id FROM room_memberships WHERE room_id = ? AND membership = ?",
-            room_id,
-            "join",
-        )
-        return {row[0] for row in rows}
+        async def load() -> frozenset[str]:
+            rows = await self.database.fetch_all(
+                "SELECT user_id FROM room_memberships WHERE room_id = ? AND membership = ?",
+                room_id,
+                "join",
+            )
+            return frozenset(row[0] for row in rows)
+
+        return set(await self._joined.get(room_id, load))  # a copy: callers add to it
 
     async def users_sharing_rooms_with(self, user_id: str) -> set[str]:
         rows = await self.database.fetch_all(

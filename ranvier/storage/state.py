@@ -32,6 +32,8 @@ StateMap = dict[StateKey, str]
 MAX_CHAIN_LENGTH = 50
 #: A delta with more rows than this is stored as a snapshot instead.
 MAX_DELTA_ROWS = 100
+#: Short state-key IDs held in memory (auth-event keys, recent members).
+_KEY_ID_CACHE_SIZE = 10_000
 
 _CHAIN_CTE = (
     "WITH RECURSIVE chain(id, parent, lvl) AS ("
@@ -106,6 +108,8 @@ class StateStore:
     def __init__(self, database: Database, cache_size: int = 256) -> None:
         self.database = database
         self._groups = _LRU(cache_size)
+        #: Short IDs of committed state keys (rows never change nor go away).
+        self._key_ids: OrderedDict[StateKey, int] = OrderedDict()
 
     # --- reads --------------------------------------------------------------------
 
@@ -184,32 +188,59 @@ class StateStore:
     ) -> dict[StateKey, int]:
         """Short IDs of ``keys``, creating the missing ones."""
         wanted = list(dict.fromkeys(keys))
-        result: dict[StateKey, int] = {}
-        for start in range(0, len(wanted), 200):
-            chunk = wanted[start : start + 200]
+        result = {key: self._key_ids[key] for key in wanted if key in self._key_ids}
+        todo = [key for key in wanted if key not in result]
+        if len(todo) == 1:
+            # One key not seen lately: most often a new member's (a join), so
+            # insert first, one statement; look it up if it exists already.
+            result[todo[0]] = await self._insert_state_key(txn, todo[0])
+        elif todo:
+            result.update(await self._select_state_keys(txn, todo))
+            for key in todo:
+                if key not in result:
+                    result[key] = await self._insert_state_key(txn, key)
+        if todo:
+            learnt = {key: result[key] for key in todo}
+            txn.call_after_commit(lambda: self._remember_key_ids(learnt))
+        return result
+
+    @staticmethod
+    async def _select_state_keys(txn: Transaction, keys: list[StateKey]) -> dict[StateKey, int]:
+        found: dict[StateKey, int] = {}
+        for start in range(0, len(keys), 200):
+            chunk = keys[start : start + 200]
             conditions = " OR ".join("(type = ? AND state_key = ?)" for _ in chunk)
             args: list[object] = [part for key in chunk for part in key]
             rows = await txn.fetch_all(
                 f"SELECT type, state_key, id FROM state_keys WHERE {conditions}", *args
             )
-            result.update({(row[0], row[1]): int(row[2]) for row in rows})
-        for event_type, state_key in wanted:
-            if (event_type, state_key) in result:
-                continue
+            found.update({(row[0], row[1]): int(row[2]) for row in rows})
+        return found
+
+    @staticmethod
+    async def _insert_state_key(txn: Transaction, key: StateKey) -> int:
+        event_type, state_key = key
+        key_id = await txn.fetch_val(
+            "INSERT INTO state_keys (type, state_key) VALUES (?, ?)"
+            " ON CONFLICT (type, state_key) DO NOTHING RETURNING id",
+            event_type,
+            state_key,
+        )
+        if key_id is None:  # exists (inserted earlier, or meanwhile by another transaction)
             key_id = await txn.fetch_val(
-                "INSERT INTO state_keys (type, state_key) VALUES (?, ?)"
-                " ON CONFLICT (type, state_key) DO NOTHING RETURNING id",
+                "SELECT id FROM state_keys WHERE type = ? AND state_key = ?",
                 event_type,
                 state_key,
             )
-            if key_id is None:  # inserted meanwhile by another transaction
-                key_id = await txn.fetch_val(
-                    "SELECT id FROM state_keys WHERE type = ? AND state_key = ?",
-                    event_type,
-                    state_key,
-                )
-            result[(event_type, state_key)] = int(key_id)
-        return result
+        return int(key_id)
+
+    def _remember_key_ids(self, key_ids: dict[StateKey, int]) -> None:
+        cache = self._key_ids
+        for key, key_id in key_ids.items():
+            cache[key] = key_id
+            cache.move_to_end(key)
+        while len(cache) > _KEY_ID_CACHE_SIZE:
+            cache.popitem(last=False)
 
     async def chain_length(self, txn: Transaction, group: int | None) -> int:
         """Deltas between ``group`` and its snapshot (-1 for no group)."""

@@ -42,6 +42,24 @@ async def test_last_seen_is_written_at_most_once_a_minute(accounts_client: Accou
     assert body["last_seen_ts"] == clock.now_ms
 
 
+async def test_first_request_after_login_does_not_write_last_seen_again(
+    accounts_client: AccountsClient, clock: Clock
+) -> None:
+    """Login wrote last_seen into the new device's row: a request within the
+    minute from the same address writes nothing more (issue 14: a new user's
+    first request, often a join, waited for a second durable commit)."""
+    client = await accounts_client()
+    alice = await new_user(client, "alice")
+    logged_in = clock.now_ms
+    clock.advance(30_000)
+    _, body = await call(client, "GET", f"/devices/{alice.device_id}", alice)
+    assert body["last_seen_ts"] == logged_in
+    clock.advance(31_000)
+    await call(client, "GET", "/devices", alice)
+    _, body = await call(client, "GET", f"/devices/{alice.device_id}", alice)
+    assert body["last_seen_ts"] == clock.now_ms
+
+
 async def test_get_unknown_or_other_users_device_is_404(accounts_client: AccountsClient) -> None:
     client = await accounts_client()
     alice = await new_user(client, "alice")
