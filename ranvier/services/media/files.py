@@ -25,7 +25,7 @@ _SHA256_HEX = re.compile(r"[0-9a-f]{64}\Z")
 #: Bytes gathered before one write to disk (in a worker thread), and the most
 #: bytes of one upload written but not yet on their way (see write_stream).
 _WRITE_BATCH = 128 * 1024
-_IN_FLIGHT = 2 * _WRITE_BATCH
+_IN_FLIGHT = _WRITE_BATCH
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,6 +53,11 @@ class MediaFiles:
 
     def exists(self, sha256: str) -> bool:
         return self.path(sha256).is_file()
+
+    def complete(self, sha256: str, size: int) -> bool:
+        """The file is there with its full size (thumbnails are not fsynced: after
+        a crash one may be short, and is then made again)."""
+        return _has_size(self.path(sha256), size)
 
     async def write_stream(
         self, chunks: AsyncIterator[bytes], max_size: int, *, durable: bool = True
@@ -147,9 +152,21 @@ def _finish(fd: int, tmp_path: Path, final: Path, durable: bool) -> None:
     finally:
         os.close(fd)
     final.parent.mkdir(parents=True, exist_ok=True)
+    if not durable and _has_size(final, os.stat(tmp_path).st_size):
+        # The same bytes are stored already, maybe durably (an upload that
+        # happens to equal this thumbnail): never swap them for an unsynced copy.
+        tmp_path.unlink()
+        return
     os.replace(tmp_path, final)
     if durable:
         _fsync_dir(final.parent)
+
+
+def _has_size(path: Path, size: int) -> bool:
+    try:
+        return path.stat().st_size == size
+    except FileNotFoundError:
+        return False
 
 
 def _fsync_dir(directory: Path) -> None:
