@@ -62,7 +62,10 @@ def target_size(
 
 def _fit(frame: Image.Image, resized: tuple[int, int], cropped: tuple[int, int]) -> Image.Image:
     if frame.size != resized:
-        frame = frame.resize(resized, Image.Resampling.LANCZOS)
+        # reducing_gap: a cheap integer-factor reduction first, then LANCZOS over
+        # the last factor of 3 at most (Pillow: "indistinguishable" from full
+        # LANCZOS at 3.0); several times faster for big reductions.
+        frame = frame.resize(resized, Image.Resampling.LANCZOS, reducing_gap=3.0)
     if cropped != resized:
         left = (resized[0] - cropped[0]) // 2
         top = (resized[1] - cropped[1]) // 2
