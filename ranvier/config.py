@@ -261,6 +261,9 @@ class MediaConfig:
     # this many generated at once (each in a worker thread).
     max_thumbnail_pixels: int = 32_000_000
     thumbnail_concurrency: int = 2
+    # Make the standard thumbnail sizes in the background as soon as an image is
+    # stored (as Synapse does), so the first thumbnail request finds a file.
+    thumbnails_on_upload: bool = True
     # The v1.11 freeze of unauthenticated media: media stored at or after this moment
     # (ms since the epoch) answer 404 on the deprecated /_matrix/media/v3/download and
     # /thumbnail. None: no freeze.
@@ -648,6 +651,7 @@ _KEYS: dict[str, _Key] = {
     "media.unused_expiration": _plain(_duration_ms, is_string=False),
     "media.max_thumbnail_pixels": _plain(_positive_int, is_string=False),
     "media.thumbnail_concurrency": _plain(_positive_int, is_string=False),
+    "media.thumbnails_on_upload": _plain(_bool, is_string=False),
     "media.freeze_unauthenticated_after": _plain(_timestamp_ms, is_string=False),
     "media.url_preview_enabled": _plain(_bool, is_string=False),
     "media.url_preview_allow_private_addresses": _plain(_bool, is_string=False),

@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 from PIL import Image
 
+from ranvier.api.http import HOMESERVER
 from tests.api.accounts_support import AccountsClient, Client
 from tests.api.conftest import NOW_MS, Clock
 from tests.api.media_support import (
@@ -46,7 +47,13 @@ async def setup(
     client = await accounts_client(
         {
             "database": database_dsn,
-            "media": {"store_path": str(store), "max_upload_size": MAX_UPLOAD},
+            # Thumbnails on request only, so the file counts below are exact
+            # (test_standard_thumbnails_made_after_upload covers the default).
+            "media": {
+                "store_path": str(store),
+                "max_upload_size": MAX_UPLOAD,
+                "thumbnails_on_upload": False,
+            },
         }
     )
     return client, await user_token(client), store
@@ -326,6 +333,38 @@ async def test_thumbnail_is_cached_and_small_images_come_back_whole(setup: Any) 
     small_uri = await upload(client, alice, small, "image/png")
     response = await thumbnail(client, alice, small_uri, "width=32&height=32&method=crop")
     assert response.status == 200 and await response.read() == small
+
+
+async def test_standard_thumbnails_made_after_upload(
+    accounts_client: AccountsClient, database_dsn: str, tmp_path: Path
+) -> None:
+    store = tmp_path / "media-store"
+    client = await accounts_client(
+        {"database": database_dsn, "media": {"store_path": str(store)}}  # the default: on
+    )
+    alice = await user_token(client)
+    uri = await upload(client, alice, image_bytes((1000, 750), "JPEG"), "image/jpeg")
+    media = client.app[HOMESERVER].media
+    await asyncio.wait_for(asyncio.gather(*media._eager_tasks), 60)
+    server, media_id = split_mxc(uri)
+    made = await media.store.thumbnails(server, media_id)
+    assert sorted((t.width, t.height, t.method) for t in made) == [
+        (32, 32, "crop"),
+        (96, 96, "crop"),
+        (320, 240, "scale"),
+        (640, 480, "scale"),
+        (800, 600, "scale"),
+    ]
+    files = stored_files(store)
+    assert len(files) == 6  # the upload and its five thumbnails
+    response = await thumbnail(client, alice, uri, "width=320&height=240&method=scale")
+    assert response.status == 200 and decoded(await response.read()).size == (320, 240)
+    assert stored_files(store) == files  # served from the cache: nothing new made
+    # A non-image and a corrupt image get none, and their uploads are unharmed.
+    await upload(client, alice, b"not an image", "image/png")
+    await upload(client, alice, b"plain", "text/plain")
+    await asyncio.wait_for(asyncio.gather(*media._eager_tasks), 60)
+    assert len(stored_files(store)) == 8
 
 
 async def test_animated_thumbnail(setup: Any) -> None:

@@ -29,7 +29,9 @@ async def setup(
     accounts_client: AccountsClient, database_dsn: str, tmp_path: Path
 ) -> tuple[Any, dict[str, str], Path, Path]:
     store = tmp_path / "media"
-    client = await accounts_client({"database": database_dsn, "media": {"store_path": str(store)}})
+    # Thumbnails only on request: the file counts below are the uploads' own.
+    media = {"store_path": str(store), "thumbnails_on_upload": False}
+    client = await accounts_client({"database": database_dsn, "media": media})
     config_path = tmp_path / "cli.yaml"
     config_path.write_text(
         f'server_name: "localhost"\ndatabase: "{database_dsn}"\nmedia: {{store_path: "{store}"}}\n',

@@ -11,6 +11,7 @@ API turns a :class:`MediaFile` into an HTTP response.
 from __future__ import annotations
 
 import asyncio
+import logging
 import re
 import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -29,6 +30,8 @@ from ranvier.storage.media import MediaRecord, MediaStore, ThumbnailRecord
 
 if TYPE_CHECKING:
     from ranvier.homeserver import Homeserver
+
+logger = logging.getLogger(__name__)
 
 #: "The media-id segment MUST consist of only alphanumeric (A-Za-z0-9), _ and -
 #: characters" (Content repository, "Matrix Content (mxc://) URIs"): the
@@ -52,6 +55,19 @@ STANDARD_THUMBNAILS: tuple[tuple[int, int, str], ...] = (
 )
 #: Largest thumbnail box anyone may ask for (a bigger box is clamped).
 MAX_THUMBNAIL_SIDE = 2000
+#: The standard sizes made right after an image upload (media.thumbnails_on_upload),
+#: the ones clients ask for first (timeline previews, then avatars) leading.
+EAGER_THUMBNAILS: tuple[tuple[int, int, str], ...] = (
+    (320, 240, "scale"),
+    (800, 600, "scale"),
+    (96, 96, "crop"),
+    (32, 32, "crop"),
+    (640, 480, "scale"),
+)
+#: Uploads whose standard thumbnails may be waiting to be made at once; the
+#: images of a burst beyond this are thumbnailed on request instead (bounded
+#: CPU and memory whatever the upload rate).
+MAX_EAGER_UPLOADS = 4
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,6 +96,10 @@ def check_server_name(server_name: str) -> None:
         raise MatrixError(400, "M_INVALID_PARAM", "Not a valid server name") from None
 
 
+def _thumbnailable(content_type: str | None) -> bool:
+    return (content_type or "").split(";")[0].strip().lower() in THUMBNAILABLE_TYPES
+
+
 def thumbnail_box(width: int, height: int, method: str) -> tuple[int, int]:
     """The box actually generated for a request: a standard size when one covers
     the request (crop: only with the same aspect ratio, which crop keeps)."""
@@ -104,12 +124,17 @@ class MediaService:
         self._thumbnail_slots = asyncio.Semaphore(self.config.thumbnail_concurrency)
         self._uploaded: dict[tuple[str, str], asyncio.Event] = {}
         self._thumbnails_in_flight: dict[tuple[object, ...], asyncio.Future[MediaFile]] = {}
+        self._eager_tasks: set[asyncio.Task[None]] = set()
         # Other servers' media over federation (tests swap the transport).
         self.remote = RemoteMedia(self, hs.federation_client.stream, hs.federation_client.get_url)
         self.remote_fetcher: RemoteFetcher | None = self.remote.fetch
         self.previewer = UrlPreviewer(self)
 
     async def close(self) -> None:
+        for task in self._eager_tasks:
+            task.cancel()
+        if self._eager_tasks:
+            await asyncio.wait(self._eager_tasks)
         await self.previewer.close()
 
     @property
@@ -148,21 +173,21 @@ class MediaService:
         stored = await self._store_stream(chunks)
         media_id = secrets.token_urlsafe(18)  # 144 random bits: unguessable
         now = self.hs.clock_ms()
-        await self.store.insert(
-            MediaRecord(
-                self.server_name,
-                media_id,
-                requester.user_id,
-                content_type or DEFAULT_CONTENT_TYPE,
-                upload_name,
-                stored.size,
-                stored.sha256,
-                now,
-                now,
-                None,
-                False,
-            )
+        record = MediaRecord(
+            self.server_name,
+            media_id,
+            requester.user_id,
+            content_type or DEFAULT_CONTENT_TYPE,
+            upload_name,
+            stored.size,
+            stored.sha256,
+            now,
+            now,
+            None,
+            False,
         )
+        await self.store.insert(record)
+        self._thumbnail_soon(record)
         return self._mxc(media_id)
 
     async def store_server_media(self, chunks: AsyncIterator[bytes], content_type: str) -> str:
@@ -271,6 +296,9 @@ class MediaService:
         event = self._uploaded.pop((server_name, media_id), None)
         if event is not None:
             event.set()
+        record = await self.store.get(server_name, media_id)
+        if record is not None:
+            self._thumbnail_soon(record)
 
     # --- downloads -------------------------------------------------------------------
 
@@ -377,10 +405,67 @@ class MediaService:
             raise not_found("This media is only served by the authenticated media endpoints")
         return await self.thumbnail_of(record, width, height, method, animated)
 
+    def _thumbnail_soon(self, record: MediaRecord) -> None:
+        """Start making an uploaded image's standard thumbnails in the background
+        (media.thumbnails_on_upload): the Content repository's "Thumbnails"
+        section lets servers pre-compute the standard sizes, and Synapse does so
+        at upload. The upload's answer never waits for it."""
+        if (
+            not self.config.thumbnails_on_upload
+            or not _thumbnailable(record.content_type)
+            or len(self._eager_tasks) >= MAX_EAGER_UPLOADS
+        ):
+            return
+        task = asyncio.create_task(self._make_standard_thumbnails(record))
+        self._eager_tasks.add(task)
+        task.add_done_callback(self._eager_tasks.discard)
+
+    async def _make_standard_thumbnails(self, record: MediaRecord) -> None:
+        """The first size as a request would make it (a request arriving meanwhile
+        joins it), then the others from one decode of the image."""
+        width, height, method = EAGER_THUMBNAILS[0]
+        try:
+            await self.thumbnail_of(record, width, height, method, False)
+            await self._make_thumbnails_together(record, list(EAGER_THUMBNAILS[1:]))
+        except MatrixError:
+            return  # not an image we can thumbnail (corrupt, too many pixels): no size will do
+        except Exception:
+            logger.exception("Thumbnails of %s could not be made", self._mxc(record.media_id))
+
+    async def _make_thumbnails_together(
+        self, record: MediaRecord, boxes: list[tuple[int, int, str]]
+    ) -> None:
+        cached = {
+            (t.width, t.height, t.method)
+            for t in await self.store.thumbnails(record.server_name, record.media_id)
+            if not t.animated
+        }
+        missing = [box for box in boxes if box not in cached]
+        if not missing:
+            return
+        from ranvier.services.media.thumbnailer import make_static_thumbnails  # Pillow
+
+        source = self._file(record)
+        async with self._thumbnail_slots:
+            made = await asyncio.to_thread(
+                make_static_thumbnails, source.path, missing, self.config.max_thumbnail_pixels
+            )
+        for (width, height, method), thumb in zip(missing, made, strict=True):
+            if thumb is None:
+                continue
+            stored = await self.files.write_bytes(thumb.data)
+            await self.store.add_thumbnail(
+                record.server_name,
+                record.media_id,
+                ThumbnailRecord(
+                    width, height, method, False, thumb.content_type, stored.size, stored.sha256
+                ),
+            )
+
     async def thumbnail_of(
         self, record: MediaRecord, width: int, height: int, method: str, animated: bool
     ) -> MediaFile:
-        if (record.content_type or "").split(";")[0].strip().lower() not in THUMBNAILABLE_TYPES:
+        if not _thumbnailable(record.content_type):
             raise cannot_thumbnail(f"{record.content_type} is not an image type we thumbnail")
         box = thumbnail_box(width, height, method)
         key = (record.server_name, record.media_id, box, method, animated, width, height)
@@ -415,7 +500,7 @@ class MediaService:
                 *box,
                 method,
                 animated,
-            ) and self.files.exists(cached.sha256):
+            ) and self.files.complete(cached.sha256, cached.size):
                 return MediaFile(
                     self.files.path(cached.sha256), cached.content_type, None, cached.size
                 )

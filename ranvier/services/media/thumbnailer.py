@@ -62,7 +62,10 @@ def target_size(
 
 def _fit(frame: Image.Image, resized: tuple[int, int], cropped: tuple[int, int]) -> Image.Image:
     if frame.size != resized:
-        frame = frame.resize(resized, Image.Resampling.LANCZOS)
+        # reducing_gap: a cheap integer-factor reduction first, then LANCZOS over
+        # the last factor of 3 at most (Pillow: "indistinguishable" from full
+        # LANCZOS at 3.0); several times faster for big reductions.
+        frame = frame.resize(resized, Image.Resampling.LANCZOS, reducing_gap=3.0)
     if cropped != resized:
         left = (resized[0] - cropped[0]) // 2
         top = (resized[1] - cropped[1]) // 2
@@ -132,20 +135,53 @@ def make_thumbnail(
         image.close()
 
 
+def make_static_thumbnails(
+    path: Path, boxes: list[tuple[int, int, str]], max_pixels: int
+) -> list[Thumbnail | None]:
+    """Static thumbnails of one image for several ``(width, height, method)``
+    boxes from a single decode (worker thread): the image is decoded once, at
+    the reduced JPEG scale the largest box allows, and each box is resized from
+    that. ``None`` for a box the image already fits in (never upscaled)."""
+    image = _open(path, max_pixels)
+    try:
+        plans = [
+            None
+            if image.width <= width and image.height <= height
+            else target_size(image.size, (width, height), method)
+            for width, height, method in boxes
+        ]
+        wanted = [plan for plan in plans if plan is not None]
+        if not wanted:
+            return [None] * len(boxes)
+        image.seek(0)
+        largest = max((plan[0] for plan in wanted), key=lambda size: size[0] * size[1])
+        image.draft("RGB", largest)
+        keep_alpha = image.mode in ("RGBA", "LA", "P", "PA") or "transparency" in image.info
+        decoded = image.convert("RGBA" if keep_alpha else "RGB")
+        return [
+            None if plan is None else _encode(_fit(decoded, *plan), keep_alpha) for plan in plans
+        ]
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError):
+        raise cannot_thumbnail("the image is corrupt") from None
+    finally:
+        image.close()
+
+
+def _encode(frame: Image.Image, keep_alpha: bool) -> Thumbnail:
+    out = io.BytesIO()
+    if keep_alpha:
+        frame.save(out, "PNG", optimize=False)
+        return Thumbnail(out.getvalue(), "image/png", frame.width, frame.height, False)
+    frame.save(out, "JPEG", quality=80)
+    return Thumbnail(out.getvalue(), "image/jpeg", frame.width, frame.height, False)
+
+
 def _static(image: Image.Image, resized: tuple[int, int], cropped: tuple[int, int]) -> Thumbnail:
     image.seek(0)
     image.draft("RGB", resized)  # JPEG: decode at a reduced scale when it can
     keep_alpha = image.mode in ("RGBA", "LA", "P", "PA") or "transparency" in image.info
     frame = image.convert("RGBA" if keep_alpha else "RGB")
-    frame = _fit(frame, resized, cropped)
-    out = io.BytesIO()
-    if keep_alpha:
-        frame.save(out, "PNG", optimize=False)
-        content_type = "image/png"
-    else:
-        frame.save(out, "JPEG", quality=80)
-        content_type = "image/jpeg"
-    return Thumbnail(out.getvalue(), content_type, frame.width, frame.height, False)
+    return _encode(_fit(frame, resized, cropped), keep_alpha)
 
 
 def _animated(
