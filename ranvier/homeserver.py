@@ -184,9 +184,10 @@ class Homeserver:
         if self.federation_sender is not None:
             await self.federation_sender.close()
         await self.federation_edus.close()
+        # Push evaluation first: what it finishes is handed to the pushers.
+        await self.push.close()
         await self.pushers.close()
         await self.typing.close()
-        await self.push.close()
         await self.federation_client.close()
         await self.media.close()
         await self.database.close()
