@@ -56,6 +56,25 @@ class Sizes:
     fed_ping_messages: int = 50  # one at a time: send on one server → the other's /sync
     fed_cpu_messages: int = 200  # back to back; both servers' CPU time over them
     setup_concurrency: int = 8
+    # 11 populated server (bench/populated.py): loaded through the client API, then traffic.
+    pop_users: int = 2000
+    pop_rooms: int = 500
+    pop_large_rooms: int = 3
+    pop_large_room_members: int = 1000
+    pop_small_room_members: int = 8  # the most members of a small room (2 at least)
+    pop_events: int = 50_000  # every event loaded: room state, joins and messages
+    pop_big_user_rooms: int = 200  # rooms of the user whose initial /sync is timed
+    pop_pollers: int = 200
+    pop_senders: int = 10
+    pop_probers: int = 10  # incremental /sync (timeout 0) in a loop during the traffic
+    pop_send_interval_s: float = 0.5
+    pop_traffic_s: float = 60.0
+    pop_load_concurrency: int = 32  # requests in flight while loading
+    # 12 SBRC /sync profile (bench/populated.py): everyone in every room.
+    sbrc_users: int = 100
+    sbrc_rooms: int = 100
+    sbrc_messages_per_room: int = 25
+    sbrc_syncing_users: int = 20  # initial /syncs at once
     scenario_timeout_s: float = 3600.0
 
 
@@ -86,6 +105,21 @@ QUICK = replace(
     fed_joins=5,
     fed_ping_messages=10,
     fed_cpu_messages=30,
+    pop_users=60,
+    pop_rooms=24,
+    pop_large_rooms=1,
+    pop_large_room_members=40,
+    pop_small_room_members=4,
+    pop_events=1000,
+    pop_big_user_rooms=12,
+    pop_pollers=12,
+    pop_senders=3,
+    pop_probers=2,
+    pop_traffic_s=5.0,
+    sbrc_users=12,
+    sbrc_rooms=8,
+    sbrc_messages_per_room=5,
+    sbrc_syncing_users=6,
     scenario_timeout_s=120.0,
 )
 
