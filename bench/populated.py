@@ -115,8 +115,8 @@ def apportion(total: int, weights: list[float]) -> list[int]:
 def plan_populated(sizes: Sizes, seed: int = PLAN_SEED) -> PopulatedPlan:
     """Who creates and joins which room, and how many messages each room gets.
 
-    User 0 is the big user, in the first ``pop_big_user_rooms`` rooms (the large
-    ones among them). The last ``pop_senders`` rooms are the traffic rooms, one
+    User 0 is the big user, in the first ``pop_big_user_rooms`` rooms and
+    nowhere else; it creates the large rooms (the first ``pop_large_rooms``). The last ``pop_senders`` rooms are the traffic rooms, one
     per sender (their creator); pollers and probers are spread round-robin over
     them. Other members are drawn at random. Messages go to rooms in proportion
     to the square root of their member count (bigger rooms are chattier, not
@@ -137,8 +137,8 @@ def plan_populated(sizes: Sizes, seed: int = PLAN_SEED) -> PopulatedPlan:
         )
     if sizes.pop_large_rooms + s > room_count:
         raise ValueError("pop_rooms must hold the large rooms and one traffic room per sender")
-    if sizes.pop_big_user_rooms > room_count - s:
-        raise ValueError("pop_big_user_rooms must leave the traffic rooms out")
+    if not sizes.pop_large_rooms <= sizes.pop_big_user_rooms <= room_count - s:
+        raise ValueError("pop_big_user_rooms must hold the large rooms, not the traffic rooms")
     members: list[set[int]] = []
     creators: list[int] = []
     for index in range(room_count):
@@ -148,12 +148,12 @@ def plan_populated(sizes: Sizes, seed: int = PLAN_SEED) -> PopulatedPlan:
             chosen = {u for u in (*pollers, *probers) if u % s == traffic}
             chosen.update(rng.sample(range(special, users), 2))
         elif index < sizes.pop_large_rooms:
-            creator = rng.randrange(users)
-            chosen = set(rng.sample(range(users), sizes.pop_large_room_members))
+            creator = 0  # the big user, in every large room
+            chosen = set(rng.sample(range(1, users), sizes.pop_large_room_members - 1))
         else:
             creator = rng.randrange(special, users)
             size = rng.randint(2, max(2, sizes.pop_small_room_members))
-            chosen = set(rng.sample(range(users), size - 1))
+            chosen = set(rng.sample(range(1, users), size - 1))
         if index < sizes.pop_big_user_rooms:
             chosen.add(0)
         chosen.discard(creator)
@@ -494,7 +494,10 @@ def traffic_result(
         for i, r in enumerate(plan.traffic_rooms)
     }
     fanout_ms = [
-        (arrival - sent_at[body]) * 1000 for body, times in arrivals.items() for arrival in times
+        (arrival - sent_at[body]) * 1000
+        for body, times in arrivals.items()
+        if body in acknowledged
+        for arrival in times
     ]
     # Only sends the server acknowledged are expected (the last ones may be cut short).
     expected = sum(receivers[int(body.split()[1])] for body in acknowledged)
