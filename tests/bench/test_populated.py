@@ -1,14 +1,16 @@
 """The pure parts of scenarios 11 (populated server) and 12 (SBRC /sync profile):
 the plans at full and QUICK sizes, the traffic's delivery accounting, the report rows.
 
-No server runs here: loading a populated server takes minutes (the harness
-itself is exercised by tests/bench/test_harness_smoke.py).
+One test (marked ``bench``) runs both scenarios against Ranvier at tiny sizes,
+as tests/bench/test_harness_smoke.py does for the others; the rest need no server.
 """
 
 from __future__ import annotations
 
 from dataclasses import replace
+from pathlib import Path
 
+import aiohttp
 import orjson
 import pytest
 
@@ -26,7 +28,7 @@ from bench.populated import (
     traffic_result,
 )
 from bench.report import Results, ScenarioResult, render_table
-from bench.run import ALL_SCENARIOS, parse_args
+from bench.run import ALL_SCENARIOS, Options, Runner, parse_args
 from bench.scenarios import FULL, QUICK, Outcome, Sizes
 
 
@@ -192,3 +194,73 @@ def test_report_rows_with_ratios() -> None:
     )
     assert any("database size (MiB)" in line and "| error" in line for line in table)
     assert "- 11 populated server, Synapse: error: setup took over 3600 s" in table
+
+
+TINY = replace(
+    QUICK,
+    pop_users=24,
+    pop_rooms=8,
+    pop_large_rooms=1,
+    pop_large_room_members=12,
+    pop_small_room_members=3,
+    pop_events=200,
+    pop_big_user_rooms=4,
+    pop_pollers=4,
+    pop_senders=2,
+    pop_probers=2,
+    pop_traffic_s=1.5,
+    sbrc_users=6,
+    sbrc_rooms=4,
+    sbrc_messages_per_room=3,
+    sbrc_syncing_users=3,
+)
+
+
+@pytest.mark.bench
+async def test_both_scenarios_run_against_ranvier(tmp_path: Path) -> None:
+    """The harness end to end on one Ranvier per scenario, tiny sizes; no timing assertions."""
+    options = Options(
+        sizes=TINY,
+        quick=True,
+        servers=("Ranvier",),
+        scenarios=("populated", "sbrc"),
+        work_dir=tmp_path / "work",
+        results_dir=None,
+        log=False,
+    )
+    async with aiohttp.ClientSession() as session:
+        runner = Runner(options, session)
+        results = await runner.run()
+        assert runner.running == []  # both fresh servers were stopped
+
+    assert list(results.scenarios) == [POPULATED.title, SBRC.title]
+    populated = results.scenarios[POPULATED.title]["Ranvier"]
+    assert (populated.status, populated.detail) == ("ok", "")
+    figures = populated.figures()
+    plan = plan_populated(TINY)
+    assert figures["loaded: users / rooms / events"] == (
+        f"24 / 8 / 200 ({plan.joins} joins, {plan.messages} messages)"
+    )
+    assert figures["load: password hashing"] == "argon2id t=1 m=64KiB"
+    seen, _, rest = str(figures["traffic: deliveries seen / expected"]).partition(" / ")
+    assert int(seen) == int(rest.split()[0]) > 0  # every poller saw every acknowledged message
+    for name in (
+        "traffic: send → 4 pollers' /sync p50 (ms)",
+        "traffic: incremental /sync p50 (ms)",
+        "RSS at the end of the traffic (MiB)",
+        "initial /sync, 4 rooms (s)",
+        "initial /sync, 4 rooms, lazy members (s)",
+        "database size (MiB)",
+        "restart: process start → first /versions (s)",
+        "restart: then the big user's initial /sync, lazy, timeline 1 (s)",
+    ):
+        value = figures[name]
+        assert isinstance(value, float) and value > 0, name
+    sbrc = results.scenarios[SBRC.title]["Ranvier"]
+    assert (sbrc.status, sbrc.detail) == ("ok", "")
+    sbrc_values = sbrc.figures()
+    assert sbrc_values["loaded: users / rooms / joins"] == "6 / 4 / 20"
+    timings = {k: v for k, v in sbrc_values.items() if k.endswith("(ms)")}
+    assert len(timings) == 2 * len(SBRC_PROFILES)
+    assert all(isinstance(v, float) and v > 0 for v in timings.values())
+    assert "| 12 SBRC /sync profile" in render_table(results)
