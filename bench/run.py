@@ -6,7 +6,9 @@
 Both servers run on loopback, each on a fresh database. Every scenario runs on
 one then the other (A, B, A, B ...: drift on a shared machine hits both alike);
 repeated scenarios report medians. Scenario 10 (federation, bench/federation.py)
-runs on a pair of each kind instead, federating over TLS on loopback. The
+runs on a pair of each kind instead, federating over TLS on loopback;
+scenarios 11 and 12 (bench/populated.py) on fresh servers of their own, loaded
+at the same time, then measured one after the other. The
 table goes to stdout; the raw results
 (JSON) and a chart of the latency distributions (PNG) go to bench/results/.
 The run is bounded (sizes, per-request and per-scenario timeouts) and always
