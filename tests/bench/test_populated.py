@@ -96,7 +96,7 @@ def test_populated_plan_is_the_same_every_time() -> None:
         {"pop_senders": 0},
         {"pop_pollers": 2},  # fewer pollers than senders
         {"pop_rooms": 3},  # no room for big user rooms beside the traffic rooms
-        {"pop_big_user_rooms": 23},  # would take in traffic rooms
+        {"pop_big_user_rooms": 14},  # would take in traffic rooms
     ],
 )
 def test_populated_plan_refuses_sizes_it_cannot_hold(change: dict[str, int]) -> None:
