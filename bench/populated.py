@@ -413,8 +413,13 @@ async def run_traffic(ctx: ServerContext, state: PopulatedState) -> Traffic:
     stopping = asyncio.Event()
     ready: list[int] = []
 
+    # The initial /syncs go ``pop_load_concurrency`` at a time: 200 connections opened at
+    # once overflow a listen backlog (aiohttp's is 128) and some are reset.
+    starting = asyncio.Semaphore(sizes.pop_load_concurrency)
+
     async def start(user: User) -> str:
-        answer = await client.sync(user, filter_id=START_FILTER)
+        async with starting:
+            answer = await client.sync(user, filter_id=START_FILTER)
         since: str = answer["next_batch"]
         return since
 
