@@ -413,8 +413,8 @@ async def run_traffic(ctx: ServerContext, state: PopulatedState) -> Traffic:
     stopping = asyncio.Event()
     ready: list[int] = []
 
-    # The initial /syncs go ``pop_load_concurrency`` at a time: 200 connections opened at
-    # once overflow a listen backlog (aiohttp's is 128) and some are reset.
+    # The initial /syncs (not measured) go ``pop_load_concurrency`` at a time, as the load
+    # does: clients come online over time, not in one burst of 200 connections.
     starting = asyncio.Semaphore(sizes.pop_load_concurrency)
 
     async def start(user: User) -> str:
