@@ -6,7 +6,9 @@
 Both servers run on loopback, each on a fresh database. Every scenario runs on
 one then the other (A, B, A, B ...: drift on a shared machine hits both alike);
 repeated scenarios report medians. Scenario 10 (federation, bench/federation.py)
-runs on a pair of each kind instead, federating over TLS on loopback. The
+runs on a pair of each kind instead, federating over TLS on loopback;
+scenarios 14 and 15 (bench/populated.py) on fresh servers of their own, loaded
+at the same time, then measured one after the other. The
 table goes to stdout; the raw results
 (JSON) and a chart of the latency distributions (PNG) go to bench/results/.
 The run is bounded (sizes, per-request and per-scenario timeouts) and always
@@ -35,6 +37,7 @@ from bench.client import Client, NotImplementedYet
 from bench.durability import durable_commit_floor
 from bench.federation import FEDERATION, FederatedContext, FederationCa
 from bench.media import MEDIA_SCENARIO
+from bench.populated import POPULATED, SBRC
 from bench.report import (
     Results,
     ScenarioResult,
@@ -78,6 +81,8 @@ ALL_SCENARIOS = (
     SOAK.key,
     FEDERATION.key,
     MEDIA_SCENARIO.key,
+    POPULATED.key,
+    SBRC.key,
 )
 MEMORY_SAMPLE_INTERVAL_S = 0.25
 
@@ -178,6 +183,9 @@ class Runner:
                 results.scenarios[FEDERATION.title] = await self.federation_phase()
             if MEDIA_SCENARIO.key in options.scenarios:
                 results.scenarios[MEDIA_SCENARIO.title] = await self.fresh_phase(MEDIA_SCENARIO)
+            for scenario in (POPULATED, SBRC):
+                if scenario.key in options.scenarios:
+                    results.scenarios[scenario.title] = await self.loaded_phase(scenario)
         finally:
             for server in self.running:
                 server.stop()
@@ -245,6 +253,41 @@ class Runner:
                 server.stop()
                 self.running.remove(server)
         return by_server
+
+    async def loaded_phase(self, scenario: Scenario) -> dict[str, ScenarioResult]:
+        """Scenarios 14 and 15 on fresh servers of their own, with cheap password hashing.
+
+        Both servers are loaded at the same time (set-up is not measured, and
+        Synapse's load takes minutes), then measured one after the other.
+        """
+        contexts: dict[str, ServerContext] = {}
+        unstarted: dict[str, ScenarioResult] = {}
+        started: list[Server] = []
+        try:
+            for name in self.options.servers:
+                _say(self.options, f"[{name}] starting a fresh server for {scenario.title}")
+                server = await self.make(name, scenario.key)
+                server.cheap_passwords = True  # thousands of users; no login is measured
+                self.running.append(server)
+                started.append(server)
+                try:
+                    await server.start(self.session)
+                except Exception as error:
+                    detail = (str(error) or type(error).__name__).splitlines()[0]
+                    unstarted[name] = ScenarioResult(status="error", detail=detail)
+                    continue
+                client = Client(self.session, server.base_url)
+                contexts[name] = ServerContext(server, client, self.options.sizes)
+            by_server = (
+                await self.run_scenario(scenario, contexts, concurrent_setup=True)
+                if contexts
+                else {}
+            )
+        finally:
+            for server in started:
+                server.stop()
+                self.running.remove(server)
+        return {name: by_server.get(name) or unstarted[name] for name in self.options.servers}
 
     async def sample_memory(self, servers: dict[str, Server]) -> None:
         started = time.perf_counter()
@@ -346,9 +389,14 @@ class Runner:
         return FederatedContext(resident, Client(self.session, resident.base_url), sizes, peer)
 
     async def run_scenario(
-        self, scenario: Scenario, contexts: dict[str, ServerContext]
+        self,
+        scenario: Scenario,
+        contexts: dict[str, ServerContext],
+        *,
+        concurrent_setup: bool = False,
     ) -> dict[str, ScenarioResult]:
-        """Setup on each server, then the repeats alternating between servers (A, B, A, B)."""
+        """Setup on each server (at the same time if ``concurrent_setup``), then the
+        repeats alternating between servers (A, B, A, B)."""
         options = self.options
         timeout = options.sizes.scenario_timeout_s
         by_server = {name: ScenarioResult() for name in contexts}
@@ -376,8 +424,12 @@ class Runner:
                 result.seconds += time.perf_counter() - began
             return None
 
-        for name, ctx in contexts.items():
-            states[name] = await step(name, "setup", scenario.setup(ctx))
+        if concurrent_setup:
+            setups = [step(name, "setup", scenario.setup(ctx)) for name, ctx in contexts.items()]
+            states.update(zip(contexts, await asyncio.gather(*setups), strict=True))
+        else:
+            for name, ctx in contexts.items():
+                states[name] = await step(name, "setup", scenario.setup(ctx))
         repeats = scenario.repeats(options.sizes)
         for repeat in range(repeats):
             for name, ctx in contexts.items():

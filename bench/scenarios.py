@@ -67,6 +67,28 @@ class Sizes:
     search_queries: int = 20  # each query of SEARCH_QUERIES this many times
     search_index_messages: int = 2_000  # indexed vs not-indexed sends, for the index's cost
     setup_concurrency: int = 8
+    # 14 populated server (bench/populated.py): loaded through the client API, then traffic.
+    pop_users: int = 2000
+    pop_rooms: int = 500
+    pop_large_rooms: int = 3
+    pop_large_room_members: int = 1000
+    pop_small_room_members: int = 8  # the most members of a small room (2 at least)
+    # Every event loaded: room state, joins and messages. The issue asks for 50,000; Synapse
+    # loads ~20-80 events/s here, so full size is 15,000 (docs/performance.md, scenario 14).
+    pop_events: int = 15_000
+    pop_big_user_rooms: int = 200  # rooms of the user whose initial /sync is timed
+    pop_pollers: int = 200
+    pop_senders: int = 10
+    pop_probers: int = 10  # incremental /sync (timeout 0) in a loop during the traffic
+    pop_send_interval_s: float = 0.5
+    pop_traffic_s: float = 60.0
+    pop_load_concurrency: int = 32  # requests in flight while loading
+    # 15 SBRC /sync profile (bench/populated.py): everyone in every room.
+    # The issue suggests 100 × 100 (9,900 joins); 60 × 60 (3,540) keeps `make bench` near 20 min.
+    sbrc_users: int = 60
+    sbrc_rooms: int = 60
+    sbrc_messages_per_room: int = 25
+    sbrc_syncing_users: int = 20  # initial /syncs at once
     scenario_timeout_s: float = 3600.0
 
 
@@ -108,6 +130,21 @@ QUICK = replace(
     search_messages=2_000,
     search_queries=5,
     search_index_messages=200,
+    pop_users=40,
+    pop_rooms=16,
+    pop_large_rooms=1,
+    pop_large_room_members=40,
+    pop_small_room_members=4,
+    pop_events=400,
+    pop_big_user_rooms=10,
+    pop_pollers=12,
+    pop_senders=3,
+    pop_probers=2,
+    pop_traffic_s=5.0,
+    sbrc_users=12,
+    sbrc_rooms=8,
+    sbrc_messages_per_room=5,
+    sbrc_syncing_users=6,
     scenario_timeout_s=120.0,
 )
 

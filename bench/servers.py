@@ -69,6 +69,15 @@ SYNAPSE_RATE_LIMITS: dict[str, Any] = {
 }
 # Synapse's default, written out so the report can state it.
 SYNAPSE_BCRYPT_ROUNDS = 12
+# The cheap settings of ``Server.cheap_passwords``: bcrypt's minimum cost (4), and
+# argon2id's minimum memory with one iteration (docs/configuration.md).
+SYNAPSE_CHEAP_BCRYPT_ROUNDS = 4
+CHEAP_PASSWORD_HASHING = {"Ranvier": "argon2id t=1 m=64KiB", "Synapse": "bcrypt rounds=4"}
+RANVIER_CHEAP_PASSWORDS = {
+    "RANVIER_PASSWORD_HASHING_TIME_COST": "1",
+    "RANVIER_PASSWORD_HASHING_MEMORY_COST": "64",
+    "RANVIER_PASSWORD_HASHING_MAX_CONCURRENT": "2",
+}
 # Synapse 1.163's DEFAULT_IP_RANGE_BLOCKLIST (synapse/config/server.py) without 127.0.0.0/8
 # and ::1/128: the federation scenario's servers reach each other on loopback, and nothing
 # else (federation_domain_whitelist names the two of them only).
@@ -291,6 +300,9 @@ class Server(ABC):
         self.base_url = f"http://127.0.0.1:{self.port}"
         self.process: subprocess.Popen[bytes] | None = None
         self.log_path = folder / "server.log"
+        # The cheapest password hashing each server allows, for scenarios that load
+        # thousands of users and measure no login (14 populated, 15 SBRC /sync profile).
+        self.cheap_passwords = False
 
     @abstractmethod
     def prepare(self) -> None:
@@ -440,7 +452,12 @@ class RanvierServer(Server):
             RANVIER_DATABASE=self.database.ranvier_url(),
             RANVIER_REGISTRATION_ENABLED="true",
             RANVIER_RATELIMIT_ENABLED="false",
+            # Every benchmark client comes from 127.0.0.1; they stand for users on many
+            # addresses (scenario 14 holds 210 connections), and Synapse has no such cap.
+            RANVIER_LISTEN_MAX_CONNECTIONS_PER_IP="0",
         )
+        if self.cheap_passwords:
+            env.update(RANVIER_CHEAP_PASSWORDS)
         if self.federation is not None:
             env.update(self.federation_env(self.federation))
         serve = ["serve", "--config", str(self.folder / "ranvier.yaml")]
@@ -585,7 +602,9 @@ class SynapseServer(Server):
                 "caches": {**config.get("caches", {}), "sync_response_cache_duration": 0},
                 "enable_registration": True,
                 "enable_registration_without_verification": True,
-                "bcrypt_rounds": SYNAPSE_BCRYPT_ROUNDS,
+                "bcrypt_rounds": (
+                    SYNAPSE_CHEAP_BCRYPT_ROUNDS if self.cheap_passwords else SYNAPSE_BCRYPT_ROUNDS
+                ),
                 **SYNAPSE_RATE_LIMITS,
             }
         )
