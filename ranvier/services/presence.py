@@ -74,7 +74,13 @@ class PresenceService:
                 and now - previous.last_active_ts < CURRENTLY_ACTIVE_MS
             ):
                 return
-            await self._write(user_id, ONLINE, status_msg, now)
+            # Still online, only more recently active: stored (the next /sync of
+            # those sharing a room shows it), but no one's long-poll is woken for
+            # it. With hundreds of clients long-polling rooms of a thousand
+            # members, waking every member for each client's refresh turned each
+            # real message into several /sync answers (bench scenario 14).
+            refresh = previous is not None and previous.state == ONLINE
+            await self._write(user_id, ONLINE, status_msg, now, wake=not refresh)
         else:
             if previous is not None and previous.state == UNAVAILABLE:
                 return
@@ -86,11 +92,18 @@ class PresenceService:
         await self.set_presence_from_sync(user_id, ONLINE)
 
     async def _write(
-        self, user_id: str, state: str, status_msg: str | None, last_active_ts: int
+        self,
+        user_id: str,
+        state: str,
+        status_msg: str | None,
+        last_active_ts: int,
+        *,
+        wake: bool = True,
     ) -> None:
         row = await self.store.put(user_id, state, status_msg, last_active_ts)
-        audience = await self.hs.rooms.users_sharing_rooms_with(user_id)
-        self.hs.notifier.notify_users({*audience, user_id})
+        if wake:
+            audience = await self.hs.rooms.users_sharing_rooms_with(user_id)
+            self.hs.notifier.notify_users({*audience, user_id})
         federation_edus = getattr(self.hs, "federation_edus", None)
         if federation_edus is not None and is_my_user_id(user_id, self.hs.server_name):
             # m.presence to the servers sharing a room with the user.

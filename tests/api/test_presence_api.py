@@ -200,3 +200,25 @@ async def test_set_presence_from_sync(make_client: MakeClient) -> None:
     clock.now_ms += 120_000
     await presence.set_presence_from_sync(ALICE, "online")
     assert (await presence.get_presence(ALICE, ALICE))["status_msg"] == "busy"
+
+
+async def test_an_online_users_refreshed_activity_wakes_no_one(make_client: MakeClient) -> None:
+    """Coming online wakes those sharing a room; a /sync of a user already
+    online that only refreshes their activity is stored (the next /sync shows
+    it) but wakes no long-poll: hundreds of syncing clients must not wake each
+    other in a loop."""
+    _, rooms, hs = await fake_client(make_client)
+    clock = FakeClock(NOW_MS)
+    hs.clock_ms = clock
+    rooms.join(ROOM, ALICE, BOB)
+    presence = hs.presence
+    before = hs.notifier.version(BOB)
+    await presence.set_presence_from_sync(ALICE, None)  # offline → online: a change
+    assert hs.notifier.version(BOB) == before + 1
+    clock.now_ms += 90_000
+    await presence.set_presence_from_sync(ALICE, None)  # still online, newer activity
+    assert await presence.current_position() == 2
+    assert hs.notifier.version(BOB) == before + 1
+    assert (await presence.get_presence(BOB, ALICE))["currently_active"] is True
+    await presence.set_presence_from_sync(ALICE, "unavailable")  # a change again
+    assert hs.notifier.version(BOB) == before + 2
