@@ -62,8 +62,15 @@ class EventLike(Protocol):
 E = TypeVar("E", bound=EventLike)
 
 
+def _text(value: object) -> str | None:
+    """A string the index can hold: event content may carry NUL, a text
+    column may not (ranvier/core/input_limits.py); such a field is malformed."""
+    return value if isinstance(value, str) and "\x00" not in value else None
+
+
 def _event_id(value: object) -> str | None:
-    return value if isinstance(value, str) and value.startswith("$") else None
+    text = _text(value)
+    return text if text is not None and text.startswith("$") else None
 
 
 def parse_relation(content: Mapping[str, Any]) -> Relation | None:
@@ -75,14 +82,14 @@ def parse_relation(content: Mapping[str, Any]) -> Relation | None:
         return None
     reply = relates_to.get("m.in_reply_to")
     in_reply_to = _event_id(reply.get("event_id")) if isinstance(reply, Mapping) else None
-    rel_type = relates_to.get("rel_type")
+    rel_type = _text(relates_to.get("rel_type"))
     parent = _event_id(relates_to.get("event_id"))
-    if not isinstance(rel_type, str) or parent is None:
+    if rel_type is None or parent is None:
         if in_reply_to is None:
             return None
         return Relation(None, None, in_reply_to, None)
-    key = relates_to.get("key")
-    annotation_key = key if rel_type == ANNOTATION and isinstance(key, str) else None
+    key = _text(relates_to.get("key"))
+    annotation_key = key if rel_type == ANNOTATION else None
     return Relation(rel_type, parent, in_reply_to, annotation_key)
 
 

@@ -84,7 +84,7 @@ def thread_of(event: Event) -> str:
     relates_to = event.content.get("m.relates_to")
     if isinstance(relates_to, Mapping) and relates_to.get("rel_type") == "m.thread":
         root = relates_to.get("event_id")
-        if isinstance(root, str) and root:
+        if isinstance(root, str) and root and "\x00" not in root:
             return root
     return MAIN_THREAD
 

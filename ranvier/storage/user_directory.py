@@ -57,7 +57,10 @@ class DirectoryEntry:
 
 
 def _string_or_none(value: object) -> str | None:
-    return value if isinstance(value, str) else None
+    """A string field for the directory's text columns; NUL, which event
+    content may hold but PostgreSQL text may not (core/input_limits.py), is
+    left out: the directory is for finding people, not for the exact text."""
+    return value.replace("\x00", "") if isinstance(value, str) else None
 
 
 async def update_directory_from_events(txn: Transaction, stored: Sequence[StoredEvent]) -> None:
@@ -113,8 +116,8 @@ async def set_local_profile(
         " display_name = excluded.display_name, avatar_url = excluded.avatar_url,"
         " is_local = TRUE, words = excluded.words",
         user_id,
-        display_name,
-        avatar_url,
+        _string_or_none(display_name),
+        _string_or_none(avatar_url),
         directory_words(user_id, display_name),
     )
 

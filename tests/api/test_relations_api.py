@@ -121,6 +121,23 @@ def m_relations(event: dict[str, Any]) -> dict[str, Any]:
     return value
 
 
+async def test_relation_fields_with_nul_are_stored_but_not_indexed(client: Client) -> None:
+    """NUL in m.relates_to (content may hold it; the index's text columns may
+    not): the event is accepted, served, and relates to nothing."""
+    alice, bob, room_id = await two_in_room(client)
+    root = await post(client, alice, room_id, text("root"))
+    odd = {
+        "msgtype": "m.text",
+        "body": "odd",
+        "m.relates_to": {"rel_type": "m.thread\x00", "event_id": root},
+    }
+    odd_id = await post(client, bob, room_id, odd)
+    status, body = await relations(client, bob, room_id, root)
+    assert (status, ids(body["chunk"])) == (200, [])
+    status, event = await call(client, "GET", f"/rooms/{q(room_id)}/event/{q(odd_id)}", bob)
+    assert status == 200 and event["content"]["m.relates_to"]["rel_type"] == "m.thread\x00"
+
+
 # --- /relations -----------------------------------------------------------------------
 
 

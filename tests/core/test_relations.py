@@ -69,6 +69,10 @@ def test_parse_relation_malformed_is_none() -> None:
         {"rel_type": "m.thread", "event_id": "not-an-id"},
         {"m.in_reply_to": "nope"},
         {"m.in_reply_to": {"event_id": None}},
+        # NUL: event content may hold it, the index's text columns may not.
+        {"rel_type": "m.thread\x00", "event_id": "$e"},
+        {"rel_type": "m.thread", "event_id": "$e\x00"},
+        {"m.in_reply_to": {"event_id": "$e\x00"}},
     ):
         assert parse_relation({"m.relates_to": relates_to}) is None, relates_to
     assert parse_relation({}) is None
@@ -78,6 +82,9 @@ def test_thread_id_of() -> None:
     assert thread_id_of({"m.relates_to": {"rel_type": "m.thread", "event_id": "$r"}}) == "$r"
     assert thread_id_of({"m.relates_to": {"rel_type": "m.replace", "event_id": "$r"}}) is None
     assert thread_id_of({"m.relates_to": {"rel_type": "m.thread", "event_id": 1}}) is None
+    annotation = {"rel_type": "m.annotation", "event_id": "$r", "key": "a\x00"}
+    parsed = parse_relation({"m.relates_to": annotation})
+    assert parsed is not None and parsed.key is None
     assert thread_id_of({"body": "hi"}) is None
 
 
