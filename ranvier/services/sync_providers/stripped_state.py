@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from ranvier.core.stripped_state import sanitize_stripped_state
+from ranvier.core.stripped_state import STRIPPED_STATE_TYPES, sanitize_stripped_state
 from ranvier.storage.events import StoredEvent
 from ranvier.storage.rooms import Membership
 from ranvier.storage.state import StateKey
@@ -14,17 +14,6 @@ if TYPE_CHECKING:
     from ranvier.homeserver import Homeserver
 
 MEMBER = "m.room.member"
-#: Stripped state for invites and knocks (Client-Server API, "Stripped state":
-#: the events a server should include), plus the user's own member event.
-STRIPPED_STATE_TYPES = (
-    "m.room.create",
-    "m.room.name",
-    "m.room.avatar",
-    "m.room.topic",
-    "m.room.join_rules",
-    "m.room.canonical_alias",
-    "m.room.encryption",
-)
 
 
 async def stripped_state(hs: Homeserver, membership: Membership) -> list[dict[str, Any]]:
