@@ -144,8 +144,9 @@ def test_js_sdk_threads_and_edits(tmp_path: Path, engine: str) -> None:
                 assert outcome["edited_replaced"] is not None, outcome
                 assert outcome["echoed"] == outcome["sent"], outcome
                 assert outcome["echoed_thread"] == ids["root"], outcome
-                assert outcome["thread_length"] == 3, outcome
+                assert outcome["thread_length"] == 3, outcome["thread_events"]
                 assert outcome["latest_reply"] == outcome["sent"], outcome
+                assert outcome["reactions"] == [["👍", 1]], outcome
             finally:
                 server.kill()
             assert "Traceback" not in server.log(), server.log()

@@ -1,7 +1,8 @@
 // matrix-js-sdk with thread support against a running Ranvier: list a room's
 // threads (GET /threads), see a thread's replies, see an edited message shown
 // with its replacement content (applied from the bundled m.replace), and send a
-// thread reply of its own that comes back through /sync in the thread.
+// thread reply of its own that comes back through /sync in the thread, and a
+// reaction aggregated under the message it reacts to.
 // Usage: node threads.mjs BASE_URL USER PASSWORD ROOM_ID ROOT_ID EDITED_ID
 // Prints one line `RESULT {...}` and exits 0, or exits 1.
 import * as sdk from "matrix-js-sdk";
@@ -59,15 +60,28 @@ const synced = new Promise((resolve) => {
 const sent = await client.sendMessage(roomId, rootId, { msgtype: "m.text", body });
 const echoed = await withTimeout(synced, "thread reply via /sync");
 // The thread takes the reply in once the sync that carried it is processed.
-for (let i = 0; i < 50 && thread?.replyToEvent?.getId() !== echoed.getId(); i++) {
+// Its local echo (a pending event, `status` set) is replaced by the synced one
+// only then; counted before that, the thread would hold the reply twice.
+const settled = () =>
+  thread?.replyToEvent?.getId() === echoed.getId()
+  && (thread?.events ?? []).every((event) => event.status === null);
+for (let i = 0; i < 50 && !settled(); i++) {
   await new Promise((resolve) => setTimeout(resolve, 100));
 }
+
+// Bob's reaction to the root, as Element shows it: the client's aggregation of
+// m.annotation relations by key.
+const annotations = room.relations
+  .getChildEventsForEvent(rootId, "m.annotation", "m.reaction")
+  ?.getSortedAnnotationsByKey() ?? [];
 
 console.log("RESULT " + JSON.stringify({
   server_side_threads: sdk.FeatureSupport[sdk.Thread.hasServerSideSupport],
   server_side_list: sdk.FeatureSupport[sdk.Thread.hasServerSideListSupport],
   threads: room.getThreads().map((t) => t.id),
-  thread_length: thread?.length ?? null,
+  // The replies the client holds in the thread (Thread.length mixes the
+  // server's count with local bookkeeping and is briefly off by one).
+  thread_length: (thread?.events ?? []).filter((e) => e.getId() !== rootId).length,
   latest_reply: thread?.replyToEvent?.getId() ?? null,
   relations: relations.events.map((e) => e.getId()),
   edited_body: edited?.getContent().body ?? null,
@@ -75,6 +89,8 @@ console.log("RESULT " + JSON.stringify({
   sent: sent.event_id,
   echoed: echoed.getId(),
   echoed_thread: echoed.threadRootId ?? null,
+  reactions: annotations.map(([key, events]) => [key, events.size]),
+  thread_events: (thread?.events ?? []).map((e) => [e.getId(), e.getContent().body ?? null]),
 }));
 client.stopClient();
 process.exit(0);

@@ -1,8 +1,7 @@
 // matrix-js-sdk against a running Ranvier: unread notification counts, as
 // Element shows them. Bob writes to Alice; her client's counts rise (a
-// mention highlights) and her read receipt brings them down. (Threads: the
-// SDK builds them with /relations, which this branch does not serve yet;
-// tests/api/test_unread_counts.py covers threaded counts and receipts.)
+// mention highlights) and her read receipt brings them down; then a thread's
+// own count, reset by a threaded receipt while the main timeline's stays.
 // Usage: node unread.mjs BASE_URL ALICE BOB PASSWORD
 // Prints one line `RESULT {...}` with the counts seen at each step and exits 0, or exits 1.
 import * as sdk from "matrix-js-sdk";
@@ -65,6 +64,29 @@ await until(() => room()?.findEventById(mention.event_id), "the mention in the t
 await alice.sendReadReceipt(room().findEventById(mention.event_id));
 await until(() => counts()[0] === 0 && counts()[1] === 0, "counts back to 0 after the receipt");
 seen.after_receipt = counts();
+
+// Threads ("Threaded read receipts"): Bob starts a thread; its reply counts in
+// the thread, not in the main timeline; Alice's threaded receipt on the reply
+// (the SDK sends thread_id for an event in a thread) resets that thread only.
+const root = await bob.sendTextMessage(room_id, "a thread root");
+const reply = await bob.sendMessage(room_id, {
+  msgtype: "m.text",
+  body: "in the thread",
+  "m.relates_to": { rel_type: "m.thread", event_id: root.event_id },
+});
+const threadCounts = () => [
+  room()?.getThreadUnreadNotificationCount(root.event_id, Total) ?? 0,
+  room()?.getThreadUnreadNotificationCount(root.event_id, Highlight) ?? 0,
+];
+await until(() => threadCounts()[0] === 1, "1 unread in the thread");
+seen.thread_before = threadCounts();
+const threadReply = () => room()?.getThread(root.event_id)?.findEventById(reply.event_id);
+await until(() => threadReply(), "the thread reply in the client's thread");
+await alice.sendReadReceipt(threadReply());
+await until(() => threadCounts()[0] === 0, "the thread's count back to 0");
+seen.thread_after = threadCounts();
+// The root is in the main timeline, still unread there.
+seen.main_after_thread_receipt = room()?.getRoomUnreadNotificationCount?.(Total) ?? null;
 
 console.log("RESULT " + JSON.stringify(seen));
 alice.stopClient();
