@@ -63,6 +63,11 @@ def make_setup(aiohttp_client: Any, tmp_path: Path, database_dsn: str) -> MakeSe
         config = parse_config({"server_name": "localhost", **raw}, tmp_path, env={})
         app = build_app(config, signing_key=SigningKey.generate("t"), clock_ms=lambda: NOW_MS)
         client: Client = await aiohttp_client(app)
+        # Delivery alone: these tests hand notifications to the pushers
+        # themselves, so push rule evaluation (services/push.py, which hands
+        # them over for real messages: tests/api/test_push_gateway_flow.py)
+        # stays out of the way.
+        hs_of(client).push.on_event = lambda event: None  # type: ignore[method-assign]
         alice = await make_user(client, "alice")
         bob = await make_user(client, "bob")
         room_id = await create_room(
