@@ -12,6 +12,7 @@ PostgreSQL half of the tests fails: the suite promises both engines.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import secrets
 import urllib.parse
@@ -60,8 +61,23 @@ async def database_dsn(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncI
         await admin.execute(f'CREATE SCHEMA "{schema}"')
         yield with_query(POSTGRES_DSN, search_path=schema)
     finally:
-        await admin.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+        await _drop_schema(admin, schema)
         await admin.close()
+
+
+async def _drop_schema(admin: asyncpg.Connection, schema: str) -> None:
+    """Drop the test's schema. pytest may tear this fixture down before an app
+    that uses the schema has stopped (fixture order), and that app's last
+    transaction can then deadlock with the DROP; PostgreSQL aborts one of the
+    two, the other goes on, so the DROP is simply tried again."""
+    for attempt in range(10):
+        try:
+            await admin.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+            return
+        except asyncpg.DeadlockDetectedError:
+            if attempt == 9:
+                raise
+            await asyncio.sleep(0.05 * (attempt + 1))
 
 
 @pytest.fixture

@@ -32,7 +32,7 @@ pytestmark = pytest.mark.usefixtures("database_dsn")
 
 
 @pytest.fixture
-async def client(make_client: MakeClient, database_dsn: str) -> Client:
+async def client(database_dsn: str, make_client: MakeClient) -> Client:
     return await engine_client(make_client, database_dsn)
 
 
@@ -296,7 +296,7 @@ async def test_publishing_bad_input(client: Client) -> None:
     assert response.status == 401
 
 
-async def test_joined_members_rule(make_client: MakeClient, database_dsn: str) -> None:
+async def test_joined_members_rule(database_dsn: str, make_client: MakeClient) -> None:
     client = await make_client(
         {**ROOMS_CONFIG, "database": database_dsn, "directory": {"publish_rule": "joined_members"}}
     )

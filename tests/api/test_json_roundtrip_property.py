@@ -51,7 +51,7 @@ class Env:
 
 
 @pytest.fixture
-async def env(make_sync_client: MakeSyncClient, database_dsn: str) -> AsyncIterator[Env]:
+async def env(database_dsn: str, make_sync_client: MakeSyncClient) -> AsyncIterator[Env]:
     client = await make_sync_client(database_dsn)
     alice, bob = await make_user(client, "alice"), await make_user(client, "bob")
     room_id = await create_room(client, alice, preset="public_chat")

@@ -486,7 +486,7 @@ async def make_guest(client: Client) -> User:
     return User(user_id, session.device_id, session.access_token)
 
 
-async def test_guests_may_only_peek(make_sync_client: MakeSyncClient, database_dsn: str) -> None:
+async def test_guests_may_only_peek(database_dsn: str, make_sync_client: MakeSyncClient) -> None:
     """Guest Access: guests may call GET /events "as used for room previews" and
     GET /rooms/{roomId}/initialSync, not /initialSync or /events/{eventId} (as Synapse)."""
     client = await make_sync_client(database_dsn)

@@ -371,7 +371,7 @@ async def test_history_visibility(setup: Any) -> None:
     assert (await call(client, "GET", f"/rooms/{q(room_id)}/state", carol))[0] == 200
 
 
-async def test_room_flow_on_both_engines(make_client: MakeClient, database_dsn: str) -> None:
+async def test_room_flow_on_both_engines(database_dsn: str, make_client: MakeClient) -> None:
     """The API over SQLite and PostgreSQL: create, join, send, redact, read."""
     client = await make_client({**ROOMS_CONFIG, "database": database_dsn})
     alice = await make_user(client, "alice")

@@ -76,7 +76,7 @@ async def test_lists_notifications_newest_first(
     assert status == 200 and own == {"notifications": []}
 
 
-async def test_only_highlight_and_read(make_sync_client: MakeSyncClient, database_dsn: str) -> None:
+async def test_only_highlight_and_read(database_dsn: str, make_sync_client: MakeSyncClient) -> None:
     client = await make_sync_client(database_dsn)
     alice, _, room_id, sent = await setup(client)
     status, payload = await call(
@@ -91,7 +91,7 @@ async def test_only_highlight_and_read(make_sync_client: MakeSyncClient, databas
     ]
 
 
-async def test_pagination(make_sync_client: MakeSyncClient, database_dsn: str) -> None:
+async def test_pagination(database_dsn: str, make_sync_client: MakeSyncClient) -> None:
     client = await make_sync_client(database_dsn)
     alice, _, _, sent = await setup(client)
     seen: list[str] = []

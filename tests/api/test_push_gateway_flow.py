@@ -33,7 +33,7 @@ APP_ID = "org.example.app"
 
 
 @pytest.fixture
-async def app(make_client: MakeClient, database_dsn: str) -> Client:
+async def app(database_dsn: str, make_client: MakeClient) -> Client:
     return await make_client({**ROOMS_CONFIG, "database": database_dsn, "push": FAST_PUSH})
 
 

@@ -48,7 +48,7 @@ async def pushers(client: Client, user: User) -> list[dict[str, Any]]:
 
 
 @pytest.fixture
-async def app(make_client: MakeClient, database_dsn: str) -> Client:
+async def app(database_dsn: str, make_client: MakeClient) -> Client:
     return await make_client({**ROOMS_CONFIG, "database": database_dsn})
 
 

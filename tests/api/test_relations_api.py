@@ -36,7 +36,7 @@ _txn = iter(range(1_000_000))
 
 
 @pytest.fixture
-async def client(make_sync_client: MakeSyncClient, database_dsn: str) -> Client:
+async def client(database_dsn: str, make_sync_client: MakeSyncClient) -> Client:
     return await make_sync_client(database_dsn)
 
 

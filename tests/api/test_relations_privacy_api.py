@@ -39,7 +39,7 @@ V3 = "/_matrix/client/v3"
 
 
 @pytest.fixture
-async def client(make_sync_client: MakeSyncClient, database_dsn: str) -> Client:
+async def client(database_dsn: str, make_sync_client: MakeSyncClient) -> Client:
     return await make_sync_client(database_dsn)
 
 

@@ -29,7 +29,7 @@ from tests.api.sync_support import (  # noqa: F401  (fixture)
 
 
 @pytest.fixture
-async def client(make_sync_client: MakeSyncClient, database_dsn: str) -> Client:
+async def client(database_dsn: str, make_sync_client: MakeSyncClient) -> Client:
     return await make_sync_client(database_dsn)
 
 

@@ -24,7 +24,7 @@ REMOTE = "remote.example"
 
 
 @pytest.fixture
-async def client(make_sync_client: MakeSyncClient, database_dsn: str) -> Client:
+async def client(database_dsn: str, make_sync_client: MakeSyncClient) -> Client:
     return await make_sync_client(database_dsn)
 
 

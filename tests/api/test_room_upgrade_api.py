@@ -37,7 +37,7 @@ TRANSFERRED = (
 
 
 @pytest.fixture
-async def setup(make_client: Any, database_dsn: str) -> tuple[Client, User, User, User]:
+async def setup(database_dsn: str, make_client: Any) -> tuple[Client, User, User, User]:
     client = await make_client({**ROOMS_CONFIG, "database": database_dsn})
     alice = await make_user(client, "alice")
     bob = await make_user(client, "bob")

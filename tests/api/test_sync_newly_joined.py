@@ -42,7 +42,7 @@ LIMIT_3 = {"room": {"timeline": {"limit": 3}}}
 
 
 @pytest.fixture
-async def client(make_sync_client: MakeSyncClient, database_dsn: str) -> Client:
+async def client(database_dsn: str, make_sync_client: MakeSyncClient) -> Client:
     return await make_sync_client(database_dsn)
 
 

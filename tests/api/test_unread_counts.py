@@ -132,7 +132,7 @@ async def test_room_mention_needs_the_senders_power(
     assert (await counts(client, bob, room_id))["unread_notifications"] == pair(1, 1)
 
 
-async def test_edits_are_suppressed(make_sync_client: MakeSyncClient, database_dsn: str) -> None:
+async def test_edits_are_suppressed(database_dsn: str, make_sync_client: MakeSyncClient) -> None:
     client = await make_sync_client(database_dsn)
     (alice, bob, _), room_id = await group(client)
     original = await message(client, bob, room_id, "typo")
@@ -175,7 +175,7 @@ async def test_one_to_one_room_and_encrypted(
     ]
 
 
-async def test_receipts_reset_counts(make_sync_client: MakeSyncClient, database_dsn: str) -> None:
+async def test_receipts_reset_counts(database_dsn: str, make_sync_client: MakeSyncClient) -> None:
     client = await make_sync_client(database_dsn)
     (alice, bob, carol), room_id = await group(client)
     first = await message(client, bob, room_id, "one")
@@ -413,7 +413,7 @@ async def test_many_members_each_evaluated(
 # --- events from other servers ----------------------------------------------------------
 
 
-async def test_federated_events_are_evaluated(make_client: MakeClient, database_dsn: str) -> None:
+async def test_federated_events_are_evaluated(database_dsn: str, make_client: MakeClient) -> None:
     """A PDU from another server (PUT /send) counts for the local member like a
     local event: the same hook, after the event is durable."""
     client = await make_client({**ROOMS_CONFIG, "server_name": US, "database": database_dsn})

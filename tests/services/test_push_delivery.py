@@ -55,7 +55,7 @@ MakeSetup = Callable[..., Awaitable[Setup]]
 
 
 @pytest.fixture
-def make_setup(aiohttp_client: Any, tmp_path: Path, database_dsn: str) -> MakeSetup:
+def make_setup(database_dsn: str, aiohttp_client: Any, tmp_path: Path) -> MakeSetup:
     """Alice and Bob in a named room with an alias; ``push`` config overrides."""
 
     async def make(**push: Any) -> Setup:
