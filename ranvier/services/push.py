@@ -382,10 +382,13 @@ class PushService:
 
     # --- counts ------------------------------------------------------------------------
 
-    async def unread_counts(self, user_id: str) -> dict[str, dict[str, tuple[int, int]]]:
-        """``{room_id: {thread_id: (notification_count, highlight_count)}}``, non-zero only."""
+    async def unread_counts(
+        self, user_id: str, room_ids: Collection[str]
+    ) -> dict[str, dict[str, tuple[int, int]]]:
+        """``{room_id: {thread_id: (notification_count, highlight_count)}}`` of
+        these rooms, non-zero only."""
         counts: dict[str, dict[str, tuple[int, int]]] = {}
-        for row in await self.store.unread_counts(user_id):
+        for row in await self.store.unread_counts(user_id, room_ids):
             counts.setdefault(row.room_id, {})[row.thread_id] = (row.notifications, row.highlights)
         return counts
 
@@ -397,7 +400,7 @@ class PushService:
         the rooms' pending evaluations. With ``by_thread`` the room's counts are
         the main timeline's only ("Receipts", "Threaded read receipts")."""
         await self.wait_for_rooms(room_ids)
-        counts = await self.unread_counts(user_id)
+        counts = await self.unread_counts(user_id, room_ids)
         result: dict[str, dict[str, Any]] = {}
         for room_id in room_ids:
             threads = counts.get(room_id, {})
@@ -422,14 +425,9 @@ class PushService:
 
     async def total_unread(self, user_id: str) -> int:
         """Unread notifications across the user's joined rooms (a push's badge)."""
-        joined = set(await self.hs.rooms.joined_room_ids(user_id))
-        counts = await self.unread_counts(user_id)
-        return sum(
-            count
-            for room_id, threads in counts.items()
-            if room_id in joined
-            for count, _ in threads.values()
-        )
+        joined = await self.hs.rooms.joined_room_ids(user_id)
+        counts = await self.unread_counts(user_id, joined)
+        return sum(count for threads in counts.values() for count, _ in threads.values())
 
     # --- GET /notifications ------------------------------------------------------------
 

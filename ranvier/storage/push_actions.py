@@ -12,7 +12,7 @@ store ``''`` for unthreaded, ``main`` or a root for threaded ones.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 
 from ranvier.storage.engine import Database, placeholders, upsert_sql
@@ -20,45 +20,48 @@ from ranvier.storage.engine import Database, placeholders, upsert_sql
 MAIN_THREAD = "main"
 READ_TYPES = ("m.read", "m.read.private")
 
-_INSERT = upsert_sql(
-    "event_push_actions",
-    ("user_id", "stream_ordering"),
-    (
-        "user_id",
-        "event_id",
-        "room_id",
-        "stream_ordering",
-        "thread_id",
-        "highlight",
-        "actions",
-        "ts",
-    ),
-    (),
-)
+_COLUMNS = ("user_id", "room_id", "stream_ordering", "thread_id", "highlight", "actions", "ts")
+_INSERT = upsert_sql("event_push_actions", ("user_id", "room_id", "stream_ordering"), _COLUMNS, ())
 
-# The user's read position per (room, thread): the newest event any of their
-# m.read / m.read.private receipts points at ('' = unthreaded).
-_READS_CTE = (
-    "WITH reads AS ("
-    " SELECT r.room_id, r.thread_id, MAX(e.stream_ordering) AS pos"
+# The commonest list of actions, stored as '' (a row per member of a large room).
+DEFAULT_ACTIONS = '["notify"]'
+
+# The user's read position per (room, thread) in the given rooms: the newest
+# event any of their m.read / m.read.private receipts points at ('' = unthreaded).
+_READS = (
+    "SELECT r.room_id, r.thread_id, MAX(e.stream_ordering)"
     " FROM receipts r JOIN events e ON e.event_id = r.event_id"
     f" WHERE r.user_id = ? AND r.receipt_type IN ({placeholders(len(READ_TYPES))})"
-    " GROUP BY r.room_id, r.thread_id) "
 )
+# Rooms per counting query: two parameters each, well under SQLite's limit.
+COUNT_CHUNK = 400
 
-# One query for every room of the user: rows after both the unthreaded
-# receipt and the receipt of their own thread ("Threaded read receipts": an
-# unthreaded receipt covers every thread, a threaded one only its thread).
-_COUNTS = (
-    _READS_CTE + "SELECT a.room_id, a.thread_id, COUNT(*),"
-    " SUM(CASE WHEN a.highlight THEN 1 ELSE 0 END)"
-    " FROM event_push_actions a"
-    " LEFT JOIN reads u ON u.room_id = a.room_id AND u.thread_id = ''"
-    " LEFT JOIN reads t ON t.room_id = a.room_id AND t.thread_id = a.thread_id"
-    " WHERE a.user_id = ?"
-    " AND a.stream_ordering > COALESCE(u.pos, 0) AND a.stream_ordering > COALESCE(t.pos, 0)"
-    " GROUP BY a.room_id, a.thread_id"
-)
+
+def _counts_sql(rooms: int, threads: int) -> str:
+    """Unread rows per (room, thread) of ``rooms`` rooms, each read from its
+    unthreaded read position on (a range of the primary key), less those at or
+    before their own thread's position ("Threaded read receipts": an
+    unthreaded receipt covers every thread, a threaded one only its thread)."""
+    values = ", ".join(["(CAST(? AS TEXT), CAST(? AS BIGINT))"] * rooms)
+    sql = (
+        f"WITH lo (room_id, pos) AS (VALUES {values})"
+        + (
+            ", tp (room_id, thread_id, pos) AS (VALUES "
+            + ", ".join(["(CAST(? AS TEXT), CAST(? AS TEXT), CAST(? AS BIGINT))"] * threads)
+            + ")"
+            if threads
+            else ""
+        )
+        + " SELECT a.room_id, a.thread_id, COUNT(*), SUM(CASE WHEN a.highlight THEN 1 ELSE 0 END)"
+        " FROM lo JOIN event_push_actions a"
+        " ON a.user_id = ? AND a.room_id = lo.room_id AND a.stream_ordering > lo.pos"
+    )
+    if threads:
+        sql += (
+            " LEFT JOIN tp ON tp.room_id = a.room_id AND tp.thread_id = a.thread_id"
+            " WHERE a.stream_ordering > COALESCE(tp.pos, 0)"
+        )
+    return sql + " GROUP BY a.room_id, a.thread_id"
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,9 +96,9 @@ class MembersAction:
 
 # Local members are those with an account here (users); joined before the event.
 _INSERT_FOR_MEMBERS = (
-    "INSERT INTO event_push_actions (user_id, event_id, room_id, stream_ordering, thread_id,"
+    "INSERT INTO event_push_actions (user_id, room_id, stream_ordering, thread_id,"
     " highlight, actions, ts)"
-    " SELECT m.user_id, CAST(? AS TEXT), CAST(? AS TEXT), CAST(? AS BIGINT), CAST(? AS TEXT),"
+    " SELECT m.user_id, CAST(? AS TEXT), CAST(? AS BIGINT), CAST(? AS TEXT),"
     " CAST(? AS BOOLEAN), CAST(? AS TEXT), CAST(? AS BIGINT)"
     " FROM room_memberships m JOIN users u ON u.user_id = m.user_id"
     " WHERE m.room_id = ? AND m.membership = 'join' AND m.stream_ordering < ?"
@@ -103,14 +106,14 @@ _INSERT_FOR_MEMBERS = (
 
 
 def _values(row: PushActionRow) -> tuple[object, ...]:
+    actions = "" if row.actions == DEFAULT_ACTIONS else row.actions
     return (
         row.user_id,
-        row.event_id,
         row.room_id,
         row.stream_ordering,
         row.thread_id,
         row.highlight,
-        row.actions,
+        actions,
         row.ts,
     )
 
@@ -134,7 +137,7 @@ class PushActionStore:
                 if bulk.excluded:
                     sql += f" AND m.user_id NOT IN ({placeholders(len(bulk.excluded))})"
                 await txn.execute(
-                    sql + " ON CONFLICT (user_id, stream_ordering) DO NOTHING",
+                    sql + " ON CONFLICT (user_id, room_id, stream_ordering) DO NOTHING",
                     *_values(row)[1:],
                     row.room_id,
                     row.stream_ordering,
@@ -152,42 +155,67 @@ class PushActionStore:
         )
         return [row[0] for row in rows]
 
-    async def unread_counts(self, user_id: str) -> list[ThreadCount]:
-        """The user's unread notifying events per (room, thread), after their receipts."""
-        rows = await self.database.fetch_all(_COUNTS, user_id, *READ_TYPES, user_id)
-        return [
-            ThreadCount(
-                room_id=row[0],
-                thread_id=row[1],
-                notifications=int(row[2]),
-                highlights=int(row[3] or 0),
+    async def unread_counts(self, user_id: str, room_ids: Collection[str]) -> list[ThreadCount]:
+        """The user's unread notifying events per (room, thread) of ``room_ids``,
+        after their receipts. Reads only the rows after each room's read
+        position, so its cost is the unread rows of these rooms, not the user's
+        history or their other rooms."""
+        rooms = list(room_ids)
+        counts: list[ThreadCount] = []
+        for start in range(0, len(rooms), COUNT_CHUNK):
+            chunk = rooms[start : start + COUNT_CHUNK]
+            reads = await self.read_positions(user_id, chunk)
+            args: list[object] = []
+            for room_id in chunk:
+                args += (room_id, reads.get((room_id, ""), 0))
+            threads = [(room, thread, pos) for (room, thread), pos in reads.items() if thread]
+            for room_id, thread_id, pos in threads:
+                args += (room_id, thread_id, pos)
+            rows = await self.database.fetch_all(
+                _counts_sql(len(chunk), len(threads)), *args, user_id
             )
-            for row in rows
-        ]
+            counts += (
+                ThreadCount(
+                    room_id=row[0],
+                    thread_id=row[1],
+                    notifications=int(row[2]),
+                    highlights=int(row[3] or 0),
+                )
+                for row in rows
+            )
+        return counts
 
-    async def read_positions(self, user_id: str) -> dict[tuple[str, str], int]:
-        """``{(room_id, thread_id): position}`` of the user's receipts ('' = unthreaded)."""
-        rows = await self.database.fetch_all(
-            _READS_CTE + "SELECT room_id, thread_id, pos FROM reads", user_id, *READ_TYPES
-        )
+    async def read_positions(
+        self, user_id: str, room_ids: Sequence[str] | None = None
+    ) -> dict[tuple[str, str], int]:
+        """``{(room_id, thread_id): position}`` of the user's receipts ('' =
+        unthreaded), in ``room_ids`` when given."""
+        sql, args = _READS, [user_id, *READ_TYPES]
+        if room_ids is not None:
+            if not room_ids:
+                return {}
+            sql += f" AND r.room_id IN ({placeholders(len(room_ids))})"
+            args += room_ids
+        rows = await self.database.fetch_all(sql + " GROUP BY r.room_id, r.thread_id", *args)
         return {(row[0], row[1]): int(row[2]) for row in rows}
 
     async def page(
         self, user_id: str, before: int | None, limit: int, only_highlight: bool
     ) -> list[PushActionRow]:
         """The user's notifications, newest first, older than ``before`` when given."""
-        conditions = ["user_id = ?"]
+        conditions = ["a.user_id = ?"]
         args: list[object] = [user_id]
         if before is not None:
-            conditions.append("stream_ordering < ?")
+            conditions.append("a.stream_ordering < ?")
             args.append(before)
         if only_highlight:
-            conditions.append("highlight = TRUE")
+            conditions.append("a.highlight = TRUE")
         rows = await self.database.fetch_all(
-            "SELECT user_id, event_id, room_id, stream_ordering, thread_id, highlight,"
-            " actions, ts FROM event_push_actions WHERE "
+            "SELECT a.user_id, e.event_id, a.room_id, a.stream_ordering, a.thread_id,"
+            " a.highlight, a.actions, a.ts FROM event_push_actions a"
+            " JOIN events e ON e.stream_ordering = a.stream_ordering WHERE "
             + " AND ".join(conditions)
-            + " ORDER BY stream_ordering DESC LIMIT ?",
+            + " ORDER BY a.stream_ordering DESC LIMIT ?",
             *args,
             limit,
         )
@@ -199,7 +227,7 @@ class PushActionStore:
                 stream_ordering=int(row[3]),
                 thread_id=row[4],
                 highlight=bool(row[5]),
-                actions=row[6],
+                actions=row[6] or DEFAULT_ACTIONS,
                 ts=int(row[7]),
             )
             for row in rows

@@ -436,7 +436,7 @@ async def test_federated_events_are_evaluated(database_dsn: str, make_client: Ma
         prev = pdu
     push = hs_of(client).push
     await push.wait_idle()
-    assert await push.unread_counts(LOCAL) == {ROOM: {"main": (2, 1)}}
+    assert await push.unread_counts(LOCAL, [ROOM]) == {ROOM: {"main": (2, 1)}}
 
 
 async def test_an_ignored_users_messages_never_notify(

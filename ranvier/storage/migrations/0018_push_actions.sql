@@ -5,21 +5,25 @@
 -- notification_count / highlight_count in /sync count (the rows after the
 -- user's latest m.read / m.read.private receipt of the room or thread) and
 -- what GET /notifications lists. thread_id is the event's thread root
--- (m.relates_to rel_type m.thread) or 'main'. actions: the rule's actions, JSON.
+-- (m.relates_to rel_type m.thread) or 'main'. actions: the rule's actions,
+-- JSON, or '' for the commonest list, ["notify"]. The event is the one at
+-- stream_ordering (events' primary key): a room of 1,000 members writes
+-- 1,000 rows per message, so the row carries no event ID.
 CREATE TABLE event_push_actions (
     user_id TEXT NOT NULL,
-    event_id TEXT NOT NULL,
     room_id TEXT NOT NULL,
     stream_ordering BIGINT NOT NULL,
     thread_id TEXT NOT NULL,
     highlight BOOLEAN NOT NULL,
     actions TEXT NOT NULL,
     ts BIGINT NOT NULL,
-    -- An event's stream_ordering is unique (events): one key serves the
-    -- counts of one user (one query for all their rooms), /notifications
-    -- pages and idempotent writes, with one index to maintain per row.
-    PRIMARY KEY (user_id, stream_ordering)
-);
+    -- The counts of a /sync read the unread rows of the rooms it shows: a
+    -- range of this key per room, from the user's read position on.
+    PRIMARY KEY (user_id, room_id, stream_ordering)
+) {{WITHOUT_ROWID}};
 
--- The counts join a user's receipts: find them without scanning every room's.
+-- GET /notifications pages through a user's rows across rooms, newest first.
+CREATE INDEX event_push_actions_user_stream ON event_push_actions (user_id, stream_ordering);
+
+-- The read positions join a user's receipts: find them without scanning every room's.
 CREATE INDEX receipts_user_room ON receipts (user_id, room_id);

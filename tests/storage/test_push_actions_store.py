@@ -1,0 +1,131 @@
+"""PushActionStore: counts per room and thread from the read positions, on both
+engines (Client-Server API, "Receiving notifications", "Threaded read receipts")."""
+
+from __future__ import annotations
+
+import pytest
+
+from ranvier.storage import Database
+from ranvier.storage.push_actions import (
+    COUNT_CHUNK,
+    DEFAULT_ACTIONS,
+    PushActionRow,
+    PushActionStore,
+    ThreadCount,
+)
+
+USER = "@u:hs"
+OTHER = "@v:hs"
+
+
+async def _event(db: Database, position: int, room_id: str) -> str:
+    event_id = f"$e{position}"
+    await db.execute(
+        "INSERT INTO events (stream_ordering, event_id, room_id, type, sender,"
+        " origin_server_ts, depth, json) VALUES (?, ?, ?, 'm.room.message', '@s:hs', 0, 1, '{}')",
+        position,
+        event_id,
+        room_id,
+    )
+    return event_id
+
+
+async def _notify(
+    store: PushActionStore,
+    position: int,
+    room_id: str,
+    *,
+    user: str = USER,
+    thread: str = "main",
+    highlight: bool = False,
+    actions: str = DEFAULT_ACTIONS,
+) -> str:
+    event_id = await _event(store.database, position, room_id)
+    row = PushActionRow(
+        user, event_id, room_id, position, thread, highlight, actions, 1000 + position
+    )
+    await store.add([row])
+    return event_id
+
+
+async def _receipt(db: Database, room_id: str, event_id: str, thread: str = "") -> None:
+    await db.execute(
+        "INSERT INTO receipts (room_id, receipt_type, user_id, thread_id, event_id, data,"
+        " stream_id) VALUES (?, 'm.read', ?, ?, ?, '{}', 1)",
+        room_id,
+        USER,
+        thread,
+        event_id,
+    )
+
+
+def _by_room(counts: list[ThreadCount]) -> dict[tuple[str, str], tuple[int, int]]:
+    return {(c.room_id, c.thread_id): (c.notifications, c.highlights) for c in counts}
+
+
+async def test_counts_only_the_asked_rooms_after_their_receipts(database: Database) -> None:
+    store = PushActionStore(database)
+    first = await _notify(store, 1, "!a:hs")
+    await _notify(store, 2, "!a:hs", highlight=True)
+    await _notify(store, 3, "!b:hs")
+    await _notify(store, 4, "!c:hs")
+    await _notify(store, 5, "!a:hs", user=OTHER)  # someone else's row
+    await _receipt(database, "!a:hs", first)
+    assert _by_room(await store.unread_counts(USER, ["!a:hs", "!b:hs"])) == {
+        ("!a:hs", "main"): (1, 1),
+        ("!b:hs", "main"): (1, 0),
+    }
+    assert await store.unread_counts(USER, []) == []
+
+
+async def test_threaded_receipts_cover_only_their_thread(database: Database) -> None:
+    store = PushActionStore(database)
+    room = "!a:hs"
+    await _notify(store, 1, room)
+    root_reply = await _notify(store, 2, room, thread="$root")
+    await _notify(store, 3, room, thread="$root", highlight=True)
+    main_read = await _notify(store, 4, room)
+    await _notify(store, 5, room, thread="$other")
+    await _receipt(database, room, root_reply, thread="$root")
+    assert _by_room(await store.unread_counts(USER, [room])) == {
+        (room, "main"): (2, 0),
+        (room, "$root"): (1, 1),
+        (room, "$other"): (1, 0),
+    }
+    # An unthreaded receipt covers every thread up to its event; a thread's own
+    # receipt further back changes nothing.
+    await _receipt(database, room, main_read)
+    assert _by_room(await store.unread_counts(USER, [room])) == {(room, "$other"): (1, 0)}
+
+
+async def test_more_rooms_than_one_query_holds(database: Database) -> None:
+    store = PushActionStore(database)
+    rooms = [f"!r{index}:hs" for index in range(COUNT_CHUNK + 3)]
+    for position, room in enumerate(rooms, start=1):
+        await _notify(store, position, room)
+    counts = await store.unread_counts(USER, rooms)
+    assert sorted(c.room_id for c in counts) == sorted(rooms)
+    assert {c.notifications for c in counts} == {1}
+
+
+@pytest.mark.parametrize("actions", [DEFAULT_ACTIONS, '["notify",{"set_tweak":"highlight"}]'])
+async def test_pages_newest_first_with_their_event_and_actions(
+    database: Database, actions: str
+) -> None:
+    store = PushActionStore(database)
+    ids = [await _notify(store, position, "!a:hs", actions=actions) for position in (1, 2, 3)]
+    page = await store.page(USER, None, 2, only_highlight=False)
+    assert [(row.event_id, row.actions, row.ts) for row in page] == [
+        (ids[2], actions, 1003),
+        (ids[1], actions, 1002),
+    ]
+    older = await store.page(USER, page[-1].stream_ordering, 2, only_highlight=False)
+    assert [row.event_id for row in older] == [ids[0]]
+
+
+async def test_a_row_written_twice_is_kept_once(database: Database) -> None:
+    store = PushActionStore(database)
+    event_id = await _notify(store, 1, "!a:hs")
+    again = PushActionRow(USER, event_id, "!a:hs", 1, "main", True, DEFAULT_ACTIONS, 5)
+    await store.add([again])
+    assert _by_room(await store.unread_counts(USER, ["!a:hs"])) == {("!a:hs", "main"): (1, 0)}
