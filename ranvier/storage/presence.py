@@ -40,6 +40,10 @@ class PresenceRow:
 _COLUMNS = "user_id, state, status_msg, last_active_ts, stream_id"
 
 
+# User IDs per IN (...) list: well under SQLite's limit of bound parameters.
+IN_CHUNK = 500
+
+
 def _row(values: Row) -> PresenceRow:
     return PresenceRow(values[0], values[1], values[2], int(values[3]), int(values[4]))
 
@@ -72,26 +76,47 @@ class PresenceStore:
         return await self._rows.get(user_id, load)
 
     async def get_many(self, user_ids: list[str]) -> list[PresenceRow]:
-        if not user_ids:
-            return []
-        rows = await self.database.fetch_all(
-            f"SELECT {_COLUMNS} FROM presence WHERE user_id IN ({placeholders(len(user_ids))}) "
-            "ORDER BY stream_id",
-            *user_ids,
-        )
-        return [_row(row) for row in rows]
+        rows: list[PresenceRow] = []
+        for start in range(0, len(user_ids), IN_CHUNK):
+            chunk = user_ids[start : start + IN_CHUNK]
+            rows += map(
+                _row,
+                await self.database.fetch_all(
+                    f"SELECT {_COLUMNS} FROM presence"
+                    f" WHERE user_id IN ({placeholders(len(chunk))})",
+                    *chunk,
+                ),
+            )
+        return sorted(rows, key=lambda row: row.stream_id)
 
     async def changed_between(
         self, user_ids: list[str], from_pos: int, to_pos: int
     ) -> list[PresenceRow]:
         """Presence of ``user_ids`` last changed in (from_pos, to_pos], oldest first."""
-        if not user_ids:
-            return []
+        rows: list[PresenceRow] = []
+        for start in range(0, len(user_ids), IN_CHUNK):
+            chunk = user_ids[start : start + IN_CHUNK]
+            rows += map(
+                _row,
+                await self.database.fetch_all(
+                    f"SELECT {_COLUMNS} FROM presence"
+                    f" WHERE user_id IN ({placeholders(len(chunk))})"
+                    " AND stream_id > ? AND stream_id <= ?",
+                    *chunk,
+                    from_pos,
+                    to_pos,
+                ),
+            )
+        return sorted(rows, key=lambda row: row.stream_id)
+
+    async def changed_in(self, from_pos: int, to_pos: int, limit: int) -> list[PresenceRow]:
+        """Everyone's presence last changed in (from_pos, to_pos], oldest first,
+        at most ``limit`` rows (the ``presence_stream`` index)."""
         rows = await self.database.fetch_all(
-            f"SELECT {_COLUMNS} FROM presence WHERE user_id IN ({placeholders(len(user_ids))}) "
-            "AND stream_id > ? AND stream_id <= ? ORDER BY stream_id",
-            *user_ids,
+            f"SELECT {_COLUMNS} FROM presence WHERE stream_id > ? AND stream_id <= ?"
+            " ORDER BY stream_id LIMIT ?",
             from_pos,
             to_pos,
+            limit,
         )
         return [_row(row) for row in rows]

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import pytest
+
+from ranvier.services import presence as presence_service
 from tests.api.conftest import NOW_MS, MakeClient
 from tests.api.user_data_fakes import FakeClock, auth, fake_client, user
 
@@ -131,7 +134,7 @@ async def test_change_wakes_users_sharing_rooms(make_client: MakeClient) -> None
     assert hs.notifier.version(CAROL) == versions[CAROL]
 
 
-async def test_sync_provider(make_client: MakeClient) -> None:
+async def test_sync_provider(make_client: MakeClient, monkeypatch: pytest.MonkeyPatch) -> None:
     client, rooms, hs = await fake_client(make_client)
     clock = FakeClock(NOW_MS)
     hs.clock_ms = clock
@@ -160,6 +163,12 @@ async def test_sync_provider(make_client: MakeClient) -> None:
         },
     ]
     assert [e["sender"] for e in await hs.presence.changes_for_user(BOB, 1, 3)] == [BOB]
+    # More changes in the range than an incremental sync reads at once: the
+    # presence of the users sharing a room is looked up instead, same answer.
+    monkeypatch.setattr(presence_service, "RECENT_CHANGES", 1)
+    assert [e["sender"] for e in await hs.presence.changes_for_user(BOB, 1, 3)] == [BOB]
+    assert [e["sender"] for e in await hs.presence.changes_for_user(ALICE, 0, 3)] == [ALICE, BOB]
+    monkeypatch.undo()
     assert [e["sender"] for e in await hs.presence.changes_for_user(BOB, 0, 1)] == [ALICE]
     # Carol shares no room: she sees only herself.
     assert [e["sender"] for e in await hs.presence.changes_for_user(CAROL, 0, 3)] == [CAROL]

@@ -194,6 +194,8 @@ async def test_memberships_and_their_history(hs: Homeserver) -> None:
     assert [c.membership for c in changes] == ["join", "leave"]
     assert await hs.rooms.events.membership_changes_for_user("@bob:localhost", end, end) == []
     assert await hs.rooms.joined_room_ids("@bob:localhost") == []
+    assert await hs.rooms.users_sharing_rooms_with("@bob:localhost") == {"@bob:localhost"}
+    assert await hs.rooms.users_sharing_rooms_with("@alice:localhost") == {"@alice:localhost"}
     assert await hs.rooms.get_membership(room_id, "@carol:localhost") is None
 
 
