@@ -357,6 +357,10 @@ class PushService:
         pushers = getattr(self.hs, "pushers", None)
         if pushers is None or not notified:
             return
+        # Only users with a pusher: their badge below costs a count over all
+        # their rooms, which a room of 1,000 members must not pay per message.
+        wanting = await pushers.users_with_pushers({user_id for user_id, _, _ in notified})
+        notified = [item for item in notified if item[0] in wanting]
         # The badge of each push is the count as of its event: the count after
         # the batch, less the user's notifications later in the batch.
         later: dict[str, int] = {}

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -128,6 +128,9 @@ class PusherService:
         # of this process; the delivery workers read a pusher's current row here.
         self._cache: dict[str, tuple[Pusher, ...]] = {}
         self._writes = 0
+        # Who has a pusher at all, loaded once and kept by every write: most
+        # users have none, and push evaluation asks for every notified member.
+        self._with_pushers: set[str] | None = None
         self.delivery = PushDelivery(
             hs.config.push, lookup=self._current, on_rejected=self._remove_rejected
         )
@@ -208,7 +211,23 @@ class PusherService:
         self._writes += 1
         loaded = tuple(await self.store.user_pushers(user_id))
         self._cache[user_id] = loaded
+        if self._with_pushers is not None:
+            if loaded:
+                self._with_pushers.add(user_id)
+            else:
+                self._with_pushers.discard(user_id)
         return loaded
+
+    async def users_with_pushers(self, user_ids: Iterable[str]) -> set[str]:
+        """Those of ``user_ids`` who have a pusher: push evaluation hands only
+        their notifications over (and counts their badges only for them)."""
+        everyone = self._with_pushers
+        if everyone is None:
+            writes = self._writes
+            everyone = await self.store.users_with_pushers()
+            if writes == self._writes:  # no write raced the read: safe to keep
+                self._with_pushers = everyone
+        return {user_id for user_id in user_ids if user_id in everyone}
 
     def _current(self, key: PusherKey) -> Pusher | None:
         for pusher in self._cache.get(key[0], ()):

@@ -84,6 +84,10 @@ class PushersStore:
         )
         return [_pusher(row) for row in rows]
 
+    async def users_with_pushers(self) -> set[str]:
+        rows = await self.database.fetch_all("SELECT DISTINCT user_id FROM pushers")
+        return {row[0] for row in rows}
+
     async def set_pusher(self, pusher: Pusher, *, remove_others: bool) -> list[str]:
         """Create or update ``pusher``; with ``remove_others``, delete the pushers
         of other users with the same app_id and pushkey. The users whose pushers

@@ -109,6 +109,27 @@ async def test_without_append_the_pushkey_is_taken_from_other_users(app: Client)
     assert await pushers(app, bob) == [listed(pusher_body())]
 
 
+async def test_who_has_a_pusher_follows_every_write(app: Client) -> None:
+    """Push evaluation hands notifications over only for users with a pusher
+    (``users_with_pushers``): the set follows sets, deletions and pushkeys
+    taken by another user, whether it was loaded before them or after."""
+    service = hs_of(app).pushers
+    alice = await make_user(app, "alice")
+    bob = await make_user(app, "bob")
+    everyone = {alice.user_id, bob.user_id, "@carol:localhost"}
+    assert await service.users_with_pushers(everyone) == set()  # loaded now
+    assert (await set_pusher(app, alice, pusher_body()))[0] == 200
+    assert await service.users_with_pushers(everyone) == {alice.user_id}
+    assert (await set_pusher(app, bob, pusher_body()))[0] == 200  # takes Alice's pushkey
+    assert await service.users_with_pushers(everyone) == {bob.user_id}
+    delete = {"kind": None, "app_id": "org.example.app.ios", "pushkey": "APNS-TOKEN-1"}
+    assert await set_pusher(app, bob, delete) == (200, {})
+    assert await service.users_with_pushers(everyone) == set()
+    assert (await set_pusher(app, alice, pusher_body()))[0] == 200
+    service._with_pushers = None  # as after a restart: loaded from the database
+    assert await service.users_with_pushers(everyone) == {alice.user_id}
+
+
 async def test_with_append_other_users_keep_the_same_pushkey(app: Client) -> None:
     alice = await make_user(app, "alice")
     bob = await make_user(app, "bob")
