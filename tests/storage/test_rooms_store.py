@@ -18,6 +18,7 @@ from ranvier.services.requester import Requester
 from ranvier.services.room_creation import create_room
 from ranvier.services.rooms import EventSpec
 from ranvier.storage import Database
+from ranvier.storage import rooms as rooms_store
 from ranvier.storage.events import AliasTaken, EventToPersist, NewRoom
 from ranvier.storage.state import MAX_CHAIN_LENGTH
 
@@ -197,6 +198,26 @@ async def test_memberships_and_their_history(hs: Homeserver) -> None:
     assert await hs.rooms.users_sharing_rooms_with("@bob:localhost") == {"@bob:localhost"}
     assert await hs.rooms.users_sharing_rooms_with("@alice:localhost") == {"@alice:localhost"}
     assert await hs.rooms.get_membership(room_id, "@carol:localhost") is None
+
+
+async def test_users_sharing_rooms_alike_from_the_caches_and_one_query(
+    hs: Homeserver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    first = await _room(hs, preset="public_chat")
+    second = await _room(hs, preset="public_chat")
+    await hs.rooms.join("@bob:localhost", first)
+    await hs.rooms.join("@carol:localhost", second)
+    await hs.rooms.join("@dave:localhost", second)
+    await hs.rooms.update_membership("@dave:localhost", second, "@dave:localhost", "leave")
+    expected = {"@alice:localhost", "@bob:localhost", "@carol:localhost"}
+    assert await hs.rooms.users_sharing_rooms_with("@alice:localhost") == expected
+    # A user with more rooms than are cached gets one query instead.
+    monkeypatch.setattr(rooms_store, "_SHARING_LOADS", -1)
+    assert await hs.rooms.users_sharing_rooms_with("@alice:localhost") == expected
+    assert await hs.rooms.users_sharing_rooms_with("@bob:localhost") == {
+        "@alice:localhost",
+        "@bob:localhost",
+    }
 
 
 async def test_recent_changes_answer_alike_from_memory_and_from_the_database(
