@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import ipaddress
 import socket
+from collections.abc import Callable
 
 from aiohttp.abc import AbstractResolver, ResolveResult
 
@@ -96,11 +97,21 @@ def check_ip_literal(host: str, *, allow_private: bool) -> None:
 
 
 class GuardedResolver(AbstractResolver):
-    """aiohttp resolver that drops denied addresses, so no connection to them is opened."""
+    """aiohttp resolver that drops denied addresses, so no connection to them is
+    opened: private ones (:func:`is_denied`) unless ``allow_private``, or what
+    ``deny`` says (URL previews' own list). No address left raises ``refused(host)``."""
 
-    def __init__(self, dns: Dns, *, allow_private: bool) -> None:
+    def __init__(
+        self,
+        dns: Dns,
+        *,
+        allow_private: bool = False,
+        deny: Callable[[IPAddress], bool] | None = None,
+        refused: Callable[[str], Exception] | None = None,
+    ) -> None:
         self._dns = dns
-        self._allow_private = allow_private
+        self._deny = deny if deny is not None else (_allow_all if allow_private else is_denied)
+        self._refused = refused or _no_public_address
 
     async def resolve(
         self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
@@ -108,15 +119,23 @@ class GuardedResolver(AbstractResolver):
         results: list[ResolveResult] = []
         for text in await self._dns.addresses(host):
             address = ipaddress.ip_address(text)
-            if not self._allow_private and is_denied(address):
+            if self._deny(address):
                 continue
             results.append(_resolve_result(host, text, address, port))
         if not results:
-            raise AddressDenied(f"{host} has no public address; outbound federation refused")
+            raise self._refused(host)
         return results
 
     async def close(self) -> None:
         pass
+
+
+def _allow_all(address: IPAddress) -> bool:
+    return False
+
+
+def _no_public_address(host: str) -> Exception:
+    return AddressDenied(f"{host} has no public address; outbound federation refused")
 
 
 def _resolve_result(hostname: str, text: str, address: IPAddress, port: int) -> ResolveResult:

@@ -22,18 +22,16 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
-import socket
 from collections.abc import AsyncIterator, Callable
 from html.parser import HTMLParser
 from typing import TYPE_CHECKING, Any
 
 import aiohttp
 import orjson
-from aiohttp.abc import AbstractResolver, ResolveResult
 from yarl import URL
 
 from ranvier.errors import MatrixError
-from ranvier.services.federation.address_guard import is_denied
+from ranvier.services.federation.address_guard import GuardedResolver, is_denied
 from ranvier.services.federation.dns import Dns, SystemDns
 
 if TYPE_CHECKING:
@@ -51,43 +49,14 @@ class PreviewRefused(Exception):
     """The URL (or a hop of its redirects) points at a refused address."""
 
 
+def _no_address(host: str) -> Exception:
+    return PreviewRefused(f"{host} has no address we may fetch from")
+
+
 def _refused(url: str) -> MatrixError:
     return MatrixError(
         403, "M_FORBIDDEN", f"URL previews of private or local addresses are not allowed: {url}"
     )
-
-
-class _Resolver(AbstractResolver):
-    """Resolves through ``dns`` and keeps only addresses ``deny`` allows."""
-
-    def __init__(self, dns: Dns, deny: Deny) -> None:
-        self._dns = dns
-        self._deny = deny
-
-    async def resolve(
-        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
-    ) -> list[ResolveResult]:
-        results: list[ResolveResult] = []
-        for text in await self._dns.addresses(host):
-            address = ipaddress.ip_address(text)
-            if self._deny(address):
-                continue
-            results.append(
-                ResolveResult(
-                    hostname=host,
-                    host=text,
-                    port=port,
-                    family=socket.AF_INET6 if address.version == 6 else socket.AF_INET,
-                    proto=socket.IPPROTO_TCP,
-                    flags=socket.AI_NUMERICHOST | socket.AI_NUMERICSERV,
-                )
-            )
-        if not results:
-            raise PreviewRefused(f"{host} has no address we may fetch from")
-        return results
-
-    async def close(self) -> None:
-        pass
 
 
 class _OpenGraph(HTMLParser):
@@ -151,7 +120,9 @@ class UrlPreviewer:
 
     def _get_session(self) -> aiohttp.ClientSession:
         if self._session is None:
-            connector = aiohttp.TCPConnector(resolver=_Resolver(self._dns, self.deny))
+            connector = aiohttp.TCPConnector(
+                resolver=GuardedResolver(self._dns, deny=self.deny, refused=_no_address)
+            )
             self._session = aiohttp.ClientSession(
                 connector=connector, trust_env=False, headers={"User-Agent": USER_AGENT}
             )
