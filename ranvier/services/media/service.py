@@ -11,6 +11,7 @@ API turns a :class:`MediaFile` into an HTTP response.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import re
 import secrets
@@ -68,6 +69,9 @@ EAGER_THUMBNAILS: tuple[tuple[int, int, str], ...] = (
 #: images of a burst beyond this are thumbnailed on request instead (bounded
 #: CPU and memory whatever the upload rate).
 MAX_EAGER_UPLOADS = 4
+#: How long an image upload's answer waits for its first standard thumbnail
+#: (seconds); past it, the answer goes and the thumbnail follows.
+FIRST_THUMBNAIL_WAIT_S = 2.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -187,7 +191,7 @@ class MediaService:
             False,
         )
         await self.store.insert(record)
-        self._thumbnail_soon(record)
+        await self._thumbnail_soon(record)
         return self._mxc(media_id)
 
     async def store_server_media(self, chunks: AsyncIterator[bytes], content_type: str) -> str:
@@ -298,7 +302,7 @@ class MediaService:
             event.set()
         record = await self.store.get(server_name, media_id)
         if record is not None:
-            self._thumbnail_soon(record)
+            await self._thumbnail_soon(record)
 
     # --- downloads -------------------------------------------------------------------
 
@@ -405,27 +409,38 @@ class MediaService:
             raise not_found("This media is only served by the authenticated media endpoints")
         return await self.thumbnail_of(record, width, height, method, animated)
 
-    def _thumbnail_soon(self, record: MediaRecord) -> None:
-        """Start making an uploaded image's standard thumbnails in the background
-        (media.thumbnails_on_upload): the Content repository's "Thumbnails"
-        section lets servers pre-compute the standard sizes, and Synapse does so
-        at upload. The upload's answer never waits for it."""
+    async def _thumbnail_soon(self, record: MediaRecord) -> None:
+        """Make an uploaded image's standard thumbnails (media.thumbnails_on_upload):
+        the Content repository's "Thumbnails" section lets servers pre-compute
+        the standard sizes, and Synapse makes them all before answering the
+        upload. Here the answer waits for the first size only (the one clients
+        ask for first: timeline previews), at most FIRST_THUMBNAIL_WAIT_S; the
+        others are made after it, in the background, from one decode."""
         if (
             not self.config.thumbnails_on_upload
             or not _thumbnailable(record.content_type)
             or len(self._eager_tasks) >= MAX_EAGER_UPLOADS
         ):
             return
-        task = asyncio.create_task(self._make_standard_thumbnails(record))
+        first: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        task = asyncio.create_task(self._make_standard_thumbnails(record, first))
         self._eager_tasks.add(task)
         task.add_done_callback(self._eager_tasks.discard)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.shield(first), FIRST_THUMBNAIL_WAIT_S)
 
-    async def _make_standard_thumbnails(self, record: MediaRecord) -> None:
+    async def _make_standard_thumbnails(
+        self, record: MediaRecord, first: asyncio.Future[None]
+    ) -> None:
         """The first size as a request would make it (a request arriving meanwhile
         joins it), then the others from one decode of the image."""
         width, height, method = EAGER_THUMBNAILS[0]
         try:
-            await self.thumbnail_of(record, width, height, method, False)
+            try:
+                await self.thumbnail_of(record, width, height, method, False)
+            finally:
+                if not first.done():
+                    first.set_result(None)
             await self._make_thumbnails_together(record, list(EAGER_THUMBNAILS[1:]))
         except MatrixError:
             return  # not an image we can thumbnail (corrupt, too many pixels): no size will do
