@@ -6,11 +6,10 @@ burst does not share the CPU or skew the other's memory figures):
 * upload throughput of a 10 MiB file (``POST /_matrix/media/v3/upload``);
 * download latency of a 1 MiB file (authenticated ``/_matrix/client/v1/media/download``);
 * thumbnail latency for a *fresh* 2000×1500 JPEG: each sample uploads a new
-  picture, then asks for its 320×240 ``scale`` thumbnail. Synapse makes its
-  standard thumbnails while handling the upload, Ranvier in the background
-  just after answering it (the request joins that work if it is not done), so
-  "upload + first thumbnail" is the figure that compares like with like;
-  both are reported;
+  picture, then asks for its 320×240 ``scale`` thumbnail. Synapse makes all
+  its standard thumbnails before answering the upload, Ranvier the first
+  (320×240) before answering and the others just after, so the thumbnail
+  request reads a file on both; "upload + first thumbnail" is reported too;
 * peak RSS of the server during 20 concurrent 10 MiB uploads (sampled every
   20 ms; uploads are streamed to disk, so this stays near the idle figure).
 """
