@@ -166,18 +166,16 @@ class Homeserver:
         # The content repository: uploads, downloads, thumbnails, remote media.
         self.media = MediaService(self)
 
-    async def _fetch_key_json(
-        self, destination: str, method: str, path: str, content: Any
-    ) -> Any:
-        return await self.federation_client.request_json(
-            method, destination, path, content=content
-        )
+    async def _fetch_key_json(self, destination: str, method: str, path: str, content: Any) -> Any:
+        return await self.federation_client.request_json(method, destination, path, content=content)
 
     async def start(self) -> None:
         """Background work that needs the running loop: the sender resumes every
-        destination owed events or EDUs since before a restart."""
+        destination owed events or EDUs since before a restart; push evaluation
+        takes up what a crash left."""
         if self.federation_sender is not None:
             await self.federation_sender.start()
+        await self.push.start()
 
     async def close(self) -> None:
         await self.federation_transactions.close()

@@ -17,7 +17,10 @@ invalidated by push-rule changes, and users without rules of their own share
 one evaluation (``core.push_rules.evaluate_for_users``).
 
 Counts are derived from the stored actions and the user's receipts when
-asked (``storage/push_actions.py``): correct after a restart.
+asked (``storage/push_actions.py``): correct after a restart. Evaluations
+still queued at a crash are not lost: each batch records how far evaluation
+got, with its rows, and the next start evaluates the events after that again
+(:meth:`PushService.start`; counted once, not pushed twice).
 """
 
 from __future__ import annotations
@@ -65,6 +68,11 @@ BULK_MIN_USERS = 20
 BULK_MAX_EXCLUDED = 500
 #: Users per "who has rules of their own" query (bound parameters stay few).
 RULES_QUERY_CHUNK = 500
+#: After a crash, the events evaluated again at start: from this many stream
+#: positions before the recorded one (batches finish slightly out of order),
+#: at most this many events.
+RECOVERY_MARGIN = 1_000
+RECOVERY_LIMIT = 10_000
 #: GET /notifications: default and largest page.
 DEFAULT_NOTIFICATIONS_LIMIT = 20
 MAX_NOTIFICATIONS_LIMIT = 100
@@ -121,6 +129,30 @@ class PushService:
         self._progress = asyncio.Condition()
         self._worker: asyncio.Task[None] | None = None
         self._closed = False
+        #: Events evaluated again after a crash: counted, never pushed again.
+        self._recovered: set[str] = set()
+
+    async def start(self) -> None:
+        """Evaluate again what a crash may have left unevaluated: the events
+        after the last recorded position (less a margin), up to a bound. Their
+        rows are written where missing; nothing is pushed for them."""
+        recorded = await self.store.evaluated()
+        if recorded is None:  # a new database: nothing is owed
+            await self.store.set_evaluated(await self.hs.rooms.events.current_position())
+            return
+        position, clean = recorded
+        if clean:
+            return
+        event_ids = await self.store.event_ids_after(
+            max(position - RECOVERY_MARGIN, 0), RECOVERY_LIMIT
+        )
+        stored = await self.hs.rooms.events.get_events(event_ids)
+        for event_id in event_ids:
+            item = stored.get(event_id)
+            if item is not None:
+                self._recovered.add(event_id)
+                self.on_event(item.event)
+        logger.info("Push rules: evaluating %d events again after an unclean stop", len(stored))
 
     # --- the hook --------------------------------------------------------------------
 
@@ -158,10 +190,17 @@ class PushService:
         self._rules_epoch += 1
 
     async def close(self) -> None:
-        """Finish the queued evaluations (their counts must survive a restart)."""
+        """Finish the queued evaluations (their counts must survive a restart)
+        and record that nothing is owed."""
         if self._worker is not None:
             await asyncio.shield(self._worker)
-        self._closed = True
+        if not self._closed:
+            self._closed = True
+            try:
+                position = await self.hs.rooms.events.current_position()
+                await self.store.set_evaluated(position, clean=True)
+            except Exception:  # the next start evaluates the tail again: harmless
+                logger.exception("Could not record where push evaluation stopped")
 
     # --- the worker --------------------------------------------------------------------
 
@@ -194,12 +233,16 @@ class PushService:
         bulks: list[MembersAction] = []
         notified: list[tuple[str, PushActionRow, Event]] = []
         now = self.hs.clock_ms()
+        newest = 0
         for event in batch:
             item = stored.get(event.event_id)
             if item is None or item.rejected or item.outlier or item.soft_failed:
                 continue
             if item.stream_ordering <= 0:
                 continue  # backfilled history notifies nobody
+            newest = max(newest, item.stream_ordering)
+            recovered = event.event_id in self._recovered
+            self._recovered.discard(event.event_id)
             groups = await self._evaluate(event, item.stream_ordering)
             largest = max(groups, key=lambda group: len(group.users), default=None)
             for group in groups:
@@ -229,8 +272,11 @@ class PushService:
                     bulks.append(MembersAction(row, [event.sender, *others]))
                 else:
                     rows.extend(replace(row, user_id=user) for user in group.users)
-                notified.extend((user, row, event) for user in group.users)
-        await self.store.add(rows, bulks)
+                if not recovered:
+                    notified.extend((user, row, event) for user in group.users)
+        # The position goes with the rows (no write of its own for a batch
+        # that notified no one: a crash then re-evaluates a little more).
+        await self.store.add(rows, bulks, evaluated=newest if rows or bulks else None)
         await self._hand_to_pushers(notified)
 
     async def _evaluate(self, event: Event, position: int) -> list[_Group]:

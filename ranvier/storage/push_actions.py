@@ -23,6 +23,14 @@ READ_TYPES = ("m.read", "m.read.private")
 _COLUMNS = ("user_id", "room_id", "stream_ordering", "thread_id", "highlight", "actions", "ts")
 _INSERT = upsert_sql("event_push_actions", ("user_id", "room_id", "stream_ordering"), _COLUMNS, ())
 
+# Never moves back: batches may finish slightly out of stream order.
+_SET_EVALUATED = (
+    "INSERT INTO push_evaluated (id, stream_ordering, clean) VALUES (1, ?, ?)"
+    " ON CONFLICT (id) DO UPDATE SET clean = excluded.clean, stream_ordering = CASE"
+    " WHEN excluded.stream_ordering > push_evaluated.stream_ordering"
+    " THEN excluded.stream_ordering ELSE push_evaluated.stream_ordering END"
+)
+
 # The commonest list of actions, stored as '' (a row per member of a large room).
 DEFAULT_ACTIONS = '["notify"]'
 
@@ -123,12 +131,20 @@ class PushActionStore:
         self.database = database
 
     async def add(
-        self, rows: Sequence[PushActionRow], for_members: Sequence[MembersAction] = ()
+        self,
+        rows: Sequence[PushActionRow],
+        for_members: Sequence[MembersAction] = (),
+        evaluated: int | None = None,
     ) -> None:
-        """Record actions (one transaction); a row already there is kept."""
+        """Record actions (one transaction); a row already there is kept. With
+        ``evaluated``, also that evaluation reached that stream position."""
         if not rows and not for_members:
+            if evaluated is not None:
+                await self.set_evaluated(evaluated)
             return
         async with self.database.transaction() as txn:
+            if evaluated is not None:
+                await txn.execute(_SET_EVALUATED, evaluated, False)
             if rows:
                 await txn.execute_many(_INSERT, [_values(row) for row in rows])
             for bulk in for_members:
@@ -143,6 +159,27 @@ class PushActionStore:
                     row.stream_ordering,
                     *bulk.excluded,
                 )
+
+    async def set_evaluated(self, position: int, *, clean: bool = False) -> None:
+        await self.database.execute(_SET_EVALUATED, position, clean)
+
+    async def evaluated(self) -> tuple[int, bool] | None:
+        """How far push evaluation got, and whether it stopped cleanly (None:
+        never recorded)."""
+        row = await self.database.fetch_one(
+            "SELECT stream_ordering, clean FROM push_evaluated WHERE id = 1"
+        )
+        return None if row is None else (int(row[0]), bool(row[1]))
+
+    async def event_ids_after(self, position: int, limit: int) -> list[str]:
+        """The IDs of the first ``limit`` events after ``position``, in stream order."""
+        rows = await self.database.fetch_all(
+            "SELECT event_id FROM events WHERE stream_ordering > ?"
+            " ORDER BY stream_ordering LIMIT ?",
+            position,
+            limit,
+        )
+        return [row[0] for row in rows]
 
     async def members_before(self, room_id: str, position: int) -> list[str]:
         """The room's joined members whose join came before ``position`` (plain

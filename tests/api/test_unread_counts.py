@@ -268,6 +268,42 @@ async def test_counts_survive_a_restart(
     assert room["unread_thread_notifications"] == {root: pair(1, 0)}
 
 
+async def test_evaluations_lost_in_a_crash_are_done_at_the_next_start(
+    make_sync_client: MakeSyncClient, database_dsn: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    first = await make_sync_client(database_dsn)
+    (alice, bob, _), room_id = await group(first)
+    crashed = hs_of(first).push
+    monkeypatch.setattr(crashed, "on_event", lambda event: None)  # queued, then lost
+    await message(first, bob, room_id, "lost")
+    await message(first, bob, room_id, "lost too", **{"m.mentions": {"user_ids": [alice.user_id]}})
+    crashed._closed = True  # as in a crash: nothing recorded at the end
+    await first.close()
+
+    second = await make_sync_client(database_dsn)
+    push = hs_of(second).push
+    await push.wait_idle()
+    assert (await counts(second, alice, room_id))["unread_notifications"] == pair(2, 1)
+    # Evaluated again, they are counted once and pushed never.
+    pushers = RecordingPushers()
+    hs_of(second).pushers = pushers  # type: ignore[attr-defined]
+    await push.store.set_evaluated(0)  # as if the start had found an unclean stop again
+    await push.start()
+    await push.wait_idle()
+    assert pushers.calls == []
+    assert (await counts(second, alice, room_id))["unread_notifications"] == pair(2, 1)
+    await message(second, bob, room_id, "new")
+    await push.wait_idle()
+    assert sorted((c["user_id"], c["counts"]) for c in pushers.calls) == [
+        (alice.user_id, {"unread": 3}),
+        ("@carol:localhost", {"unread": 3}),
+    ]
+    await second.close()
+    third = await make_sync_client(database_dsn)
+    recorded = await hs_of(third).push.store.evaluated()
+    assert recorded is not None and recorded[1] is True  # a clean stop: nothing owed
+
+
 async def test_muted_room_does_not_count(
     make_sync_client: MakeSyncClient, database_dsn: str
 ) -> None:

@@ -22,6 +22,17 @@ CREATE TABLE event_push_actions (
     PRIMARY KEY (user_id, room_id, stream_ordering)
 ) {{WITHOUT_ROWID}};
 
+-- How far push evaluation got: the stream position of the newest event of
+-- the last batch that notified anyone, written with that batch's rows, and
+-- the events position at a clean shutdown (clean = TRUE). After a crash, the
+-- events after it (less a margin: batches may finish slightly out of stream
+-- order) are evaluated again at start; rows already there are kept.
+CREATE TABLE push_evaluated (
+    id INTEGER NOT NULL PRIMARY KEY CHECK (id = 1),
+    stream_ordering BIGINT NOT NULL,
+    clean BOOLEAN NOT NULL
+);
+
 -- GET /notifications pages through a user's rows across rooms, newest first.
 CREATE INDEX event_push_actions_user_stream ON event_push_actions (user_id, stream_ordering);
 
