@@ -17,6 +17,7 @@ or was made for another order, is 400 ``M_INVALID_PARAM``.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 from collections.abc import Mapping, Sequence
@@ -199,8 +200,6 @@ class _Rooms:
 class _Page:
     hits: list[tuple[SearchHit, StoredEvent]]
     next_cursor: Cursor | None
-    #: How many events match in all, when the first query could tell.
-    count: int | None = None
 
 
 class SearchService:
@@ -223,11 +222,16 @@ class SearchService:
         query = self._query(terms, rooms, criteria, cursor)
         if query is None:
             return {"search_categories": {"room_events": _empty(terms)}}
-        page = await self._page(user_id, query, rooms, criteria, cursor)
-        result = await self._format(user_id, device_id, criteria, page, rooms, terms)
-        result["count"] = (
-            page.count if page.count is not None else await self.hs.search_store.count(query)
-        )
+        # The count reads every match (the page only its own): on another
+        # connection, while the page is read, checked and formatted.
+        count = asyncio.ensure_future(self.hs.search_store.count(query))
+        try:
+            page = await self._page(user_id, query, rooms, criteria, cursor)
+            result = await self._format(user_id, device_id, criteria, page, rooms, terms)
+        except BaseException:
+            count.cancel()
+            raise
+        result["count"] = await count
         return {"search_categories": {"room_events": result}}
 
     async def _rooms(self, user_id: str, event_filter: RoomEventFilter) -> _Rooms:
@@ -277,11 +281,8 @@ class SearchService:
         batch = max(criteria.limit * 2, _MIN_BATCH)
         position = cursor.position
         kept: list[tuple[SearchHit, StoredEvent]] = []
-        count: int | None = None
-        for batch_index in range(_MAX_BATCHES):
-            hits, total = await store.search(query, criteria.order, position, batch)
-            if batch_index == 0:
-                count = total if total is not None or hits or position is not None else 0
+        for _ in range(_MAX_BATCHES):
+            hits = await store.search(query, criteria.order, position, batch)
             visible = await self._visible(user_id, hits, rooms, criteria.event_filter, cursor.group)
             for index, hit in enumerate(hits):
                 position = (position or 0) + 1 if criteria.order == "rank" else hit.stream_ordering
@@ -290,10 +291,10 @@ class SearchService:
                     if len(kept) >= criteria.limit:
                         more = index < len(hits) - 1 or len(hits) == batch
                         next_cursor = replace(cursor, position=position) if more else None
-                        return _Page(kept, next_cursor, count)
+                        return _Page(kept, next_cursor)
             if len(hits) < batch:
-                return _Page(kept, None, count)
-        return _Page(kept, replace(cursor, position=position), count)
+                return _Page(kept, None)
+        return _Page(kept, replace(cursor, position=position))
 
     async def _visible(
         self,

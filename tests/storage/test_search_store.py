@@ -10,7 +10,7 @@ from pathlib import Path
 import orjson
 
 from ranvier.storage.engine import MIGRATIONS_DIR, Database, open_database
-from ranvier.storage.search import SearchQuery, SearchStore
+from ranvier.storage.search import Order, SearchQuery, SearchStore
 from ranvier.storage.user_directory import DirectoryEntry, UserDirectoryStore
 
 ROOM = "!room:example.org"
@@ -99,9 +99,7 @@ async def test_migration_indexes_existing_history(database_dsn: str, tmp_path: P
         assert await store.index_size() == 3
 
         async def found(term: str) -> list[str]:
-            hits, _ = await store.search(
-                SearchQuery(term.split(), [ROOM], KEYS), "recent", None, 10
-            )
+            hits = await store.search(SearchQuery(term.split(), [ROOM], KEYS), "recent", None, 10)
             return [hit.event_id for hit in hits]
 
         assert await found("hello") == ["$msg"]
@@ -194,3 +192,89 @@ async def _user_directory_history(db: Database) -> None:
                 event_id,
                 offset,
             )
+
+
+#: (event_id, room, key, stream ordering, words), written in this order: the
+#: backfilled "$old" (a negative ordering) after the newer ones.
+ROWS = [
+    ("$new", ROOM, "content.body", 10, "apple pie"),
+    ("$mid", ROOM, "content.body", 3, "apple crumble with cream"),
+    ("$old", ROOM, "content.body", -5, "apple"),
+    ("$name", ROOM, "content.name", 7, "apple garden club"),
+    ("$elsewhere", "!other:example.org", "content.body", 8, "apple"),
+]
+
+
+async def _index_rows(db: Database) -> None:
+    vector = "to_tsvector('simple', ?)" if db.engine == "postgresql" else "?"
+    column = "vector" if db.engine == "postgresql" else "words"
+    for event_id, room_id, key, position, words in ROWS:
+        pdu = {"type": "m.room.message", "sender": "@a:example.org", "room_id": room_id}
+        await db.execute(
+            "INSERT INTO events (stream_ordering, event_id, room_id, type, sender,"
+            " origin_server_ts, depth, json) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            position,
+            event_id,
+            room_id,
+            "m.room.message",
+            "@a:example.org",
+            1,
+            1,
+            orjson.dumps(pdu).decode(),
+        )
+        await db.execute(
+            "INSERT INTO event_search (event_id, room_id, sender, key, stream_ordering,"
+            f" {column}, words_count) VALUES (?, ?, ?, ?, ?, {vector}, ?)",
+            event_id,
+            room_id,
+            "@a:example.org",
+            key,
+            position,
+            words,
+            len(words.split()),
+        )
+
+
+async def test_orders_are_the_same_on_both_engines(database: Database) -> None:
+    """``recent`` follows the stream ordering (not the order rows were
+    written); ``rank`` puts texts of fewer words first, ties newest first."""
+    await _index_rows(database)
+    store = SearchStore(database)
+    query = SearchQuery(["apple"], [ROOM], KEYS)
+
+    async def found(order: Order, after: int | None, limit: int = 10) -> list[tuple[str, float]]:
+        return [(hit.event_id, hit.rank) for hit in await store.search(query, order, after, limit)]
+
+    recent = [event_id for event_id, _ in await found("recent", None)]
+    assert recent == ["$new", "$name", "$mid", "$old"]
+    assert [event_id for event_id, _ in await found("recent", 3)] == ["$old"]
+    assert [event_id for event_id, _ in await found("recent", 10, limit=2)] == ["$name", "$mid"]
+    assert await found("rank", None) == [
+        ("$old", 1.0),
+        ("$new", 0.5),
+        ("$name", 1 / 3),
+        ("$mid", 0.25),
+    ]
+    assert await found("rank", 2, limit=1) == [("$name", 1 / 3)]
+    assert await store.count(query) == 4
+    bodies = SearchQuery(["apple"], [ROOM], ["content.body"])
+    assert await store.count(bodies) == 3
+    both_rooms = SearchQuery(["apple"], [ROOM, "!other:example.org"], ["content.name"])
+    assert [hit.event_id for hit in await store.search(both_rooms, "rank", None, 10)] == ["$name"]
+    senders = SearchQuery(["apple"], [ROOM], KEYS, ["@b:example.org"])
+    assert await store.count(senders) == 0
+
+    # An edit rewrites a row's words (and its length); a redaction removes it.
+    column = "vector" if database.engine == "postgresql" else "words"
+    vector = "to_tsvector('simple', ?)" if database.engine == "postgresql" else "?"
+    await database.execute(
+        f"UPDATE event_search SET {column} = {vector}, words_count = ? WHERE event_id = ?",
+        "pear",
+        1,
+        "$old",
+    )
+    await database.execute("DELETE FROM event_search WHERE event_id = ?", "$new")
+    assert [event_id for event_id, _ in await found("rank", None)] == ["$name", "$mid"]
+    assert await store.count(query) == 2
+    pear = SearchQuery(["pe"], [ROOM], KEYS)
+    assert [hit.event_id for hit in await store.search(pear, "recent", None, 10)] == ["$old"]
