@@ -53,6 +53,8 @@ _TOO_MANY_HEADERS = "Too many headers received"
 # Standing in for the request line in log lines about requests that could not be parsed
 # (the bytes themselves are not logged: they may hold an access token).
 _UNPARSED_REQUEST = "-"
+# After the head timeout finds no byte read, how long to look again (seconds).
+HEAD_GRACE_S = 0.05
 
 
 @dataclass(frozen=True)
@@ -165,6 +167,7 @@ class GuardedRequestHandler(web.RequestHandler):
         "_body_deadline",
         "_counted_address",
         "_head_deadline",
+        "_head_grace",
         "_head_started",
         "_limits",
         "_peers",
@@ -198,6 +201,7 @@ class GuardedRequestHandler(web.RequestHandler):
         self._counted_address: str | None = None
         self._head_deadline: asyncio.TimerHandle | None = None
         self._head_started = False
+        self._head_grace = False
         self._request_line_bytes = 0
         self._request_line_ended = False
         self._body: StreamReader | None = None
@@ -259,6 +263,7 @@ class GuardedRequestHandler(web.RequestHandler):
             self._limits.header_timeout, self._on_head_timeout
         )
         self._head_started = False
+        self._head_grace = False
         self._request_line_bytes = 0
         self._request_line_ended = False
 
@@ -297,6 +302,14 @@ class GuardedRequestHandler(web.RequestHandler):
     def _on_head_timeout(self) -> None:
         self._head_deadline = None
         if self.transport is None:
+            return
+        if not self._head_started and not self._head_grace:
+            # No byte read yet, but some may be waiting: after a stall of the
+            # loop, uvloop runs expired timers before it reads the sockets. Look
+            # again once they are read, so that a client which did send part of
+            # its head gets its 408 rather than a silent close.
+            self._head_grace = True
+            self._head_deadline = self._loop.call_later(HEAD_GRACE_S, self._on_head_timeout)
             return
         peer = self._counted_address or "-"
         if self._head_started:
