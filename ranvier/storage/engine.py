@@ -197,13 +197,15 @@ def _is_read_only(sql: str) -> bool:
     return _READ_START.match(sql) is not None and _WRITE_WORD.search(sql) is None
 
 
-#: Prepared statements kept per SQLite connection (Python's ``cached_statements``).
-#: Each costs SQLite memory: 15-30 KiB for a plain query, 115 KiB for an IN list
-#: of 500, 250 KiB for a UNION of 100 per-room scans. At 512, bench scenario 14
-#: held ~53 MiB of them over the writer and 4 readers (most of them IN lists
-#: and unions of one length each, seldom reused); the hot statements of a
-#: /sync or a send are far fewer than 64. See :func:`padded`.
-STATEMENT_CACHE_SIZE = 64
+#: Prepared statements kept per SQLite connection (Python's ``cached_statements``,
+#: whose own default this is). Each costs SQLite memory: 15-30 KiB for a plain
+#: query, 115 KiB for an IN list of 500, 250 KiB for a UNION of 100 per-room
+#: scans. Bench scenario 14 (docs/performance.md, "Memory at the end of the
+#: traffic"): at 512, with one text per list length, the five connections held
+#: ~53 MiB of statements; lists are now padded to a few lengths (:func:`padded`).
+#: 64 saved another ~15 MiB of RSS but its misses seemed to slow /sync under
+#: load (4 runs against 3).
+STATEMENT_CACHE_SIZE = 128
 
 _T = TypeVar("_T")
 

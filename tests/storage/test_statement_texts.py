@@ -128,6 +128,7 @@ def test_sqlite_keeps_a_bounded_number_of_prepared_statements(tmp_path: Path) ->
             pytest.skip("this libsqlite3 is not the one the sqlite3 module uses")
         # Four times the bound: the oldest are finalized as new ones come in.
         many = distinct_statements(1, STATEMENT_CACHE_SIZE * 4)
-        assert many < one * 80
+        # Unbounded, that would be 4 * STATEMENT_CACHE_SIZE statements' worth.
+        assert many < one * STATEMENT_CACHE_SIZE * 1.25
     finally:
         conn.close()
