@@ -99,7 +99,7 @@ class Options:
     postgres: str = DEFAULT_POSTGRES
     synapse_venv: Path = SYNAPSE_VENV
     log: bool = True
-    trace_memory: Path | None = None  # the soak's Ranvier under bench/memtrace.py, dumps here
+    trace_memory: Path | None = None  # soak's/populated Ranvier under bench/memtrace.py, dumps here
 
 
 def _say(options: Options, message: str) -> None:
@@ -139,10 +139,13 @@ class Runner:
         folder = self.options.work_dir / f"{name.lower()}-{label}"
         database = await self.provider.new(folder, f"{name.lower()}_{label}")
         if name == "Ranvier":
-            # Only the soak's server is traced: tracemalloc slows a server down.
-            trace = self.options.trace_memory if label == "soak" else None
+            # Only the soak's and the populated server's are traced: tracemalloc slows
+            # a server down. A dump every soak round; twice per populated traffic phase.
+            traced = {SOAK.key: self.options.sizes.soak_round_s}
+            traced[POPULATED.key] = self.options.sizes.pop_traffic_s / 2
+            trace = self.options.trace_memory if label in traced else None
             server = RanvierServer(folder, database, federation, trace)
-            server.trace_every_s = self.options.sizes.soak_round_s
+            server.trace_every_s = traced.get(label, server.trace_every_s)
             return server
         if self.template is None:
             self.template = SynapseTemplate(
@@ -479,8 +482,9 @@ def parse_args(argv: list[str] | None = None) -> Options:
         "--trace-memory",
         type=Path,
         metavar="DIR",
-        help="run the soak's Ranvier under tracemalloc (bench/memtrace.py), a dump in DIR "
-        "every soak round",
+        help="run the Ranvier of the soak (9) and of the populated server (14) under "
+        "tracemalloc (bench/memtrace.py), a dump in DIR every soak round and every half "
+        "populated traffic phase",
     )
     parser.add_argument("--synapse-venv", type=Path, default=SYNAPSE_VENV)
     parser.add_argument("--work-dir", type=Path, default=Options.work_dir)

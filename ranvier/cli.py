@@ -20,6 +20,7 @@ import uvloop
 from aiohttp import web
 
 import ranvier
+from ranvier.allocator import limit_malloc_arenas
 from ranvier.api.http import SIGNING_KEY, TlsSite, wall_clock_ms
 from ranvier.api.http import serve as serve_http
 from ranvier.api.tls_listener import server_ssl_context
@@ -159,9 +160,7 @@ def init(config_path: Path, server_name: str, force: bool) -> None:
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--server-name") from None
     if config_path.exists() and not force:
-        raise click.ClickException(
-            f"{config_path} already exists; use --force to overwrite it"
-        )
+        raise click.ClickException(f"{config_path} already exists; use --force to overwrite it")
     config_dir = config_path.absolute().parent
     key_file = default_signing_key_file(server_name)
     key_path = config_dir / key_file
@@ -212,6 +211,7 @@ def serve(config_path: Path) -> None:
     except (ConfigError, OSError) as error:
         _fail_config(ConfigError(str(error)))
     tls_sites = _tls_sites_or_exit(config)
+    limit_malloc_arenas()  # before any worker thread starts
     app = build_app(config, signing_key=signing_key)
     try:
         uvloop.run(_serve(app, config, tls_sites))
@@ -366,8 +366,16 @@ def registration_token() -> None:
 
 @registration_token.command("create")
 @click.option("--token", help="The token (default: 16 random characters).")
-@click.option("--uses", type=click.IntRange(min=1), help="How many registrations it allows (default: unlimited).")
-@click.option("--expires", "expires_in", help="Valid for this long from now: 3600000 (ms), 30m, 12h, 7d... (default: forever).")
+@click.option(
+    "--uses",
+    type=click.IntRange(min=1),
+    help="How many registrations it allows (default: unlimited).",
+)
+@click.option(
+    "--expires",
+    "expires_in",
+    help="Valid for this long from now: 3600000 (ms), 30m, 12h, 7d... (default: forever).",
+)
 @_CONFIG_OPTION
 def registration_token_create(
     token: str | None, uses: int | None, expires_in: str | None, config_path: Path

@@ -62,7 +62,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeVar
 
 from ranvier.core.input_limits import NUL, TextWithNulError
 from ranvier.storage.group_commit import GroupCommit
@@ -195,6 +195,37 @@ def _is_read_only(sql: str) -> bool:
     Errs on the side of "no": a false negative merely sends a read to the writer.
     """
     return _READ_START.match(sql) is not None and _WRITE_WORD.search(sql) is None
+
+
+#: Prepared statements kept per SQLite connection (Python's ``cached_statements``,
+#: whose own default this is). Each costs SQLite memory: 15-30 KiB for a plain
+#: query, 115 KiB for an IN list of 500, 250 KiB for a UNION of 100 per-room
+#: scans. Bench scenario 14 (docs/performance.md, "Memory at the end of the
+#: traffic"): at 512, with one text per list length, the five connections held
+#: ~53 MiB of statements; lists are now padded to a few lengths (:func:`padded`).
+#: 64 saved another ~15 MiB of RSS but its misses seemed to slow /sync under
+#: load (4 runs against 3).
+STATEMENT_CACHE_SIZE = 128
+
+_T = TypeVar("_T")
+
+
+def padded(values: Sequence[_T], limit: int, filler: _T | None = None) -> list[_T]:
+    """``values`` lengthened to the next power of two (or ``limit``, at most), by
+    repeating the last value (harmless in an ``IN (...)`` list) or with ``filler``.
+
+    A statement whose text depends on a list's length (``IN (?, ?, ...)``, a
+    UNION per item) is prepared and cached once per length: padding keeps that
+    to a handful of texts per query instead of one per length, each large.
+    """
+    if not values:
+        raise ValueError("nothing to pad")
+    size = 1
+    while size < len(values):
+        size *= 2
+    size = max(len(values), min(size, limit))
+    pad = values[-1] if filler is None else filler
+    return [*values, *([pad] * (size - len(values)))]
 
 
 @functools.lru_cache(maxsize=256)
@@ -611,7 +642,10 @@ def _sqlite_connect(options: _SqliteOptions, *, read_only: bool) -> sqlite3.Conn
     # isolation_level=None: the sqlite3 module never opens transactions on its
     # own; we issue BEGIN IMMEDIATE / COMMIT ourselves.
     conn = sqlite3.connect(
-        options.path, isolation_level=None, check_same_thread=False, cached_statements=512
+        options.path,
+        isolation_level=None,
+        check_same_thread=False,
+        cached_statements=STATEMENT_CACHE_SIZE,
     )
     conn.row_factory = sqlite3.Row
     conn.execute(f"PRAGMA busy_timeout = {int(options.busy_timeout_ms)}")

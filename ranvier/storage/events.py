@@ -46,6 +46,7 @@ from ranvier.storage.engine import (
     Transaction,
     current_stream_position,
     next_stream_positions,
+    padded,
     placeholders,
 )
 from ranvier.storage.recent import RecentLog
@@ -251,7 +252,7 @@ class EventStore:
                 missing.append(event_id)
         generation = self._generation
         for start in range(0, len(missing), _CHUNK):
-            chunk = missing[start : start + _CHUNK]
+            chunk = padded(missing[start : start + _CHUNK], _CHUNK)
             rows = await self.database.fetch_all(
                 f"SELECT {_EVENT_COLUMNS}{_EVENT_FROM}"
                 f" WHERE e.event_id IN ({placeholders(len(chunk))})",
@@ -307,7 +308,7 @@ class EventStore:
         found: set[str] = set()
         room_list = list(room_ids)
         for start in range(0, len(room_list), _CHUNK):
-            chunk = room_list[start : start + _CHUNK]
+            chunk = padded(room_list[start : start + _CHUNK], _CHUNK)
             rows = await self.database.fetch_all(
                 "SELECT DISTINCT room_id FROM events WHERE stream_ordering > ?"
                 f" AND stream_ordering <= ? AND room_id IN ({placeholders(len(chunk))})",
@@ -375,7 +376,8 @@ class EventStore:
             f" AND {_SHOWN} ORDER BY stream_ordering DESC LIMIT ?) AS r{{index}}"
         )
         for start in range(0, len(room_list), 100):
-            chunk = room_list[start : start + 100]
+            # No room has the ID "": a padding subquery finds nothing.
+            chunk = padded(room_list[start : start + 100], 100, "")
             sql = " UNION ALL ".join(per_room.format(index=i) for i in range(len(chunk)))
             args: list[Any] = []
             for room_id in chunk:
@@ -459,7 +461,7 @@ class EventStore:
             return []
         found: list[MembershipChange] = []
         for start in range(0, len(room_ids), _CHUNK):
-            chunk = room_ids[start : start + _CHUNK]
+            chunk = padded(room_ids[start : start + _CHUNK], _CHUNK)
             rows = await self.database.fetch_all(
                 "SELECT stream_ordering, room_id, user_id, membership, event_id"
                 " FROM membership_history WHERE stream_ordering > ? AND stream_ordering <= ?"
@@ -571,7 +573,7 @@ class EventStore:
         ids = list(dict.fromkeys(event_ids))
         result: dict[str, tuple[str, str, str]] = {}
         for start in range(0, len(ids), _CHUNK):
-            chunk = ids[start : start + _CHUNK]
+            chunk = padded(ids[start : start + _CHUNK], _CHUNK)
             rows = await self.database.fetch_all(
                 "SELECT event_id, user_id, device_id, txn_id FROM event_txn_ids"
                 f" WHERE event_id IN ({placeholders(len(chunk))})",
@@ -764,9 +766,7 @@ class EventStore:
             if backfilled:
                 positions = await self._backfill_positions(txn, todo, rekeyed)
             else:
-                positions = list(
-                    await next_stream_positions(txn, EVENTS_STREAM, len(todo) + extra)
-                )
+                positions = list(await next_stream_positions(txn, EVENTS_STREAM, len(todo) + extra))
             nids = await self._nids_in_txn(txn, _referenced_ids(todo, current_state) - batch_ids)
             groups = _GroupPicker(self.state, txn, room_id, nids)
             event_rows: list[tuple[Any, ...]] = []
@@ -806,9 +806,7 @@ class EventStore:
             )
             await write_relations(txn, stored)
             await index_new_events(txn, stored)  # search index, user directory
-            accepted = [
-                s.event for s in stored if not (s.rejected or s.outlier or s.soft_failed)
-            ]
+            accepted = [s.event for s in stored if not (s.rejected or s.outlier or s.soft_failed)]
             if not backfilled:
                 await self._write_extremities(txn, room_id, accepted)
             await self._write_backward_extremities(
@@ -889,7 +887,7 @@ class EventStore:
         their prev events not held so become ones."""
         held = [event.event_id for event in events]
         for start in range(0, len(held), _CHUNK):
-            chunk = held[start : start + _CHUNK]
+            chunk = padded(held[start : start + _CHUNK], _CHUNK)
             await txn.execute(
                 "DELETE FROM room_backward_extremities WHERE room_id = ?"
                 f" AND event_id IN ({placeholders(len(chunk))})",
@@ -946,7 +944,7 @@ class EventStore:
         wanted = sorted(set(event_ids))
         found: dict[str, int] = {}
         for start in range(0, len(wanted), _CHUNK):
-            chunk = wanted[start : start + _CHUNK]
+            chunk = padded(wanted[start : start + _CHUNK], _CHUNK)
             rows = await txn.fetch_all(
                 "SELECT event_id, stream_ordering FROM events"
                 f" WHERE event_id IN ({placeholders(len(chunk))})",
@@ -990,7 +988,7 @@ class EventStore:
         found: dict[str, str] = {}
         wanted = sorted(set(event_ids))
         for start in range(0, len(wanted), _CHUNK):
-            chunk = wanted[start : start + _CHUNK]
+            chunk = padded(wanted[start : start + _CHUNK], _CHUNK)
             rows = await txn.fetch_all(
                 f"SELECT event_id, json FROM events WHERE event_id IN ({placeholders(len(chunk))})",
                 *chunk,
@@ -1047,7 +1045,7 @@ class EventStore:
         wanted = list(dict.fromkeys(keys))
         found: dict[StateKey, str] = {}
         for start in range(0, len(wanted), 200):
-            chunk = wanted[start : start + 200]
+            chunk = padded(wanted[start : start + 200], 200)
             conditions = " OR ".join("(type = ? AND state_key = ?)" for _ in chunk)
             args: list[Any] = [room_id]
             for event_type, state_key in chunk:
@@ -1117,7 +1115,7 @@ class EventStore:
         cited = {prev for event in events for prev in event.prev_event_ids}
         cited_list = sorted(cited)
         for start in range(0, len(cited_list), _CHUNK):
-            chunk = cited_list[start : start + _CHUNK]
+            chunk = padded(cited_list[start : start + _CHUNK], _CHUNK)
             await txn.execute(
                 "DELETE FROM room_forward_extremities WHERE room_id = ?"
                 f" AND event_id IN ({placeholders(len(chunk))})",
@@ -1179,7 +1177,7 @@ class EventStore:
         ids = list(dict.fromkeys(event_ids))
         found: dict[str, StoredEvent] = {}
         for start in range(0, len(ids), _CHUNK):
-            chunk = ids[start : start + _CHUNK]
+            chunk = padded(ids[start : start + _CHUNK], _CHUNK)
             rows = await txn.fetch_all(
                 f"SELECT {_EVENT_COLUMNS}{_EVENT_FROM}"
                 f" WHERE e.event_id IN ({placeholders(len(chunk))})",
@@ -1203,7 +1201,9 @@ def _changed_member_keys(old: StateMap, new: StateMap | None) -> list[StateKey]:
     if new is None:
         return []
     return [
-        key for key, event_id in new.items() if key[0] == "m.room.member" and old.get(key) != event_id
+        key
+        for key, event_id in new.items()
+        if key[0] == "m.room.member" and old.get(key) != event_id
     ]
 
 

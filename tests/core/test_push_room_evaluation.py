@@ -89,6 +89,27 @@ def test_users_with_changed_defaults_or_own_rules() -> None:
     assert results == {USERS[0]: ["notify"], USERS[1]: [], USERS[2]: []}
 
 
+def test_users_sharing_a_template_share_one_object_and_keep_their_own_rulesets() -> None:
+    # One ruleset object per template key, not one per user (memory: a server
+    # keeps one UserRules per user who receives events); each user's whole
+    # ruleset is still theirs, with their ID in the default rules.
+    muted = {("override", ".m.rule.master"): DefaultRuleOverride(enabled=True)}
+    sound = {("underride", ".m.rule.message"): DefaultRuleOverride(actions=("notify", SOUND))}
+    plain = [prepare_user_rules(user, ()) for user in USERS]
+    assert all(rules.template is plain[0].template for rules in plain)
+    assert all(rules.own is None for rules in plain)
+    for user, rules in zip(USERS, plain, strict=True):
+        assert rules.ruleset == build_ruleset(user, ())
+    changed = [prepare_user_rules(user, (), muted | sound) for user in USERS[:2]]
+    assert changed[0].template is changed[1].template is not plain[0].template
+    assert changed[1].ruleset == build_ruleset(USERS[1], (), muted | sound)
+    assert changed[1].template == build_ruleset("@\x00template:\x00", (), muted | sound)
+    own = PushRule(kind="room", rule_id=ROOM, actions=())
+    mine = prepare_user_rules(USERS[2], (own,))
+    assert mine.template is None
+    assert mine.ruleset is mine.own == build_ruleset(USERS[2], (own,))
+
+
 def test_display_name_per_user() -> None:
     rule = PushRule(
         kind="override",
