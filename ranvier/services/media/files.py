@@ -39,11 +39,46 @@ def too_large(max_size: int) -> MatrixError:
     return MatrixError(413, "M_TOO_LARGE", f"Media is larger than the limit of {max_size} bytes")
 
 
+#: A file of the store's root that grows by one byte each time another process
+#: (the ``ranvier media`` command) changed media rows: see
+#: :meth:`MediaFiles.announce_change`.
+CHANGES_FILE = "metadata-changes"
+
+#: What :meth:`MediaFiles.change_mark` returns: the changes file's identity and
+#: size, or None while there is none.
+ChangeMark = tuple[int, int, int] | None
+
+
 class MediaFiles:
     def __init__(self, root: Path) -> None:
         self.root = root
         self.tmp = root / "tmp"
         self._tmp_ready = False
+        self._changes = root / CHANGES_FILE
+
+    def announce_change(self) -> None:
+        """Tell the servers sharing this store that media rows changed (a
+        quarantine, a deletion): each server caches media rows
+        (``storage/media.py``) and drops that cache when :meth:`change_mark`
+        differs from the one it saw. Called after the change is committed;
+        one appended byte makes the file's size grow, so that every change
+        shows, however close in time (a modification time may not move)."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self._changes, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o644)
+        try:
+            os.write(fd, b".")
+        finally:
+            os.close(fd)
+
+    def change_mark(self) -> ChangeMark:
+        """The changes file's (device, inode, size): one ``stat`` of a file in the
+        kernel's cache, a few microseconds, made on the event loop by every
+        download and thumbnail request."""
+        try:
+            stat = os.stat(self._changes)
+        except FileNotFoundError:
+            return None
+        return (stat.st_dev, stat.st_ino, stat.st_size)
 
     def path(self, sha256: str) -> Path:
         """The file of a hash; only ever built from a hash we computed (never a
