@@ -11,8 +11,9 @@ file and a new thumbnail, and each of those writers invalidates (or updates)
 the entries it touches. Writers in *another* process (the ``ranvier media``
 command, another server on the same database) cannot reach this cache: the
 media service drops all of it when such a writer announces a change
-(``services/media/cache.py``). Rows of pending uploads and unknown IDs are
-never cached (they change, and unknown IDs would let anyone flush the cache).
+(``MediaFiles.change_mark`` in ``services/media/files.py``). Rows of pending
+uploads and unknown IDs are never cached (they change, and unknown IDs would
+let anyone flush the cache).
 """
 
 from __future__ import annotations
