@@ -4,6 +4,7 @@ mark that tells servers another process changed media rows."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import os
 import sys
@@ -18,6 +19,7 @@ from ranvier.services.media.files import CHANGES_FILE, MediaFiles
 
 async def _chunks(data: bytes, size: int) -> AsyncIterator[bytes]:
     for start in range(0, len(data), size):
+        await asyncio.sleep(0)  # as a socket would: other uploads go on meanwhile
         yield data[start : start + size]
 
 
@@ -37,7 +39,7 @@ async def test_an_upload_starts_its_write_back_over_every_byte(
     tmp_path: Path, write_backs: list[tuple[int, int, int]]
 ) -> None:
     store = MediaFiles(tmp_path)
-    data = os.urandom(700_000)
+    data = os.urandom(2_500_000)
     stored = await store.write_stream(_chunks(data, 100_000), 10**7)
     assert stored.sha256 == hashlib.sha256(data).hexdigest()
     assert store.path(stored.sha256).read_bytes() == data
@@ -46,6 +48,25 @@ async def test_an_upload_starts_its_write_back_over_every_byte(
         assert (offset, flags) == (covered, 2)  # SYNC_FILE_RANGE_WRITE, contiguous
         covered += count
     assert covered == len(data) and len(write_backs) > 1
+
+
+async def test_batches_are_large_for_a_lone_upload_and_small_for_many(
+    tmp_path: Path, write_backs: list[tuple[int, int, int]]
+) -> None:
+    """Few streams at once: 1 MiB batches (fewer thread hand-offs); more: 128 KiB
+    (bounded memory across concurrent uploads). A batch closes with the chunk
+    that reaches the limit: the chunks here are 100,000 bytes."""
+    store = MediaFiles(tmp_path)
+    await store.write_stream(_chunks(os.urandom(3_000_000), 100_000), 10**7)
+    assert [count for _, count, _ in write_backs] == [1_100_000, 1_100_000, 800_000]
+    write_backs.clear()
+    payloads = [os.urandom(600_000) for _ in range(files._FEW_STREAMS + 1)]
+    stored = await asyncio.gather(
+        *(store.write_stream(_chunks(data, 100_000), 10**7) for data in payloads)
+    )
+    assert [s.sha256 for s in stored] == [hashlib.sha256(d).hexdigest() for d in payloads]
+    assert write_backs and max(count for _, count, _ in write_backs) == 200_000
+    assert store._streams == 0
 
 
 async def test_thumbnails_are_not_written_back_early(
