@@ -41,16 +41,21 @@ class ReadCache(Generic[K, V]):
         """The cached value, or None when not cached; reads nothing."""
         return self._entries.get(key)
 
-    async def get(self, key: K, load: Callable[[], Awaitable[V]]) -> V:
+    async def get(
+        self,
+        key: K,
+        load: Callable[[], Awaitable[V]],
+        keep: Callable[[V], bool] | None = None,
+    ) -> V:
         """The cached value, or ``await load()`` (remembered unless an
-        invalidation happened meanwhile)."""
+        invalidation happened meanwhile, or ``keep`` says it is not worth it)."""
         entries = self._entries
         if key in entries:
             entries.move_to_end(key)
             return entries[key]
         generation = self._generation
         value = await load()
-        if generation == self._generation:
+        if generation == self._generation and (keep is None or keep(value)):
             self._put(key, value)
         return value
 

@@ -2,12 +2,25 @@
 
 Rows only: the bytes are files in the media store folder, named by SHA-256
 (``ranvier/services/media/files.py``). See migration ``*_media.sql``.
+
+Every download and thumbnail request reads a media row and, for thumbnails,
+the media's thumbnail rows: both are cached here (bounded LRU). A stored
+media is immutable once uploaded; what changes it is a quarantine, a
+deletion, the completion of a pending upload, the re-caching of a remote
+file and a new thumbnail, and each of those writers invalidates (or updates)
+the entries it touches. Writers in *another* process (the ``ranvier media``
+command, another server on the same database) cannot reach this cache: the
+media service drops all of it when such a writer announces a change
+(``MediaFiles.change_mark`` in ``services/media/files.py``). Rows of pending
+uploads and unknown IDs are never cached (they change, and unknown IDs would
+let anyone flush the cache).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ranvier.storage.cache import ReadCache
 from ranvier.storage.engine import Database, Row
 
 _MEDIA_COLUMNS = (
@@ -15,6 +28,9 @@ _MEDIA_COLUMNS = (
     "created_ts, uploaded_ts, expires_ts, quarantined"
 )
 _THUMB_COLUMNS = "width, height, method, animated, content_type, size, sha256"
+#: Media (and their thumbnail lists) whose rows stay cached, least recently used
+#: dropped beyond: ~0.5 KiB each, so at most a few MiB.
+CACHE_SIZE = 10_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,11 +85,35 @@ def _thumbnail(row: Row) -> ThumbnailRecord:
     )
 
 
+def _stored(record: MediaRecord | None) -> bool:
+    return record is not None and not record.pending
+
+
 class MediaStore:
-    def __init__(self, database: Database) -> None:
+    def __init__(self, database: Database, cache_size: int = CACHE_SIZE) -> None:
         self.database = database
+        self._records: ReadCache[tuple[str, str], MediaRecord | None] = ReadCache(cache_size)
+        self._thumbnails: ReadCache[tuple[str, str], tuple[ThumbnailRecord, ...]] = ReadCache(
+            cache_size
+        )
+
+    def forget_all(self) -> None:
+        """Drop every cached row (another process changed media rows)."""
+        self._records.clear()
+        self._thumbnails.clear()
+
+    def _forget(self, server_name: str, media_id: str) -> None:
+        key = (server_name, media_id)
+        self._records.invalidate((key,))
+        self._thumbnails.invalidate((key,))
 
     async def get(self, server_name: str, media_id: str) -> MediaRecord | None:
+        """The media row (cached once the upload is complete)."""
+        return await self._records.get(
+            (server_name, media_id), lambda: self._read(server_name, media_id), _stored
+        )
+
+    async def _read(self, server_name: str, media_id: str) -> MediaRecord | None:
         row = await self.database.fetch_one(
             f"SELECT {_MEDIA_COLUMNS} FROM media WHERE server_name = ? AND media_id = ?",
             server_name,
@@ -97,9 +137,15 @@ class MediaStore:
             record.expires_ts,
             record.quarantined,
         )
+        if _stored(record):
+            # A new media: its row as written, and no thumbnail yet.
+            key = (record.server_name, record.media_id)
+            self._records.set(key, record)
+            self._thumbnails.set(key, ())
 
     async def upsert_remote(self, record: MediaRecord) -> None:
         """Cache (or re-cache) a remote file's metadata."""
+        self._forget(record.server_name, record.media_id)
         async with self.database.transaction() as txn:
             await txn.execute(
                 "DELETE FROM media WHERE server_name = ? AND media_id = ?",
@@ -120,6 +166,7 @@ class MediaStore:
                 record.expires_ts,
                 record.quarantined,
             )
+        self._forget(record.server_name, record.media_id)
 
     async def complete_pending(
         self,
@@ -145,6 +192,7 @@ class MediaStore:
             server_name,
             media_id,
         )
+        self._forget(server_name, media_id)
         return count == 1
 
     async def count_pending(self, user_id: str, now_ms: int) -> int:
@@ -170,6 +218,7 @@ class MediaStore:
             server_name,
             media_id,
         )
+        self._forget(server_name, media_id)
         return count == 1
 
     async def list_for_user(self, user_id: str) -> list[MediaRecord]:
@@ -205,6 +254,13 @@ class MediaStore:
 
     async def delete(self, server_name: str, media_id: str) -> list[str]:
         """Delete a media and its thumbnails; the SHA-256s no row uses any more."""
+        self._forget(server_name, media_id)
+        try:
+            return await self._delete(server_name, media_id)
+        finally:
+            self._forget(server_name, media_id)
+
+    async def _delete(self, server_name: str, media_id: str) -> list[str]:
         async with self.database.transaction() as txn:
             hashes = {
                 str(row[0])
@@ -249,17 +305,28 @@ class MediaStore:
 
     # --- thumbnails ------------------------------------------------------------------
 
-    async def thumbnails(self, server_name: str, media_id: str) -> list[ThumbnailRecord]:
+    async def thumbnails(self, server_name: str, media_id: str) -> tuple[ThumbnailRecord, ...]:
+        """The thumbnails made of a media, smallest first (cached)."""
+        return await self._thumbnails.get(
+            (server_name, media_id), lambda: self._read_thumbnails(server_name, media_id)
+        )
+
+    async def _read_thumbnails(
+        self, server_name: str, media_id: str
+    ) -> tuple[ThumbnailRecord, ...]:
         rows = await self.database.fetch_all(
             f"SELECT {_THUMB_COLUMNS} FROM media_thumbnails "
             "WHERE server_name = ? AND media_id = ? ORDER BY width, height",
             server_name,
             media_id,
         )
-        return [_thumbnail(row) for row in rows]
+        return tuple(_thumbnail(row) for row in rows)
 
     async def add_thumbnail(self, server_name: str, media_id: str, thumb: ThumbnailRecord) -> None:
-        await self.database.execute(
+        key = (server_name, media_id)
+        known = self._thumbnails.peek(key)
+        self._thumbnails.invalidate((key,))
+        inserted = await self.database.execute(
             f"INSERT INTO media_thumbnails (server_name, media_id, {_THUMB_COLUMNS}) "
             "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) "
             "ON CONFLICT (server_name, media_id, width, height, method, animated) DO NOTHING",
@@ -273,6 +340,12 @@ class MediaStore:
             thumb.size,
             thumb.sha256,
         )
+        if inserted == 1 and known is not None and key not in self._thumbnails:
+            # The list as it was plus this row, in the order of the query.
+            rows = sorted((*known, thumb), key=lambda t: (t.width, t.height))
+            self._thumbnails.set(key, tuple(rows))
+        else:  # another writer's row won, or the list was never read: read it next time
+            self._thumbnails.invalidate((key,))
 
     # --- references (for deleting old media; an offline, paged scan) ----------------
 

@@ -5,6 +5,7 @@ safe headers), thumbnails, config, and the bad input the issue names."""
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import io
 import os
 import struct
@@ -15,6 +16,7 @@ from typing import Any
 import pytest
 from PIL import Image
 
+from ranvier.api import file_serving
 from ranvier.api.http import HOMESERVER
 from tests.api.accounts_support import AccountsClient, Client
 from tests.api.conftest import NOW_MS, Clock
@@ -129,6 +131,97 @@ async def test_range_request(setup: Any) -> None:
     assert response.status == 206
     assert await response.read() == data[10:20]
     assert response.headers["Content-Range"] == f"bytes 10-19/{len(data)}"
+
+
+async def test_entity_tag_and_conditional_requests(setup: Any) -> None:
+    client, alice, _ = setup
+    data = b"immutable bytes"
+    server, media_id = split_mxc(await upload(client, alice, data, "text/plain"))
+    path = f"{DOWNLOAD}/{server}/{media_id}"
+    etag = f'"{hashlib.sha256(data).hexdigest()}"'
+    response = await client.get(path, headers=alice)
+    assert response.status == 200 and await response.read() == data
+    assert (response.headers["ETag"], response.headers["Accept-Ranges"]) == (etag, "bytes")
+    for if_none_match in (etag, f"W/{etag}", f'"other", {etag}', "*"):
+        cached = await client.get(path, headers={**alice, "If-None-Match": if_none_match})
+        assert cached.status == 304 and await cached.read() == b"", if_none_match
+        assert cached.headers["ETag"] == etag
+        assert cached.headers["Cache-Control"] == "private, max-age=86400"
+    changed = await client.get(path, headers={**alice, "If-None-Match": '"other"'})
+    assert changed.status == 200 and await changed.read() == data
+    head = await client.head(path, headers=alice)
+    assert head.status == 200 and await head.read() == b""
+    assert head.headers["Content-Length"] == str(len(data)) and head.headers["ETag"] == etag
+
+
+@pytest.mark.parametrize(
+    ("range_header", "if_range", "status", "part", "content_range"),
+    [
+        ("bytes=10-19", None, 206, slice(10, 20), "bytes 10-19/1000"),
+        ("bytes=-5", None, 206, slice(995, 1000), "bytes 995-999/1000"),
+        ("bytes=990-", None, 206, slice(990, 1000), "bytes 990-999/1000"),
+        ("bytes=990-5000", None, 206, slice(990, 1000), "bytes 990-999/1000"),
+        ("bytes=-5000", None, 206, slice(0, 1000), "bytes 0-999/1000"),
+        ("bytes=1000-", None, 416, slice(0, 0), "bytes */1000"),
+        ("bytes=5-2", None, 416, slice(0, 0), "bytes */1000"),
+        ("bytes=0-1,5-6", None, 416, slice(0, 0), "bytes */1000"),
+        ("lines=1-2", None, 416, slice(0, 0), "bytes */1000"),
+        ("bytes=10-19", "ETAG", 206, slice(10, 20), "bytes 10-19/1000"),
+        ("bytes=10-19", '"another"', 200, slice(0, 1000), None),
+        ("bytes=10-19", "Sat, 01 Jan 2000 00:00:00 GMT", 200, slice(0, 1000), None),
+    ],
+)
+async def test_byte_ranges(
+    setup: Any,
+    range_header: str,
+    if_range: str | None,
+    status: int,
+    part: slice,
+    content_range: str | None,
+) -> None:
+    """RFC 9110 §14: one range, a suffix, an open end; 416 for what cannot be
+    satisfied; If-Range holding another validator means the whole file."""
+    client, alice, _ = setup
+    data = bytes(range(250)) * 4
+    server, media_id = split_mxc(await upload(client, alice, data))
+    headers = {**alice, "Range": range_header}
+    if if_range is not None:
+        headers["If-Range"] = if_range.replace("ETAG", f'"{hashlib.sha256(data).hexdigest()}"')
+    response = await client.get(f"{DOWNLOAD}/{server}/{media_id}", headers=headers)
+    assert response.status == status
+    assert await response.read() == data[part]
+    assert response.headers.get("Content-Range") == content_range
+
+
+@pytest.mark.parametrize("size", [64 * 1024, 64 * 1024 + 1, 200_000, 250_000])
+async def test_larger_files_go_out_in_pieces(
+    setup: Any, size: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Files over SMALL_BODY are written piece by piece through pooled buffers:
+    smaller pieces than in production here, so that a file spans several."""
+    monkeypatch.setattr(file_serving, "PIECE", 48 * 1024)
+    monkeypatch.setattr(file_serving, "_pool", [])
+    client, alice, _ = setup
+    data = os.urandom(size)
+    server, media_id = split_mxc(await upload(client, alice, data))
+    path = f"{DOWNLOAD}/{server}/{media_id}"
+    for _ in range(3):  # the pool's buffers are reused: each answer is still right
+        response = await client.get(path, headers=alice)
+        assert response.status == 200 and await response.read() == data
+    ranged = await client.get(path, headers={**alice, "Range": "bytes=40000-150000"})
+    assert ranged.status == 206 and await ranged.read() == data[40000:150001]
+    assert len(file_serving._pool) <= file_serving.POOLED
+
+
+async def test_a_file_gone_from_the_store_is_not_found(setup: Any) -> None:
+    client, alice, store = setup
+    data = b"soon gone"
+    server, media_id = split_mxc(await upload(client, alice, data))
+    path = f"{DOWNLOAD}/{server}/{media_id}"
+    assert (await client.get(path, headers=alice)).status == 200  # its row is cached now
+    digest = hashlib.sha256(data).hexdigest()
+    (store / digest[:2] / digest[2:4] / digest).unlink()
+    assert await error(await client.get(path, headers=alice)) == (404, "M_NOT_FOUND")
 
 
 async def test_authenticated_download_needs_a_token(setup: Any) -> None:

@@ -11,10 +11,24 @@ from urllib.parse import quote
 from click.testing import CliRunner, Result
 
 from ranvier.cli import cli
+from ranvier.services.media.files import CHANGES_FILE
 from tests.api.accounts_support import AccountsClient
-from tests.api.media_support import DOWNLOAD, image_bytes, split_mxc, upload, user_token
+from tests.api.media_support import (
+    DOWNLOAD,
+    LEGACY_DOWNLOAD,
+    THUMBNAIL,
+    image_bytes,
+    split_mxc,
+    upload,
+    user_token,
+)
 
 V3 = "/_matrix/client/v3"
+
+
+def media_files(store: Path) -> list[Path]:
+    """The stored files (not the store's change mark, CHANGES_FILE)."""
+    return sorted(p for p in store.rglob("*") if p.is_file() and p.name != CHANGES_FILE)
 
 
 async def run_cli(config_path: Path, *args: str) -> Result:
@@ -94,7 +108,7 @@ async def test_delete_old_keeps_referenced_media(
         f"{V3}/profile/@alice:localhost/avatar_url", json={"avatar_url": avatar}, headers=alice
     )
     assert put.status == 200
-    files_before = sorted(p for p in store.rglob("*") if p.is_file())
+    files_before = media_files(store)
     assert len(files_before) == 4
 
     dry = await run_cli(config_path, "delete-old", "--days", "30")
@@ -103,12 +117,12 @@ async def test_delete_old_keeps_referenced_media(
         orphan,
         "Would delete 1 media (0 files freed); kept 3 still referenced",
     ]
-    assert sorted(p for p in store.rglob("*") if p.is_file()) == files_before
+    assert media_files(store) == files_before
     done = await run_cli(config_path, "delete-old", "--days", "30", "--yes")
     assert (
         done.output.splitlines()[-1] == "Deleted 1 media (1 files freed); kept 3 still referenced"
     )
-    assert len([p for p in store.rglob("*") if p.is_file()]) == 3
+    assert len(media_files(store)) == 3
     server, media_id = split_mxc(orphan)
     gone = await client.get(f"{DOWNLOAD}/{server}/{media_id}", headers=alice)
     assert gone.status == 404
@@ -119,3 +133,61 @@ async def test_delete_old_keeps_referenced_media(
     assert recent.output.splitlines() == [
         "Deleted 0 media (0 files freed); kept 0 still referenced"
     ]
+
+
+async def test_quarantine_holds_at_once_for_cached_media_and_thumbnails(
+    accounts_client: AccountsClient, database_dsn: str, tmp_path: Path
+) -> None:
+    """The server caches media rows and thumbnail lists; the command, another
+    process, changes the database under it: its next request must see it."""
+    client, alice, _, config_path = await setup(accounts_client, database_dsn, tmp_path)
+    uri = await upload(client, alice, image_bytes((200, 150)), "image/png")
+    server, media_id = split_mxc(uri)
+    paths = (
+        f"{DOWNLOAD}/{server}/{media_id}",
+        f"{LEGACY_DOWNLOAD}/{server}/{media_id}",
+        f"{THUMBNAIL}/{server}/{media_id}?width=32&height=32&method=crop",
+    )
+    for _ in range(2):  # the second time from the cache
+        for path in paths:
+            assert (await client.get(path, headers=alice)).status == 200, path
+    assert (await run_cli(config_path, "quarantine", uri)).exit_code == 0
+    for path in paths:
+        response = await client.get(path, headers=alice)
+        assert response.status == 404, path
+        assert (await response.json())["errcode"] == "M_NOT_FOUND"
+    assert (await run_cli(config_path, "quarantine", "--undo", uri)).exit_code == 0
+    for path in paths:
+        assert (await client.get(path, headers=alice)).status == 200, path
+
+
+async def test_deletion_holds_at_once_for_cached_media_and_thumbnails(
+    accounts_client: AccountsClient, database_dsn: str, tmp_path: Path
+) -> None:
+    client, alice, store, config_path = await setup(accounts_client, database_dsn, tmp_path)
+    data = image_bytes((200, 150))
+    uri = await upload(client, alice, data, "image/png")
+    # The same bytes under another ID, kept by a profile avatar: their shared
+    # file must stay served.
+    kept = await upload(client, alice, data, "image/png")
+    put = await client.put(
+        f"{V3}/profile/@alice:localhost/avatar_url", json={"avatar_url": kept}, headers=alice
+    )
+    assert put.status == 200
+    server, media_id = split_mxc(uri)
+    thumb = f"{THUMBNAIL}/{server}/{media_id}?width=32&height=32&method=crop"
+    download = f"{DOWNLOAD}/{server}/{media_id}"
+    for path in (download, thumb, download, thumb):  # cached by the second round
+        assert (await client.get(path, headers=alice)).status == 200, path
+    done = await run_cli(config_path, "delete-old", "--days", "30", "--yes")
+    assert done.output.splitlines()[-1] == (
+        "Deleted 1 media (1 files freed); kept 1 still referenced"
+    ), done.output
+    for path in (download, thumb):
+        response = await client.get(path, headers=alice)
+        assert response.status == 404, path
+        assert (await response.json())["errcode"] == "M_NOT_FOUND"
+    kept_server, kept_id = split_mxc(kept)
+    response = await client.get(f"{DOWNLOAD}/{kept_server}/{kept_id}", headers=alice)
+    assert response.status == 200 and await response.read() == data
+    assert len(media_files(store)) == 1  # the shared upload; its thumbnail was freed

@@ -21,6 +21,7 @@ from aiohttp import web
 
 from ranvier.api.auth import require_user
 from ranvier.api.client.sync import query_int
+from ranvier.api.file_serving import send_media
 from ranvier.api.http import HOMESERVER, json_response, to_response
 from ranvier.errors import MatrixError
 from ranvier.services.media import MediaFile
@@ -125,11 +126,11 @@ def media_headers(media: MediaFile, name: str | None, *, authenticated: bool) ->
     }
 
 
-def file_response(media: MediaFile, name: str | None, *, authenticated: bool) -> web.FileResponse:
-    """The file, with Range support (aiohttp's FileResponse answers 206/416)."""
-    return web.FileResponse(
-        media.path, headers=media_headers(media, name, authenticated=authenticated)
-    )
+async def file_response(
+    request: web.Request, media: MediaFile, name: str | None, *, authenticated: bool
+) -> web.StreamResponse:
+    """The file, with Range support (206/416) and its entity tag (file_serving.py)."""
+    return await send_media(request, media, media_headers(media, name, authenticated=authenticated))
 
 
 def _bool_param(request: web.Request, name: str, default: bool) -> bool:
@@ -208,7 +209,7 @@ async def legacy_config(request: web.Request) -> web.Response:
 # --- download ------------------------------------------------------------------------
 
 
-async def _download(request: web.Request, *, authenticated: bool) -> web.FileResponse:
+async def _download(request: web.Request, *, authenticated: bool) -> web.StreamResponse:
     if authenticated:
         await require_user(request, allow_guest=True)
     timeout_ms = query_int(request, "timeout_ms", DEFAULT_WAIT_MS)
@@ -222,18 +223,18 @@ async def _download(request: web.Request, *, authenticated: bool) -> web.FileRes
         legacy=not authenticated,
     )
     name = request.match_info.get("fileName") or media.upload_name
-    return file_response(media, name, authenticated=authenticated)
+    return await file_response(request, media, name, authenticated=authenticated)
 
 
 @routes.get(CLIENT_V1 + "/download/{serverName}/{mediaId}")
 @routes.get(CLIENT_V1 + "/download/{serverName}/{mediaId}/{fileName}")
-async def download(request: web.Request) -> web.FileResponse:
+async def download(request: web.Request) -> web.StreamResponse:
     return await _download(request, authenticated=True)
 
 
 @routes.get(LEGACY_V3 + "/download/{serverName}/{mediaId}")
 @routes.get(LEGACY_V3 + "/download/{serverName}/{mediaId}/{fileName}")
-async def legacy_download(request: web.Request) -> web.FileResponse:
+async def legacy_download(request: web.Request) -> web.StreamResponse:
     return await _download(request, authenticated=False)
 
 
@@ -246,7 +247,7 @@ def _required_int(request: web.Request, name: str) -> int:
     return query_int(request, name, 0, minimum=1, maximum=100_000)
 
 
-async def _thumbnail(request: web.Request, *, authenticated: bool) -> web.FileResponse:
+async def _thumbnail(request: web.Request, *, authenticated: bool) -> web.StreamResponse:
     if authenticated:
         await require_user(request, allow_guest=True)
     width = _required_int(request, "width")
@@ -262,16 +263,16 @@ async def _thumbnail(request: web.Request, *, authenticated: bool) -> web.FileRe
         allow_remote=authenticated or _bool_param(request, "allow_remote", True),
         legacy=not authenticated,
     )
-    return file_response(media, None, authenticated=authenticated)
+    return await file_response(request, media, None, authenticated=authenticated)
 
 
 @routes.get(CLIENT_V1 + "/thumbnail/{serverName}/{mediaId}")
-async def thumbnail(request: web.Request) -> web.FileResponse:
+async def thumbnail(request: web.Request) -> web.StreamResponse:
     return await _thumbnail(request, authenticated=True)
 
 
 @routes.get(LEGACY_V3 + "/thumbnail/{serverName}/{mediaId}")
-async def legacy_thumbnail(request: web.Request) -> web.FileResponse:
+async def legacy_thumbnail(request: web.Request) -> web.StreamResponse:
     return await _thumbnail(request, authenticated=False)
 
 

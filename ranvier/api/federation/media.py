@@ -9,16 +9,15 @@ Only our own media are served (a server asks the origin, never a cache).
 
 from __future__ import annotations
 
-import asyncio
 import os
 import secrets
-from typing import BinaryIO
 
 from aiohttp import web
 
 from ranvier.api.client.media import content_disposition
 from ranvier.api.client.sync import query_int
 from ranvier.api.federation.auth import authenticate_server
+from ranvier.api.file_serving import CHUNK, open_media, read_at
 from ranvier.api.http import HOMESERVER
 from ranvier.errors import MatrixError
 from ranvier.services.media import MediaFile
@@ -27,7 +26,6 @@ from ranvier.services.media.service import DEFAULT_WAIT_MS
 routes = web.RouteTableDef()
 
 V1 = "/_matrix/federation/v1/media"
-_CHUNK = 256 * 1024
 
 
 async def multipart_response(
@@ -40,22 +38,24 @@ async def multipart_response(
         f"Content-Disposition: {content_disposition(media.content_type, name)}\r\n\r\n"
     ).encode()
     tail = f"\r\n--{boundary}--\r\n".encode()
-    handle: BinaryIO = await asyncio.to_thread(open, media.path, "rb")
+    fd, size = open_media(media)
     try:
-        size = (await asyncio.to_thread(os.fstat, handle.fileno())).st_size
         response = web.StreamResponse(
             headers={"Content-Type": f"multipart/mixed; boundary={boundary}"}
         )
         response.content_length = len(head) + size + len(tail)
         await response.prepare(request)
         await response.write(head)
-        while chunk := await asyncio.to_thread(handle.read, _CHUNK):
+        offset = 0
+        while offset < size:
+            chunk = await read_at(fd, offset, min(CHUNK, size - offset))
             await response.write(chunk)
+            offset += len(chunk)
         await response.write(tail)
         await response.write_eof()
         return response
     finally:
-        await asyncio.to_thread(handle.close)
+        os.close(fd)
 
 
 def _required_int(request: web.Request, name: str) -> int:

@@ -13,6 +13,7 @@ to the hot path of sending events. Media referenced only from inside
 
 from __future__ import annotations
 
+import asyncio
 import datetime
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -75,7 +76,11 @@ class MediaAdmin:
     async def quarantine(self, uri: str, quarantined: bool = True) -> bool:
         """Quarantined media answer 404 to everyone (clients and servers)."""
         server_name, media_id = parse_mxc(uri)
-        return await self.store.set_quarantined(server_name, media_id, quarantined)
+        found = await self.store.set_quarantined(server_name, media_id, quarantined)
+        if found:
+            # Running servers cache media rows: make them read this one again.
+            await asyncio.to_thread(self.files.announce_change)
+        return found
 
     async def usage(self) -> list[tuple[str, int, int]]:
         return await self.store.usage_per_user()
@@ -117,7 +122,11 @@ class MediaAdmin:
                     continue
                 deleted.append(uri)
                 if not dry_run:
-                    for sha in await self.store.delete(record.server_name, record.media_id):
+                    unused = await self.store.delete(record.server_name, record.media_id)
+                    # Before the files go: a server must not serve a cached row
+                    # whose file is missing (it would answer 404 anyway).
+                    await asyncio.to_thread(self.files.announce_change)
+                    for sha in unused:
                         await self.files.delete(sha)
                         freed += 1
         return DeletionReport(deleted, kept, freed)

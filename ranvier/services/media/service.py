@@ -13,16 +13,20 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import re
 import secrets
+import sys
+import threading
 from collections.abc import AsyncIterator, Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ranvier.core.ids import InvalidIdentifier, parse_server_name
 from ranvier.errors import MatrixError
-from ranvier.services.media.files import MediaFiles, StoredFile
+from ranvier.services.media.files import ChangeMark, MediaFiles, StoredFile
 from ranvier.services.media.kinds import THUMBNAILABLE_TYPES, NotThumbnailable, cannot_thumbnail
 from ranvier.services.media.preview import UrlPreviewer
 from ranvier.services.media.remote import RemoteMedia
@@ -72,16 +76,30 @@ MAX_EAGER_UPLOADS = 4
 #: How long an image upload's answer waits for its first standard thumbnail
 #: (seconds); past it, the answer goes and the thumbnail follows.
 FIRST_THUMBNAIL_WAIT_S = 2.0
+#: The CPU priority (nice value, higher is lower) of the thread that makes the
+#: standard sizes after the first: that work is speculative, and must not slow
+#: the requests served meanwhile (on a busy machine it waits its turn).
+BACKGROUND_NICE = 10
+
+
+def _lower_thread_priority() -> None:
+    """Run the calling thread at BACKGROUND_NICE (Linux: a thread's own nice
+    value; elsewhere, where that would renice the whole process, nothing)."""
+    if sys.platform.startswith("linux"):
+        with contextlib.suppress(OSError):
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), BACKGROUND_NICE)
 
 
 @dataclass(frozen=True, slots=True)
 class MediaFile:
-    """A file to serve: its path in the store and how to describe it."""
+    """A file to serve: its path in the store and how to describe it. Its
+    bytes never change (the file is named by their SHA-256)."""
 
     path: Path
     content_type: str
     upload_name: str | None
     size: int
+    sha256: str
 
 
 def not_found(what: str = "Media not found") -> MatrixError:
@@ -125,10 +143,17 @@ class MediaService:
         self.config = hs.config.media
         self.store = MediaStore(hs.database)
         self.files = MediaFiles(hs.config.media_store_path)
+        # The store's change mark when its cache of media rows was last emptied.
+        self._changes_seen: ChangeMark | str = "never looked"
         self._thumbnail_slots = asyncio.Semaphore(self.config.thumbnail_concurrency)
         self._uploaded: dict[tuple[str, str], asyncio.Event] = {}
         self._thumbnails_in_flight: dict[tuple[object, ...], asyncio.Future[MediaFile]] = {}
         self._eager_tasks: set[asyncio.Task[None]] = set()
+        # One low-priority thread for the standard sizes made after an upload's
+        # first (at most one such decode in memory at a time).
+        self._background = ThreadPoolExecutor(
+            1, "ranvier-thumbnails", initializer=_lower_thread_priority
+        )
         # Other servers' media over federation (tests swap the transport).
         self.remote = RemoteMedia(self, hs.federation_client.stream, hs.federation_client.get_url)
         self.remote_fetcher: RemoteFetcher | None = self.remote.fetch
@@ -139,6 +164,7 @@ class MediaService:
             task.cancel()
         if self._eager_tasks:
             await asyncio.wait(self._eager_tasks)
+        self._background.shutdown(wait=False, cancel_futures=True)
         await self.previewer.close()
 
     @property
@@ -330,11 +356,22 @@ class MediaService:
                 # waiter still on it sees the upload at its next poll.
                 self._uploaded.pop(key, None)
 
+    def _forget_rows_changed_elsewhere(self) -> None:
+        """Media rows are cached (storage/media.py); a quarantine or deletion by
+        the ``ranvier media`` command, another process, is announced by the
+        store's change mark: then the whole cache goes, so that the change
+        holds from the next request on."""
+        mark = self.files.change_mark()
+        if mark != self._changes_seen:
+            self.store.forget_all()
+            self._changes_seen = mark
+
     async def _record(
         self, server_name: str, media_id: str, *, timeout_ms: int, allow_remote: bool
     ) -> MediaRecord:
         check_server_name(server_name)
         check_media_id(media_id)
+        self._forget_rows_changed_elsewhere()
         if server_name == self.server_name:
             return await self._wait_for_upload(server_name, media_id, timeout_ms)
         record = await self.store.get(server_name, media_id)
@@ -362,6 +399,7 @@ class MediaService:
             record.content_type or DEFAULT_CONTENT_TYPE,
             record.upload_name,
             record.size,
+            record.sha256,
         )
 
     async def download(
@@ -461,10 +499,14 @@ class MediaService:
         from ranvier.services.media.thumbnailer import make_static_thumbnails  # Pillow
 
         source = self._file(record)
-        async with self._thumbnail_slots:
-            made = await asyncio.to_thread(
-                make_static_thumbnails, source.path, missing, self.config.max_thumbnail_pixels
-            )
+        # Not in _thumbnail_slots: requests would wait behind this low-priority work.
+        made = await asyncio.get_running_loop().run_in_executor(
+            self._background,
+            make_static_thumbnails,
+            source.path,
+            missing,
+            self.config.max_thumbnail_pixels,
+        )
         for (width, height, method), thumb in zip(missing, made, strict=True):
             if thumb is None:
                 continue
@@ -517,7 +559,11 @@ class MediaService:
                 animated,
             ) and self.files.complete(cached.sha256, cached.size):
                 return MediaFile(
-                    self.files.path(cached.sha256), cached.content_type, None, cached.size
+                    self.files.path(cached.sha256),
+                    cached.content_type,
+                    None,
+                    cached.size,
+                    cached.sha256,
                 )
         source = self._file(record)
         from ranvier.services.media.thumbnailer import make_thumbnail  # Pillow, on first use
@@ -536,11 +582,13 @@ class MediaService:
         except NotThumbnailable:
             # "When the content is smaller than the requested dimensions, servers
             # should return the original content rather than thumbnail it."
-            return MediaFile(source.path, source.content_type, None, source.size)
+            return MediaFile(source.path, source.content_type, None, source.size, source.sha256)
         stored = await self.files.write_bytes(thumb.data)
         await self.store.add_thumbnail(
             record.server_name,
             record.media_id,
             ThumbnailRecord(*box, method, animated, thumb.content_type, stored.size, stored.sha256),
         )
-        return MediaFile(self.files.path(stored.sha256), thumb.content_type, None, stored.size)
+        return MediaFile(
+            self.files.path(stored.sha256), thumb.content_type, None, stored.size, stored.sha256
+        )
