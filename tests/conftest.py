@@ -271,9 +271,15 @@ async def _clone(admin: asyncpg.Connection, template: str) -> str:
     raise AssertionError("unreachable")
 
 
-@pytest.fixture(scope="session")
-def _postgres_pool() -> Iterator[_PostgresPool]:
-    """This test process's pool of migrated PostgreSQL databases, dropped at its end."""
+_pool: _PostgresPool | None = None
+
+
+def _postgres_pool() -> _PostgresPool:
+    """This test process's pool of migrated PostgreSQL databases, made at first use
+    (a template database created and migrated) and dropped at the session's end."""
+    global _pool
+    if _pool is not None:
+        return _pool
     template = f"ranvier_template_{os.getpid()}_{secrets.token_hex(4)}"
 
     async def make() -> _PostgresPool:
@@ -308,8 +314,17 @@ def _postgres_pool() -> Iterator[_PostgresPool]:
             await conn.close()
         return _PostgresPool(template, fingerprint, tables, sequences)
 
-    pool = _run_aside(make)
-    yield pool
+    _pool = _run_aside(make)
+    return _pool
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _drop_postgres_pool() -> Iterator[None]:
+    """Drop this test process's pooled PostgreSQL databases, if it made any."""
+    yield
+    pool = _pool
+    if pool is None:
+        return
 
     async def drop() -> None:
         admin = await _postgres_admin()
@@ -322,6 +337,18 @@ def _postgres_pool() -> Iterator[_PostgresPool]:
     _run_aside(drop)
 
 
+async def acquire_migrated_postgres() -> tuple[str, Callable[[], None]]:
+    """A migrated PostgreSQL database from the pool: its DSN, and what gives it back
+    (once nothing is connected to it any more)."""
+    pool = _postgres_pool()
+    admin = await _postgres_admin()
+    try:
+        name = await pool.acquire(admin)
+    finally:
+        await admin.close()
+    return _postgres_dsn_of(name), lambda: pool.release(name)
+
+
 @pytest.fixture(params=ENGINES)
 async def migrated_dsn(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
     """The DSN of a fresh database on each engine, every migration already applied."""
@@ -330,16 +357,11 @@ async def migrated_dsn(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncI
         copy_migrated_sqlite(path)
         yield f"sqlite:///{path}"
         return
-    pool: _PostgresPool = request.getfixturevalue("_postgres_pool")
-    admin = await _postgres_admin()
+    dsn, release = await acquire_migrated_postgres()
     try:
-        name = await pool.acquire(admin)
+        yield dsn
     finally:
-        await admin.close()
-    try:
-        yield _postgres_dsn_of(name)
-    finally:
-        pool.release(name)
+        release()
 
 
 @pytest.fixture
