@@ -30,6 +30,8 @@ import concurrent.futures
 import os
 import secrets
 import shutil
+import subprocess
+import sys
 import tempfile
 import urllib.parse
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -202,7 +204,9 @@ class _PostgresPool:
     A database goes back to the pool when its test ends and is emptied when the next
     test takes it: every row deleted, schema_version's kept (checked by the
     fingerprint), every sequence back where the migrations left it. One still
-    connected to (an app that outlived its test) is left alone until it is not.
+    connected to (an app that outlived its test) is left alone until it is not; when
+    every free one is, a new clone joins the pool after 2 s. One whose schema a test
+    changed is never reused. All are dropped at the end of the session.
     """
 
     template: str
@@ -211,19 +215,29 @@ class _PostgresPool:
     sequences: list[tuple[str, int | None]]  # name, last_value after the migrations
     free: list[str] = field(default_factory=list)
     every: list[str] = field(default_factory=list)
+    #: Databases whose schema a test changed: dropped with the others at the end.
+    changed: list[str] = field(default_factory=list)
 
     async def acquire(self, admin: asyncpg.Connection) -> str:
-        for name in list(self.free):
-            connected = await admin.fetchval(
-                "SELECT count(*) FROM pg_stat_activity WHERE datname = $1", name
+        # The app of the test before has just closed its connections: their server
+        # processes take a moment to go. Waiting for them is cheaper than a clone (and
+        # a clone is one more database to drop, a drop waits for a checkpoint).
+        deadline = asyncio.get_running_loop().time() + 2
+        while True:
+            rows = await admin.fetch(
+                "SELECT DISTINCT datname FROM pg_stat_activity WHERE datname = ANY($1::text[])",
+                self.free,
             )
-            if connected:
-                continue
-            self.free.remove(name)
-            if await self._reset(name):
-                return name
-            await _drop_database(admin, name)
-            self.every.remove(name)
+            busy = {row[0] for row in rows}
+            for name in [name for name in self.free if name not in busy]:
+                self.free.remove(name)
+                if await self._reset(name):
+                    return name
+                self.every.remove(name)
+                self.changed.append(name)
+            if not busy or asyncio.get_running_loop().time() > deadline:
+                break
+            await asyncio.sleep(0.02)
         name = await _clone(admin, self.template)
         self.every.append(name)
         return name
@@ -249,10 +263,6 @@ class _PostgresPool:
             return True
         finally:
             await conn.close()
-
-
-async def _drop_database(admin: asyncpg.Connection, name: str) -> None:
-    await admin.execute(f"DROP DATABASE IF EXISTS {_quote_ident(name)} WITH (FORCE)")
 
 
 async def _clone(admin: asyncpg.Connection, template: str) -> str:
@@ -318,23 +328,44 @@ def _postgres_pool() -> _PostgresPool:
     return _pool
 
 
+# Run by a detached Python at the end of a session: drops the databases named after the
+# DSN, all at once. Each DROP DATABASE waits for a checkpoint (10-20 s on a busy
+# machine), which the session need not wait for.
+_DROP_DATABASES = """
+import asyncio, sys, urllib.parse
+import asyncpg
+
+async def drop(dsn, name):
+    admin = await asyncpg.connect(dsn, timeout=30)
+    try:
+        quoted = '"' + name.replace('"', '""') + '"'
+        await admin.execute(f"DROP DATABASE IF EXISTS {quoted} WITH (FORCE)")
+    finally:
+        await admin.close()
+
+async def main(dsn, names):
+    await asyncio.gather(*(drop(dsn, name) for name in names))
+
+asyncio.run(main(sys.argv[1], sys.argv[2:]))
+"""
+
+
 @pytest.fixture(scope="session", autouse=True)
 def _drop_postgres_pool() -> Iterator[None]:
-    """Drop this test process's pooled PostgreSQL databases, if it made any."""
+    """Drop this test process's pooled PostgreSQL databases, if it made any, in the
+    background."""
     yield
     pool = _pool
     if pool is None:
         return
-
-    async def drop() -> None:
-        admin = await _postgres_admin()
-        try:
-            for name in [*pool.every, pool.template]:
-                await _drop_database(admin, name)
-        finally:
-            await admin.close()
-
-    _run_aside(drop)
+    names = [*pool.every, *pool.changed, pool.template]
+    subprocess.Popen(
+        [sys.executable, "-c", _DROP_DATABASES, POSTGRES_DSN, *names],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
 
 
 async def acquire_migrated_postgres() -> tuple[str, Callable[[], None]]:
