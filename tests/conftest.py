@@ -358,7 +358,11 @@ def _drop_postgres_pool() -> Iterator[None]:
     pool = _pool
     if pool is None:
         return
-    names = [*pool.every, *pool.changed, pool.template]
+    drop_databases_in_background([*pool.every, *pool.changed, pool.template])
+
+
+def drop_databases_in_background(names: list[str]) -> None:
+    """DROP DATABASE ... WITH (FORCE) each of ``names``, from a detached process."""
     subprocess.Popen(
         [sys.executable, "-c", _DROP_DATABASES, POSTGRES_DSN, *names],
         stdin=subprocess.DEVNULL,
