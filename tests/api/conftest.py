@@ -14,6 +14,7 @@ from aiohttp.test_utils import TestClient
 from ranvier.app import build_app
 from ranvier.config import Config, parse_config
 from ranvier.core.signing import SigningKey
+from tests.conftest import prepare_sqlite
 
 NOW_MS = 1_700_000_000_000
 
@@ -42,9 +43,7 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if "server_name" in metafunc.fixturenames and metafunc.definition.get_closest_marker(
         "port_server_name"
     ):
-        metafunc.parametrize(
-            "server_name", [DEFAULT_SERVER_NAME, PORT_SERVER_NAME], indirect=True
-        )
+        metafunc.parametrize("server_name", [DEFAULT_SERVER_NAME, PORT_SERVER_NAME], indirect=True)
 
 
 @pytest.fixture
@@ -71,7 +70,8 @@ def make_app(
     make_config: Callable[..., Config], signing_key: SigningKey
 ) -> Callable[..., web.Application]:
     def make(raw: dict[str, Any] | None = None) -> web.Application:
-        return build_app(make_config(raw), signing_key=signing_key, clock_ms=lambda: NOW_MS)
+        config = prepare_sqlite(make_config(raw))
+        return build_app(config, signing_key=signing_key, clock_ms=lambda: NOW_MS)
 
     return make
 
@@ -142,7 +142,7 @@ def accounts_client(
                 raw[key].update(value)
             else:
                 raw[key] = value
-        config = parse_config(with_server_name(raw, server_name), tmp_path, env={})
+        config = prepare_sqlite(parse_config(with_server_name(raw, server_name), tmp_path, env={}))
         app = build_app(config, signing_key=signing_key, clock_ms=clock)
         client: TestClient[Any, Any] = await aiohttp_client(app)
         return client

@@ -18,9 +18,9 @@ V1 = "/_matrix/client/v1"
 FED_V1 = "/_matrix/federation/v1"
 
 
-async def engine_client(make_client: MakeClient, database_dsn: str) -> Client:
-    """The app on the engine of ``database_dsn`` (tests use both)."""
-    return await make_client({**ROOMS_CONFIG, "database": database_dsn})
+async def engine_client(make_client: MakeClient, migrated_dsn: str) -> Client:
+    """The app on the engine of ``migrated_dsn`` (tests use both)."""
+    return await make_client({**ROOMS_CONFIG, "database": migrated_dsn})
 
 
 class ScriptedFederation:

@@ -37,12 +37,12 @@ def remote_fixture() -> FakeServer:
 
 @pytest.fixture(name="fed_client")
 async def fed_client_fixture(
-    make_client: MakeClient, remote: FakeServer, database_dsn: str
+    make_client: MakeClient, remote: FakeServer, migrated_dsn: str
 ) -> Client:
     client = await make_client(
         {
             "server_name": US,
-            "database": database_dsn,
+            "database": migrated_dsn,
             "ratelimit": {"enabled": False},
             "password_hashing": {"time_cost": 1, "memory_cost": 32},
         }

@@ -1,4 +1,4 @@
-"""``make_db_client(**config)``: the app on each engine (``database_dsn``), rate
+"""``make_db_client(**config)``: the app on each engine (``migrated_dsn``), rate
 limits off, for the search and user directory tests."""
 
 from __future__ import annotations
@@ -21,10 +21,10 @@ MakeDbClient = Callable[..., Awaitable[Client]]
 
 @pytest.fixture(name="make_db_client")
 def make_db_client_fixture(
-    aiohttp_client: Any, tmp_path: Path, signing_key: SigningKey, database_dsn: str
+    aiohttp_client: Any, tmp_path: Path, signing_key: SigningKey, migrated_dsn: str
 ) -> MakeDbClient:
     async def make(**extra: Any) -> Client:
-        raw = {**ROOMS_CONFIG, "database": database_dsn, **extra}
+        raw = {**ROOMS_CONFIG, "database": migrated_dsn, **extra}
         config = parse_config(with_server_name(raw, "localhost"), tmp_path, env={})
         app = build_app(config, signing_key=signing_key, clock_ms=lambda: NOW_MS)
         client: TestClient[Any, Any] = await aiohttp_client(app)

@@ -1,5 +1,5 @@
 """Helpers for the /sync, /messages and /context tests: an app on a movable
-clock, optionally on a given database (PostgreSQL via ``database_dsn``)."""
+clock, optionally on a given database (PostgreSQL via ``migrated_dsn``)."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from ranvier.config import parse_config
 from ranvier.core.signing import SigningKey
 from tests.api.conftest import Clock, with_server_name
 from tests.api.rooms_support import ROOMS_CONFIG, V3, Client, User, q
+from tests.conftest import prepare_sqlite
 
 MakeSyncClient = Callable[..., Awaitable[Client]]
 
@@ -32,7 +33,7 @@ def make_sync_client_fixture(
         raw: dict[str, Any] = dict(ROOMS_CONFIG)
         if database is not None:
             raw["database"] = database
-        config = parse_config(with_server_name(raw, server_name), tmp_path, env={})
+        config = prepare_sqlite(parse_config(with_server_name(raw, server_name), tmp_path, env={}))
         app = build_app(config, signing_key=signing_key, clock_ms=clock)
         client: TestClient[Any, Any] = await aiohttp_client(app)
         return client

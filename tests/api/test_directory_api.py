@@ -28,12 +28,12 @@ from tests.api.rooms_support import (
 )
 from tests.federation_support import FakeServer
 
-pytestmark = pytest.mark.usefixtures("database_dsn")
+pytestmark = pytest.mark.usefixtures("migrated_dsn")
 
 
 @pytest.fixture
-async def client(database_dsn: str, make_client: MakeClient) -> Client:
-    return await engine_client(make_client, database_dsn)
+async def client(migrated_dsn: str, make_client: MakeClient) -> Client:
+    return await engine_client(make_client, migrated_dsn)
 
 
 async def public_rooms(client: Client, query: str = "") -> tuple[int, Any]:
@@ -296,9 +296,9 @@ async def test_publishing_bad_input(client: Client) -> None:
     assert response.status == 401
 
 
-async def test_joined_members_rule(database_dsn: str, make_client: MakeClient) -> None:
+async def test_joined_members_rule(migrated_dsn: str, make_client: MakeClient) -> None:
     client = await make_client(
-        {**ROOMS_CONFIG, "database": database_dsn, "directory": {"publish_rule": "joined_members"}}
+        {**ROOMS_CONFIG, "database": migrated_dsn, "directory": {"publish_rule": "joined_members"}}
     )
     alice, bob, eve = [await make_user(client, name) for name in ("alice", "bob", "eve")]
     room = await create_room(client, alice, preset="public_chat")
@@ -312,10 +312,10 @@ async def test_joined_members_rule(database_dsn: str, make_client: MakeClient) -
 
 
 async def test_server_admins_rule_also_guards_create_room(
-    make_client: MakeClient, database_dsn: str
+    make_client: MakeClient, migrated_dsn: str
 ) -> None:
     client = await make_client(
-        {**ROOMS_CONFIG, "database": database_dsn, "directory": {"publish_rule": "server_admins"}}
+        {**ROOMS_CONFIG, "database": migrated_dsn, "directory": {"publish_rule": "server_admins"}}
     )
     alice, admin = await make_user(client, "alice"), await make_user(client, "admin")
     await client.app[HOMESERVER].accounts.set_admin(admin.user_id, True)

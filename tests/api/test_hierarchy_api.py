@@ -30,8 +30,8 @@ SPACE = {"type": "m.space"}
 
 
 @pytest.fixture
-async def client(database_dsn: str, make_sync_client: MakeSyncClient) -> Client:
-    return await make_sync_client(database_dsn)
+async def client(migrated_dsn: str, make_sync_client: MakeSyncClient) -> Client:
+    return await make_sync_client(migrated_dsn)
 
 
 def server(client: Client) -> str:

@@ -107,7 +107,7 @@ async def _create_victim(base_url: str, user_id: str, token: str) -> Victim:
 
 
 @pytest.fixture
-async def serve_app(database_dsn: str, tmp_path: Path) -> AsyncIterator[ServeApp]:
+async def serve_app(migrated_dsn: str, tmp_path: Path) -> AsyncIterator[ServeApp]:
     """``await serve_app(**listen)``: the app served on a loopback port with the
     ``listen`` keys given, a victim with a room and a message, and an attacker's token."""
     tasks: list[tuple[asyncio.Event, asyncio.Task[None]]] = []
@@ -115,7 +115,7 @@ async def serve_app(database_dsn: str, tmp_path: Path) -> AsyncIterator[ServeApp
     async def start(
         setup: Callable[[web.Application], None] | None = None, **listen: Any
     ) -> Served:
-        raw = {**ROOMS_CONFIG, "database": database_dsn, "listen": listen}
+        raw = {**ROOMS_CONFIG, "database": migrated_dsn, "listen": listen}
         app = build_app(parse_config(raw, tmp_path, env={}), signing_key=SigningKey.generate("t"))
         if setup is not None:
             setup(app)

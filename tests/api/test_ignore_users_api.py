@@ -34,8 +34,8 @@ from tests.api.sync_support import (  # noqa: F401  (fixture)
 
 
 @pytest.fixture
-async def client(database_dsn: str, make_sync_client: MakeSyncClient) -> Client:
-    return await make_sync_client(database_dsn)
+async def client(migrated_dsn: str, make_sync_client: MakeSyncClient) -> Client:
+    return await make_sync_client(migrated_dsn)
 
 
 def ignore_path(user: User) -> str:

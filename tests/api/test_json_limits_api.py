@@ -64,9 +64,9 @@ async def assert_everyone_reads(
 
 
 async def test_deep_invite_cannot_break_the_invitees_sync(
-    make_sync_client: MakeSyncClient, database_dsn: str
+    make_sync_client: MakeSyncClient, migrated_dsn: str
 ) -> None:
-    client = await make_sync_client(database_dsn)
+    client = await make_sync_client(migrated_dsn)
     users, room_id, event_id = await setup_room(client)
     alice = users[0]
     victim = await make_user(client, "victim")
@@ -74,15 +74,19 @@ async def test_deep_invite_cannot_break_the_invitees_sync(
     assert status == 200
     for depth in ATTACK_DEPTHS:
         # The issue's repro: creation_content nested, the victim invited.
-        body = b'{"invite":["@victim:localhost"],"creation_content":{"x":' + nested(depth - 2) + b"}}"
+        body = (
+            b'{"invite":["@victim:localhost"],"creation_content":{"x":' + nested(depth - 2) + b"}}"
+        )
         status, answer = await raw(client, "POST", "/createRoom", alice, body)
         assert (status, answer["errcode"]) == (400, "M_BAD_JSON"), depth
     assert (await sync(client, victim))["rooms"]["invite"] == {}  # nothing half-created
     await assert_everyone_reads(client, [*users, victim], room_id, event_id)
     # The deepest accepted body still works end to end.
-    body = b'{"invite":["@victim:localhost"],"creation_content":{"x":' + nested(
-        MAX_JSON_DEPTH - 2
-    ) + b"}}"
+    body = (
+        b'{"invite":["@victim:localhost"],"creation_content":{"x":'
+        + nested(MAX_JSON_DEPTH - 2)
+        + b"}}"
+    )
     status, answer = await raw(client, "POST", "/createRoom", alice, body)
     assert status == 200, answer
     assert list((await sync(client, victim))["rooms"]["invite"]) == [answer["room_id"]]
@@ -90,9 +94,9 @@ async def test_deep_invite_cannot_break_the_invitees_sync(
 
 
 async def test_deep_events_are_refused_and_the_deepest_allowed_round_trips(
-    make_sync_client: MakeSyncClient, database_dsn: str
+    make_sync_client: MakeSyncClient, migrated_dsn: str
 ) -> None:
-    client = await make_sync_client(database_dsn)
+    client = await make_sync_client(migrated_dsn)
     users, room_id, event_id = await setup_room(client)
     alice = users[0]
     room = f"/rooms/{q(room_id)}"
@@ -112,9 +116,9 @@ async def test_deep_events_are_refused_and_the_deepest_allowed_round_trips(
 
 
 async def test_nested_user_data_is_400_not_500(
-    make_sync_client: MakeSyncClient, database_dsn: str
+    make_sync_client: MakeSyncClient, migrated_dsn: str
 ) -> None:
-    client = await make_sync_client(database_dsn)
+    client = await make_sync_client(migrated_dsn)
     users, room_id, event_id = await setup_room(client)
     alice, bob = users[0], users[1]
     me = q(alice.user_id)
@@ -153,11 +157,11 @@ async def test_nested_user_data_is_400_not_500(
 
 
 async def test_deep_inline_filters_are_400(
-    make_sync_client: MakeSyncClient, database_dsn: str
+    make_sync_client: MakeSyncClient, migrated_dsn: str
 ) -> None:
     """JSON also enters through the ``filter`` query parameter of /sync and /messages
     (depths whose URL fits aiohttp's 8 KiB request line)."""
-    client = await make_sync_client(database_dsn)
+    client = await make_sync_client(migrated_dsn)
     users, room_id, event_id = await setup_room(client)
     for depth in (MAX_JSON_DEPTH + 1, 250, 254):
         deep_filter = (b'{"room":{"timeline":{"x":' + nested(depth - 3) + b"}}}").decode()
@@ -171,10 +175,10 @@ async def test_deep_inline_filters_are_400(
 
 
 async def test_data_stored_too_deep_by_older_versions_is_left_out(
-    make_sync_client: MakeSyncClient, database_dsn: str, caplog: pytest.LogCaptureFixture
+    make_sync_client: MakeSyncClient, migrated_dsn: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     """Older versions accepted any depth: such items are left out and logged."""
-    client = await make_sync_client(database_dsn)
+    client = await make_sync_client(migrated_dsn)
     users, room_id, good_id = await setup_room(client)
     alice, bob = users[0], users[1]
     hs = hs_of(client)
@@ -193,7 +197,9 @@ async def test_data_stored_too_deep_by_older_versions_is_left_out(
         for user in users:
             body = await sync(client, user)
             joined = body["rooms"]["join"][room_id]
-            served = {e["event_id"] for e in joined["timeline"]["events"] + joined["state"]["events"]}
+            served = {
+                e["event_id"] for e in joined["timeline"]["events"] + joined["state"]["events"]
+            }
             assert {good_id, after["event_id"]} <= served or user is not alice
             assert not served & {deep_message.event_id, deep_state}
         body = await sync(client, alice)
@@ -217,11 +223,11 @@ async def test_data_stored_too_deep_by_older_versions_is_left_out(
 
 
 async def test_invite_stored_too_deep_by_an_older_version_stays_visible(
-    make_sync_client: MakeSyncClient, database_dsn: str, monkeypatch: pytest.MonkeyPatch
+    make_sync_client: MakeSyncClient, migrated_dsn: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The issue's repro as an older version stored it: the invitee still syncs,
     sees the invite without the unservable create event, and can reject it."""
-    client = await make_sync_client(database_dsn)
+    client = await make_sync_client(migrated_dsn)
     users, room_id, event_id = await setup_room(client)
     victim = await make_user(client, "victim")
     body = b'{"invite":["@victim:localhost"],"creation_content":{"x":' + nested(300) + b"}}"
@@ -243,9 +249,9 @@ async def test_invite_stored_too_deep_by_an_older_version_stays_visible(
 
 
 async def test_nul_in_identifiers_is_400_on_both_engines(
-    make_sync_client: MakeSyncClient, database_dsn: str
+    make_sync_client: MakeSyncClient, migrated_dsn: str
 ) -> None:
-    client = await make_sync_client(database_dsn)
+    client = await make_sync_client(migrated_dsn)
     users, room_id, event_id = await setup_room(client)
     alice, bob = users[0], users[1]
     await hs_of(client).accounts.register("pat", "secret-pw")
@@ -260,32 +266,57 @@ async def test_nul_in_identifiers_is_400_on_both_engines(
         ("PUT", f"/user/{me}/rooms/{q(room_id)}/account_data/a%00b", alice, {"x": 1}),
         ("PUT", f"/directory/room/{q('#a' + chr(0) + 'b:localhost')}", alice, {"room_id": room_id}),
         ("PUT", "/sendToDevice/m.test/a%00b", alice, {"messages": {}}),
-        ("PUT", "/sendToDevice/m.test/t2", alice, {"messages": {bob.user_id: {"a\x00b": {"x": 1}}}}),
+        (
+            "PUT",
+            "/sendToDevice/m.test/t2",
+            alice,
+            {"messages": {bob.user_id: {"a\x00b": {"x": 1}}}},
+        ),
         ("POST", f"{room}/receipt/m.read/{q(event_id)}", alice, {"thread_id": "a\x00b"}),
-        ("POST", "/createRoom", alice, {"initial_state": [{"type": "m.x", "state_key": "\x00", "content": {}}]}),
+        (
+            "POST",
+            "/createRoom",
+            alice,
+            {"initial_state": [{"type": "m.x", "state_key": "\x00", "content": {}}]},
+        ),
         ("POST", "/createRoom", alice, {"initial_state": [{"type": "a\x00b", "content": {}}]}),
         ("GET", "/sync?access_token=a%00b", None, None),
         # Free text stored as plain text, not JSON: refused alike on both engines.
         ("PUT", f"/presence/{me}/status", alice, {"presence": "online", "status_msg": "a\x00b"}),
         ("PUT", f"/devices/{q(alice.device_id)}", alice, {"display_name": "a\x00b"}),
-        ("POST", "/login", None, {
-            "type": "m.login.password",
-            "identifier": {"type": "m.id.user", "user": "pat"},
-            "password": "secret-pw",
-            "initial_device_display_name": "a\x00b",
-        }),
-        ("POST", "/login", None, {
-            "type": "m.login.password",
-            "identifier": {"type": "m.id.user", "user": "a\x00b"},
-            "password": "x",
-        }),
+        (
+            "POST",
+            "/login",
+            None,
+            {
+                "type": "m.login.password",
+                "identifier": {"type": "m.id.user", "user": "pat"},
+                "password": "secret-pw",
+                "initial_device_display_name": "a\x00b",
+            },
+        ),
+        (
+            "POST",
+            "/login",
+            None,
+            {
+                "type": "m.login.password",
+                "identifier": {"type": "m.id.user", "user": "a\x00b"},
+                "password": "x",
+            },
+        ),
         ("POST", "/login", None, {"type": "m.login.password", "user": "a\x00b", "password": "x"}),
-        ("POST", "/login", None, {
-            "type": "m.login.password",
-            "identifier": {"type": "m.id.user", "user": "pat"},
-            "password": "secret-pw",
-            "device_id": "a\x00b",
-        }),
+        (
+            "POST",
+            "/login",
+            None,
+            {
+                "type": "m.login.password",
+                "identifier": {"type": "m.id.user", "user": "pat"},
+                "password": "secret-pw",
+                "device_id": "a\x00b",
+            },
+        ),
     ]
     rooms_before = await joined_rooms(client, alice)
     pat_devices = await hs_of(client).accounts.get_devices("@pat:localhost")
@@ -312,9 +343,9 @@ async def joined_rooms(client: Client, user: User) -> list[str]:
 
 
 async def test_nul_in_json_content_round_trips_on_both_engines(
-    make_sync_client: MakeSyncClient, database_dsn: str, clock: Clock
+    make_sync_client: MakeSyncClient, migrated_dsn: str, clock: Clock
 ) -> None:
-    client = await make_sync_client(database_dsn)
+    client = await make_sync_client(migrated_dsn)
     users, room_id, _ = await setup_room(client)
     alice, bob = users[0], users[1]
     me = q(alice.user_id)
@@ -323,7 +354,11 @@ async def test_nul_in_json_content_round_trips_on_both_engines(
     status, sent = await send(client, alice, room_id, content, "nul")
     assert status == 200, sent
     status, state = await raw(
-        client, "PUT", f"/rooms/{q(room_id)}/state/m.room.topic/", alice, orjson.dumps({"topic": text})
+        client,
+        "PUT",
+        f"/rooms/{q(room_id)}/state/m.room.topic/",
+        alice,
+        orjson.dumps({"topic": text}),
     )
     assert status == 200, state
     for path, body in (
@@ -351,7 +386,16 @@ def test_items_are_left_out_whole_never_altered() -> None:
     deep_list_content = {"x": [1, nested_value(300)]}
     good = {"type": "m.a", "content": {"x": [1, 2]}}
     body = {
-        "rooms": {"join": {"!r:x": {"timeline": {"events": [good, {"type": "m.b", "content": deep_list_content}], "limited": False}}}},
+        "rooms": {
+            "join": {
+                "!r:x": {
+                    "timeline": {
+                        "events": [good, {"type": "m.b", "content": deep_list_content}],
+                        "limited": False,
+                    }
+                }
+            }
+        },
         "account_data": {"events": [{"type": "m.c", "content": nested_value(300)}]},
         "next_batch": "s1",
     }

@@ -51,8 +51,8 @@ class Env:
 
 
 @pytest.fixture
-async def env(database_dsn: str, make_sync_client: MakeSyncClient) -> AsyncIterator[Env]:
-    client = await make_sync_client(database_dsn)
+async def env(migrated_dsn: str, make_sync_client: MakeSyncClient) -> AsyncIterator[Env]:
+    client = await make_sync_client(migrated_dsn)
     alice, bob = await make_user(client, "alice"), await make_user(client, "bob")
     room_id = await create_room(client, alice, preset="public_chat")
     status, _ = await raw(client, "POST", f"/rooms/{q(room_id)}/join", bob, b"{}")
@@ -147,7 +147,9 @@ async def check_to_device(env: Env, content: dict[str, Any]) -> None:
 async def check_texts(env: Env, text: str) -> None:
     """Free text outside JSON content: presence status_msg, display names."""
     me = q(env.alice.user_id)
-    status, answer = await put(env, env.alice, f"/presence/{me}/status", {"presence": "online", "status_msg": text})
+    status, answer = await put(
+        env, env.alice, f"/presence/{me}/status", {"presence": "online", "status_msg": text}
+    )
     if accepted(status, answer, "presence"):
         assert (await read(env, env.bob, f"/presence/{me}/status")).get("status_msg") == text
     path = f"/devices/{q(env.alice.device_id)}"

@@ -124,9 +124,9 @@ async def settled_token(client: Client, user: User) -> str:
 
 
 async def test_initial_sync_shape_and_content(
-    make_sync_client: MakeSyncClient, database_dsn: str
+    make_sync_client: MakeSyncClient, migrated_dsn: str
 ) -> None:
-    client = await make_sync_client(database_dsn)
+    client = await make_sync_client(migrated_dsn)
     alice = await make_user(client, "alice")
     bob = await make_user(client, "bob")
     public_room = await create_room(client, alice, preset="public_chat", visibility="public")
@@ -179,9 +179,9 @@ async def test_initial_sync_shape_and_content(
 
 
 async def test_initial_sync_messages_tokens_continue_in_messages(
-    make_sync_client: MakeSyncClient, database_dsn: str
+    make_sync_client: MakeSyncClient, migrated_dsn: str
 ) -> None:
-    client = await make_sync_client(database_dsn)
+    client = await make_sync_client(migrated_dsn)
     alice = await make_user(client, "alice")
     room_id = await create_room(client, alice, preset="public_chat")
     for body in ("one", "two", "three"):
@@ -210,9 +210,9 @@ async def test_initial_sync_messages_tokens_continue_in_messages(
 
 
 async def test_initial_sync_whole_short_room_has_no_start(
-    make_sync_client: MakeSyncClient, database_dsn: str
+    make_sync_client: MakeSyncClient, migrated_dsn: str
 ) -> None:
-    client = await make_sync_client(database_dsn)
+    client = await make_sync_client(migrated_dsn)
     alice = await make_user(client, "alice")
     room_id = await create_room(client, alice)
     room = room_of(await initial_sync(client, alice, limit=100), room_id)
@@ -222,9 +222,9 @@ async def test_initial_sync_whole_short_room_has_no_start(
 
 
 async def test_initial_sync_archived_includes_left_rooms_up_to_the_leave(
-    make_sync_client: MakeSyncClient, database_dsn: str
+    make_sync_client: MakeSyncClient, migrated_dsn: str
 ) -> None:
-    client = await make_sync_client(database_dsn)
+    client = await make_sync_client(migrated_dsn)
     alice = await make_user(client, "alice")
     bob = await make_user(client, "bob")
     room_id = await create_room(client, bob, preset="public_chat")
@@ -249,9 +249,9 @@ async def test_initial_sync_archived_includes_left_rooms_up_to_the_leave(
 
 
 async def test_initial_sync_archived_rejected_invite_shows_nothing_hidden(
-    make_sync_client: MakeSyncClient, database_dsn: str
+    make_sync_client: MakeSyncClient, migrated_dsn: str
 ) -> None:
-    client = await make_sync_client(database_dsn)
+    client = await make_sync_client(migrated_dsn)
     bob = await make_user(client, "bob")
     carol = await make_user(client, "carol")
     room_id = await create_room(client, bob, preset="private_chat", topic="secret topic")
@@ -271,9 +271,9 @@ async def test_initial_sync_archived_rejected_invite_shows_nothing_hidden(
 
 
 async def test_events_continue_from_initial_sync_end(
-    make_sync_client: MakeSyncClient, database_dsn: str
+    make_sync_client: MakeSyncClient, migrated_dsn: str
 ) -> None:
-    client = await make_sync_client(database_dsn)
+    client = await make_sync_client(migrated_dsn)
     alice = await make_user(client, "alice")
     room_id = await create_room(client, alice)
     await text(client, alice, room_id, "old")
@@ -293,9 +293,9 @@ async def test_events_continue_from_initial_sync_end(
 
 
 async def test_events_accept_sync_next_batch(
-    make_sync_client: MakeSyncClient, database_dsn: str
+    make_sync_client: MakeSyncClient, migrated_dsn: str
 ) -> None:
-    client = await make_sync_client(database_dsn)
+    client = await make_sync_client(migrated_dsn)
     alice = await make_user(client, "alice")
     room_id = await create_room(client, alice)
     next_batch = (await sync(client, alice))["next_batch"]
@@ -305,9 +305,9 @@ async def test_events_accept_sync_next_batch(
 
 
 async def test_events_without_from_start_now(
-    make_sync_client: MakeSyncClient, database_dsn: str
+    make_sync_client: MakeSyncClient, migrated_dsn: str
 ) -> None:
-    client = await make_sync_client(database_dsn)
+    client = await make_sync_client(migrated_dsn)
     alice = await make_user(client, "alice")
     room_id = await create_room(client, alice)
     await text(client, alice, room_id, "before the poll")
@@ -318,9 +318,9 @@ async def test_events_without_from_start_now(
 
 
 async def test_events_long_poll_wakes_on_new_message(
-    make_sync_client: MakeSyncClient, database_dsn: str
+    make_sync_client: MakeSyncClient, migrated_dsn: str
 ) -> None:
-    client = await make_sync_client(database_dsn)
+    client = await make_sync_client(migrated_dsn)
     alice = await make_user(client, "alice")
     bob = await make_user(client, "bob")
     room_id = await create_room(client, alice, preset="public_chat")
@@ -338,9 +338,9 @@ async def test_events_long_poll_wakes_on_new_message(
 
 
 async def test_events_long_poll_times_out_empty(
-    make_sync_client: MakeSyncClient, database_dsn: str
+    make_sync_client: MakeSyncClient, migrated_dsn: str
 ) -> None:
-    client = await make_sync_client(database_dsn)
+    client = await make_sync_client(migrated_dsn)
     alice = await make_user(client, "alice")
     await create_room(client, alice)
     token = await settled_token(client, alice)
@@ -354,9 +354,9 @@ async def test_events_long_poll_times_out_empty(
 
 
 async def test_events_long_poll_ignores_other_rooms(
-    make_sync_client: MakeSyncClient, database_dsn: str
+    make_sync_client: MakeSyncClient, migrated_dsn: str
 ) -> None:
-    client = await make_sync_client(database_dsn)
+    client = await make_sync_client(migrated_dsn)
     alice = await make_user(client, "alice")
     carol = await make_user(client, "carol")
     other_room = await create_room(client, carol, preset="public_chat")
@@ -370,9 +370,9 @@ async def test_events_long_poll_ignores_other_rooms(
 
 
 async def test_events_show_own_leave_but_nothing_after(
-    make_sync_client: MakeSyncClient, database_dsn: str
+    make_sync_client: MakeSyncClient, migrated_dsn: str
 ) -> None:
-    client = await make_sync_client(database_dsn)
+    client = await make_sync_client(migrated_dsn)
     alice = await make_user(client, "alice")
     bob = await make_user(client, "bob")
     room_id = await create_room(client, bob, preset="public_chat")
@@ -391,9 +391,9 @@ async def test_events_show_own_leave_but_nothing_after(
 
 
 async def test_events_hide_history_before_a_joined_only_join(
-    make_sync_client: MakeSyncClient, database_dsn: str
+    make_sync_client: MakeSyncClient, migrated_dsn: str
 ) -> None:
-    client = await make_sync_client(database_dsn)
+    client = await make_sync_client(migrated_dsn)
     alice = await make_user(client, "alice")
     bob = await make_user(client, "bob")
     room_id = await create_room(client, bob, preset="public_chat")
@@ -413,11 +413,11 @@ async def test_events_hide_history_before_a_joined_only_join(
 
 
 async def test_events_leave_other_streams_to_sync(
-    make_sync_client: MakeSyncClient, database_dsn: str
+    make_sync_client: MakeSyncClient, migrated_dsn: str
 ) -> None:
     """old_sync.yaml's chunk holds ClientEvents: typing, receipts, presence and
     account data are not in it, and /events' ``end`` keeps them for /sync."""
-    client = await make_sync_client(database_dsn)
+    client = await make_sync_client(migrated_dsn)
     alice = await make_user(client, "alice")
     bob = await make_user(client, "bob")
     room_id = await create_room(client, alice, preset="public_chat")
@@ -448,9 +448,9 @@ async def test_events_leave_other_streams_to_sync(
 
 
 async def test_events_with_room_id_of_a_joined_room_return_that_room_only(
-    make_sync_client: MakeSyncClient, database_dsn: str
+    make_sync_client: MakeSyncClient, migrated_dsn: str
 ) -> None:
-    client = await make_sync_client(database_dsn)
+    client = await make_sync_client(migrated_dsn)
     alice = await make_user(client, "alice")
     room_a = await create_room(client, alice)
     room_b = await create_room(client, alice)
@@ -463,9 +463,9 @@ async def test_events_with_room_id_of_a_joined_room_return_that_room_only(
 
 
 async def test_events_deliver_an_invite_but_not_the_room_behind_it(
-    make_sync_client: MakeSyncClient, database_dsn: str
+    make_sync_client: MakeSyncClient, migrated_dsn: str
 ) -> None:
-    client = await make_sync_client(database_dsn)
+    client = await make_sync_client(migrated_dsn)
     alice = await make_user(client, "alice")
     bob = await make_user(client, "bob")
     room_id = await create_room(client, bob, preset="private_chat")
@@ -486,10 +486,10 @@ async def make_guest(client: Client) -> User:
     return User(user_id, session.device_id, session.access_token)
 
 
-async def test_guests_may_only_peek(database_dsn: str, make_sync_client: MakeSyncClient) -> None:
+async def test_guests_may_only_peek(migrated_dsn: str, make_sync_client: MakeSyncClient) -> None:
     """Guest Access: guests may call GET /events "as used for room previews" and
     GET /rooms/{roomId}/initialSync, not /initialSync or /events/{eventId} (as Synapse)."""
-    client = await make_sync_client(database_dsn)
+    client = await make_sync_client(migrated_dsn)
     bob = await make_user(client, "bob")
     guest = await make_guest(client)
     room_id = await create_room(client, bob, preset="public_chat")
@@ -520,10 +520,10 @@ async def test_guests_may_only_peek(database_dsn: str, make_sync_client: MakeSyn
 
 
 async def test_events_chunk_is_bounded_and_end_continues(
-    make_sync_client: MakeSyncClient, database_dsn: str, monkeypatch: pytest.MonkeyPatch
+    make_sync_client: MakeSyncClient, migrated_dsn: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(legacy_sync, "MAX_EVENTS_CHUNK", 3)
-    client = await make_sync_client(database_dsn)
+    client = await make_sync_client(migrated_dsn)
     alice = await make_user(client, "alice")
     room_a = await create_room(client, alice)
     room_b = await create_room(client, alice)
@@ -545,9 +545,9 @@ async def test_events_chunk_is_bounded_and_end_continues(
 
 
 async def test_peeking_world_readable_room(
-    make_sync_client: MakeSyncClient, database_dsn: str
+    make_sync_client: MakeSyncClient, migrated_dsn: str
 ) -> None:
-    client = await make_sync_client(database_dsn)
+    client = await make_sync_client(migrated_dsn)
     bob = await make_user(client, "bob")
     carol = await make_user(client, "carol")
     room_id = await create_room(client, bob, preset="public_chat")
@@ -590,9 +590,9 @@ async def test_peeking_world_readable_room(
 
 
 async def test_peeking_is_forbidden_unless_world_readable(
-    make_sync_client: MakeSyncClient, database_dsn: str
+    make_sync_client: MakeSyncClient, migrated_dsn: str
 ) -> None:
-    client = await make_sync_client(database_dsn)
+    client = await make_sync_client(migrated_dsn)
     bob = await make_user(client, "bob")
     carol = await make_user(client, "carol")
     room_id = await create_room(client, bob, preset="public_chat")  # history "shared"
@@ -613,9 +613,9 @@ async def test_peeking_is_forbidden_unless_world_readable(
 
 
 async def test_room_initial_sync_member_and_departed(
-    make_sync_client: MakeSyncClient, database_dsn: str
+    make_sync_client: MakeSyncClient, migrated_dsn: str
 ) -> None:
-    client = await make_sync_client(database_dsn)
+    client = await make_sync_client(migrated_dsn)
     alice = await make_user(client, "alice")
     bob = await make_user(client, "bob")
     room_id = await create_room(client, bob, preset="public_chat", visibility="public")
@@ -649,9 +649,9 @@ async def test_room_initial_sync_member_and_departed(
 
 
 async def test_get_event_by_id_visibility(
-    make_sync_client: MakeSyncClient, database_dsn: str
+    make_sync_client: MakeSyncClient, migrated_dsn: str
 ) -> None:
-    client = await make_sync_client(database_dsn)
+    client = await make_sync_client(migrated_dsn)
     alice = await make_user(client, "alice")
     bob = await make_user(client, "bob")
     carol = await make_user(client, "carol")
@@ -701,9 +701,9 @@ async def test_get_event_by_id_visibility(
     ],
 )
 async def test_bad_input_is_400_invalid_param(
-    make_sync_client: MakeSyncClient, database_dsn: str, path: str, params: dict[str, str]
+    make_sync_client: MakeSyncClient, migrated_dsn: str, path: str, params: dict[str, str]
 ) -> None:
-    client = await make_sync_client(database_dsn)
+    client = await make_sync_client(migrated_dsn)
     alice = await make_user(client, "alice")
     room_id = await create_room(client, alice)
     response = await client.get(
@@ -714,18 +714,18 @@ async def test_bad_input_is_400_invalid_param(
 
 
 async def test_bad_room_id_in_path_is_400(
-    make_sync_client: MakeSyncClient, database_dsn: str
+    make_sync_client: MakeSyncClient, migrated_dsn: str
 ) -> None:
-    client = await make_sync_client(database_dsn)
+    client = await make_sync_client(migrated_dsn)
     alice = await make_user(client, "alice")
     status, body = await room_initial_sync(client, alice, "no-sigil")
     assert (status, body["errcode"]) == (400, "M_INVALID_PARAM")
 
 
 async def test_without_access_token_is_401(
-    make_sync_client: MakeSyncClient, database_dsn: str
+    make_sync_client: MakeSyncClient, migrated_dsn: str
 ) -> None:
-    client = await make_sync_client(database_dsn)
+    client = await make_sync_client(migrated_dsn)
     for path in ("/events", "/initialSync", "/events/$x", "/rooms/!a:b/initialSync"):
         response = await client.get(V3 + path)
         assert response.status == 401, path

@@ -43,12 +43,12 @@ CSP = (
 
 @pytest.fixture
 async def setup(
-    accounts_client: AccountsClient, database_dsn: str, tmp_path: Path
+    accounts_client: AccountsClient, migrated_dsn: str, tmp_path: Path
 ) -> tuple[Client, dict[str, str], Path]:
     store = tmp_path / "media-store"
     client = await accounts_client(
         {
-            "database": database_dsn,
+            "database": migrated_dsn,
             # Thumbnails on request only, so the file counts below are exact
             # (test_standard_thumbnails_made_after_upload covers the default).
             "media": {
@@ -359,11 +359,11 @@ async def test_pending_limit_and_expiry(setup: Any, clock: Clock) -> None:
 
 
 async def test_legacy_freeze(
-    accounts_client: AccountsClient, database_dsn: str, tmp_path: Path, clock: Clock
+    accounts_client: AccountsClient, migrated_dsn: str, tmp_path: Path, clock: Clock
 ) -> None:
     client = await accounts_client(
         {
-            "database": database_dsn,
+            "database": migrated_dsn,
             "media": {
                 "store_path": str(tmp_path / "m"),
                 "freeze_unauthenticated_after": NOW_MS + 1000,
@@ -429,11 +429,11 @@ async def test_thumbnail_is_cached_and_small_images_come_back_whole(setup: Any) 
 
 
 async def test_standard_thumbnails_made_after_upload(
-    accounts_client: AccountsClient, database_dsn: str, tmp_path: Path
+    accounts_client: AccountsClient, migrated_dsn: str, tmp_path: Path
 ) -> None:
     store = tmp_path / "media-store"
     client = await accounts_client(
-        {"database": database_dsn, "media": {"store_path": str(store)}}  # the default: on
+        {"database": migrated_dsn, "media": {"store_path": str(store)}}  # the default: on
     )
     alice = await user_token(client)
     uri = await upload(client, alice, image_bytes((1000, 750), "JPEG"), "image/jpeg")
@@ -544,12 +544,12 @@ async def test_bad_thumbnail_parameters(setup: Any, query: str, expected: tuple[
 
 
 async def test_guests_download_but_do_not_upload(
-    accounts_client: AccountsClient, database_dsn: str, tmp_path: Path
+    accounts_client: AccountsClient, migrated_dsn: str, tmp_path: Path
 ) -> None:
     """Guest Access lists media download and thumbnail (v1.12), not upload."""
     client = await accounts_client(
         {
-            "database": database_dsn,
+            "database": migrated_dsn,
             "registration": {"guest_access": True},
             "media": {"store_path": str(tmp_path / "m")},
         }

@@ -40,24 +40,24 @@ async def run_cli(config_path: Path, *args: str) -> Result:
 
 
 async def setup(
-    accounts_client: AccountsClient, database_dsn: str, tmp_path: Path
+    accounts_client: AccountsClient, migrated_dsn: str, tmp_path: Path
 ) -> tuple[Any, dict[str, str], Path, Path]:
     store = tmp_path / "media"
     # Thumbnails only on request: the file counts below are the uploads' own.
     media = {"store_path": str(store), "thumbnails_on_upload": False}
-    client = await accounts_client({"database": database_dsn, "media": media})
+    client = await accounts_client({"database": migrated_dsn, "media": media})
     config_path = tmp_path / "cli.yaml"
     config_path.write_text(
-        f'server_name: "localhost"\ndatabase: "{database_dsn}"\nmedia: {{store_path: "{store}"}}\n',
+        f'server_name: "localhost"\ndatabase: "{migrated_dsn}"\nmedia: {{store_path: "{store}"}}\n',
         encoding="utf-8",
     )
     return client, await user_token(client, "alice"), store, config_path
 
 
 async def test_list_usage_and_quarantine(
-    accounts_client: AccountsClient, database_dsn: str, tmp_path: Path
+    accounts_client: AccountsClient, migrated_dsn: str, tmp_path: Path
 ) -> None:
-    client, alice, _, config_path = await setup(accounts_client, database_dsn, tmp_path)
+    client, alice, _, config_path = await setup(accounts_client, migrated_dsn, tmp_path)
     bob = await user_token(client, "bob")
     first = await upload(client, alice, b"12345", "text/plain", "a.txt")
     await upload(client, alice, b"1234567890", "text/plain")
@@ -85,9 +85,9 @@ async def test_list_usage_and_quarantine(
 
 
 async def test_delete_old_keeps_referenced_media(
-    accounts_client: AccountsClient, database_dsn: str, tmp_path: Path
+    accounts_client: AccountsClient, migrated_dsn: str, tmp_path: Path
 ) -> None:
-    client, alice, store, config_path = await setup(accounts_client, database_dsn, tmp_path)
+    client, alice, store, config_path = await setup(accounts_client, migrated_dsn, tmp_path)
     image = await upload(client, alice, image_bytes((50, 50)), "image/png")
     thumb = await upload(client, alice, image_bytes((10, 10)), "image/png")
     avatar = await upload(client, alice, image_bytes((20, 20)), "image/png")

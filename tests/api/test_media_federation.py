@@ -70,7 +70,7 @@ def _signed_stream(servers: Servers) -> Any:
 
 @pytest.fixture
 async def servers(
-    accounts_client: AccountsClient, database_dsn: str, tmp_path: Path, signing_key: SigningKey
+    accounts_client: AccountsClient, migrated_dsn: str, tmp_path: Path, signing_key: SigningKey
 ) -> Servers:
     remote = await accounts_client(
         {
@@ -81,7 +81,7 @@ async def servers(
     )
     local = await accounts_client(
         {
-            "database": database_dsn,
+            "database": migrated_dsn,
             "media": {"store_path": str(tmp_path / "local-media"), "max_upload_size": 200_000},
         }
     )

@@ -103,11 +103,11 @@ async def site(aiohttp_server: Any) -> Site:
 
 
 async def preview_client(
-    accounts_client: AccountsClient, database_dsn: str, tmp_path: Path, **media: Any
+    accounts_client: AccountsClient, migrated_dsn: str, tmp_path: Path, **media: Any
 ) -> tuple[Client, dict[str, str]]:
     client = await accounts_client(
         {
-            "database": database_dsn,
+            "database": migrated_dsn,
             "media": {"store_path": str(tmp_path / "media"), **media},
         }
     )
@@ -129,9 +129,9 @@ async def error(response: Any) -> tuple[int, str]:
 
 
 async def test_off_by_default(
-    accounts_client: AccountsClient, database_dsn: str, tmp_path: Path, site: Site
+    accounts_client: AccountsClient, migrated_dsn: str, tmp_path: Path, site: Site
 ) -> None:
-    client, alice = await preview_client(accounts_client, database_dsn, tmp_path)
+    client, alice = await preview_client(accounts_client, migrated_dsn, tmp_path)
     response = await get_preview(client, alice, site.url("/page"))
     assert await error(response) == (404, "M_UNRECOGNIZED")
     assert site.hits == []
@@ -139,11 +139,11 @@ async def test_off_by_default(
 
 @pytest.fixture
 async def enabled(
-    accounts_client: AccountsClient, database_dsn: str, tmp_path: Path
+    accounts_client: AccountsClient, migrated_dsn: str, tmp_path: Path
 ) -> tuple[Client, dict[str, str]]:
     return await preview_client(
         accounts_client,
-        database_dsn,
+        migrated_dsn,
         tmp_path,
         url_preview_enabled=True,
         url_preview_max_size=20_000,
@@ -217,11 +217,11 @@ async def test_private_addresses_are_refused_by_the_real_guard(
 
 
 async def test_allow_private_addresses_switch(
-    accounts_client: AccountsClient, database_dsn: str, tmp_path: Path, site: Site
+    accounts_client: AccountsClient, migrated_dsn: str, tmp_path: Path, site: Site
 ) -> None:
     client, alice = await preview_client(
         accounts_client,
-        database_dsn,
+        migrated_dsn,
         tmp_path,
         url_preview_enabled=True,
         url_preview_allow_private_addresses=True,

@@ -25,6 +25,7 @@ from tests.api.rooms_support import (
 
 pytestmark = pytest.mark.port_server_name
 
+
 @pytest.fixture
 async def setup(make_client: MakeClient) -> tuple[Client, User, User, User]:
     client = await make_client(ROOMS_CONFIG)
@@ -116,7 +117,10 @@ async def test_join_by_alias_and_unknown_rooms(setup: Any) -> None:
         assert (got, payload["errcode"]) == (status, errcode), target
     # Rooms and aliases of other servers are joined over federation: here the
     # server cannot be reached, which the error says.
-    assert "remote.example" in (await _post(client, bob, "/join/" + q("!x:remote.example")))[1]["error"]
+    assert (
+        "remote.example"
+        in (await _post(client, bob, "/join/" + q("!x:remote.example")))[1]["error"]
+    )
     _, payload = await _post(client, bob, "/join/" + q("#far:remote.example"))
     assert "could not be resolved" in payload["error"]
 
@@ -233,7 +237,9 @@ async def test_directory_visibility(setup: Any) -> None:
     assert (status, payload["errcode"]) == (403, "M_FORBIDDEN")
     status, payload = await call(client, "PUT", path, alice, {"visibility": "secret"})
     assert (status, payload["errcode"]) == (400, "M_INVALID_PARAM")
-    status, payload = await call(client, "GET", "/directory/list/room/" + q(local_id(client, "!no")))
+    status, payload = await call(
+        client, "GET", "/directory/list/room/" + q(local_id(client, "!no"))
+    )
     assert (status, payload["errcode"]) == (404, "M_NOT_FOUND")
 
 
@@ -371,9 +377,9 @@ async def test_history_visibility(setup: Any) -> None:
     assert (await call(client, "GET", f"/rooms/{q(room_id)}/state", carol))[0] == 200
 
 
-async def test_room_flow_on_both_engines(database_dsn: str, make_client: MakeClient) -> None:
+async def test_room_flow_on_both_engines(migrated_dsn: str, make_client: MakeClient) -> None:
     """The API over SQLite and PostgreSQL: create, join, send, redact, read."""
-    client = await make_client({**ROOMS_CONFIG, "database": database_dsn})
+    client = await make_client({**ROOMS_CONFIG, "database": migrated_dsn})
     alice = await make_user(client, "alice")
     bob = await make_user(client, "bob")
     room_id = await create_room(
@@ -397,7 +403,9 @@ async def test_deactivated_user_leaves_joined_and_invited_rooms(setup: Any) -> N
     invited = await create_room(client, alice, preset="private_chat")
     status, _ = await call(client, "POST", f"/rooms/{q(joined)}/join", bob, {})
     assert status == 200
-    status, _ = await call(client, "POST", f"/rooms/{q(invited)}/invite", alice, {"user_id": bob.user_id})
+    status, _ = await call(
+        client, "POST", f"/rooms/{q(invited)}/invite", alice, {"user_id": bob.user_id}
+    )
     assert status == 200
     hs = hs_of(client)
     await hs.accounts.deactivate(bob.user_id)

@@ -36,6 +36,7 @@ from tests.api.rooms_support import (
     send,
 )
 from tests.api.sync_support import sync
+from tests.conftest import prepare_sqlite
 from tests.federation_dag import CREATOR
 
 SEND_ROUTE = "/_matrix/client/v3/rooms/{roomId}/send/{eventType}/{txnId}"
@@ -59,7 +60,7 @@ def make_metrics_client(
             raw["database"] = database
         if metrics is not None:
             raw["metrics"] = metrics
-        config = parse_config(with_server_name(raw, server_name), tmp_path, env={})
+        config = prepare_sqlite(parse_config(with_server_name(raw, server_name), tmp_path, env={}))
         app = build_app(config, signing_key=signing_key, clock_ms=clock)
         client: TestClient[Any, Any] = await aiohttp_client(app)
         return client
@@ -205,9 +206,9 @@ async def test_requests_in_flight_counts_a_waiting_long_poll(
 
 
 async def test_events_persisted_counter_and_latency_follow_a_send(
-    make_metrics_client: MakeMetricsClient, database_dsn: str
+    make_metrics_client: MakeMetricsClient, migrated_dsn: str
 ) -> None:
-    client = await make_metrics_client(database_dsn)
+    client = await make_metrics_client(migrated_dsn)
     alice = await make_user(client, "alice")
     room_id = await create_room(client, alice)
     local = labels(origin="local")
@@ -226,10 +227,10 @@ async def test_events_persisted_counter_and_latency_follow_a_send(
 
 
 async def test_events_received_over_federation_count_as_federated(
-    make_client: MakeClient, database_dsn: str
+    make_client: MakeClient, migrated_dsn: str
 ) -> None:
     client, room = await client_in_remote_room(
-        lambda raw: make_client({**raw, **ON, "database": database_dsn})
+        lambda raw: make_client({**raw, **ON, "database": migrated_dsn})
     )
     federated = labels(origin="federated")
     before = await scrape(client)
@@ -260,9 +261,9 @@ async def test_events_received_over_federation_count_as_federated(
 
 
 async def test_a_message_waking_a_long_poll_counts_one_wakeup(
-    make_metrics_client: MakeMetricsClient, database_dsn: str
+    make_metrics_client: MakeMetricsClient, migrated_dsn: str
 ) -> None:
-    client = await make_metrics_client(database_dsn)
+    client = await make_metrics_client(migrated_dsn)
     alice = await make_user(client, "alice")
     room_id = await create_room(client, alice)
     since = (await sync(client, alice))["next_batch"]
@@ -285,9 +286,9 @@ async def test_a_message_waking_a_long_poll_counts_one_wakeup(
 
 
 async def test_database_pool_use_is_reported_for_the_engine(
-    make_metrics_client: MakeMetricsClient, database_dsn: str
+    make_metrics_client: MakeMetricsClient, migrated_dsn: str
 ) -> None:
-    client = await make_metrics_client(database_dsn)
+    client = await make_metrics_client(migrated_dsn)
     samples = await scrape(client)
     engine = hs_of(client).database.engine
     on_engine = labels(engine=engine)
@@ -306,9 +307,9 @@ async def test_database_pool_use_is_reported_for_the_engine(
 
 
 async def test_connections_in_use_while_a_transaction_is_open(
-    make_metrics_client: MakeMetricsClient, database_dsn: str
+    make_metrics_client: MakeMetricsClient, migrated_dsn: str
 ) -> None:
-    client = await make_metrics_client(database_dsn)
+    client = await make_metrics_client(migrated_dsn)
     database = hs_of(client).database
     on_engine = labels(engine=database.engine)
     idle = (await scrape(client))[("ranvier_db_connections_in_use", on_engine)]

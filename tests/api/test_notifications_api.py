@@ -47,9 +47,9 @@ async def notifications(client: Client, user: User, **params: Any) -> tuple[int,
 
 
 async def test_lists_notifications_newest_first(
-    make_sync_client: MakeSyncClient, database_dsn: str
+    make_sync_client: MakeSyncClient, migrated_dsn: str
 ) -> None:
-    client = await make_sync_client(database_dsn)
+    client = await make_sync_client(migrated_dsn)
     alice, bob, room_id, sent = await setup(client)
     status, body = await notifications(client, alice)
     assert status == 200
@@ -76,8 +76,8 @@ async def test_lists_notifications_newest_first(
     assert status == 200 and own == {"notifications": []}
 
 
-async def test_only_highlight_and_read(database_dsn: str, make_sync_client: MakeSyncClient) -> None:
-    client = await make_sync_client(database_dsn)
+async def test_only_highlight_and_read(migrated_dsn: str, make_sync_client: MakeSyncClient) -> None:
+    client = await make_sync_client(migrated_dsn)
     alice, _, room_id, sent = await setup(client)
     status, payload = await call(
         client, "POST", f"/rooms/{q(room_id)}/receipt/m.read/{q(sent[2])}", alice, {}
@@ -91,8 +91,8 @@ async def test_only_highlight_and_read(database_dsn: str, make_sync_client: Make
     ]
 
 
-async def test_pagination(database_dsn: str, make_sync_client: MakeSyncClient) -> None:
-    client = await make_sync_client(database_dsn)
+async def test_pagination(migrated_dsn: str, make_sync_client: MakeSyncClient) -> None:
+    client = await make_sync_client(migrated_dsn)
     alice, _, _, sent = await setup(client)
     seen: list[str] = []
     params: dict[str, Any] = {"limit": 2}
@@ -121,9 +121,9 @@ async def test_pagination(database_dsn: str, make_sync_client: MakeSyncClient) -
     ],
 )
 async def test_bad_parameters(
-    make_sync_client: MakeSyncClient, database_dsn: str, params: dict[str, str]
+    make_sync_client: MakeSyncClient, migrated_dsn: str, params: dict[str, str]
 ) -> None:
-    client = await make_sync_client(database_dsn)
+    client = await make_sync_client(migrated_dsn)
     alice = await make_user(client, "alice")
     status, body = await notifications(client, alice, **params)
     assert status == 400

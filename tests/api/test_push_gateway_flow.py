@@ -33,8 +33,8 @@ APP_ID = "org.example.app"
 
 
 @pytest.fixture
-async def app(database_dsn: str, make_client: MakeClient) -> Client:
-    return await make_client({**ROOMS_CONFIG, "database": database_dsn, "push": FAST_PUSH})
+async def app(migrated_dsn: str, make_client: MakeClient) -> Client:
+    return await make_client({**ROOMS_CONFIG, "database": migrated_dsn, "push": FAST_PUSH})
 
 
 async def set_pusher(client: Client, user: User, url: str) -> None:

@@ -48,8 +48,8 @@ async def pushers(client: Client, user: User) -> list[dict[str, Any]]:
 
 
 @pytest.fixture
-async def app(database_dsn: str, make_client: MakeClient) -> Client:
-    return await make_client({**ROOMS_CONFIG, "database": database_dsn})
+async def app(migrated_dsn: str, make_client: MakeClient) -> Client:
+    return await make_client({**ROOMS_CONFIG, "database": migrated_dsn})
 
 
 async def test_no_pushers_at_first(app: Client) -> None:
@@ -302,10 +302,10 @@ async def test_both_endpoints_need_an_access_token(app: Client, method: str, pat
 
 
 async def test_http_urls_are_accepted_when_the_config_allows_them(
-    make_client: MakeClient, database_dsn: str
+    make_client: MakeClient, migrated_dsn: str
 ) -> None:
     app = await make_client(
-        {**ROOMS_CONFIG, "database": database_dsn, "push": {"allow_http_gateways": True}}
+        {**ROOMS_CONFIG, "database": migrated_dsn, "push": {"allow_http_gateways": True}}
     )
     alice = await make_user(app, "alice")
     body = pusher_body(data={"url": "http://127.0.0.1:5000/_matrix/push/v1/notify"})

@@ -39,8 +39,8 @@ V3 = "/_matrix/client/v3"
 
 
 @pytest.fixture
-async def client(database_dsn: str, make_sync_client: MakeSyncClient) -> Client:
-    return await make_sync_client(database_dsn)
+async def client(migrated_dsn: str, make_sync_client: MakeSyncClient) -> Client:
+    return await make_sync_client(migrated_dsn)
 
 
 async def context(client: Client, user: User, room_id: str, event_id: str) -> dict[str, Any]:

@@ -29,8 +29,8 @@ from tests.api.sync_support import (  # noqa: F401  (fixture)
 
 
 @pytest.fixture
-async def client(database_dsn: str, make_sync_client: MakeSyncClient) -> Client:
-    return await make_sync_client(database_dsn)
+async def client(migrated_dsn: str, make_sync_client: MakeSyncClient) -> Client:
+    return await make_sync_client(migrated_dsn)
 
 
 async def reports(client: Client) -> list[ReportRow]:
@@ -216,10 +216,10 @@ async def test_listing_pages_newest_first(client: Client) -> None:
 
 
 async def test_reports_are_rate_limited_per_reporter(
-    make_client: MakeClient, database_dsn: str
+    make_client: MakeClient, migrated_dsn: str
 ) -> None:
     # The default limits (ratelimit.message: burst 10), on the fixed clock.
-    client = await make_client({"database": database_dsn})
+    client = await make_client({"database": migrated_dsn})
     alice = await make_user(client, "alice")
     bob = await make_user(client, "bob")
     path = f"/users/{q(bob.user_id)}/report"

@@ -24,8 +24,8 @@ REMOTE = "remote.example"
 
 
 @pytest.fixture
-async def client(database_dsn: str, make_sync_client: MakeSyncClient) -> Client:
-    return await make_sync_client(database_dsn)
+async def client(migrated_dsn: str, make_sync_client: MakeSyncClient) -> Client:
+    return await make_sync_client(migrated_dsn)
 
 
 async def summary(client: Client, user: User | None, room: str, query: str = "") -> tuple[int, Any]:

@@ -37,8 +37,8 @@ TRANSFERRED = (
 
 
 @pytest.fixture
-async def setup(database_dsn: str, make_client: Any) -> tuple[Client, User, User, User]:
-    client = await make_client({**ROOMS_CONFIG, "database": database_dsn})
+async def setup(migrated_dsn: str, make_client: Any) -> tuple[Client, User, User, User]:
+    client = await make_client({**ROOMS_CONFIG, "database": migrated_dsn})
     alice = await make_user(client, "alice")
     bob = await make_user(client, "bob")
     carol = await make_user(client, "carol")

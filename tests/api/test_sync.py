@@ -667,9 +667,9 @@ async def test_since_token_valid_across_restart(make_sync_client: MakeSyncClient
 
 
 async def test_sync_and_messages_on_both_engines(
-    make_sync_client: MakeSyncClient, database_dsn: str, clock: Clock
+    make_sync_client: MakeSyncClient, migrated_dsn: str, clock: Clock
 ) -> None:
-    client = await make_sync_client(database_dsn)
+    client = await make_sync_client(migrated_dsn)
     alice, bob, room_id = await two_users_in_room(client)
     for i in range(6):
         await text(client, bob, room_id, f"m{i}")

@@ -30,9 +30,9 @@ NO_LIMIT = {"room": {"timeline": {"limit": 1000}}}
 
 
 async def test_concurrent_sends_reach_a_syncing_client_exactly_once(
-    make_sync_client: MakeSyncClient, database_dsn: str, clock: Clock
+    make_sync_client: MakeSyncClient, migrated_dsn: str, clock: Clock
 ) -> None:
-    client = await make_sync_client(database_dsn)
+    client = await make_sync_client(migrated_dsn)
     reader = await make_user(client, "reader")
     senders = [await make_user(client, f"sender{i}") for i in range(SENDERS)]
     mover = await make_user(client, "mover")

@@ -42,8 +42,8 @@ LIMIT_3 = {"room": {"timeline": {"limit": 3}}}
 
 
 @pytest.fixture
-async def client(database_dsn: str, make_sync_client: MakeSyncClient) -> Client:
-    return await make_sync_client(database_dsn)
+async def client(migrated_dsn: str, make_sync_client: MakeSyncClient) -> Client:
+    return await make_sync_client(migrated_dsn)
 
 
 async def say(client: Client, user: User, room_id: str, *texts: str) -> None:

@@ -84,9 +84,9 @@ def pair(notifications: int, highlights: int) -> dict[str, int]:
 
 
 async def test_messages_count_for_others_not_the_sender(
-    make_sync_client: MakeSyncClient, database_dsn: str
+    make_sync_client: MakeSyncClient, migrated_dsn: str
 ) -> None:
-    client = await make_sync_client(database_dsn)
+    client = await make_sync_client(migrated_dsn)
     (alice, bob, carol), room_id = await group(client)
     first = await message(client, bob, room_id, "one")
     await message(client, bob, room_id, "two")
@@ -108,9 +108,9 @@ async def test_messages_count_for_others_not_the_sender(
 
 
 async def test_user_mention_highlights_only_the_mentioned(
-    make_sync_client: MakeSyncClient, database_dsn: str
+    make_sync_client: MakeSyncClient, migrated_dsn: str
 ) -> None:
-    client = await make_sync_client(database_dsn)
+    client = await make_sync_client(migrated_dsn)
     (alice, bob, carol), room_id = await group(client)
     await message(client, bob, room_id, "hey", **{"m.mentions": {"user_ids": [alice.user_id]}})
     assert (await counts(client, alice, room_id))["unread_notifications"] == pair(1, 1)
@@ -118,9 +118,9 @@ async def test_user_mention_highlights_only_the_mentioned(
 
 
 async def test_room_mention_needs_the_senders_power(
-    make_sync_client: MakeSyncClient, database_dsn: str
+    make_sync_client: MakeSyncClient, migrated_dsn: str
 ) -> None:
-    client = await make_sync_client(database_dsn)
+    client = await make_sync_client(migrated_dsn)
     (alice, bob, carol), room_id = await group(client)
     room_mention = {"m.mentions": {"room": True}}
     # Bob has power 0 < notifications.room (50): a plain message for the others.
@@ -133,8 +133,8 @@ async def test_room_mention_needs_the_senders_power(
     assert (await counts(client, bob, room_id))["unread_notifications"] == pair(1, 1)
 
 
-async def test_edits_are_suppressed(database_dsn: str, make_sync_client: MakeSyncClient) -> None:
-    client = await make_sync_client(database_dsn)
+async def test_edits_are_suppressed(migrated_dsn: str, make_sync_client: MakeSyncClient) -> None:
+    client = await make_sync_client(migrated_dsn)
     (alice, bob, _), room_id = await group(client)
     original = await message(client, bob, room_id, "typo")
     await message(
@@ -151,9 +151,9 @@ async def test_edits_are_suppressed(database_dsn: str, make_sync_client: MakeSyn
 
 
 async def test_one_to_one_room_and_encrypted(
-    make_sync_client: MakeSyncClient, database_dsn: str
+    make_sync_client: MakeSyncClient, migrated_dsn: str
 ) -> None:
-    client = await make_sync_client(database_dsn)
+    client = await make_sync_client(migrated_dsn)
     (alice, bob), room_id = await group(client, size=2)
     status, _ = await send(
         client,
@@ -176,8 +176,8 @@ async def test_one_to_one_room_and_encrypted(
     ]
 
 
-async def test_receipts_reset_counts(database_dsn: str, make_sync_client: MakeSyncClient) -> None:
-    client = await make_sync_client(database_dsn)
+async def test_receipts_reset_counts(migrated_dsn: str, make_sync_client: MakeSyncClient) -> None:
+    client = await make_sync_client(migrated_dsn)
     (alice, bob, carol), room_id = await group(client)
     first = await message(client, bob, room_id, "one")
     await message(client, bob, room_id, "two", **{"m.mentions": {"user_ids": [alice.user_id]}})
@@ -191,9 +191,9 @@ async def test_receipts_reset_counts(database_dsn: str, make_sync_client: MakeSy
 
 
 async def test_threaded_receipts_reset_only_their_thread(
-    make_sync_client: MakeSyncClient, database_dsn: str
+    make_sync_client: MakeSyncClient, migrated_dsn: str
 ) -> None:
-    client = await make_sync_client(database_dsn)
+    client = await make_sync_client(migrated_dsn)
     (alice, bob, _), room_id = await group(client)
     root = await message(client, bob, room_id, "root")
     await in_thread(client, bob, room_id, root, "reply 1")
@@ -227,9 +227,9 @@ async def test_threaded_receipts_reset_only_their_thread(
 
 
 async def test_incremental_sync_shows_rooms_whose_counts_changed(
-    make_sync_client: MakeSyncClient, database_dsn: str
+    make_sync_client: MakeSyncClient, migrated_dsn: str
 ) -> None:
-    client = await make_sync_client(database_dsn)
+    client = await make_sync_client(migrated_dsn)
     (alice, bob, _), room_id = await group(client)
     event_id = await message(client, bob, room_id, "one")
     # Receipts filtered out of the ephemeral events: the room still comes
@@ -249,9 +249,9 @@ async def test_incremental_sync_shows_rooms_whose_counts_changed(
 
 
 async def test_counts_survive_a_restart(
-    make_sync_client: MakeSyncClient, database_dsn: str
+    make_sync_client: MakeSyncClient, migrated_dsn: str
 ) -> None:
-    first = await make_sync_client(database_dsn)
+    first = await make_sync_client(migrated_dsn)
     (alice, bob, _), room_id = await group(first)
     root = await message(first, bob, room_id, "root")
     await in_thread(first, bob, room_id, root, "in thread")
@@ -262,16 +262,16 @@ async def test_counts_survive_a_restart(
     await receipt(first, alice, room_id, read, thread_id="main")
     await first.close()
 
-    second = await make_sync_client(database_dsn)
+    second = await make_sync_client(migrated_dsn)
     room = await counts(second, alice, room_id, filter=THREADS)
     assert room["unread_notifications"] == pair(1, 1)
     assert room["unread_thread_notifications"] == {root: pair(1, 0)}
 
 
 async def test_evaluations_lost_in_a_crash_are_done_at_the_next_start(
-    make_sync_client: MakeSyncClient, database_dsn: str, monkeypatch: pytest.MonkeyPatch
+    make_sync_client: MakeSyncClient, migrated_dsn: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    first = await make_sync_client(database_dsn)
+    first = await make_sync_client(migrated_dsn)
     (alice, bob, _), room_id = await group(first)
     crashed = hs_of(first).push
     monkeypatch.setattr(crashed, "on_event", lambda event: None)  # queued, then lost
@@ -280,7 +280,7 @@ async def test_evaluations_lost_in_a_crash_are_done_at_the_next_start(
     crashed._closed = True  # as in a crash: nothing recorded at the end
     await first.close()
 
-    second = await make_sync_client(database_dsn)
+    second = await make_sync_client(migrated_dsn)
     push = hs_of(second).push
     await push.wait_idle()
     assert (await counts(second, alice, room_id))["unread_notifications"] == pair(2, 1)
@@ -299,15 +299,15 @@ async def test_evaluations_lost_in_a_crash_are_done_at_the_next_start(
         ("@carol:localhost", {"unread": 3}),
     ]
     await second.close()
-    third = await make_sync_client(database_dsn)
+    third = await make_sync_client(migrated_dsn)
     recorded = await hs_of(third).push.store.evaluated()
     assert recorded is not None and recorded[1] is True  # a clean stop: nothing owed
 
 
 async def test_muted_room_does_not_count(
-    make_sync_client: MakeSyncClient, database_dsn: str
+    make_sync_client: MakeSyncClient, migrated_dsn: str
 ) -> None:
-    client = await make_sync_client(database_dsn)
+    client = await make_sync_client(migrated_dsn)
     (alice, bob, carol), room_id = await group(client)
     await message(client, bob, room_id, "before muting")
     # The usual "mute" of clients: a room rule with dont_notify (stripped: no actions).
@@ -328,9 +328,9 @@ async def test_muted_room_does_not_count(
 
 
 async def test_display_name_rule_of_a_user(
-    make_sync_client: MakeSyncClient, database_dsn: str
+    make_sync_client: MakeSyncClient, migrated_dsn: str
 ) -> None:
-    client = await make_sync_client(database_dsn)
+    client = await make_sync_client(migrated_dsn)
     (alice, bob, carol), room_id = await group(client)
     status, _ = await put_state(
         client,
@@ -354,9 +354,9 @@ async def test_display_name_rule_of_a_user(
 
 
 async def test_invite_notifies_the_invitee(
-    make_sync_client: MakeSyncClient, database_dsn: str
+    make_sync_client: MakeSyncClient, migrated_dsn: str
 ) -> None:
-    client = await make_sync_client(database_dsn)
+    client = await make_sync_client(migrated_dsn)
     alice = await make_user(client, "alice")
     bob = await make_user(client, "bob")
     room_id = await create_room(client, alice)
@@ -389,9 +389,9 @@ class RecordingPushers:
 
 
 async def test_pushers_get_each_notification_once(
-    make_sync_client: MakeSyncClient, database_dsn: str
+    make_sync_client: MakeSyncClient, migrated_dsn: str
 ) -> None:
-    client = await make_sync_client(database_dsn)
+    client = await make_sync_client(migrated_dsn)
     (alice, bob, carol), room_id = await group(client)
     status, _ = await call(
         client, "PUT", f"/pushrules/global/room/{q(room_id)}", carol, {"actions": []}
@@ -417,11 +417,11 @@ async def test_pushers_get_each_notification_once(
 
 @pytest.mark.parametrize("members", [40])
 async def test_many_members_each_evaluated(
-    make_sync_client: MakeSyncClient, database_dsn: str, members: int
+    make_sync_client: MakeSyncClient, migrated_dsn: str, members: int
 ) -> None:
     """The shared evaluation of users without own rules gives each member
     their own answer: the mentioned ones highlight, the sender gets nothing."""
-    client = await make_sync_client(database_dsn)
+    client = await make_sync_client(migrated_dsn)
     owner = await make_user(client, "owner")
     room_id = await create_room(client, owner, preset="public_chat")
     users = [await make_user(client, f"u{i}") for i in range(members)]
@@ -453,10 +453,10 @@ async def test_many_members_each_evaluated(
 # --- events from other servers ----------------------------------------------------------
 
 
-async def test_federated_events_are_evaluated(database_dsn: str, make_client: MakeClient) -> None:
+async def test_federated_events_are_evaluated(migrated_dsn: str, make_client: MakeClient) -> None:
     """A PDU from another server (PUT /send) counts for the local member like a
     local event: the same hook, after the event is durable."""
-    client = await make_client({**ROOMS_CONFIG, "server_name": US, "database": database_dsn})
+    client = await make_client({**ROOMS_CONFIG, "server_name": US, "database": migrated_dsn})
     await trust(client, REMOTE)
     room = Room()
     await join_room(hs_of(client).rooms.events, room)
@@ -480,11 +480,11 @@ async def test_federated_events_are_evaluated(database_dsn: str, make_client: Ma
 
 
 async def test_an_ignored_users_messages_never_notify(
-    make_sync_client: MakeSyncClient, database_dsn: str
+    make_sync_client: MakeSyncClient, migrated_dsn: str
 ) -> None:
     """ "Ignoring Users": events from an ignored user never notify; other
     members still count them, and /notifications leaves them out."""
-    client = await make_sync_client(database_dsn)
+    client = await make_sync_client(migrated_dsn)
     (alice, bob, carol), room_id = await group(client)
     path = f"/user/{q(alice.user_id)}/account_data/m.ignored_user_list"
     status, payload = await call(client, "PUT", path, alice, {"ignored_users": {bob.user_id: {}}})

@@ -22,7 +22,7 @@ from pathlib import Path
 import aiohttp
 import asyncpg
 
-from tests.conftest import POSTGRES_DSN
+from tests.conftest import POSTGRES_DSN, drop_databases_in_background
 
 # Generous: on a loaded machine (CI beside other jobs) a first start that
 # migrates a fresh PostgreSQL schema has taken more than 15 s.
@@ -109,13 +109,16 @@ def init_config(folder: Path) -> Path:
 
 @asynccontextmanager
 async def postgres_database() -> AsyncIterator[str]:
-    """The DSN of a new, empty PostgreSQL database, dropped afterwards."""
+    """The DSN of a new, empty PostgreSQL database, dropped afterwards (in the
+    background: a DROP DATABASE waits for a checkpoint, seconds on a busy machine)."""
     name = f"ranvier_e2e_{secrets.token_hex(6)}"
     admin = await asyncpg.connect(POSTGRES_DSN)
     try:
         await admin.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await admin.close()
+    try:
         base = POSTGRES_DSN.rsplit("/", 1)[0]
         yield f"{base}/{name}"
     finally:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        await admin.close()
+        drop_databases_in_background([name])

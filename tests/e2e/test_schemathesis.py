@@ -49,7 +49,10 @@ from schemathesis import openapi
 from tests.e2e.harness import Server, free_port, init_config, postgres_database
 from tests.vectors import REPO_ROOT, vectors_dir
 
-pytestmark = pytest.mark.e2e
+# No coverage while the cases run: this process only generates requests (hypothesis and
+# schemathesis, a third more CPU under the tracer) and runs no Ranvier code; the server
+# under test is a `ranvier serve` subprocess, which coverage does not measure anyway.
+pytestmark = [pytest.mark.e2e, pytest.mark.no_cover]
 
 # Beside the oracle vectors (``../shared/``, or wherever RANVIER_TEST_VECTORS points), so a
 # worktree outside the repository's usual parent folder finds the spec too.
@@ -166,6 +169,10 @@ def server_url(
             free_port(),
             RANVIER_REGISTRATION_ENABLED="true",
             RANVIER_RATELIMIT_ENABLED="false",
+            # Argon2's cheapest parameters: each hostile test registers a user, and the
+            # fuzzed logins verify passwords; what is checked is the answers, not the hashing.
+            RANVIER_PASSWORD_HASHING_TIME_COST="1",
+            RANVIER_PASSWORD_HASHING_MEMORY_COST="32",
             **env,
         )
         try:

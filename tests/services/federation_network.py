@@ -10,8 +10,7 @@ elsewhere; this drives the federation services end to end.
 
 from __future__ import annotations
 
-import secrets
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +29,7 @@ from ranvier.services.federation.joins import JoinService
 from ranvier.services.federation.reads import FederationReads
 from ranvier.services.federation.sender import FederationSender
 from ranvier.storage import Database, open_database
-from tests.conftest import _postgres_admin, with_query
+from tests.conftest import acquire_migrated_postgres, copy_migrated_sqlite
 
 NOW = 1_700_000_000_000
 
@@ -230,41 +229,40 @@ class NetworkClient:
         await self.original.close()
 
 
-async def _database(dsn_kind: str, tmp_path: Path, name: str) -> tuple[Database, str | None]:
+async def _database(
+    dsn_kind: str, tmp_path: Path, name: str
+) -> tuple[Database, Callable[[], None] | None]:
+    """A migrated database of ``dsn_kind`` (see tests/conftest.py), and for PostgreSQL
+    what gives it back to the pool once closed."""
     if dsn_kind == "sqlite":
-        return await open_database(f"sqlite:///{tmp_path / (name + '.db')}"), None
-    from tests.conftest import POSTGRES_DSN
-
-    schema = f"ranvier_fed_{secrets.token_hex(6)}"
-    admin = await _postgres_admin()
+        path = tmp_path / (name + ".db")
+        copy_migrated_sqlite(path)
+        return await open_database(f"sqlite:///{path}"), None
+    dsn, release = await acquire_migrated_postgres()
     try:
-        await admin.execute(f'CREATE SCHEMA "{schema}"')
-    finally:
-        await admin.close()
-    return await open_database(with_query(POSTGRES_DSN, search_path=schema)), schema
+        return await open_database(dsn), release
+    except BaseException:
+        release()
+        raise
 
 
 async def make_network(
     engine: str, tmp_path: Path, names: Sequence[str] = ("a.test", "b.test")
 ) -> AsyncIterator[Network]:
     network = Network()
-    opened: list[tuple[Homeserver, str | None]] = []
+    opened: list[tuple[Homeserver, Callable[[], None] | None]] = []
     try:
         for name in names:
-            database, schema = await _database(engine, tmp_path, name)
+            database, release = await _database(engine, tmp_path, name)
             config = parse_config({"server_name": name}, tmp_path, env={})
             key = SigningKey.generate("k1")
             network.keys[name] = key
             hs = Homeserver(config, database, key, lambda: NOW)
-            opened.append((hs, schema))
+            opened.append((hs, release))
             network.servers[name] = Server(network, hs)
         yield network
     finally:
-        for hs, schema in opened:
+        for hs, release in opened:
             await hs.close()
-            if schema is not None:
-                admin = await _postgres_admin()
-                try:
-                    await admin.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
-                finally:
-                    await admin.close()
+            if release is not None:
+                release()

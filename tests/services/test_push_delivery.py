@@ -55,11 +55,11 @@ MakeSetup = Callable[..., Awaitable[Setup]]
 
 
 @pytest.fixture
-def make_setup(database_dsn: str, aiohttp_client: Any, tmp_path: Path) -> MakeSetup:
+def make_setup(migrated_dsn: str, aiohttp_client: Any, tmp_path: Path) -> MakeSetup:
     """Alice and Bob in a named room with an alias; ``push`` config overrides."""
 
     async def make(**push: Any) -> Setup:
-        raw = {**ROOMS_CONFIG, "database": database_dsn, "push": {**FAST_PUSH, **push}}
+        raw = {**ROOMS_CONFIG, "database": migrated_dsn, "push": {**FAST_PUSH, **push}}
         config = parse_config({"server_name": "localhost", **raw}, tmp_path, env={})
         app = build_app(config, signing_key=SigningKey.generate("t"), clock_ms=lambda: NOW_MS)
         client: Client = await aiohttp_client(app)
