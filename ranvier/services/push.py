@@ -9,9 +9,22 @@ Every event a local user receives (sent here or received over federation)
 reaches :meth:`PushService.on_event` after it is durable (one hook, in
 ``RoomsService._notify``). The evaluation runs off the sender's request
 path, in one background worker per process that takes the queued events in
-batches; a /sync waits for the pending work of the rooms it serves
-(:meth:`wait_for_rooms`) before it reads the counts, so the counts it answers
-always include every event its timeline does. Per event the room is read
+batches. A /sync's counts must include every event its timeline shows, so:
+
+- the room's members are woken (the notifier) once the event is evaluated,
+  not when it is persisted, and a long-poll sees the events stream only up to
+  the first event still being evaluated (:meth:`visible_position`): it never
+  waits for the worker, it is woken when there is something to show;
+- any other /sync (``timeout=0``, initial) sees every committed event, and
+  waits for the pending evaluations of the rooms and positions it shows
+  (:meth:`wait_for_positions`) before it reads the counts: a client that sent
+  an event sees it in its next /sync.
+
+Under load this matters: a woken /sync that then waited for the worker held
+its reads while the worker's queued behind the /syncs' (one reader pool, one
+GIL): a convoy (docs/performance.md, scenario 14).
+
+Per event the room is read
 once (members, power levels); per user the rules come from a cache
 invalidated by push-rule changes, and users without rules of their own share
 one evaluation (``core.push_rules.evaluate_for_users``).
@@ -26,9 +39,10 @@ got, with its rows, and the next start evaluates the events after that again
 from __future__ import annotations
 
 import asyncio
+import heapq
 import inspect
 import logging
-from collections import OrderedDict, deque
+from collections import Counter, OrderedDict, deque
 from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
@@ -79,6 +93,17 @@ MAX_NOTIFICATIONS_LIMIT = 100
 
 
 @dataclass(slots=True)
+class _Queued:
+    """An event waiting for evaluation: its stream position (None: unknown)
+    and who to wake once it is evaluated (None: nobody)."""
+
+    seq: int
+    event: Event
+    position: int | None
+    wake: set[str] | None
+
+
+@dataclass(slots=True)
 class _Group:
     """Users for whom an event has the same actions."""
 
@@ -119,13 +144,19 @@ class PushService:
         self._rules: OrderedDict[str, UserRules] = OrderedDict()
         #: Bumped by every invalidation: rules loaded across one are not cached.
         self._rules_epoch = 0
-        self._queue: deque[Event] = deque()
+        self._queue: deque[_Queued] = deque()
         #: Events are numbered as queued and evaluated in that order: all up to
-        #: ``_done_seq`` are finished. ``_room_last``: the number of each room's
-        #: last queued event, while it is not finished.
+        #: ``_done_seq`` are finished. ``_room_pending``: each room's unfinished
+        #: events, (number, stream position), oldest first.
         self._seq = 0
         self._done_seq = 0
-        self._room_last: dict[str, int] = {}
+        #: All up to this number are also handed to the pushers.
+        self._handed_seq = 0
+        self._room_pending: dict[str, deque[tuple[int, int]]] = {}
+        #: Stream positions of the unfinished events (a heap; finished ones
+        #: leave it lazily through ``_finished_positions``).
+        self._unfinished: list[int] = []
+        self._finished_positions: Counter[int] = Counter()
         self._progress = asyncio.Condition()
         self._worker: asyncio.Task[None] | None = None
         self._closed = False
@@ -151,32 +182,83 @@ class PushService:
             item = stored.get(event_id)
             if item is not None:
                 self._recovered.add(event_id)
-                self.on_event(item.event)
+                self.on_event(item.event, item.stream_ordering)
         logger.info("Push rules: evaluating %d events again after an unclean stop", len(stored))
 
     # --- the hook --------------------------------------------------------------------
 
-    def on_event(self, event: Event) -> None:
-        """A durable event that local users may be notified of: evaluate it soon."""
+    def on_event(self, event: Event, position: int | None, wake: set[str] | None = None) -> bool:
+        """A durable event that local users may be notified of, at stream
+        ``position``: evaluate it soon, then wake ``wake`` (the users whose
+        /sync shows it) and the room's peekers. False when closed: the caller
+        wakes them itself."""
         if self._closed:
-            return
-        self._queue.append(event)
+            return False
         self._seq += 1
-        self._room_last[event.room_id] = self._seq
+        self._queue.append(_Queued(self._seq, event, position, wake))
+        # Unknown positions (never expected) are waited for, not hidden.
+        pending_position = position if position is not None else 0
+        self._room_pending.setdefault(event.room_id, deque()).append((self._seq, pending_position))
+        if position is not None:
+            heapq.heappush(self._unfinished, position)
         if self._worker is None:
             self._worker = asyncio.get_running_loop().create_task(self._run())
+        return True
+
+    def visible_position(self, position: int) -> int:
+        """The events stream position a long-poll may show: ``position``, or
+        just before the first event still being evaluated (its members are
+        woken when it is done)."""
+        heap, finished = self._unfinished, self._finished_positions
+        while heap:
+            top = heap[0]
+            count = finished.get(top, 0)
+            if not count:
+                break
+            heapq.heappop(heap)
+            if count == 1:
+                del finished[top]
+            else:
+                finished[top] = count - 1
+        if heap and heap[0] <= position:
+            return heap[0] - 1
+        return position
+
+    async def wait_for_positions(self, room_ids: Iterable[str], position: int) -> None:
+        """Return once the events of these rooms at or before ``position``
+        queued so far are evaluated (not later ones: a busy room cannot hold
+        a /sync back for ever)."""
+        if not self._room_pending:
+            return  # the common case: nothing queued
+        target = 0
+        for room_id in room_ids:
+            for seq, at in self._room_pending.get(room_id, ()):
+                if at <= position and seq > target:
+                    target = seq
+        await self._wait_for(target)
 
     async def wait_for_rooms(self, room_ids: Iterable[str]) -> None:
-        """Return once the events of these rooms queued so far are evaluated
-        (not later ones: a busy room cannot hold a /sync back for ever)."""
-        if not self._room_last:
-            return  # the common case: nothing queued
-        target = max((self._room_last.get(room_id, 0) for room_id in room_ids), default=0)
+        """Return once the events of these rooms queued so far are evaluated."""
+        if not self._room_pending:
+            return
+        target = max(
+            (
+                self._room_pending[room_id][-1][0]
+                for room_id in room_ids
+                if room_id in self._room_pending
+            ),
+            default=0,
+        )
         await self._wait_for(target)
 
     async def wait_idle(self) -> None:
-        """Return once every event queued so far is evaluated (tests, shutdown)."""
-        await self._wait_for(self._seq)
+        """Return once every event queued so far is evaluated and its
+        notifications are handed to the pushers (tests, shutdown)."""
+        target = self._seq
+        if self._handed_seq >= target:
+            return
+        async with self._progress:
+            await self._progress.wait_for(lambda: self._handed_seq >= target)
 
     async def _wait_for(self, target: int) -> None:
         if self._done_seq >= target:
@@ -209,25 +291,51 @@ class PushService:
             while self._queue:
                 batch = list(self._queue)
                 self._queue.clear()
-                last = self._done_seq + len(batch)
+                notified: list[tuple[str, PushActionRow, Event]] = []
                 try:
-                    await self._evaluate_batch(batch)
+                    notified = await self._evaluate_batch([queued.event for queued in batch])
                 except Exception:
                     logger.exception("Push rule evaluation failed for %d events", len(batch))
                 finally:
-                    await self._done(batch, last)
+                    await self._done(batch)
+                try:
+                    await self._hand_to_pushers(notified)
+                except Exception:
+                    logger.exception("Handing %d notifications to pushers failed", len(notified))
+                finally:
+                    self._handed_seq = batch[-1].seq
+                    async with self._progress:
+                        self._progress.notify_all()
         finally:
             self._worker = None
 
-    async def _done(self, batch: list[Event], last: int) -> None:
-        self._done_seq = last
-        for event in batch:
-            if self._room_last.get(event.room_id, last + 1) <= last:
-                del self._room_last[event.room_id]
+    async def _done(self, batch: list[_Queued]) -> None:
+        """The batch is evaluated (or failed): its events become visible to
+        long-polls, their members are woken, waiting /syncs go on."""
+        self._done_seq = batch[-1].seq
+        rooms: set[str] = set()
+        users: set[str] = set()
+        for queued in batch:
+            room_id = queued.event.room_id
+            pending = self._room_pending.get(room_id)
+            while pending and pending[0][0] <= queued.seq:
+                pending.popleft()
+            if pending is not None and not pending:
+                del self._room_pending[room_id]
+            if queued.position is not None:
+                self._finished_positions[queued.position] += 1
+            if queued.wake is not None:
+                users |= queued.wake
+                rooms.add(room_id)
+        notifier = self.hs.notifier
+        notifier.notify_users(users)
+        for room_id in rooms:
+            notifier.notify_room(room_id)
         async with self._progress:
             self._progress.notify_all()
 
-    async def _evaluate_batch(self, batch: list[Event]) -> None:
+    async def _evaluate_batch(self, batch: list[Event]) -> list[tuple[str, PushActionRow, Event]]:
+        """Evaluate and store the batch's actions; the notifications for pushers."""
         stored = await self.hs.rooms.events.get_events([event.event_id for event in batch])
         rows: list[PushActionRow] = []
         bulks: list[MembersAction] = []
@@ -277,7 +385,7 @@ class PushService:
         # The position goes with the rows (no write of its own for a batch
         # that notified no one: a crash then re-evaluates a little more).
         await self.store.add(rows, bulks, evaluated=newest if rows or bulks else None)
-        await self._hand_to_pushers(notified)
+        return notified
 
     async def _evaluate(self, event: Event, position: int) -> list[_Group]:
         """The local users who receive ``event`` (never its sender), grouped by
@@ -443,13 +551,14 @@ class PushService:
         return counts
 
     async def sync_counts(
-        self, user_id: str, room_ids: Collection[str], *, by_thread: bool
+        self, user_id: str, room_ids: Collection[str], position: int, *, by_thread: bool
     ) -> dict[str, dict[str, Any]]:
         """The ``unread_notifications`` (and with ``by_thread``, the
         ``unread_thread_notifications``) of each joined room for /sync, after
-        the rooms' pending evaluations. With ``by_thread`` the room's counts are
-        the main timeline's only ("Receipts", "Threaded read receipts")."""
-        await self.wait_for_rooms(room_ids)
+        the rooms' pending evaluations up to ``position`` (the /sync's events
+        position). With ``by_thread`` the room's counts are the main
+        timeline's only ("Receipts", "Threaded read receipts")."""
+        await self.wait_for_positions(room_ids, position)
         counts = await self.unread_counts(user_id, room_ids)
         result: dict[str, dict[str, Any]] = {}
         for room_id in room_ids:

@@ -124,13 +124,18 @@ class RelationsService:
                 s.redacted_by is not None or rel_type_of(s.event.content) not in NO_BUNDLE_RELATIONS
             )
         }
+        childless = self.hs.rooms.events.childless
+        generation = childless.generation
+        parents = {event_id: s for event_id, s in parents.items() if event_id not in childless}
         if not parents:
             return {}
         found: dict[str, Bundle] = {}
         reader = await self._reader(user_id, {s.room_id for s in parents.values()})
-        await self._add_edits_and_references(parents, reader, found)
+        with_children = await self._add_edits_and_references(parents, reader, found)
         roots = [s.event_id for s in parents.values() if _may_be_root(s)]
-        await self._add_threads(parents, roots, user_id, reader, found)
+        with_children |= await self._add_threads(parents, roots, user_id, reader, found)
+        if not reader.filters():  # every relation was read: none means none
+            childless.add((e for e in parents if e not in with_children), generation)
         return {event_id: bundle for event_id, bundle in found.items() if not bundle.empty()}
 
     async def _reader(self, user_id: str | None, room_ids: set[str]) -> _Reader:
@@ -153,8 +158,10 @@ class RelationsService:
 
     async def _add_edits_and_references(
         self, parents: dict[str, StoredEvent], reader: _Reader, found: dict[str, Bundle]
-    ) -> None:
+    ) -> set[str]:
+        """Add edits and references; the parents that have any (seen or not)."""
         rows = await self.store.rows_for_parents(list(parents), [REPLACE, REFERENCE])
+        with_children = {row.relates_to_id for row in rows}
         candidates: dict[str, list[str]] = {}
         for row in rows:
             parent = parents[row.relates_to_id]
@@ -172,7 +179,7 @@ class RelationsService:
             ):
                 candidates.setdefault(row.relates_to_id, []).append(row.event_id)
         if not candidates:
-            return
+            return with_children
         loaded = await self.hs.rooms.events.get_events(
             [eid for ids in candidates.values() for eid in ids]
         )
@@ -182,6 +189,7 @@ class RelationsService:
             best = latest_edit(parents[parent_id].event, [s.event for s in edits])
             if best is not None:
                 found.setdefault(parent_id, Bundle()).edit = by_event[id(best)]
+        return with_children
 
     async def _add_threads(
         self,
@@ -190,9 +198,10 @@ class RelationsService:
         user_id: str | None,
         reader: _Reader,
         found: dict[str, Bundle],
-    ) -> None:
+    ) -> set[str]:
+        """Add thread summaries; the roots that have a thread (in any room)."""
         if not roots:
-            return
+            return set()
         summaries = await self._thread_summaries(parents, roots, user_id, reader)
         wanted = {
             root: summary
@@ -206,6 +215,7 @@ class RelationsService:
                 continue
             participated = summary.user_replied or parents[root].event.sender == user_id
             found.setdefault(root, Bundle()).thread = (latest_event, summary.count, participated)
+        return {root for _, root in summaries}
 
     async def _thread_summaries(
         self,

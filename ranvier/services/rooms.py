@@ -353,7 +353,7 @@ class RoomsService:
     async def _after_local_events(self, stored: Sequence[StoredEvent]) -> None:
         """Wake the room's syncing members and queue the events for other servers."""
         for item in stored:
-            await self._notify(item.event)
+            await self._notify(item.event, item.stream_ordering)
         if self.hs.federation_sender is not None:
             await self.hs.federation_sender.on_local_events(stored)
 
@@ -361,15 +361,21 @@ class RoomsService:
         """Wake whoever syncs the room of ``event`` (also for events from other servers)."""
         await self._notify(event)
 
-    async def _notify(self, event: Event) -> None:
+    async def _notify(self, event: Event, position: int | None = None) -> None:
         users = await self.store.joined_user_ids(event.room_id)
         if event.type == MEMBER and event.state_key is not None:
             users.add(event.state_key)
-        self.hs.notifier.notify_users(users)
-        self.hs.notifier.notify_room(event.room_id)
         push = getattr(self.hs, "push", None)
         if push is not None:
-            push.on_event(event)  # push rules and counts, off the request path
+            if position is None:
+                stored = await self.events.get_event(event.event_id)
+                position = stored.stream_ordering if stored is not None else None
+            # Push rules and counts, off the request path; the members are
+            # woken once the event's counts are stored (services/push.py).
+            if push.on_event(event, position, users):
+                return
+        self.hs.notifier.notify_users(users)
+        self.hs.notifier.notify_room(event.room_id)
 
     # --- state events -------------------------------------------------------------------
 

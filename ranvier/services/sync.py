@@ -133,8 +133,17 @@ class SyncService:
 
     # --- tokens ------------------------------------------------------------------------
 
-    async def current_token(self) -> SyncToken:
+    async def current_token(self, *, evaluated_after: int | None = None) -> SyncToken:
+        """The current positions. With ``evaluated_after`` (a long-poll's
+        ``since`` events position), the events stream only up to the events
+        whose push rules are evaluated, but not before that position (a
+        long-poll's view: services/push.py), so that a woken long-poll never
+        waits for the evaluation of what it shows."""
         positions = await current_stream_positions(self.hs.database, DB_STREAMS)
+        push = getattr(self.hs, "push", None)
+        if evaluated_after is not None and push is not None:
+            events = positions["events"]
+            positions["events"] = min(events, max(push.visible_position(events), evaluated_after))
         return SyncToken(typing=self.typing.current_slot(), **positions)
 
     @staticmethod
@@ -155,6 +164,7 @@ class SyncService:
         if params.since is None or params.full_state or timeout_ms == 0:
             response, _ = await self._sync_once(params)
             return response
+        # A long-poll: what it shows is evaluated (see current_token).
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout_ms / 1000
         while True:
@@ -163,20 +173,21 @@ class SyncService:
             # changed for anyone, so wait before computing an answer that would
             # be empty (as Synapse does). A client long-polls again right after
             # each answer; this spares that whole computation, one query instead.
-            idle = params.since == await self.current_token()
+            idle = params.since == await self.current_token(evaluated_after=params.since.events)
             if not idle:
-                response, has_updates = await self._sync_once(params)
+                response, has_updates = await self._sync_once(params, evaluated=True)
                 if has_updates:
                     return response
             remaining = deadline - loop.time()
             if remaining <= 0 or not await self.hs.notifier.wait(
                 params.user_id, version, remaining
             ):
-                return (await self._sync_once(params))[0] if idle else response
+                return (await self._sync_once(params, evaluated=True))[0] if idle else response
 
-    async def request_for(self, params: SyncParams) -> SyncRequest:
+    async def request_for(self, params: SyncParams, *, evaluated: bool = False) -> SyncRequest:
         """The positions, the range and the user's rooms of one sync."""
-        now = await self.current_token()
+        since_events = params.since.events if params.since is not None else 0
+        now = await self.current_token(evaluated_after=since_events if evaluated else None)
         since = None if params.since is None else self._clamp(params.since, now)
         full = since is None or params.full_state
         memberships, now = await load_memberships(
@@ -197,8 +208,10 @@ class SyncService:
         (/initialSync): the non-room providers need no memberships then."""
         return SyncRequest(user_id, device_id, DEFAULT_FILTER, None, now, False, RoomMemberships())
 
-    async def _sync_once(self, params: SyncParams) -> tuple[dict[str, Any], bool]:
-        request = await self.request_for(params)
+    async def _sync_once(
+        self, params: SyncParams, *, evaluated: bool = False
+    ) -> tuple[dict[str, Any], bool]:
+        request = await self.request_for(params, evaluated=evaluated)
         response = _empty_response(request.now)
         extras = RoomExtras()
         has_updates = False

@@ -731,8 +731,50 @@ def _as_sequence(rows: Iterable[Sequence[Any]]) -> Sequence[Sequence[Any]]:
     return rows if isinstance(rows, list | tuple) else list(rows)
 
 
+#: A read statement runs on the event loop's own thread (its own connection),
+#: with no hand-off to a reader thread, once its recent runs took less CPU
+#: than this. SQLite answers an indexed lookup from its page cache in tens of
+#: microseconds; handing it to a reader thread costs more than that, and under
+#: load far more: every row stepped releases and takes back the GIL, which a
+#: busy event loop holds for up to the switch interval (docs/performance.md,
+#: "Reads on the event loop"). Longer reads stay in the reader threads, where
+#: SQLite works while the loop serves others.
+INLINE_READ_MAX_S = 0.0005
+#: Runs (in a reader thread) before a statement may run inline.
+INLINE_AFTER_RUNS = 3
+#: Statements whose costs are kept (forgotten all at once beyond it).
+READ_COSTS_MAX = 4096
+
+
+class ReadCosts:
+    """Recent CPU time of each read statement, by its text: which are cheap
+    enough to run on the event loop's thread. Updated from every thread; a
+    lost update under a race only shifts an average a little."""
+
+    __slots__ = ("_costs",)
+
+    def __init__(self) -> None:
+        #: SQL text -> [runs, moving average of seconds]
+        self._costs: dict[str, list[float]] = {}
+
+    def inline(self, sql: str) -> bool:
+        cost = self._costs.get(sql)
+        return cost is not None and cost[0] >= INLINE_AFTER_RUNS and cost[1] < INLINE_READ_MAX_S
+
+    def record(self, sql: str, seconds: float) -> None:
+        cost = self._costs.get(sql)
+        if cost is None:
+            if len(self._costs) >= READ_COSTS_MAX:
+                self._costs.clear()
+            self._costs[sql] = [1, seconds]
+        else:
+            cost[0] += 1
+            cost[1] += (seconds - cost[1]) * 0.2
+
+
 class SqliteDatabase(Database):
-    """SQLite in WAL mode: one writer thread + connection, a pool of reader threads."""
+    """SQLite in WAL mode: one writer thread + connection, a pool of reader
+    threads, and cheap reads on the event loop's thread (:class:`ReadCosts`)."""
 
     engine: Engine = "sqlite"
 
@@ -747,6 +789,7 @@ class SqliteDatabase(Database):
         self._reader_local = threading.local()
         self._reader_conns: list[sqlite3.Connection] = []
         self._reader_conns_lock = threading.Lock()
+        self._read_costs = ReadCosts()
         self._closed = False
         #: Durability of commits (file databases with synchronous FULL only).
         self._group_commit: GroupCommit | None = None
@@ -798,7 +841,15 @@ class SqliteDatabase(Database):
         return conn
 
     def _r_call(self, fn: Any, sql: str, args: Any) -> Any:
-        return fn(self._reader_conn(), sql, args)
+        # CPU time, not wall time: waits for the GIL or the disk are not the
+        # statement's cost (a statement slow from I/O shows it inline, where
+        # its wall time does not count either: the page cache holds a server's
+        # hot pages).
+        began = time.thread_time()
+        try:
+            return fn(self._reader_conn(), sql, args)
+        finally:
+            self._read_costs.record(sql, time.thread_time() - began)
 
     def _check_not_in_own_transaction(self) -> None:
         if self._write_owner is not None and self._write_owner is asyncio.current_task():
@@ -834,6 +885,8 @@ class SqliteDatabase(Database):
         if self._closed:
             raise RuntimeError("database is closed")
         _refuse_nul(args)
+        if self._read_costs.inline(sql):
+            return self._r_call(fn, sql, args)
         return await asyncio.get_running_loop().run_in_executor(
             self._readers, self._r_call, fn, sql, args
         )

@@ -51,7 +51,7 @@ from ranvier.storage.engine import (
 )
 from ranvier.storage.recent import RecentLog
 from ranvier.storage.redactions import apply_pending_redactions, mark_redacted, redaction_applies
-from ranvier.storage.relations import write_relations
+from ranvier.storage.relations import ChildlessEvents, write_relations
 from ranvier.storage.rooms import RoomStore
 from ranvier.storage.search import index_new_events
 from ranvier.storage.state import StateKey, StateMap, StateStore
@@ -76,6 +76,10 @@ _T = TypeVar("_T")
 #: incremental /syncs (:class:`ranvier.storage.recent.RecentLog`).
 _RECENT_EVENTS = 10_000
 _RECENT_MEMBERSHIPS = 5_000
+#: recent_events_for_rooms answers from the log for at most this many rooms,
+#: looking at most this far back (an incremental /sync, the event before its token).
+_LOG_MAX_ROOMS = 20
+_LOG_SCAN = 2_000
 _EVENT_COLUMNS = (
     "e.event_id, e.json, e.stream_ordering, e.state_group_before, e.state_group,"
     " e.replaces_state, e.redacted_by, e.rejected, e.outlier, r.room_version, e.soft_failed"
@@ -208,13 +212,16 @@ class EventStore:
         # not put what it read into the cache (it may be stale).
         self._generation = 0
         floor = database.known_stream_position(EVENTS_STREAM)
-        #: The room of each recent event, and recent membership changes.
-        self._recent_rooms: RecentLog[str] = RecentLog(_RECENT_EVENTS, floor)
+        #: Each recent event's room, and its ID when clients may see it (None:
+        #: an outlier, rejected or soft-failed); recent membership changes.
+        self._recent_events: RecentLog[tuple[str, str | None]] = RecentLog(_RECENT_EVENTS, floor)
         self._recent_memberships: RecentLog[MembershipChange] = RecentLog(
             _RECENT_MEMBERSHIPS, floor
         )
-        database.on_positions_reset(self._recent_rooms.reset)
+        database.on_positions_reset(self._recent_events.reset)
         database.on_positions_reset(self._recent_memberships.reset)
+        #: Events no relation points at (bundled aggregations skip them).
+        self.childless = ChildlessEvents()
         #: Keys of rooms' current state (the auth events of every new event).
         self._current_state = CurrentStateCache(CURRENT_STATE_CACHE_SIZE)
         database.on_positions_reset(self._current_state.clear)
@@ -327,14 +334,17 @@ class EventStore:
         range holds more than ``cap`` events. A primary-key range scan, so an
         incremental /sync costs what happened since, not how many rooms the
         user is in (Synapse keeps a "room stream change cache" for the same)."""
+        recent = self._recent_events.between(from_pos, to_pos)
+        if recent is not None:
+            return {room_id for room_id, _ in recent} if len(recent) <= cap else None
         rooms = await self._recent_or_scan(
-            self._recent_rooms, "events", "room_id", lambda row: str(row[0]), from_pos, to_pos, cap
+            None, "events", "room_id", lambda row: str(row[0]), from_pos, to_pos, cap
         )
         return None if rooms is None else set(rooms)
 
     async def _recent_or_scan(
         self,
-        log: RecentLog[_T],
+        log: RecentLog[_T] | None,
         table: str,
         columns: str,
         convert: Callable[[Row], _T],
@@ -344,7 +354,7 @@ class EventStore:
     ) -> list[_T] | None:
         """What ``log`` holds in the range, or a range scan of ``table`` on its
         ``stream_ordering``; None when more than ``cap``."""
-        recent = log.between(from_pos, to_pos)
+        recent = log.between(from_pos, to_pos) if log is not None else None
         if recent is not None:
             return recent if len(recent) <= cap else None
         if from_pos >= to_pos:
@@ -368,8 +378,8 @@ class EventStore:
         are absent). One round trip per 100 rooms (a UNION ALL of per-room
         index range scans), for /sync over many rooms. Outliers and rejected
         events are left out."""
-        ids_by_room: dict[str, list[str]] = {}
         room_list = list(dict.fromkeys(room_ids))
+        ids_by_room, room_list = self._recent_from_log(room_list, from_pos, to_pos, limit)
         per_room = (
             "SELECT * FROM (SELECT room_id, event_id, stream_ordering FROM events"
             " WHERE room_id = ? AND stream_ordering > ? AND stream_ordering <= ?"
@@ -390,6 +400,46 @@ class EventStore:
             room_id: [loaded[eid] for eid in ids if eid in loaded]
             for room_id, ids in ids_by_room.items()
         }
+
+    def _recent_from_log(
+        self, room_list: list[str], from_pos: int, to_pos: int, limit: int
+    ) -> tuple[dict[str, list[str]], list[str]]:
+        """What :meth:`recent_events_for_rooms` can answer from the log of
+        recent events: the rooms answered (event IDs, newest first) and the
+        rooms left for the database. All rooms are answered when the log
+        holds the whole range (an incremental /sync's timelines); otherwise
+        those with ``limit`` events in the log's part of the range (the event
+        before a /sync's token)."""
+        log = self._recent_events
+        if len(room_list) > _LOG_MAX_ROOMS or limit < 1:
+            return {}, room_list
+        in_range = log.between(from_pos, to_pos)
+        whole = in_range is not None and len(in_range) <= _LOG_SCAN
+        if whole:
+            assert in_range is not None
+            newest_first = in_range[::-1]
+        else:
+            newest = log.newest_at_or_before(to_pos, _LOG_SCAN) if from_pos < to_pos else None
+            if newest is None:
+                return {}, room_list
+            newest_first = newest
+        wanted = set(room_list)
+        found: dict[str, list[str]] = {}
+        complete = 0
+        for room_id, event_id in newest_first:
+            if event_id is None or room_id not in wanted:
+                continue
+            ids = found.setdefault(room_id, [])
+            if len(ids) < limit:
+                ids.append(event_id)
+                if len(ids) == limit:
+                    complete += 1
+                    if complete == len(wanted):
+                        break
+        if whole:
+            return found, []
+        answered = {room_id: ids for room_id, ids in found.items() if len(ids) >= limit}
+        return answered, [room_id for room_id in room_list if room_id not in answered]
 
     async def event_at_timestamp(
         self, room_id: str, timestamp: int, direction: Literal["f", "b"]
@@ -656,7 +706,7 @@ class EventStore:
                 _INSERT_EVENTS,
                 event_rows,
             )
-            await write_relations(txn, stored)
+            await write_relations(txn, stored, self.childless)
             await index_new_events(txn, stored)  # search index, user directory
             await self._write_current_state(txn, room_id, current, state_keys)
             await self._write_memberships(txn, membership_rows)
@@ -804,7 +854,7 @@ class EventStore:
                 _INSERT_EVENTS,
                 event_rows,
             )
-            await write_relations(txn, stored)
+            await write_relations(txn, stored, self.childless)
             await index_new_events(txn, stored)  # search index, user directory
             accepted = [s.event for s in stored if not (s.rejected or s.outlier or s.soft_failed)]
             if not backfilled:
@@ -1077,7 +1127,10 @@ class EventStore:
     ) -> None:
         """Once committed: the in-memory logs and the membership cache."""
         for item in stored:
-            self._recent_rooms.add(item.stream_ordering, item.event.room_id)
+            shown = not (item.outlier or item.rejected or item.soft_failed)
+            self._recent_events.add(
+                item.stream_ordering, (item.event.room_id, item.event_id if shown else None)
+            )
         for room_id, user_id, membership, event_id, position in membership_rows:
             self._recent_memberships.add(
                 position, MembershipChange(position, room_id, user_id, membership, event_id)

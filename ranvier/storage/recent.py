@@ -77,3 +77,13 @@ class RecentLog(Generic[T]):
         start = bisect_right(self._positions, from_pos)
         end = bisect_right(self._positions, to_pos)
         return self._items[start:end]
+
+    def newest_at_or_before(self, to_pos: int, scan: int) -> list[T] | None:
+        """Up to ``scan`` entries at or before ``to_pos``, newest first, or None
+        when ``to_pos`` is older than what this log knows. The caller stops
+        reading once it has what it wants; an entry missing from the result is
+        older than the last one returned (or than the floor)."""
+        if self.floor is None or to_pos < self.floor:
+            return None
+        end = bisect_right(self._positions, to_pos)
+        return self._items[max(end - scan, 0) : end][::-1]

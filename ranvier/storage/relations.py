@@ -10,7 +10,8 @@ the migration ``*_relations.sql``.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections import OrderedDict
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -40,6 +41,46 @@ _UPSERT_THREAD = (
     " ELSE threads.latest_stream_ordering END"
 )
 _ROW_COLUMNS = "event_id, room_id, relates_to_id, rel_type, sender, type, stream_ordering"
+#: Events remembered as having no relation pointing at them.
+CHILDLESS_CACHE_SIZE = 50_000
+
+
+class ChildlessEvents:
+    """Events known to have no relation pointing at them: most messages. An
+    event served to many users (a new message woken /syncs all show) costs
+    the bundled aggregations' queries once, not once per /sync (DESIGN.md:
+    "Caches are explicit, bounded and invalidated by the code that writes").
+
+    Added by the reader that found no relation (:meth:`add`, refused when a
+    relation was written since it began: :attr:`generation`); an event leaves
+    once a relation to it commits (:func:`write_relations`). Oldest out first.
+    """
+
+    def __init__(self, size: int = CHILDLESS_CACHE_SIZE) -> None:
+        self._known: OrderedDict[str, None] = OrderedDict()
+        self._size = size
+        #: Bumped by every write of relations.
+        self.generation = 0
+
+    def __contains__(self, event_id: str) -> bool:
+        return event_id in self._known
+
+    def add(self, event_ids: Iterable[str], generation: int) -> None:
+        """``event_ids`` had no relation when read by a reader that began at
+        ``generation``."""
+        if generation != self.generation:
+            return  # a relation committed meanwhile: it may point at one of them
+        known = self._known
+        for event_id in event_ids:
+            known[event_id] = None
+        while len(known) > self._size:
+            known.popitem(last=False)
+
+    def forget(self, event_ids: Iterable[str]) -> None:
+        """Relations to ``event_ids`` committed."""
+        self.generation += 1
+        for event_id in event_ids:
+            self._known.pop(event_id, None)
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,11 +127,18 @@ def _relation_row(stored: StoredEvent) -> tuple[Any, ...] | None:
     )
 
 
-async def write_relations(txn: Transaction, stored: Sequence[StoredEvent]) -> None:
+async def write_relations(
+    txn: Transaction, stored: Sequence[StoredEvent], childless: ChildlessEvents
+) -> None:
     """Index the relations of newly written events (inside their transaction)."""
     rows = [row for row in map(_relation_row, stored) if row is not None]
     if not rows:
         return
+    targets = [row[2] for row in rows]
+    # Before the commit too: a reader that began before it and read no row
+    # cannot add a target once the generation moved.
+    childless.forget(targets)
+    txn.call_after_commit(lambda: childless.forget(targets))
     await txn.execute_many(_INSERT, rows)
     threads = [(row[1], row[8], row[0], row[6]) for row in rows if row[8] is not None]
     for thread in sorted(threads, key=lambda t: int(t[3])):

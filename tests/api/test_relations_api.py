@@ -586,3 +586,56 @@ async def test_nested_thread_from_federation_is_no_thread(client: Client) -> Non
     assert status == 200 and ids(body["chunk"]) == [root]
     status, body = await relations(client, bob, room_id, root, limit=10, recurse=True)
     assert ids(body["chunk"]) == [nested, reply]
+
+
+async def test_an_event_served_before_its_relations_gets_them_when_served_again(
+    client: Client,
+) -> None:
+    """Events served without relations are remembered as such (so that a new
+    message woken /syncs all show costs the bundles' queries once); a relation
+    written afterwards must show the next time the event is served."""
+    alice, bob, room_id = await two_in_room(client)
+    root = await post(client, alice, room_id, text("root"))
+    edited = await post(client, alice, room_id, text("typo"))
+    referenced = await post(client, alice, room_id, text("see this"))
+    for event_id in (root, edited, referenced):
+        assert "m.relations" not in (await get_event(client, bob, room_id, event_id))["unsigned"]
+    childless = hs_of(client).rooms.events.childless
+    assert all(event_id in childless for event_id in (root, edited, referenced))
+    reply = await post(client, bob, room_id, in_thread(root, "a reply"))
+    edit = await post(client, alice, room_id, edit_of(edited, "fixed"))
+    ref = await post(client, bob, room_id, reference(referenced))
+    thread = m_relations(await get_event(client, bob, room_id, root))["m.thread"]
+    assert thread["latest_event"]["event_id"] == reply and thread["count"] == 1
+    replaced = m_relations(await get_event(client, bob, room_id, edited))["m.replace"]
+    assert replaced["event_id"] == edit
+    assert m_relations(await get_event(client, bob, room_id, referenced))["m.reference"] == {
+        "chunk": [{"event_id": ref}]
+    }
+    body = await sync(client, bob, filter={"room": {"timeline": {"limit": 50}}})
+    shown = {e["event_id"]: e for e in body["rooms"]["join"][room_id]["timeline"]["events"]}
+    assert set(m_relations(shown[root])) == {"m.thread"}
+    assert set(m_relations(shown[edited])) == {"m.replace"}
+
+
+async def test_an_ignoring_reader_does_not_mark_events_childless(client: Client) -> None:
+    """A reader who ignores someone does not see their relations: what that
+    reader's bundles find says nothing about the event having none."""
+    alice, bob, room_id = await two_in_room(client)
+    carol = await make_user(client, "carol")
+    assert (await join(client, carol, room_id))[0] == 200
+    status, _ = await call(
+        client,
+        "PUT",
+        f"/user/{q(bob.user_id)}/account_data/m.ignored_user_list",
+        bob,
+        {"ignored_users": {carol.user_id: {}}},
+    )
+    assert status == 200
+    root = await post(client, alice, room_id, text("root"))
+    await post(client, carol, room_id, in_thread(root, "from carol"))
+    hs_of(client).rooms.events.childless.forget([root])
+    assert "m.relations" not in (await get_event(client, bob, room_id, root))["unsigned"]
+    assert root not in hs_of(client).rooms.events.childless
+    thread = m_relations(await get_event(client, alice, room_id, root))["m.thread"]
+    assert thread["count"] == 1

@@ -8,6 +8,7 @@ import shutil
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -819,3 +820,56 @@ async def test_two_database_objects_on_one_database_both_write(database: Databas
         assert await other.fetch_val("SELECT COUNT(*) FROM items") == 100
     finally:
         await other.close()
+
+
+async def test_cheap_sqlite_reads_move_to_the_event_loop_thread_and_costly_ones_stay(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A read statement runs in a reader thread until its cost is known; once
+    its recent runs were cheap it runs on the loop's own thread (no hand-off),
+    a costly one stays in the reader threads. Same answers either way."""
+    from ranvier.storage import engine
+
+    db = await open_database(f"sqlite:///{tmp_path / 'reads.db'}")
+    try:
+        assert isinstance(db, engine.SqliteDatabase)
+        threads: list[str] = []
+        original = db._reader_conn
+
+        def recording_conn() -> Any:
+            threads.append(threading.current_thread().name)
+            return original()
+
+        monkeypatch.setattr(db, "_reader_conn", recording_conn)
+        cheap = "SELECT version FROM schema_version"
+        answers = [await db.fetch_val(cheap) for _ in range(engine.INLINE_AFTER_RUNS + 2)]
+        assert len(set(answers)) == 1
+        after = engine.INLINE_AFTER_RUNS
+        assert all(name.startswith("ranvier-sqlite-reader") for name in threads[:after])
+        assert threads[after:] == [threading.current_thread().name] * 2
+
+        # Well over INLINE_READ_MAX_S of CPU per run.
+        costly = (
+            "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 300000)"
+            " SELECT COUNT(*) FROM n"
+        )
+        threads.clear()
+        for _ in range(engine.INLINE_AFTER_RUNS + 2):
+            assert await db.fetch_val(costly) == 300000
+        assert all(name.startswith("ranvier-sqlite-reader") for name in threads)
+        assert not db._read_costs.inline(costly)
+    finally:
+        await db.close()
+
+
+def test_read_costs_follow_a_statement_that_became_costly() -> None:
+    from ranvier.storage.engine import INLINE_AFTER_RUNS, INLINE_READ_MAX_S, ReadCosts
+
+    costs = ReadCosts()
+    for _ in range(INLINE_AFTER_RUNS):
+        assert not costs.inline("q")
+        costs.record("q", INLINE_READ_MAX_S / 10)
+    assert costs.inline("q")
+    for _ in range(10):  # its table grew: the moving average follows
+        costs.record("q", INLINE_READ_MAX_S * 10)
+    assert not costs.inline("q")

@@ -237,6 +237,10 @@ async def test_recent_changes_answer_alike_from_memory_and_from_the_database(
     await hs.rooms.update_membership("@bob:localhost", first, "@bob:localhost", "leave")
     end = await events.current_position()
 
+    async def recent(rooms: list[str], from_pos: int, limit: int) -> dict[str, list[str]]:
+        found = await events.recent_events_for_rooms(rooms, from_pos, end, limit)
+        return {room_id: [e.event_id for e in items] for room_id, items in found.items()}
+
     async def answers() -> tuple[object, ...]:
         return (
             await events.rooms_with_events_between(start, end, 100),
@@ -245,9 +249,15 @@ async def test_recent_changes_answer_alike_from_memory_and_from_the_database(
             await events.membership_changes_between(start, end, 1),
             await events.membership_changes_for_user("@bob:localhost", start, end),
             await events.rooms_with_events_between(end, end, 100),
+            # A /sync's timelines since a token, and the event before a token.
+            await recent([first, second], start, 3),
+            await recent([first, second], start, 100),
+            await recent([first, second], 0, 1),
+            await recent([first, second], 0, 2),
+            await recent([first], end, 5),
         )
 
-    assert events._recent_rooms.between(start, end) is not None  # memory knows the range
+    assert events._recent_events.between(start, end) is not None  # memory knows the range
     from_memory = await answers()
     assert from_memory[0] == {first, second}
     assert from_memory[1] is None
@@ -261,9 +271,48 @@ async def test_recent_changes_answer_alike_from_memory_and_from_the_database(
     assert from_memory[3] is None
     assert from_memory[4] == changes[1:]
     assert from_memory[5] == set()
-    events._recent_rooms.reset()
+    timelines = from_memory[6]
+    assert isinstance(timelines, dict) and set(timelines) == {first, second}
+    assert len(timelines[first]) == 3 and len(from_memory[7][first]) == 3  # type: ignore[index]
+    assert from_memory[8] == {room: ids[:1] for room, ids in from_memory[7].items()}  # type: ignore[union-attr]
+    assert from_memory[10] == {}
+    events._recent_events.reset()
     events._recent_memberships.reset()
     assert await answers() == from_memory  # now read from the tables
+
+
+async def test_recent_events_partly_in_memory_answer_as_the_database(hs: Homeserver) -> None:
+    """After the log of recent events was reset, it knows only what came after:
+    a room with enough events there is answered from memory, the others from
+    the table, and together they answer as the table alone."""
+    events = hs.rooms.events
+    first = await _room(hs, preset="public_chat")
+    second = await _room(hs, preset="public_chat")
+    quiet = await _room(hs, preset="public_chat")
+
+    async def say(room_id: str, body: str) -> str:
+        spec = EventSpec("m.room.message", {"body": body}, None)
+        return (await hs.rooms.send_event("@alice:localhost", room_id, spec)).event_id
+
+    events._recent_events.reset()
+    await say(first, "sets the floor")  # the first commit after a reset: not kept
+    kept = [await say(first, "one"), await say(second, "two"), await say(first, "three")]
+    end = await events.current_position()
+    assert len(events._recent_events) == 3
+
+    async def recent(from_pos: int, limit: int) -> dict[str, list[str]]:
+        found = await events.recent_events_for_rooms([first, second, quiet], from_pos, end, limit)
+        return {room_id: [e.event_id for e in items] for room_id, items in found.items()}
+
+    cases = [(0, 1), (0, 2), (0, 3), (end - 2, 5), (end, 5)]
+    mixed = [await recent(*case) for case in cases]
+    assert mixed[0][first] == [kept[2]] and mixed[0][second] == [kept[1]]
+    assert mixed[1][first] == [kept[2], kept[0]]
+    assert len(mixed[2][first]) == 3 and len(mixed[2][quiet]) == 3  # partly from the table
+    assert mixed[3] == {first: [kept[2]], second: [kept[1]]}
+    assert mixed[4] == {}
+    events._recent_events.reset()
+    assert [await recent(*case) for case in cases] == mixed
 
 
 async def test_room_events_in_stream_range_both_directions(hs: Homeserver) -> None:

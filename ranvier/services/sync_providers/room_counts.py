@@ -22,7 +22,9 @@ async def room_counts(
     """room ID → the count fields of its ``rooms.join`` entry (services/push.py:
     one query for all the rooms, after their pending evaluations)."""
     by_thread = request.filter.room.timeline.unread_thread_notifications
-    return await hs.push.sync_counts(request.user_id, room_ids, by_thread=by_thread)
+    return await hs.push.sync_counts(
+        request.user_id, room_ids, request.now.events, by_thread=by_thread
+    )
 
 
 def rooms_with_new_counts(request: SyncRequest) -> set[str]:
