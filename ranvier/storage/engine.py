@@ -737,7 +737,7 @@ def _as_sequence(rows: Iterable[Sequence[Any]]) -> Sequence[Sequence[Any]]:
 #: microseconds; handing it to a reader thread costs more than that, and under
 #: load far more: every row stepped releases and takes back the GIL, which a
 #: busy event loop holds for up to the switch interval (docs/performance.md,
-#: "Reads on the event loop"). Longer reads stay in the reader threads, where
+#: "The convoy, found and fixed"). Longer reads stay in the reader threads, where
 #: SQLite works while the loop serves others.
 INLINE_READ_MAX_S = 0.0005
 #: Runs (in a reader thread) before a statement may run inline.
