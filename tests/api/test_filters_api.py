@@ -121,3 +121,41 @@ async def test_resolve_filter_param(make_client: MakeClient) -> None:
     # Another user's filter ID is unknown to this user.
     with pytest.raises(MatrixError):
         await hs.filters.resolve_filter_param("@bob:localhost", "0")
+
+
+async def test_parsed_filters_are_kept_per_user_and_text(
+    make_client: MakeClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A client sends the same filter with every /sync: it is parsed once,
+    a stored one read once; another user's ID still resolves to nothing, and
+    bad filters are refused every time (nothing of them kept)."""
+    from ranvier.errors import MatrixError
+
+    client, _, hs = await fake_client(make_client)
+    await client.post(BASE, json=EXAMPLE, headers=auth("alice"))
+    bob_base = "/_matrix/client/v3/user/@bob:localhost/filter"
+    await client.post(bob_base, json=EXAMPLE, headers=auth("bob"))
+    reads: list[tuple[str, int]] = []
+    original = hs.filters.store.get_filter
+
+    async def counted(user_id: str, filter_id: int) -> str | None:
+        reads.append((user_id, filter_id))
+        return await original(user_id, filter_id)
+
+    monkeypatch.setattr(hs.filters.store, "get_filter", counted)
+    alice, bob = "@alice:localhost", "@bob:localhost"
+    first = await hs.filters.resolve_filter_param(alice, "0")
+    assert await hs.filters.resolve_filter_param(alice, "0") is first
+    assert reads == [(alice, 0)]
+    # Bob's own filter 0 has the same text: read once for him, parsed once in all.
+    assert await hs.filters.resolve_filter_param(bob, "0") is first
+    assert reads == [(alice, 0), (bob, 0)]
+    with pytest.raises(MatrixError):
+        await hs.filters.resolve_filter_param("@carol:localhost", "0")
+    inline = '{"room": {"timeline": {"limit": 3}}}'
+    parsed = await hs.filters.resolve_filter_param(alice, inline)
+    assert await hs.filters.resolve_filter_param(bob, inline) is parsed
+    for _ in range(2):
+        with pytest.raises(MatrixError) as info:
+            await hs.filters.resolve_filter_param(alice, '{"room": 1}')
+        assert info.value.errcode == "M_BAD_JSON"
