@@ -115,12 +115,16 @@ async def filter_events_for_member(
     *,
     include_ignored: bool = False,
 ) -> list[StoredEvent]:
-    """``filter_events_for_user`` with a shortcut for a current member: events
-    after the user's current join (stream position ``joined_from``) are visible
-    without looking at the state, since their membership at them is join."""
+    """``filter_events_for_user`` with a shortcut for a current member: the
+    user's current join (at stream position ``joined_from``) and the events
+    after it are visible without looking at the state, since their membership
+    at them is join ("History visibility": a joined member sees the events
+    while joined; the join event itself carries that membership). An
+    initial /sync's timeline of a newly joined room holds that join: no state
+    lookups per room for it (on PostgreSQL each was a round trip)."""
     if not include_ignored:
         events = await drop_ignored_senders(hs, user_id, events)
-    slow = [e for e in events if joined_from is None or e.stream_ordering <= joined_from]
+    slow = [e for e in events if joined_from is None or e.stream_ordering < joined_from]
     if not slow:
         return events
     allowed = {
@@ -129,5 +133,5 @@ async def filter_events_for_member(
     return [
         e
         for e in events
-        if (joined_from is not None and e.stream_ordering > joined_from) or e.event_id in allowed
+        if (joined_from is not None and e.stream_ordering >= joined_from) or e.event_id in allowed
     ]
