@@ -1,5 +1,5 @@
 """``python -m ranvier`` runs the ``ranvier`` command."""
 
-from ranvier.cli import main
+from ranvier.entry import main
 
 main()
