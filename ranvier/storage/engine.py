@@ -450,8 +450,16 @@ class Database(Queryable):
         self._in_flight = {}
 
     @abstractmethod
-    def transaction(self) -> AbstractAsyncContextManager[Transaction]:
-        """``async with db.transaction() as txn``: commit on success, rollback on exception."""
+    def transaction(self, *, durable: bool = True) -> AbstractAsyncContextManager[Transaction]:
+        """``async with db.transaction() as txn``: commit on success, rollback on exception.
+
+        ``durable=False``: the block may end once the commit is visible to
+        readers, before it is durable (SQLite: without waiting for the group
+        commit's fsync; its after-commit callbacks still run once it is
+        durable, in commit order). Only for writes that are made again after a
+        crash (push actions: evaluation resumes from a position recorded with
+        them). PostgreSQL waits either way (the commit's round trip is its cost).
+        """
 
     @abstractmethod
     async def close(self) -> None:
@@ -743,6 +751,13 @@ def _w_execute_each(conn: sqlite3.Connection, _sql: str, statements: Sequence[st
     return 0
 
 
+def _retrieve(future: asyncio.Future[None]) -> None:
+    """A durability nobody waits for: its failure is logged by the group
+    commit (and fails the later commits), not left unretrieved here."""
+    if not future.cancelled():
+        future.exception()
+
+
 def _as_sequence(rows: Iterable[Sequence[Any]]) -> Sequence[Sequence[Any]]:
     # Materialise generators on the loop thread: they may touch loop state.
     return rows if isinstance(rows, list | tuple) else list(rows)
@@ -930,7 +945,7 @@ class SqliteDatabase(Database):
         await self._write(_w_execute_many, sql, _as_sequence(rows), atomic=True)
 
     @asynccontextmanager
-    async def _transaction(self) -> AsyncIterator[Transaction]:
+    async def _transaction(self, wait_durable: bool = True) -> AsyncIterator[Transaction]:
         if self._closed:
             raise RuntimeError("database is closed")
         self._check_not_in_own_transaction()
@@ -968,12 +983,15 @@ class SqliteDatabase(Database):
                 txn._closed = True
                 self._write_owner = None
         if durable is not None:
+            if not wait_durable:
+                durable.add_done_callback(_retrieve)
+                return
             # Outside the write lock, so that the next writer commits while this
             # one's fsync runs; shielded: a cancelled caller does not stop it.
             await asyncio.shield(durable)
 
-    def transaction(self) -> AbstractAsyncContextManager[Transaction]:
-        return self._transaction()
+    def transaction(self, *, durable: bool = True) -> AbstractAsyncContextManager[Transaction]:
+        return self._transaction(durable)
 
     def pool_usage(self) -> PoolUsage:
         lock = self._write_lock
@@ -1182,7 +1200,7 @@ class PostgresDatabase(_PostgresQueries, Database):
                 if task is not None:
                     self._txn_tasks.discard(task)
 
-    def transaction(self) -> AbstractAsyncContextManager[Transaction]:
+    def transaction(self, *, durable: bool = True) -> AbstractAsyncContextManager[Transaction]:
         return self._transaction()
 
     def pool_usage(self) -> PoolUsage:

@@ -641,6 +641,19 @@ class EventStore:
 
     # --- writes ---------------------------------------------------------------------
 
+    def _mark_childless_after_commit(self, txn: Transaction, stored: list[StoredEvent]) -> None:
+        """Events made here have no relations pointing at them yet: no event
+        can name an event ID before it exists (a random ID, or from room
+        version 3 the hash of the event itself). So once they commit they are
+        known childless, and the first /syncs that show a new message skip the
+        bundled aggregations' two queries (every woken member's /sync showed
+        it first, before this). Refused, as for a reader, when a relation was
+        written since (this batch's own, or a later transaction's before this
+        one's callbacks run): one of those may point at them."""
+        generation = self.childless.generation
+        event_ids = [item.event.event_id for item in stored]
+        txn.call_after_commit(lambda: self.childless.add(event_ids, generation))
+
     async def persist_local_events(
         self,
         room_id: str,
@@ -707,6 +720,7 @@ class EventStore:
                 event_rows,
             )
             await write_relations(txn, stored, self.childless)
+            self._mark_childless_after_commit(txn, stored)
             await index_new_events(txn, stored)  # search index, user directory
             await self._write_current_state(txn, room_id, current, state_keys)
             await self._write_memberships(txn, membership_rows)

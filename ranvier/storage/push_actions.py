@@ -137,12 +137,18 @@ class PushActionStore:
         evaluated: int | None = None,
     ) -> None:
         """Record actions (one transaction); a row already there is kept. With
-        ``evaluated``, also that evaluation reached that stream position."""
+        ``evaluated``, also that evaluation reached that stream position.
+
+        Returns once the rows are visible, without waiting for them to be
+        durable (SQLite's fsync): a crash that loses them loses the recorded
+        position with them, and the next start evaluates those events again
+        (PushService.start). Woken /syncs read the counts ~0.4 ms sooner.
+        """
         if not rows and not for_members:
             if evaluated is not None:
                 await self.set_evaluated(evaluated)
             return
-        async with self.database.transaction() as txn:
+        async with self.database.transaction(durable=False) as txn:
             if evaluated is not None:
                 await txn.execute(_SET_EVALUATED, evaluated, False)
             if rows:

@@ -618,6 +618,25 @@ async def test_an_event_served_before_its_relations_gets_them_when_served_again(
     assert set(m_relations(shown[edited])) == {"m.replace"}
 
 
+async def test_a_new_local_event_is_known_childless_once_committed(client: Client) -> None:
+    """No event can point at an event before it exists, so a message sent here
+    is known childless from its commit: the /syncs it wakes skip the bundles'
+    queries. A relation written to it removes it; an event written with a
+    relation of its own is left to the readers (its batch moved the generation)."""
+    alice, bob, room_id = await two_in_room(client)
+    childless = hs_of(client).rooms.events.childless
+    root = await post(client, alice, room_id, text("root"))
+    assert root in childless  # never served yet
+    reply = await post(client, bob, room_id, in_thread(root, "reply"))
+    assert root not in childless
+    assert reply not in childless
+    thread = m_relations(await get_event(client, bob, room_id, root))["m.thread"]
+    assert thread["latest_event"]["event_id"] == reply and thread["count"] == 1
+    body = await sync(client, alice, filter={"room": {"timeline": {"limit": 10}}})
+    shown = {e["event_id"]: e for e in body["rooms"]["join"][room_id]["timeline"]["events"]}
+    assert set(m_relations(shown[root])) == {"m.thread"}
+
+
 async def test_an_ignoring_reader_does_not_mark_events_childless(client: Client) -> None:
     """A reader who ignores someone does not see their relations: what that
     reader's bundles find says nothing about the event having none."""

@@ -107,6 +107,41 @@ async def test_a_transaction_is_not_acknowledged_before_its_fsync(
     assert done == ["held"]
 
 
+async def test_a_transaction_not_asking_for_durability_ends_at_its_commit(
+    durable_db: tuple[Database, FakeDisk],
+) -> None:
+    """``durable=False`` (push actions, made again after a crash): the block
+    ends once the commit is visible; its callbacks still wait for the fsync,
+    in commit order after the durable transaction before it."""
+    db, disk = durable_db
+    disk.release.clear()
+    done: list[str] = []
+    durable = asyncio.create_task(_insert(db, "durable", done))
+    await asyncio.to_thread(disk.started.wait, 10)
+    async with db.transaction(durable=False) as txn:
+        await txn.execute("INSERT INTO notes (body) VALUES (?)", "quick")
+        txn.call_after_commit(lambda: done.append("quick"))
+    # Ended while the fsync is still held; the row is visible to readers.
+    assert await db.fetch_val("SELECT COUNT(*) FROM notes WHERE body = 'quick'") == 1
+    assert not durable.done() and done == []
+    disk.release.set()
+    await asyncio.wait_for(durable, 10)
+    while len(done) < 2:
+        await asyncio.sleep(0.01)
+    assert done == ["durable", "quick"]
+
+
+async def test_a_failed_fsync_nobody_waits_for_still_fails_the_next_commits(
+    durable_db: tuple[Database, FakeDisk],
+) -> None:
+    db, disk = durable_db
+    disk.error = OSError(5, "I/O error")
+    async with db.transaction(durable=False) as txn:
+        await txn.execute("INSERT INTO notes (body) VALUES (?)", "lost")
+    with pytest.raises(DurabilityError):
+        await _insert(db, "after")
+
+
 async def test_commits_during_an_fsync_share_the_next_one(
     durable_db: tuple[Database, FakeDisk],
 ) -> None:
