@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import random
 import shutil
 import subprocess
@@ -33,6 +34,7 @@ from ranvier.storage import (
 )
 from ranvier.storage.engine import (
     MIGRATIONS_DIR,
+    SqliteDatabase,
     current_schema_version,
     expand_macros,
     load_migrations,
@@ -746,6 +748,22 @@ async def test_memory_database_works_with_transactions_and_concurrency() -> None
         assert await current_stream_position(db, "events") == 50
     finally:
         await db.close()
+
+
+@pytest.mark.parametrize(("cores", "readers"), [(None, 2), (1, 2), (2, 2), (3, 3), (4, 4), (64, 4)])
+async def test_sqlite_readers_default_to_one_per_core_from_2_to_4(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, cores: int | None, readers: int
+) -> None:
+    monkeypatch.setattr(os, "cpu_count", lambda: cores)
+    db = await open_database(f"sqlite:///{tmp_path / 'a.db'}")
+    chosen = await open_database(f"sqlite:///{tmp_path / 'b.db'}?readers=7")
+    try:
+        assert isinstance(db, SqliteDatabase) and isinstance(chosen, SqliteDatabase)
+        assert db._options.readers == readers
+        assert chosen._options.readers == 7
+    finally:
+        await db.close()
+        await chosen.close()
 
 
 async def test_relative_sqlite_path_is_relative_to_cwd(
