@@ -898,7 +898,7 @@ class SqliteDatabase(Database):
             raise IntegrityError(str(exc)) from exc
 
     def _w_timed(self, fn: Any, conn: sqlite3.Connection, sql: str, args: Any, units: int) -> Any:
-        """A statement of a transaction in the writer thread, its CPU cost kept."""
+        """A statement of a transaction (writer thread or inline), its CPU cost kept."""
         began = time.thread_time()
         try:
             return fn(conn, sql, args)
@@ -908,13 +908,10 @@ class SqliteDatabase(Database):
     def _w_inline(self, fn: Any, conn: sqlite3.Connection, sql: str, args: Any, units: int) -> Any:
         """A cheap statement of a transaction, on the event loop's thread (see
         ``_INLINE_WRITES``); its cost kept, so one that grows goes back."""
-        began = time.thread_time()
         try:
-            return fn(conn, sql, args)
-        except sqlite3.IntegrityError as exc:
+            return self._w_timed(fn, conn, sql, args, units)
+        except sqlite3.IntegrityError as exc:  # as _in_writer maps it
             raise IntegrityError(str(exc)) from exc
-        finally:
-            self._write_costs.record(sql, time.thread_time() - began, units)
 
     def _reader_conn(self) -> sqlite3.Connection:
         conn: sqlite3.Connection | None = getattr(self._reader_local, "conn", None)
