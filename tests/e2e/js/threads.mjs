@@ -61,9 +61,13 @@ const sent = await client.sendMessage(roomId, rootId, { msgtype: "m.text", body 
 const echoed = await withTimeout(synced, "thread reply via /sync");
 // The thread takes the reply in once the sync that carried it is processed.
 // Its local echo (a pending event, `status` set) is replaced by the synced one
-// only then; counted before that, the thread would hold the reply twice.
+// only then; counted before that, the thread would hold the reply twice. And
+// the thread fetches its earlier replies (GET /relations) in the background
+// after the thread list made it: on a busy machine that may end after the
+// reply came back (seen once in a clean-clone run), so wait for that too.
 const settled = () =>
-  thread?.replyToEvent?.getId() === echoed.getId()
+  thread?.initialEventsFetched === true
+  && thread?.replyToEvent?.getId() === echoed.getId()
   && (thread?.events ?? []).every((event) => event.status === null);
 for (let i = 0; i < 50 && !settled(); i++) {
   await new Promise((resolve) => setTimeout(resolve, 100));
