@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import gc
 import os
-import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -17,6 +16,7 @@ from click.testing import CliRunner
 
 from ranvier.cli import cli
 from ranvier.entry import startup_done
+from tests.e2e.harness import free_port
 
 # Runs the real entry point in a fresh interpreter; a thread waits for
 # /versions, reports the collector's state, then stops the server.
@@ -55,17 +55,10 @@ def collector_restored() -> Iterator[None]:
         gc.disable()
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 def test_serve_collects_again_once_listening_with_startup_frozen(tmp_path: Path) -> None:
     config = tmp_path / "ranvier.yaml"
     assert CliRunner().invoke(cli, ["init", "--config", str(config)]).exit_code == 0
-    port = _free_port()
+    port = free_port()
     env = {**os.environ, "RANVIER_LISTEN_PORT": str(port)}
     completed = subprocess.run(
         [sys.executable, "-c", SERVE_AND_REPORT, f"http://127.0.0.1:{port}/_matrix/client/versions",
