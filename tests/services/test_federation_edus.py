@@ -363,6 +363,47 @@ async def test_device_list_updates_resync_then_apply_incrementally(network: Netw
     assert answer["stream_id"] == updates[-1]["stream_id"]
 
 
+async def test_user_devices_never_names_an_update_newer_than_the_devices_it_holds(
+    network: Network,
+) -> None:
+    """A key upload committed while GET /user/devices is being answered: the
+    answer's stream_id must not cover that upload's update unless the keys are
+    in it, or the asking server takes the update as seen and never learns the
+    keys (seen once in the two-server e2e test under load)."""
+    _, b = servers(network)
+    await joined_room(network)
+    phone = await login(b, BOB, "PHONE")
+    await settle()
+    before = await b.hs.federation_edus.store.latest_announced(BOB)
+    assert before > 0
+    edus = b.hs.federation_edus
+    read_devices = edus.current_devices
+    uploaded = False
+
+    async def devices_then_upload(user_id: str) -> Any:
+        nonlocal uploaded
+        answer = await read_devices(user_id)
+        if not uploaded and not edus._announce_locks[user_id].locked():  # not announcing
+            uploaded = True
+            await upload_keys(b, phone)  # commits and announces a newer update
+        return answer
+
+    edus.current_devices = devices_then_upload  # type: ignore[method-assign]
+    try:
+        answer = await b.hs.federation_queries.user_devices(BOB)
+    finally:
+        del edus.current_devices
+    after = await b.hs.federation_edus.store.latest_announced(BOB)
+    assert after > before  # the upload was announced meanwhile
+    assert [d["device_id"] for d in answer["devices"]] == ["PHONE"]
+    assert "keys" not in answer["devices"][0]  # read before the upload
+    assert answer["stream_id"] == before  # so the upload's update stays to apply
+    # The next answer holds the keys and names the newer update.
+    answer = await b.hs.federation_queries.user_devices(BOB)
+    assert answer["stream_id"] == after
+    assert answer["devices"][0]["keys"]["keys"] == phone.device_keys()["keys"]
+
+
 async def _device_ids(server: Server, user_id: str) -> list[str]:
     return [row.device_id for row in await server.hs.federation_edus.store.devices(user_id)]
 

@@ -99,10 +99,16 @@ class FederationQueries:
         edus = self.hs.federation_edus
         # Anything not yet announced is announced now, so stream_id covers it.
         await edus.on_local_device_change(user_id)
+        # The stream_id is read before the devices: a change committed between
+        # the two reads is then in the devices and announced after stream_id (the
+        # peer applies that update again, harmlessly). Read the other way round,
+        # the answer could name an update whose keys it does not hold, and the
+        # peer, counting that update as covered, would never learn the keys.
+        stream_id = await edus.store.latest_announced(user_id)
         devices, cross_signing = await edus.current_devices(user_id)
         answer: dict[str, Any] = {
             "user_id": user_id,
-            "stream_id": await edus.store.latest_announced(user_id),
+            "stream_id": stream_id,
             "devices": [devices[d] for d in sorted(devices)],
         }
         if "master" in cross_signing:
