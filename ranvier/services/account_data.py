@@ -48,7 +48,8 @@ class AccountDataService:
         self.tags = RoomTags(self)  # m.tag, edited by the tags endpoints
         # m.ignored_user_list, read on every /sync, /messages ...: cached.
         self.ignored = IgnoredUsers(
-            lambda user_id: self.store.get(user_id, None, IGNORED_USER_LIST)
+            lambda user_id: self.store.get(user_id, None, IGNORED_USER_LIST),
+            lambda: self.store.all_global(IGNORED_USER_LIST),
         )
         hs.database.on_positions_reset(self.ignored.clear)
 

@@ -13,7 +13,7 @@ ignored send (its "Server behaviour"):
 * invites they send: "Servers must not send room invites from ignored users
   to clients" (:func:`drop_ignored_invites`, used by /sync);
 * notifications: an ignored sender's events never notify
-  (:meth:`IgnoredUsers.is_ignoring`, for push rule evaluation).
+  (:meth:`IgnoredUsers.ignorers_of`, for push rule evaluation).
 
 The list is read on every such request, so it is cached per user and the
 cache is invalidated by the code that writes the account data. Changing it
@@ -79,11 +79,22 @@ def ignored_set(text: str | None) -> frozenset[str]:
 
 
 class IgnoredUsers:
-    """Each user's ignore list, cached (bounded) and invalidated on write."""
+    """Each user's ignore list, cached (bounded) and invalidated on write; and
+    the reverse, who ignores a given sender, for push rule evaluation."""
 
-    def __init__(self, load: Callable[[str], Awaitable[str | None]], size: int = 10_000) -> None:
+    def __init__(
+        self,
+        load: Callable[[str], Awaitable[str | None]],
+        load_all: Callable[[], Awaitable[list[tuple[str, str]]]],
+        size: int = 10_000,
+    ) -> None:
         self._load = load
+        self._load_all = load_all
         self._cache: ReadCache[str, frozenset[str]] = ReadCache(size)
+        #: ``sender -> the local users ignoring them``, built from every stored
+        #: list at first use and dropped whenever a list changes (rare).
+        self._ignorers: dict[str, frozenset[str]] | None = None
+        self._generation = 0
 
     async def of(self, user_id: str) -> frozenset[str]:
         async def load() -> frozenset[str]:
@@ -91,16 +102,31 @@ class IgnoredUsers:
 
         return await self._cache.get(user_id, load)
 
-    async def is_ignoring(self, user_id: str, sender: str) -> bool:
-        """Whether ``user_id`` ignores ``sender``: their events never notify
-        ``user_id`` (push rule evaluation skips them)."""
-        return sender in await self.of(user_id)
+    async def ignorers_of(self, sender: str) -> frozenset[str]:
+        """The users who ignore ``sender``: their events never notify them (push
+        rule evaluation leaves them out). One lookup per event, however many
+        members the room has."""
+        index = self._ignorers
+        if index is None:
+            generation = self._generation
+            building: dict[str, set[str]] = {}
+            for user_id, text in await self._load_all():
+                for ignored in ignored_set(text):
+                    building.setdefault(ignored, set()).add(user_id)
+            index = {ignored: frozenset(users) for ignored, users in building.items()}
+            if generation == self._generation:  # else a list changed while it loaded
+                self._ignorers = index
+        return index.get(sender, NOBODY)
 
     def invalidate(self, user_id: str) -> None:
         self._cache.invalidate([user_id])
+        self._ignorers = None
+        self._generation += 1
 
     def clear(self) -> None:
         self._cache.clear()
+        self._ignorers = None
+        self._generation += 1
 
 
 async def drop_ignored_senders(

@@ -144,6 +144,9 @@ class PushService:
         self._rules: OrderedDict[str, UserRules] = OrderedDict()
         #: Bumped by every invalidation: rules loaded across one are not cached.
         self._rules_epoch = 0
+        #: The users with rules of their own or a changed default (loaded at
+        #: first use, dropped by every change): usually few.
+        self._customised: frozenset[str] | None = None
         self._queue: deque[_Queued] = deque()
         #: Events are numbered as queued and evaluated in that order: all up to
         #: ``_done_seq`` are finished. ``_room_pending``: each room's unfinished
@@ -269,6 +272,7 @@ class PushService:
     def invalidate_rules(self, user_id: str) -> None:
         """The user's push rules changed (PushRulesService, after the commit)."""
         self._rules.pop(user_id, None)
+        self._customised = None
         self._rules_epoch += 1
 
     async def close(self) -> None:
@@ -390,28 +394,39 @@ class PushService:
     async def _evaluate(self, event: Event, position: int) -> list[_Group]:
         """The local users who receive ``event`` (never its sender), grouped by
         their actions: members joined before it, and a local invitee."""
-        joined = await self.store.members_before(event.room_id, position)
         server_name = self.hs.server_name
-        # is_mine, cheaper for a room's worth of IDs: a localpart holds no ':'
-        # (Appendices, "User Identifiers"), so the server name is what follows it.
-        suffix = ":" + server_name
-        users = {user for user in joined if user.endswith(suffix)}
         invitee = event.state_key
-        if (
+        if not (
             event.type == MEMBER
             and event.content.get("membership") == "invite"
             and isinstance(invitee, str)
             and is_mine(invitee, server_name)
         ):
-            users.add(invitee)  # not joined yet; .m.rule.invite_for_me is for them
+            invitee = None
+        if event.type == MEMBER and not await self._rules_may_notify_members(
+            event.room_id, invitee
+        ):
+            # Only rules of their own could notify the members of a member event
+            # (the default .m.rule.member_event is dont_notify): the room's
+            # members need no walk, only an invitee (.m.rule.invite_for_me).
+            users = {invitee} if invitee else set()
+            member_count = len(await self.hs.rooms.store.joined_members(event.room_id))
+        else:
+            joined = await self.store.members_before(event.room_id, position)
+            # is_mine, cheaper for a room's worth of IDs: a localpart holds no
+            # ':' (Appendices, "User Identifiers"): the server name follows it.
+            suffix = ":" + server_name
+            users = {user for user in joined if user.endswith(suffix)}
+            if invitee:
+                users.add(invitee)  # not joined yet; .m.rule.invite_for_me is for them
+            member_count = len(joined)
         users.discard(event.sender)  # "MUST NOT notify ... events the user has sent"
         # "Ignoring Users": events from an ignored user never notify.
-        ignored = self.hs.account_data.ignored
-        users = {user for user in users if not await ignored.is_ignoring(user, event.sender)}
+        users -= await self.hs.account_data.ignored.ignorers_of(event.sender)
         if not users:
             return []
         rules = await self._rules_of(users)
-        context = await self._context(event, len(joined))
+        context = await self._context(event, member_count)
         display_names: dict[str, str] = {}
         wanting_names = [user for user, prepared in rules.items() if prepared.uses_display_name]
         if wanting_names:
@@ -425,6 +440,27 @@ class PushService:
                 group = groups[id(actions)] = _Group(actions, [])
             group.users.append(user_id)
         return list(groups.values())
+
+    async def _rules_may_notify_members(self, room_id: str, invitee: str | None) -> bool:
+        """Whether a member of ``room_id`` (or the invitee) has push rules of
+        their own or changed a default: with the defaults alone, no member event
+        notifies a member (Client-Server API, "Push Rules": ``.m.rule.member_event``
+        comes before every rule that could match one, and only the invitee's
+        ``.m.rule.invite_for_me`` precedes it)."""
+        customised = self._customised
+        if customised is None:
+            epoch = self._rules_epoch
+            customised = await self.hs.push_rules.store.all_users_with_rules()
+            if epoch == self._rules_epoch:  # else a change raced the load
+                self._customised = customised
+        if not customised:
+            return False
+        if invitee in customised:
+            return True
+        members = await self.hs.rooms.store.joined_members(room_id)
+        if len(customised) < len(members):
+            return any(user in members for user in customised)
+        return any(user in customised for user in members)
 
     async def _context(self, event: Event, member_count: int) -> EvaluationContext:
         state = await self._state_events(event.room_id, [CREATE_KEY, POWER_LEVELS_KEY])

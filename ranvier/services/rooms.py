@@ -20,6 +20,7 @@ import asyncio
 import secrets
 import string
 import weakref
+from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -118,6 +119,10 @@ class RoomsService:
 
     async def joined_user_ids(self, room_id: str) -> set[str]:
         return await self.store.joined_user_ids(room_id)
+
+    async def joined_servers(self, room_id: str) -> Counter[str]:
+        """The servers of the room's joined members, with their numbers (shared)."""
+        return await self.store.joined_servers(room_id)
 
     async def joined_room_ids(self, user_id: str) -> list[str]:
         return await self.store.joined_room_ids(user_id)

@@ -53,6 +53,15 @@ class AccountDataStore:
         )
         return None if value is None else str(value)
 
+    async def all_global(self, data_type: str) -> list[tuple[str, str]]:
+        """``(user_id, content)`` of every user's global entry of ``data_type``."""
+        rows = await self.database.fetch_all(
+            "SELECT user_id, content FROM account_data WHERE room_id = ? AND data_type = ?",
+            GLOBAL,
+            data_type,
+        )
+        return [(row[0], str(row[1])) for row in rows]
+
     async def changed_between(
         self, user_id: str, from_pos: int, to_pos: int
     ) -> list[AccountDataRow]:

@@ -76,6 +76,13 @@ class PushRulesStore:
         )
         return {row[0] for row in rows}
 
+    async def all_users_with_rules(self) -> frozenset[str]:
+        """Every user with rules of their own or a changed default."""
+        rows = await self.database.fetch_all(
+            "SELECT user_id FROM push_rules UNION SELECT user_id FROM push_rule_default_overrides"
+        )
+        return frozenset(row[0] for row in rows)
+
     async def default_overrides(
         self, db: Queryable, user_id: str
     ) -> dict[tuple[str, str], DefaultRuleOverride]:

@@ -12,12 +12,14 @@ membership changes (:meth:`RoomStore.invalidate_memberships`, after commit).
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import orjson
 
+from ranvier.core.ids import server_name_of
 from ranvier.storage.cache import ReadCache
 from ranvier.storage.engine import Database, IntegrityError, placeholders
 
@@ -70,6 +72,11 @@ class RoomStore:
         #: :meth:`apply_membership_changes` once a membership write commits.
         self._joined: ReadCache[str, frozenset[str]] = ReadCache(room_cache_size)
         database.on_positions_reset(self._joined.clear)
+        #: ``room_id -> (its cached joined members, their servers counted)``: a
+        #: room's every event asks which servers to send it to. Valid while the
+        #: members object is the cached one; kept in step by the code above.
+        self._servers: dict[str, tuple[frozenset[str], Counter[str]]] = {}
+        self._room_cache_size = room_cache_size
 
     def invalidate_memberships(self, user_ids: Iterable[str]) -> None:
         """The memberships of ``user_ids`` changed (called once committed)."""
@@ -79,6 +86,7 @@ class RoomStore:
         """``(room_id, user_id, membership)`` rows just committed, in order: the
         cached joined members of those rooms follow them."""
         updated: dict[str, set[str]] = {}
+        servers: dict[str, Counter[str] | None] = {}
         for room_id, user_id, membership in changes:
             members = updated.get(room_id)
             if members is None:
@@ -86,16 +94,34 @@ class RoomStore:
                 if cached is None:
                     continue
                 members = updated[room_id] = set(cached)
+                counted = self._servers.get(room_id)
+                servers[room_id] = (
+                    Counter(counted[1]) if counted is not None and counted[0] is cached else None
+                )
+            counts = servers[room_id]
             if membership == "join":
+                if counts is not None and user_id not in members:
+                    counts[server_name_of(user_id) or ""] += 1
                 members.add(user_id)
-            else:
+            elif user_id in members:
+                if counts is not None:
+                    server = server_name_of(user_id) or ""
+                    counts[server] -= 1
+                    if counts[server] <= 0:
+                        del counts[server]
                 members.discard(user_id)
         # Rooms not cached are left alone, but a load under way may have read
         # the rows before this commit: invalidating bumps the generation, so
         # such a load is not remembered.
         self._joined.invalidate([])
         for room_id, members in updated.items():
-            self._joined.set(room_id, frozenset(members))
+            frozen = frozenset(members)
+            self._joined.set(room_id, frozen)
+            counts = servers[room_id]
+            if counts is None:
+                self._servers.pop(room_id, None)
+            else:
+                self._servers[room_id] = (frozen, counts)
 
     async def _all_memberships(self, user_id: str) -> tuple[Membership, ...]:
         async def load() -> tuple[Membership, ...]:
@@ -174,9 +200,11 @@ class RoomStore:
         return [_membership(row) for row in rows]
 
     async def joined_user_ids(self, room_id: str) -> set[str]:
-        return set(await self._joined_members(room_id))  # a copy: callers add to it
+        return set(await self.joined_members(room_id))  # a copy: callers add to it
 
-    async def _joined_members(self, room_id: str) -> frozenset[str]:
+    async def joined_members(self, room_id: str) -> frozenset[str]:
+        """The room's joined members, shared (no copy): the cached set itself."""
+
         async def load() -> frozenset[str]:
             rows = await self.database.fetch_all(
                 "SELECT user_id FROM room_memberships WHERE room_id = ? AND membership = ?",
@@ -186,6 +214,20 @@ class RoomStore:
             return frozenset(row[0] for row in rows)
 
         return await self._joined.get(room_id, load)
+
+    async def joined_servers(self, room_id: str) -> Counter[str]:
+        """The servers of the room's joined members, each with its number of
+        members (shared: not to be changed). Kept in step with each membership
+        change, not recounted per event."""
+        members = await self.joined_members(room_id)
+        counted = self._servers.get(room_id)
+        if counted is not None and counted[0] is members:
+            return counted[1]
+        counts = Counter(server_name_of(user_id) or "" for user_id in members)
+        if len(self._servers) >= self._room_cache_size:
+            self._servers.clear()
+        self._servers[room_id] = (members, counts)
+        return counts
 
     async def users_sharing_rooms_with(self, user_id: str) -> set[str]:
         """The user and everyone joined to a room the user is joined to. From
@@ -208,7 +250,7 @@ class RoomStore:
             return {row[0] for row in rows} | {user_id}
         sharing = {user_id}
         for room_id in room_ids:
-            sharing |= await self._joined_members(room_id)
+            sharing |= await self.joined_members(room_id)
         return sharing
 
     async def membership_counts(self, room_ids: Sequence[str]) -> dict[str, dict[str, int]]:

@@ -171,8 +171,36 @@ async def test_ignoring_takes_effect_at_the_next_sync(client: Client) -> None:
     body = await sync(client, alice, since=since)
     assert bodies(timeline(body, room_id)) == []
     assert await hs_of(client).account_data.ignored_users(alice.user_id) == {bob.user_id}
-    assert await hs_of(client).account_data.ignored.is_ignoring(alice.user_id, bob.user_id)
-    assert not await hs_of(client).account_data.ignored.is_ignoring(bob.user_id, alice.user_id)
+    ignored = hs_of(client).account_data.ignored
+    assert await ignored.ignorers_of(bob.user_id) == {alice.user_id}
+    assert await ignored.ignorers_of(alice.user_id) == frozenset()
+
+
+async def test_an_ignored_senders_events_never_notify(client: Client) -> None:
+    """Push rules skip an ignored sender ("Ignoring Users"): Alice's unread
+    count leaves Bob's messages out while she ignores him, and counts them
+    again once she stops (the index of who ignores whom follows the change)."""
+    alice, bob, room_id = await shared_room(client)
+    carol = await make_user(client, "carol")
+    assert (await join(client, carol, room_id))[0] == 200
+
+    async def notifications() -> int:
+        room = (await sync(client, alice))["rooms"]["join"][room_id]
+        count: int = room["unread_notifications"]["notification_count"]
+        return count
+
+    await say(client, bob, room_id, "before")
+    assert await notifications() == 1
+    await set_ignored(client, alice, bob)
+    await say(client, bob, room_id, "ignored")
+    await say(client, carol, room_id, "from carol")
+    assert await notifications() == 2  # "before" and Carol's
+    await set_ignored(client, alice)
+    await say(client, bob, room_id, "heard again")
+    assert await notifications() == 3
+    # Bob is counted for Carol throughout.
+    room = (await sync(client, carol))["rooms"]["join"][room_id]
+    assert room["unread_notifications"]["notification_count"] == 3
 
 
 async def test_invites_from_ignored_users_are_not_sent(client: Client) -> None:

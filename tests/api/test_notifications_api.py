@@ -135,3 +135,57 @@ async def test_needs_authentication(make_sync_client: MakeSyncClient) -> None:
     response = await client.get(V3 + "/notifications")
     assert response.status == 401
     assert (await response.json())["errcode"] == "M_MISSING_TOKEN"
+
+
+async def test_member_events_notify_only_whom_rules_of_their_own_or_an_invite_name(
+    make_sync_client: MakeSyncClient, migrated_dsn: str
+) -> None:
+    """With the default rules a member event notifies nobody but an invitee
+    (.m.rule.member_event is dont_notify, .m.rule.invite_for_me comes before
+    it), so the room's members are not walked for it; a member with a rule of
+    their own that matches member events is still evaluated and notified."""
+    client = await make_sync_client(migrated_dsn)
+    alice = await make_user(client, "alice")
+    bob = await make_user(client, "bob")
+    room_id = await create_room(client, alice, preset="public_chat")
+    assert (await join(client, bob, room_id))[0] == 200
+
+    async def member_notifications(user: User) -> list[tuple[str, str]]:
+        status, body = await notifications(client, user)
+        assert status == 200
+        return [
+            (entry["event"]["content"]["membership"], entry["event"]["state_key"])
+            for entry in body["notifications"]
+            if entry["event"]["type"] == "m.room.member"
+        ]
+
+    carol = await make_user(client, "carol")
+    assert (await join(client, carol, room_id))[0] == 200
+    dave = await make_user(client, "dave")
+    status, _ = await call(
+        client, "POST", f"/rooms/{q(room_id)}/invite", alice, {"user_id": dave.user_id}
+    )
+    assert status == 200
+    assert await member_notifications(alice) == []
+    assert await member_notifications(bob) == []
+    assert await member_notifications(dave) == [("invite", dave.user_id)]
+    # Bob asks to hear of joins: his rule comes before .m.rule.member_event.
+    rule = {
+        "conditions": [
+            {"kind": "event_match", "key": "type", "pattern": "m.room.member"},
+            {"kind": "event_match", "key": "content.membership", "pattern": "join"},
+        ],
+        "actions": ["notify"],
+    }
+    status, _ = await call(client, "PUT", "/pushrules/global/override/joins", bob, rule)
+    assert status == 200
+    erin = await make_user(client, "erin")
+    assert (await join(client, erin, room_id))[0] == 200
+    assert await member_notifications(bob) == [("join", erin.user_id)]
+    assert await member_notifications(alice) == []
+    # Without the rule again, the next join notifies nobody.
+    status, _ = await call(client, "DELETE", "/pushrules/global/override/joins", bob)
+    assert status == 200
+    frank = await make_user(client, "frank")
+    assert (await join(client, frank, room_id))[0] == 200
+    assert await member_notifications(bob) == [("join", erin.user_id)]

@@ -9,9 +9,11 @@ sets memberships.
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
+from ranvier.core.ids import server_name_of
 from ranvier.errors import MatrixError
 from ranvier.services.requester import Requester
 
@@ -79,6 +81,9 @@ class FakeRooms:
     async def joined_user_ids(self, room_id: str) -> set[str]:
         members = self.memberships.get(room_id, {})
         return {u for u, m in members.items() if m == "join"}
+
+    async def joined_servers(self, room_id: str) -> Counter[str]:
+        return Counter(server_name_of(u) or "" for u in await self.joined_user_ids(room_id))
 
     async def joined_room_ids(self, user_id: str) -> list[str]:
         return sorted(

@@ -6,12 +6,14 @@ the ``database`` fixture, so every store path runs on SQLite and PostgreSQL.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
 from ranvier.config import parse_config
+from ranvier.core.ids import server_name_of
 from ranvier.core.signing import SigningKey
 from ranvier.homeserver import Homeserver
 from ranvier.services.requester import Requester
@@ -198,6 +200,44 @@ async def test_memberships_and_their_history(hs: Homeserver) -> None:
     assert await hs.rooms.users_sharing_rooms_with("@bob:localhost") == {"@bob:localhost"}
     assert await hs.rooms.users_sharing_rooms_with("@alice:localhost") == {"@alice:localhost"}
     assert await hs.rooms.get_membership(room_id, "@carol:localhost") is None
+
+
+async def test_joined_servers_follow_each_membership_change(hs: Homeserver) -> None:
+    """The servers of a room's members, counted once and then kept in step with
+    the membership rows each commit applies (the federation sender asks for
+    every event): always what counting the members afresh gives."""
+    room_id = await _room(hs, preset="public_chat")
+    await hs.rooms.join("@bob:localhost", room_id)
+    store = hs.rooms.store
+    assert await store.joined_servers(room_id) == Counter({"localhost": 2})
+
+    async def recounted() -> Counter[str]:
+        members = await store.joined_members(room_id)
+        return Counter(server_name_of(user) for user in members)
+
+    steps = [
+        [(room_id, "@x:a.test", "join"), (room_id, "@y:a.test", "join")],
+        [(room_id, "@z:b.test", "join"), (room_id, "@x:a.test", "leave")],
+        [(room_id, "@z:b.test", "join")],  # already joined: counted once
+        [(room_id, "@w:c.test", "leave")],  # never joined: nothing to take away
+        [(room_id, "@y:a.test", "ban"), (room_id, "@z:b.test", "leave")],
+    ]
+    expected = [
+        {"localhost": 2, "a.test": 2},
+        {"localhost": 2, "a.test": 1, "b.test": 1},
+        {"localhost": 2, "a.test": 1, "b.test": 1},
+        {"localhost": 2, "a.test": 1, "b.test": 1},
+        {"localhost": 2},
+    ]
+    for changes, servers in zip(steps, expected, strict=True):
+        before = await store.joined_servers(room_id)
+        store.apply_membership_changes(changes)
+        after = await store.joined_servers(room_id)
+        assert after == Counter(servers) == await recounted()
+        assert after is not before  # a new count: the shared one is never changed
+    # Without a kept count, the members are counted afresh.
+    store._servers.clear()
+    assert await store.joined_servers(room_id) == Counter({"localhost": 2})
 
 
 async def test_users_sharing_rooms_alike_from_the_caches_and_one_query(

@@ -446,8 +446,8 @@ class FederationEdus:
         return getattr(self.hs, "federation_sender", None)
 
     async def _servers_in_room(self, room_id: str) -> set[str]:
-        users = await self.hs.rooms.joined_user_ids(room_id)
-        return self._remote_servers(users)
+        servers = set(await self.hs.rooms.joined_servers(room_id))
+        return servers - {self.server_name, ""}
 
     def _remote_servers(self, users: Iterable[str]) -> set[str]:
         servers = {server_name_of(user) or "" for user in users}

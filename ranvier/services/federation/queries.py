@@ -87,8 +87,7 @@ class FederationQueries:
         return {"room_id": room_id, "servers": await self.servers_in_room(room_id)}
 
     async def servers_in_room(self, room_id: str) -> list[str]:
-        members = await self.hs.rooms.joined_user_ids(room_id)
-        others = {server_name_of(user) or "" for user in members} - {self.server_name, ""}
+        others = set(await self.hs.rooms.joined_servers(room_id)) - {self.server_name, ""}
         return [self.server_name, *sorted(others)]
 
     async def user_devices(self, user_id: str) -> dict[str, Any]:

@@ -217,12 +217,13 @@ class FederationSender:
 
     async def _destinations_for(self, stored: StoredEvent) -> set[str]:
         event = stored.event
-        users = await self.hs.rooms.joined_user_ids(event.room_id)
+        servers = set(await self.hs.rooms.joined_servers(event.room_id))
         if event.type == "m.room.member" and event.state_key is not None:
-            users.add(event.state_key)  # a kicked or banned user's server hears of it too
-        servers = {server_name_of(user_id) for user_id in users}
+            # A kicked or banned user's server hears of it too.
+            servers.add(server_name_of(event.state_key) or "")
         servers.discard(self.server_name)
-        return {name for name in servers if name}
+        servers.discard("")
+        return servers
 
     async def _queue(self, name: str, position_if_new: int) -> _Queue:
         queue = self._queues.get(name)
