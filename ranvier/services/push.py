@@ -141,6 +141,9 @@ class PushService:
     def __init__(self, hs: Homeserver) -> None:
         self.hs = hs
         self.store = PushActionStore(hs.database)
+        receipts = getattr(hs, "receipts", None)
+        if receipts is not None:
+            receipts.store.on_receipt.append(self.store.forget_reads)
         self._rules: OrderedDict[str, UserRules] = OrderedDict()
         #: Bumped by every invalidation: rules loaded across one are not cached.
         self._rules_epoch = 0

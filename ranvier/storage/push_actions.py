@@ -15,6 +15,7 @@ from __future__ import annotations
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 
+from ranvier.storage.cache import ReadCache
 from ranvier.storage.engine import Database, placeholders, upsert_sql
 
 MAIN_THREAD = "main"
@@ -127,8 +128,17 @@ def _values(row: PushActionRow) -> tuple[object, ...]:
 
 
 class PushActionStore:
-    def __init__(self, database: Database) -> None:
+    def __init__(self, database: Database, read_cache_size: int = 10_000) -> None:
         self.database = database
+        #: ``user_id -> {room_id: {thread_id: position}}`` of the user's read
+        #: receipts: every /sync's counts start from them, and they change only
+        #: when the user sends a receipt (:meth:`forget_reads`, after commit).
+        self._reads: ReadCache[str, dict[str, dict[str, int]]] = ReadCache(read_cache_size)
+        database.on_positions_reset(self._reads.clear)
+
+    def forget_reads(self, user_id: str) -> None:
+        """A receipt of ``user_id`` was committed (``ReceiptStore``'s listener)."""
+        self._reads.invalidate((user_id,))
 
     async def add(
         self,
@@ -233,14 +243,23 @@ class PushActionStore:
     ) -> dict[tuple[str, str], int]:
         """``{(room_id, thread_id): position}`` of the user's receipts ('' =
         unthreaded), in ``room_ids`` when given."""
-        sql, args = _READS, [user_id, *READ_TYPES]
-        if room_ids is not None:
-            if not room_ids:
-                return {}
-            sql += f" AND r.room_id IN ({placeholders(len(room_ids))})"
-            args += room_ids
-        rows = await self.database.fetch_all(sql + " GROUP BY r.room_id, r.thread_id", *args)
-        return {(row[0], row[1]): int(row[2]) for row in rows}
+
+        async def load() -> dict[str, dict[str, int]]:
+            rows = await self.database.fetch_all(
+                _READS + " GROUP BY r.room_id, r.thread_id", user_id, *READ_TYPES
+            )
+            by_room: dict[str, dict[str, int]] = {}
+            for row in rows:
+                by_room.setdefault(row[0], {})[row[1]] = int(row[2])
+            return by_room
+
+        by_room = await self._reads.get(user_id, load)
+        rooms = by_room if room_ids is None else room_ids
+        return {
+            (room_id, thread_id): position
+            for room_id in rooms
+            for thread_id, position in by_room.get(room_id, {}).items()
+        }
 
     async def page(
         self, user_id: str, before: int | None, limit: int, only_highlight: bool

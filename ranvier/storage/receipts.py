@@ -7,6 +7,7 @@ Each write takes the next position of the ``receipts`` stream.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from ranvier.storage.engine import (
@@ -42,6 +43,9 @@ class ReceiptRow:
 class ReceiptStore:
     def __init__(self, database: Database) -> None:
         self.database = database
+        #: Called with the user's ID once a receipt of theirs is committed (the
+        #: push store's cache of read positions).
+        self.on_receipt: list[Callable[[str], None]] = []
 
     async def put(
         self,
@@ -68,6 +72,7 @@ class ReceiptStore:
         data: str,
     ) -> int:
         """Set a receipt; its new stream position."""
+        txn.call_after_commit(lambda: self._committed(user_id))
         position = await next_stream_position(txn, STREAM)
         await txn.execute(
             _UPSERT,
@@ -80,6 +85,10 @@ class ReceiptStore:
             position,
         )
         return position
+
+    def _committed(self, user_id: str) -> None:
+        for listener in self.on_receipt:
+            listener(user_id)
 
     async def get(
         self, room_id: str, receipt_type: str, user_id: str, thread_id: str | None

@@ -17,7 +17,8 @@ def fake_event(room_id: str, number: int) -> Any:
 
 
 def make_service() -> PushService:
-    hs = SimpleNamespace(database=None, notifier=Notifier())
+    database = SimpleNamespace(on_positions_reset=lambda callback: None)
+    hs = SimpleNamespace(database=database, notifier=Notifier())
     return PushService(hs)  # type: ignore[arg-type]
 
 

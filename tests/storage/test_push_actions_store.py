@@ -3,6 +3,8 @@ engines (Client-Server API, "Receiving notifications", "Threaded read receipts")
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from ranvier.storage import Database
@@ -13,6 +15,7 @@ from ranvier.storage.push_actions import (
     PushActionStore,
     ThreadCount,
 )
+from ranvier.storage.receipts import ReceiptStore
 
 USER = "@u:hs"
 OTHER = "@v:hs"
@@ -48,8 +51,9 @@ async def _notify(
     return event_id
 
 
-async def _receipt(db: Database, room_id: str, event_id: str, thread: str = "") -> None:
-    await db.execute(
+async def _receipt(store: PushActionStore, room_id: str, event_id: str, thread: str = "") -> None:
+    """A receipt written by hand, then forgotten as ReceiptStore's listener does."""
+    await store.database.execute(
         "INSERT INTO receipts (room_id, receipt_type, user_id, thread_id, event_id, data,"
         " stream_id) VALUES (?, 'm.read', ?, ?, ?, '{}', 1)",
         room_id,
@@ -57,6 +61,7 @@ async def _receipt(db: Database, room_id: str, event_id: str, thread: str = "") 
         thread,
         event_id,
     )
+    store.forget_reads(USER)
 
 
 def _by_room(counts: list[ThreadCount]) -> dict[tuple[str, str], tuple[int, int]]:
@@ -70,7 +75,7 @@ async def test_counts_only_the_asked_rooms_after_their_receipts(database: Databa
     await _notify(store, 3, "!b:hs")
     await _notify(store, 4, "!c:hs")
     await _notify(store, 5, "!a:hs", user=OTHER)  # someone else's row
-    await _receipt(database, "!a:hs", first)
+    await _receipt(store, "!a:hs", first)
     assert _by_room(await store.unread_counts(USER, ["!a:hs", "!b:hs"])) == {
         ("!a:hs", "main"): (1, 1),
         ("!b:hs", "main"): (1, 0),
@@ -86,7 +91,7 @@ async def test_threaded_receipts_cover_only_their_thread(database: Database) -> 
     await _notify(store, 3, room, thread="$root", highlight=True)
     main_read = await _notify(store, 4, room)
     await _notify(store, 5, room, thread="$other")
-    await _receipt(database, room, root_reply, thread="$root")
+    await _receipt(store, room, root_reply, thread="$root")
     assert _by_room(await store.unread_counts(USER, [room])) == {
         (room, "main"): (2, 0),
         (room, "$root"): (1, 1),
@@ -94,7 +99,7 @@ async def test_threaded_receipts_cover_only_their_thread(database: Database) -> 
     }
     # An unthreaded receipt covers every thread up to its event; a thread's own
     # receipt further back changes nothing.
-    await _receipt(database, room, main_read)
+    await _receipt(store, room, main_read)
     assert _by_room(await store.unread_counts(USER, [room])) == {(room, "$other"): (1, 0)}
 
 
@@ -129,3 +134,40 @@ async def test_a_row_written_twice_is_kept_once(database: Database) -> None:
     again = PushActionRow(USER, event_id, "!a:hs", 1, "main", True, DEFAULT_ACTIONS, 5)
     await store.add([again])
     assert _by_room(await store.unread_counts(USER, ["!a:hs"])) == {("!a:hs", "main"): (1, 0)}
+
+
+async def test_read_positions_are_cached_until_a_receipt_is_committed(
+    database: Database,
+) -> None:
+    """Every /sync's counts start from the user's read positions: read once, then
+    from memory until ReceiptStore commits a receipt of that user."""
+    store = PushActionStore(database)
+    receipts = ReceiptStore(database)
+    receipts.on_receipt.append(store.forget_reads)
+    room = "!a:hs"
+    first = await _notify(store, 1, room)
+    second = await _notify(store, 2, room)
+    await receipts.put(room, "m.read", USER, None, first, "{}")
+    assert await store.read_positions(USER) == {(room, ""): 1}
+    reads = 0
+    fetch_all = database.fetch_all
+
+    async def counting(sql: str, *args: object) -> Any:
+        nonlocal reads
+        reads += "FROM receipts" in sql
+        return await fetch_all(sql, *args)
+
+    database.fetch_all = counting  # type: ignore[method-assign]
+    try:
+        for _ in range(3):
+            assert _by_room(await store.unread_counts(USER, [room])) == {(room, "main"): (1, 0)}
+        assert reads == 0  # cached since the last receipt
+        await receipts.put(room, "m.read", OTHER, None, second, "{}")  # someone else's
+        assert await store.read_positions(USER, [room]) == {(room, ""): 1}
+        assert reads == 0  # another user's receipt leaves this user's positions cached
+        await receipts.put(room, "m.read.private", USER, None, second, "{}")
+        assert _by_room(await store.unread_counts(USER, [room])) == {}
+        assert reads == 1
+        assert await store.read_positions(USER, ["!b:hs"]) == {}
+    finally:
+        del database.fetch_all
