@@ -28,11 +28,14 @@ from __future__ import annotations
 import asyncio
 import errno
 import os
+from typing import TYPE_CHECKING
 
 from aiohttp import web
 
 from ranvier.errors import MatrixError
-from ranvier.services.media import MediaFile
+
+if TYPE_CHECKING:
+    from ranvier.services.media.service import MediaFile
 
 #: Files up to this size are read into a buffer of their own, answered as one body.
 SMALL_BODY = 64 * 1024

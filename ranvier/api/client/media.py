@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import urllib.parse
 from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING
 
 from aiohttp import web
 
@@ -24,8 +25,10 @@ from ranvier.api.client.sync import query_int
 from ranvier.api.file_serving import send_media
 from ranvier.api.http import HOMESERVER, json_response, to_response
 from ranvier.errors import MatrixError
-from ranvier.services.media import MediaFile
-from ranvier.services.media.service import DEFAULT_WAIT_MS
+from ranvier.services.media.timeouts import DEFAULT_WAIT_MS
+
+if TYPE_CHECKING:
+    from ranvier.services.media.service import MediaFile
 
 routes = web.RouteTableDef()
 

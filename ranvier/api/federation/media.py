@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import secrets
+from typing import TYPE_CHECKING
 
 from aiohttp import web
 
@@ -20,8 +21,10 @@ from ranvier.api.federation.auth import authenticate_server
 from ranvier.api.file_serving import CHUNK, open_media, read_at
 from ranvier.api.http import HOMESERVER
 from ranvier.errors import MatrixError
-from ranvier.services.media import MediaFile
-from ranvier.services.media.service import DEFAULT_WAIT_MS
+from ranvier.services.media.timeouts import DEFAULT_WAIT_MS
+
+if TYPE_CHECKING:
+    from ranvier.services.media.service import MediaFile
 
 routes = web.RouteTableDef()
 

@@ -30,6 +30,7 @@ from ranvier.services.media.files import ChangeMark, MediaFiles, StoredFile
 from ranvier.services.media.kinds import THUMBNAILABLE_TYPES, NotThumbnailable, cannot_thumbnail
 from ranvier.services.media.preview import UrlPreviewer
 from ranvier.services.media.remote import RemoteMedia
+from ranvier.services.media.timeouts import DEFAULT_WAIT_MS, MAX_WAIT_MS
 from ranvier.services.requester import Requester
 from ranvier.storage.media import MediaRecord, MediaStore, ThumbnailRecord
 
@@ -43,9 +44,6 @@ logger = logging.getLogger(__name__)
 #: whitelist that keeps any path out of the store, whatever the encoding tricks.
 _MEDIA_ID = re.compile(r"[A-Za-z0-9_-]{1,255}\Z")
 DEFAULT_CONTENT_TYPE = "application/octet-stream"
-#: timeout_ms: "The default value is 20000"; "SHOULD impose a maximum value".
-DEFAULT_WAIT_MS = 20_000
-MAX_WAIT_MS = 60_000
 #: How often a wait for an asynchronous upload re-reads the database (another
 #: process may have received the upload).
 _POLL_SECONDS = 0.5
