@@ -1358,6 +1358,18 @@ async def current_schema_version(db: Queryable) -> int:
     return int(version or 0)
 
 
+async def _keep_session(connection: Any) -> None:
+    """What the pool runs on a connection handed back, after asyncpg has rolled
+    back a transaction left open: nothing more. asyncpg's default sends
+    ``SELECT pg_advisory_unlock_all(); CLOSE ALL; UNLISTEN *; RESET ALL`` and
+    waits for the answer before the caller's query returns: a second round
+    trip for every statement outside a transaction. Ranvier leaves nothing
+    behind on a session for that to undo: no SET, no LISTEN, no cursor or
+    advisory lock outside a transaction (the migrations' lock is
+    ``pg_advisory_xact_lock``, released at commit). Tested in
+    tests/storage/test_engine.py."""
+
+
 # Arbitrary constant: the advisory lock serialising migrations across processes.
 _MIGRATION_LOCK_KEY = 0x52414E56  # "RANV"
 
@@ -1515,7 +1527,9 @@ async def open_database(
             raise ValueError(f"bad PostgreSQL DSN {_redact(dsn)!r}: min_size > max_size")
         import asyncpg  # only for PostgreSQL; see the note at the top
 
-        pool = await asyncpg.create_pool(asyncpg_dsn, min_size=min_size, max_size=max_size)
+        pool = await asyncpg.create_pool(
+            asyncpg_dsn, min_size=min_size, max_size=max_size, reset=_keep_session
+        )
         database = PostgresDatabase(dsn, pool)
     else:
         raise ValueError(

@@ -245,6 +245,49 @@ async def test_cancelled_transaction_rolls_back_and_database_stays_usable(
     assert [r[0] for r in rows] == ["after"]
 
 
+async def test_postgres_connections_go_back_to_the_pool_without_a_reset_round_trip(
+    database: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """asyncpg's default reset sends RESET ALL & co. and waits for it on every
+    release (a second round trip per statement); Ranvier's pool skips it, and a
+    transaction left open on a connection is still rolled back."""
+    if database.engine != "postgresql":
+        pytest.skip("the pool is PostgreSQL's")
+    import asyncpg
+
+    resets = 0
+    real_reset = asyncpg.Connection.reset
+
+    async def counting_reset(self: Any, *args: Any, **kwargs: Any) -> None:
+        nonlocal resets
+        resets += 1
+        await real_reset(self, *args, **kwargs)
+
+    monkeypatch.setattr(asyncpg.Connection, "reset", counting_reset)
+    await create_items(database)
+    for n in range(5):
+        await database.execute("INSERT INTO items (name) VALUES (?)", f"n{n}")
+        assert await database.fetch_val("SELECT COUNT(*) FROM items") == n + 1
+    assert resets == 0
+    pool = database._pool  # type: ignore[attr-defined]
+    loop = asyncio.get_running_loop()
+    handler = loop.get_exception_handler()
+    loop.set_exception_handler(lambda _loop, _context: None)  # asyncpg reports the open one
+    try:
+        async with pool.acquire() as connection:
+            await connection.execute("BEGIN")
+            await connection.execute("INSERT INTO items (name) VALUES ('left open')")
+    finally:
+        loop.set_exception_handler(handler)
+    connections = [await pool.acquire() for _ in range(pool.get_max_size())]
+    try:
+        assert not any(c.is_in_transaction() for c in connections)
+    finally:
+        for connection in connections:
+            await pool.release(connection)
+    assert await database.fetch_val("SELECT COUNT(*) FROM items") == 5
+
+
 async def test_transaction_object_is_dead_after_its_block(database: Database) -> None:
     await create_items(database)
     async with database.transaction() as txn:
