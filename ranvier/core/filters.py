@@ -105,6 +105,8 @@ class EventFilter:
     not_senders: tuple[str, ...] = ()
 
     def allows_type(self, event_type: str | None) -> bool:
+        if self.types is None and not self.not_types:
+            return True  # asks nothing of types (most filters): no pattern to try
         if event_type is None:
             # An event without a type can match only a filter that asks nothing of types.
             return self.types is None and not self.not_types

@@ -103,3 +103,53 @@ async def test_concurrent_sends_reach_a_syncing_client_exactly_once(
     # Nothing more is pending.
     body = await sync(client, reader, since=since, filter=NO_LIMIT)
     assert body["rooms"]["join"] == {}
+
+
+async def test_an_incremental_sync_of_many_rooms_shows_exactly_the_rooms_with_news(
+    make_sync_client: MakeSyncClient, migrated_dsn: str, clock: Clock
+) -> None:
+    """With more rooms than the active-rooms shortcut's minimum, an incremental
+    /sync looks only at rooms with events in the range, plus the rooms with
+    ephemeral news (typing, a receipt) or room account data (a tag) and the
+    rooms joined since: each of those shown, the quiet rooms not."""
+    client = await make_sync_client(migrated_dsn)
+    reader = await make_user(client, "reader")
+    other = await make_user(client, "other")
+    rooms = []
+    for _ in range(ROOMS):
+        clock.now_ms += 1
+        room_id = await create_room(client, other, preset="public_chat")
+        assert (await join(client, reader, room_id))[0] == 200
+        rooms.append(room_id)
+    clock.now_ms += 1
+    late_room = await create_room(client, other, preset="public_chat")
+    first = await sync(client, reader)
+    assert set(first["rooms"]["join"]) == set(rooms)
+    since = first["next_batch"]
+
+    messaged, tagged, typed, receipted = rooms[3], rooms[7], rooms[11], rooms[15]
+    status, body = await send(client, other, messaged, {"msgtype": "m.text", "body": "hi"}, "m")
+    assert status == 200, body
+    tag_path = f"/user/{q(reader.user_id)}/rooms/{q(tagged)}/tags/u.work"
+    assert (await call(client, "PUT", tag_path, reader, {"order": 0.5}))[0] == 200
+    typing_path = f"/rooms/{q(typed)}/typing/{q(other.user_id)}"
+    typing = {"typing": True, "timeout": 30_000}
+    assert (await call(client, "PUT", typing_path, other, typing))[0] == 200
+    last = (await sync(client, reader))["rooms"]["join"][receipted]["timeline"]["events"][-1]
+    receipt_path = f"/rooms/{q(receipted)}/receipt/m.read/{q(last['event_id'])}"
+    assert (await call(client, "POST", receipt_path, reader, {}))[0] == 200
+    assert (await join(client, reader, late_room))[0] == 200
+
+    answer = await sync(client, reader, since=since)
+    joined = answer["rooms"]["join"]
+    assert set(joined) == {messaged, tagged, typed, receipted, late_room}
+    assert [e["content"].get("body") for e in joined[messaged]["timeline"]["events"]] == ["hi"]
+    assert joined[tagged]["account_data"]["events"][0]["type"] == "m.tag"
+    assert joined[tagged]["timeline"]["events"] == []
+    assert joined[typed]["ephemeral"]["events"][0]["content"]["user_ids"] == [other.user_id]
+    receipts = [e for e in joined[receipted]["ephemeral"]["events"] if e["type"] == "m.receipt"]
+    assert last["event_id"] in receipts[0]["content"]
+    # Newly joined: synced as in an initial sync, its state included.
+    assert any(e["type"] == "m.room.create" for e in joined[late_room]["state"]["events"]) or any(
+        e["type"] == "m.room.create" for e in joined[late_room]["timeline"]["events"]
+    )

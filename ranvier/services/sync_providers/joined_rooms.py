@@ -23,20 +23,35 @@ _ACTIVE_ROOMS_MIN_ROOMS = 20
 async def joined_rooms(
     hs: Homeserver, states: RoomStateBuilder, request: SyncRequest
 ) -> dict[str, RoomSync]:
-    """Every joined room, with a timeline and state where the range has some."""
+    """Every joined room, with a timeline and state where the range has some;
+    for an incremental sync of a user in many rooms, only the rooms it can show
+    (events in the range, ephemeral or account data, a membership change: what
+    ``RoomsProvider`` would otherwise leave out as quiet)."""
     since = request.since
+    active = await _active_rooms(hs, request)
+    extras = request.room_extras
     rooms: dict[str, RoomSync] = {}
     for membership in request.memberships.joined:
-        newly = request.memberships.newly_joined(membership.room_id)
-        rooms[membership.room_id] = RoomSync(
-            membership.room_id,
-            full_state=since is None or request.full_state or newly,
+        room_id = membership.room_id
+        newly = request.memberships.newly_joined(room_id)
+        full_state = since is None or request.full_state or newly
+        if (
+            active is not None
+            and not full_state
+            and room_id not in active
+            and room_id not in extras.ephemeral
+            and room_id not in extras.account_data
+        ):
+            continue
+        rooms[room_id] = RoomSync(
+            room_id,
+            full_state=full_state,
             joined_from=membership.stream_ordering,
             from_start=since is None or newly,
         )
     if not rooms:
         return rooms
-    await _fill_timelines(hs, request, rooms)
+    await _fill_timelines(hs, request, rooms, active)
     store = hs.rooms.events
     # The state at the previous sync, for incremental rooms with new events.
     previous: dict[str, list[StoredEvent]] = {}
@@ -51,29 +66,30 @@ async def joined_rooms(
     return rooms
 
 
-async def _wanted_rooms(
-    hs: Homeserver, request: SyncRequest, rooms: dict[str, RoomSync]
-) -> list[str]:
-    """The rooms that may have a timeline: with an incremental token and many
-    rooms, only those with events in the range (rooms needing full state are
-    looked at anyway)."""
+async def _active_rooms(hs: Homeserver, request: SyncRequest) -> set[str] | None:
+    """With an incremental token and many rooms, the rooms with events in the
+    range (a superset); None when every room is to be looked at."""
     since = request.since
-    if since is None or len(rooms) <= _ACTIVE_ROOMS_MIN_ROOMS:
-        return list(rooms)
-    active = await hs.rooms.events.rooms_with_events_between(
+    if since is None or len(request.memberships.joined) <= _ACTIVE_ROOMS_MIN_ROOMS:
+        return None
+    return await hs.rooms.events.rooms_with_events_between(
         since.events, request.now.events, _ACTIVE_ROOMS_SCAN_CAP
     )
-    if active is None:
-        return list(rooms)
-    return [r.room_id for r in rooms.values() if r.full_state or r.room_id in active]
 
 
-async def _fill_timelines(hs: Homeserver, request: SyncRequest, rooms: dict[str, RoomSync]) -> None:
+async def _fill_timelines(
+    hs: Homeserver, request: SyncRequest, rooms: dict[str, RoomSync], active: set[str] | None
+) -> None:
     store = hs.rooms.events
     now = request.now
     limit = timeline_limit(request.filter)
     from_pos = 0 if request.since is None else request.since.events
-    wanted = await _wanted_rooms(hs, request, rooms)
+    # The rooms that may have a timeline (those needing full state are looked at anyway).
+    wanted = [
+        room_id
+        for room_id, room in rooms.items()
+        if active is None or room.full_state or room_id in active
+    ]
     # A room newly joined since the token is synced as in an initial sync:
     # its latest events whatever the token, ``limited`` when there are more,
     # and a ``prev_batch`` for /messages (sync.yaml, ``rooms.join``; Synapse
