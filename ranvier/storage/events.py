@@ -27,6 +27,7 @@ Read API (for the room, sync and messages services):
 
 from __future__ import annotations
 
+import sys
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -178,9 +179,27 @@ class MembershipChange:
     event_id: str
 
 
+def _shared_strings(pdu: dict[str, Any]) -> dict[str, Any]:
+    """``pdu`` with the strings that repeat from event to event interned: its
+    room, sender and type, and the event IDs it names (a room's auth events are
+    named by most of its events; an event's prev_events is the ID of an event
+    before it). A parsed event holds its own copy of each otherwise: ~470 of
+    ~3,200 bytes of a cached message (tracemalloc over 5,000 messages)."""
+    for key in ("room_id", "sender", "type"):
+        value = pdu.get(key)
+        if type(value) is str:
+            pdu[key] = sys.intern(value)
+    for key in ("auth_events", "prev_events"):
+        ids = pdu.get(key)
+        if type(ids) is list and all(type(event_id) is str for event_id in ids):
+            pdu[key] = [sys.intern(event_id) for event_id in ids]
+    return pdu
+
+
 def _row_to_stored(row: Row) -> StoredEvent:
     room_version = get_room_version(row[9])
-    event = Event.from_pdu(room_version, orjson.loads(row[1]), event_id=row[0])
+    pdu = _shared_strings(orjson.loads(row[1]))
+    event = Event.from_pdu(room_version, pdu, event_id=sys.intern(row[0]))
     return StoredEvent(
         event=event,
         stream_ordering=int(row[2]),

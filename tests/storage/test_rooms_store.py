@@ -240,6 +240,38 @@ async def test_joined_servers_follow_each_membership_change(hs: Homeserver) -> N
     assert await store.joined_servers(room_id) == Counter({"localhost": 2})
 
 
+async def test_events_read_from_the_database_share_their_repeated_strings(
+    hs: Homeserver,
+) -> None:
+    """Parsed events share one copy of their room ID, sender, type and the IDs
+    of the events they name (what the event cache holds thousands of), and are
+    otherwise the events written."""
+    room_id = await _room(hs, preset="public_chat")
+    sent = [
+        (
+            await hs.rooms.send_event(
+                "@alice:localhost",
+                room_id,
+                EventSpec("m.room.message", {"msgtype": "m.text", "body": f"m{n}"}),
+            )
+        ).event
+        for n in range(3)
+    ]
+    hs.rooms.events._cache.clear()  # read them back from the database
+    found = await hs.rooms.events.get_events([e.event_id for e in sent])
+    read = [found[e.event_id].event for e in sent]
+    assert [e.pdu for e in read] == [dict(e.pdu) for e in sent]
+    first, second, third = read
+    assert first.room_id is second.room_id is third.room_id
+    assert first.sender is third.sender and first.type is third.type
+    assert set(first.auth_event_ids) == set(second.auth_event_ids)
+    for a, b in zip(sorted(first.auth_event_ids), sorted(second.auth_event_ids), strict=True):
+        assert a is b
+    # An event's prev_events names the one before it: one string for both.
+    assert second.prev_event_ids == (first.event_id,)
+    assert second.prev_event_ids[0] is first.event_id
+
+
 async def test_users_sharing_rooms_alike_from_the_caches_and_one_query(
     hs: Homeserver, monkeypatch: pytest.MonkeyPatch
 ) -> None:
