@@ -83,3 +83,33 @@ async def test_malformed_content_length_gets_400(
     writer.close()
     assert media_files(tmp_path) == []
     await assert_victim_still_served(served)
+
+
+async def test_body_longer_than_content_length(
+    serve_app: ServeApp,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    """The declared length is the body (RFC 9112 §6.3); what follows is read as
+    the next request. Sent apart, the upload is stored with its declared bytes
+    and the rest answered 400; sent in one piece, the parser refuses the whole
+    read (400) and nothing is stored. Either way no other bytes reach a file."""
+    served = await serve_app()
+    reader, writer = await served.connect()
+    writer.write(upload_bytes(served.attacker_token, "10", b"0123456789"))
+    response = await read_response(reader)
+    assert response.status == 200
+    writer.write(b"not a request\r\n\r\n")
+    assert (await read_response(reader)).status == 400
+    writer.close()
+    assert [p.read_bytes() for p in media_files(tmp_path)] == [b"0123456789"]
+
+    reader, writer = await served.connect()
+    writer.write(
+        upload_bytes(served.attacker_token, "10", b"abcdefghij" + b"not a request\r\n\r\n")
+    )
+    response = await read_response(reader)
+    assert (response.status, response.json()["errcode"]) == (400, "M_UNRECOGNIZED")
+    assert await read_until_closed(reader) == b""
+    writer.close()
+    assert [p.read_bytes() for p in media_files(tmp_path)] == [b"0123456789"]
+    await assert_victim_still_served(served)

@@ -1,6 +1,7 @@
 """The media store's files (services/media/files.py): uploads hand their pages to
-the disk as they are written, derived files (thumbnails) do not; the change
-mark that tells servers another process changed media rows."""
+the disk as they are written, derived files (thumbnails) do not; a refused or
+broken stream leaves no file; the change mark that tells servers another
+process changed media rows."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from ranvier.errors import MatrixError
 from ranvier.services.media import files
 from ranvier.services.media.files import CHANGES_FILE, MediaFiles
 
@@ -76,6 +78,63 @@ async def test_thumbnails_are_not_written_back_early(
     stored = await store.write_bytes(b"thumbnail bytes" * 1000)
     assert store.path(stored.sha256).stat().st_size == 15_000
     assert write_backs == []
+
+
+def _leftovers(store: MediaFiles) -> list[Path]:
+    return sorted(p for p in store.root.rglob("*") if p.is_file())
+
+
+async def test_over_the_limit_mid_stream_leaves_no_file(
+    tmp_path: Path, write_backs: list[tuple[int, int, int]]
+) -> None:
+    """413 after batches were already written: those writes end, the temporary
+    file goes, and nothing is stored."""
+    store = MediaFiles(tmp_path)
+    with pytest.raises(MatrixError) as refused:
+        await store.write_stream(_chunks(os.urandom(3_000_000), 100_000), 2_500_000)
+    assert (refused.value.status, refused.value.errcode) == (413, "M_TOO_LARGE")
+    assert write_backs  # some batches were written before the refusal
+    assert _leftovers(store) == [] and store._streams == 0
+
+
+async def test_a_broken_stream_leaves_no_file(
+    tmp_path: Path, write_backs: list[tuple[int, int, int]]
+) -> None:
+    """The body ends early (a client gone, a body shorter than its length): the
+    error reaches the caller and what was written so far is removed."""
+    store = MediaFiles(tmp_path)
+
+    async def broken() -> AsyncIterator[bytes]:
+        async for chunk in _chunks(os.urandom(2_500_000), 100_000):
+            yield chunk
+        raise ConnectionResetError("gone")
+
+    with pytest.raises(ConnectionResetError):
+        await store.write_stream(broken(), 10**7)
+    assert write_backs and _leftovers(store) == []
+
+
+async def test_a_failed_write_fails_the_upload_and_leaves_no_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = MediaFiles(tmp_path)
+
+    def full_disk(*args: object) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(files, "_write_at", full_disk)
+    with pytest.raises(OSError, match="No space"):
+        await store.write_stream(_chunks(os.urandom(3_000_000), 100_000), 10**7)
+    assert _leftovers(store) == [] and store._streams == 0
+
+
+@pytest.mark.parametrize("size", [0, 1, 4096, 1_048_576])
+async def test_edge_sizes_are_stored_exactly(tmp_path: Path, size: int) -> None:
+    store = MediaFiles(tmp_path)
+    data = os.urandom(size)
+    stored = await store.write_stream(_chunks(data, 65_536), 10**7)
+    assert store.path(stored.sha256).read_bytes() == data
+    assert stored == files.StoredFile(hashlib.sha256(data).hexdigest(), size)
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="sync_file_range is Linux's")
