@@ -53,7 +53,7 @@ _TOO_MANY_HEADERS = "Too many headers received"
 # Standing in for the request line in log lines about requests that could not be parsed
 # (the bytes themselves are not logged: they may hold an access token).
 _UNPARSED_REQUEST = "-"
-# After the head timeout finds no byte read, how long to look again (seconds).
+# After the head or body timeout finds no byte read, how long to look again (seconds).
 HEAD_GRACE_S = 0.05
 # A request body's bytes aiohttp holds before it stops reading the socket is
 # twice this (the rest waits in the kernel's socket buffer). aiohttp 3.14's
@@ -172,6 +172,7 @@ class GuardedRequestHandler(web.RequestHandler):
         "_body",
         "_body_activity",
         "_body_deadline",
+        "_body_grace",
         "_counted_address",
         "_head_deadline",
         "_head_grace",
@@ -215,6 +216,7 @@ class GuardedRequestHandler(web.RequestHandler):
         self._body: StreamReader | None = None
         self._body_deadline: asyncio.TimerHandle | None = None
         self._body_activity = 0.0
+        self._body_grace = False
 
     # --- connection lifetime ----------------------------------------------------------
 
@@ -346,6 +348,7 @@ class GuardedRequestHandler(web.RequestHandler):
                 self._body_deadline = None
             return
         self._body_activity = self._loop.time()
+        self._body_grace = False
         if self._body_deadline is None:
             self._body_deadline = self._loop.call_later(
                 self._limits.body_timeout, self._on_body_timeout
@@ -365,6 +368,13 @@ class GuardedRequestHandler(web.RequestHandler):
             self._body_deadline = self._loop.call_later(
                 self._limits.body_timeout - silent_for, self._on_body_timeout
             )
+            return
+        if not self._body_grace:
+            # As for the head: after a stall of the loop, uvloop runs expired
+            # timers before it reads the sockets, so bytes the client did send
+            # may be waiting. Look again once they are read.
+            self._body_grace = True
+            self._body_deadline = self._loop.call_later(HEAD_GRACE_S, self._on_body_timeout)
             return
         self._fail_body(RequestBodyTimeout())
 

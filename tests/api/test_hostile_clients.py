@@ -336,6 +336,67 @@ async def test_a_body_the_server_is_slow_to_read_is_not_cut_off(serve_app: Serve
     writer.close()
 
 
+def test_a_stall_of_the_event_loop_is_not_the_clients_silence() -> None:
+    """Under uvloop (what ``ranvier serve`` runs) a loop stalled past the body
+    timeout runs the expired timer before it reads the sockets: the bytes the
+    client did send meanwhile must still count, not end in a 408 (seen once in
+    a clean-clone run under load, with the test above)."""
+    import uvloop
+
+    from ranvier.api.connections import ConnectionGuard, ConnectionLimits
+
+    async def scenario() -> Response:
+        async def read_all(request: web.Request) -> web.StreamResponse:
+            return json_response({"received": len(await request.read())})
+
+        app = web.Application()
+        app.router.add_post("/_test/read_all", read_all)
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        limits = ConnectionLimits(
+            header_timeout=5, body_timeout=BODY_TIMEOUT_S, idle_timeout=5, max_per_ip=None
+        )
+        server = await ConnectionGuard(limits, {}).listen(runner, "127.0.0.1", 0)
+        try:
+            port = server.sockets[0].getsockname()[1]
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            body = b"x" * 4096
+            head = request_bytes("POST", "/_test/read_all", f"Content-Length: {len(body)}")
+            writer.write(head + body[:100])
+            await asyncio.sleep(0.3)  # the server has begun the body: its clock runs
+
+            class Stall(asyncio.Protocol):
+                """Sends the rest of the body, then holds the loop past the
+                timeout, inside an I/O callback: the next turn of the loop
+                starts with its timers."""
+
+                def data_received(self, data: bytes) -> None:
+                    writer.write(body[100:])
+                    time.sleep(BODY_TIMEOUT_S * 1.5)
+
+            loop = asyncio.get_running_loop()
+            staller = await loop.create_server(Stall, "127.0.0.1", 0)
+            _, poke = await asyncio.open_connection(
+                "127.0.0.1", staller.sockets[0].getsockname()[1]
+            )
+            poke.write(b"!")
+            response = await read_response(reader)
+            writer.close()
+            poke.close()
+            staller.close()
+            return response
+        finally:
+            server.close()
+            await runner.cleanup()
+
+    loop = uvloop.new_event_loop()
+    try:
+        response = loop.run_until_complete(scenario())
+    finally:
+        loop.close()
+    assert (response.status, response.json()) == (200, {"received": 4096})
+
+
 async def test_client_vanishing_mid_body_is_one_log_line_not_a_traceback(
     serve_app: ServeApp, caplog: pytest.LogCaptureFixture
 ) -> None:
