@@ -56,7 +56,14 @@ async def test_federation_scenario_runs_against_two_ranvier_servers(tmp_path: Pa
     assert (result.status, result.detail) == ("ok", "")
     figures = result.figures()
     assert set(figures) == FIGURES
-    assert all(isinstance(value, float) and value > 0 for value in figures.values())
+    assert all(isinstance(value, float) for value in figures.values())
+    # CPU time is counted in clock ticks (10 ms): the 4 messages here may cost
+    # a server less than one (seen once in a clean-clone run). Latencies and
+    # the rate are always positive.
+    cpu = {name for name in figures if "CPU" in name or "of which" in name}
+    assert len(cpu) == 3
+    assert all(figures[name] >= 0 for name in cpu)  # type: ignore[operator]
+    assert all(value > 0 for name, value in figures.items() if name not in cpu)  # type: ignore[operator]
     both = figures["CPU per federated message (ms, both servers)"]
     parts = (
         figures["  of which the sender's server A (ms)"],
