@@ -40,6 +40,7 @@ from ranvier.storage.engine import (
     load_migrations,
     to_postgres_placeholders,
 )
+from tests.conftest import acquire_migrated_postgres
 
 ITEMS_TABLE = """
 CREATE TABLE items (
@@ -246,13 +247,22 @@ async def test_cancelled_transaction_rolls_back_and_database_stays_usable(
 
 
 async def test_postgres_connections_go_back_to_the_pool_without_a_reset_round_trip(
-    database: Database, monkeypatch: pytest.MonkeyPatch
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """asyncpg's default reset sends RESET ALL & co. and waits for it on every
     release (a second round trip per statement); Ranvier's pool skips it, and a
-    transaction left open on a connection is still rolled back."""
-    if database.engine != "postgresql":
-        pytest.skip("the pool is PostgreSQL's")
+    transaction left open on a connection is still rolled back. (PostgreSQL's
+    pool: SQLite has none.)"""
+    dsn, release = await acquire_migrated_postgres()
+    database = await open_database(dsn)
+    try:
+        await _pool_without_reset(database, monkeypatch)
+    finally:
+        await database.close()
+        release()
+
+
+async def _pool_without_reset(database: Database, monkeypatch: pytest.MonkeyPatch) -> None:
     import asyncpg
 
     resets = 0
@@ -484,8 +494,12 @@ async def test_after_commit_callbacks_run_before_the_positions_move(database: Da
     async with database.transaction() as txn:
         assert await next_stream_position(txn, "events") == 1
         # A callback sees the position of before its transaction: it runs first.
-        txn.call_after_commit(lambda: seen.append(("first", database.known_stream_position("events") or 0)))
-        txn.call_after_commit(lambda: seen.append(("second", database.known_stream_position("events") or 0)))
+        txn.call_after_commit(
+            lambda: seen.append(("first", database.known_stream_position("events") or 0))
+        )
+        txn.call_after_commit(
+            lambda: seen.append(("second", database.known_stream_position("events") or 0))
+        )
         assert seen == []
         assert await position() == 0  # not committed yet
     assert seen == [("first", 0), ("second", 0)]
