@@ -46,7 +46,8 @@ asyncio.run(main())
 """
 
 
-def test_a_started_server_has_not_imported_what_only_a_first_use_needs() -> None:
+def _started_app_modules() -> list[str]:
+    """The modules a fresh process holds once the app is built and listening."""
     completed = subprocess.run(
         [sys.executable, "-c", STARTED_APP_MODULES],
         capture_output=True,
@@ -55,7 +56,11 @@ def test_a_started_server_has_not_imported_what_only_a_first_use_needs() -> None
         check=False,
     )
     assert completed.returncode == 0, completed.stderr
-    modules = completed.stdout.split()
+    return completed.stdout.split()
+
+
+def test_a_started_server_has_not_imported_what_only_a_first_use_needs() -> None:
+    modules = _started_app_modules()
     assert "ranvier.homeserver" in modules
     assert [name for name in modules if name.split(".")[0] in LOADED_ON_FIRST_USE] == []
 
@@ -73,14 +78,6 @@ RANVIER_MODULES_LOADED_ON_FIRST_USE = (
 
 
 def test_a_started_server_has_not_imported_the_services_built_at_first_use() -> None:
-    completed = subprocess.run(
-        [sys.executable, "-c", STARTED_APP_MODULES],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert completed.returncode == 0, completed.stderr
-    modules = set(completed.stdout.split())
+    modules = set(_started_app_modules())
     assert "ranvier.api.client.media" in modules  # the routes are registered
     assert sorted(modules.intersection(RANVIER_MODULES_LOADED_ON_FIRST_USE)) == []
