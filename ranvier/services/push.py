@@ -153,16 +153,20 @@ class PushService:
         self._queue: deque[_Queued] = deque()
         #: Events are numbered as queued and evaluated in that order: all up to
         #: ``_done_seq`` are finished. ``_room_pending``: each room's unfinished
-        #: events, (number, stream position), oldest first.
+        #: events, (number, stream position, sender), oldest first.
         self._seq = 0
         self._done_seq = 0
         #: All up to this number are also handed to the pushers.
         self._handed_seq = 0
-        self._room_pending: dict[str, deque[tuple[int, int]]] = {}
+        self._room_pending: dict[str, deque[tuple[int, int, str]]] = {}
         #: Stream positions of the unfinished events (a heap; finished ones
         #: leave it lazily through ``_finished_positions``).
         self._unfinished: list[int] = []
         self._finished_positions: Counter[int] = Counter()
+        #: The same positions, exactly: who sent the event there, and how many
+        #: queued events have that position (one; more only if an event is
+        #: queued twice). For :meth:`visible_position`'s per-user view.
+        self._unfinished_senders: dict[int, tuple[str, int]] = {}
         self._progress = asyncio.Condition()
         self._worker: asyncio.Task[None] | None = None
         self._closed = False
@@ -204,17 +208,30 @@ class PushService:
         self._queue.append(_Queued(self._seq, event, position, wake))
         # Unknown positions (never expected) are waited for, not hidden.
         pending_position = position if position is not None else 0
-        self._room_pending.setdefault(event.room_id, deque()).append((self._seq, pending_position))
+        self._room_pending.setdefault(event.room_id, deque()).append(
+            (self._seq, pending_position, event.sender)
+        )
         if position is not None:
             heapq.heappush(self._unfinished, position)
+            sender, count = self._unfinished_senders.get(position, (event.sender, 0))
+            self._unfinished_senders[position] = (sender, count + 1)
         if self._worker is None:
             self._worker = asyncio.get_running_loop().create_task(self._run())
+        if wake is not None and event.sender in wake:
+            # Their own event is visible to them at once (visible_position).
+            self.hs.notifier.notify_users((event.sender,))
         return True
 
-    def visible_position(self, position: int) -> int:
+    def visible_position(self, position: int, user_id: str | None = None) -> int:
         """The events stream position a long-poll may show: ``position``, or
         just before the first event still being evaluated (its members are
-        woken when it is done)."""
+        woken when it is done).
+
+        With ``user_id``, that user's own events are not waited for: push rules
+        never notify a user of an event they sent ("MUST NOT notify ... events
+        the user has sent"; :meth:`_evaluate`), so their counts do not depend
+        on those evaluations. The sender's /sync right after a send shows the
+        event at once instead of waiting for the other members' evaluation."""
         heap, finished = self._unfinished, self._finished_positions
         while heap:
             top = heap[0]
@@ -226,20 +243,32 @@ class PushService:
                 del finished[top]
             else:
                 finished[top] = count - 1
-        if heap and heap[0] <= position:
-            return heap[0] - 1
+        if not heap or heap[0] > position:
+            return position
+        first = heap[0]
+        senders = self._unfinished_senders
+        if user_id is None or senders.get(first, ("", 0))[0] != user_id:
+            return first - 1
+        for at in sorted(senders):  # the first unfinished events are the user's own
+            if at > position:
+                break
+            if senders[at][0] != user_id:
+                return at - 1
         return position
 
-    async def wait_for_positions(self, room_ids: Iterable[str], position: int) -> None:
+    async def wait_for_positions(
+        self, room_ids: Iterable[str], position: int, user_id: str | None = None
+    ) -> None:
         """Return once the events of these rooms at or before ``position``
         queued so far are evaluated (not later ones: a busy room cannot hold
-        a /sync back for ever)."""
+        a /sync back for ever), except ``user_id``'s own (see
+        :meth:`visible_position`)."""
         if not self._room_pending:
             return  # the common case: nothing queued
         target = 0
         for room_id in room_ids:
-            for seq, at in self._room_pending.get(room_id, ()):
-                if at <= position and seq > target:
+            for seq, at, sender in self._room_pending.get(room_id, ()):
+                if at <= position and seq > target and sender != user_id:
                     target = seq
         await self._wait_for(target)
 
@@ -331,6 +360,9 @@ class PushService:
                 del self._room_pending[room_id]
             if queued.position is not None:
                 self._finished_positions[queued.position] += 1
+                sender, count = self._unfinished_senders.pop(queued.position, ("", 1))
+                if count > 1:
+                    self._unfinished_senders[queued.position] = (sender, count - 1)
             if queued.wake is not None:
                 users |= queued.wake
                 rooms.add(room_id)
@@ -597,7 +629,7 @@ class PushService:
         the rooms' pending evaluations up to ``position`` (the /sync's events
         position). With ``by_thread`` the room's counts are the main
         timeline's only ("Receipts", "Threaded read receipts")."""
-        await self.wait_for_positions(room_ids, position)
+        await self.wait_for_positions(room_ids, position, user_id)
         counts = await self.unread_counts(user_id, room_ids)
         result: dict[str, dict[str, Any]] = {}
         for room_id in room_ids:

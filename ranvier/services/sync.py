@@ -133,17 +133,21 @@ class SyncService:
 
     # --- tokens ------------------------------------------------------------------------
 
-    async def current_token(self, *, evaluated_after: int | None = None) -> SyncToken:
+    async def current_token(
+        self, *, evaluated_after: int | None = None, user_id: str | None = None
+    ) -> SyncToken:
         """The current positions. With ``evaluated_after`` (a long-poll's
         ``since`` events position), the events stream only up to the events
         whose push rules are evaluated, but not before that position (a
         long-poll's view: services/push.py), so that a woken long-poll never
-        waits for the evaluation of what it shows."""
+        waits for the evaluation of what it shows. ``user_id``'s own events
+        need no evaluation (``PushService.visible_position``)."""
         positions = await current_stream_positions(self.hs.database, DB_STREAMS)
         push = getattr(self.hs, "push", None)
         if evaluated_after is not None and push is not None:
             events = positions["events"]
-            positions["events"] = min(events, max(push.visible_position(events), evaluated_after))
+            visible = push.visible_position(events, user_id)
+            positions["events"] = min(events, max(visible, evaluated_after))
         return SyncToken(typing=self.typing.current_slot(), **positions)
 
     @staticmethod
@@ -173,7 +177,9 @@ class SyncService:
             # changed for anyone, so wait before computing an answer that would
             # be empty (as Synapse does). A client long-polls again right after
             # each answer; this spares that whole computation, one query instead.
-            idle = params.since == await self.current_token(evaluated_after=params.since.events)
+            idle = params.since == await self.current_token(
+                evaluated_after=params.since.events, user_id=params.user_id
+            )
             if not idle:
                 response, has_updates = await self._sync_once(params, evaluated=True)
                 if has_updates:
@@ -187,7 +193,9 @@ class SyncService:
     async def request_for(self, params: SyncParams, *, evaluated: bool = False) -> SyncRequest:
         """The positions, the range and the user's rooms of one sync."""
         since_events = params.since.events if params.since is not None else 0
-        now = await self.current_token(evaluated_after=since_events if evaluated else None)
+        now = await self.current_token(
+            evaluated_after=since_events if evaluated else None, user_id=params.user_id
+        )
         since = None if params.since is None else self._clamp(params.since, now)
         full = since is None or params.full_state
         memberships, now = await load_memberships(

@@ -12,8 +12,8 @@ from ranvier.services.notifier import Notifier
 from ranvier.services.push import PushService
 
 
-def fake_event(room_id: str, number: int) -> Any:
-    return SimpleNamespace(room_id=room_id, event_id=f"${number}")
+def fake_event(room_id: str, number: int, sender: str = "@alice:x") -> Any:
+    return SimpleNamespace(room_id=room_id, event_id=f"${number}", sender=sender)
 
 
 def make_service() -> PushService:
@@ -22,9 +22,15 @@ def make_service() -> PushService:
     return PushService(hs)  # type: ignore[arg-type]
 
 
-def queue(service: PushService, room_id: str, number: int, wake: set[str] | None = None) -> None:
+def queue(
+    service: PushService,
+    room_id: str,
+    number: int,
+    wake: set[str] | None = None,
+    sender: str = "@alice:x",
+) -> None:
     """An event numbered ``number`` at stream position ``number``."""
-    assert service.on_event(fake_event(room_id, number), number, wake)
+    assert service.on_event(fake_event(room_id, number, sender), number, wake)
 
 
 async def test_waits_for_queued_events_of_its_rooms_only() -> None:
@@ -96,6 +102,49 @@ async def test_long_polls_see_events_once_evaluated_and_are_woken_then() -> None
     assert service.visible_position(14) == 14
     assert notifier.version("@bob:x") > before and notifier.version("@carol:x") > 0
     assert service._unfinished == [] and not service._finished_positions
+    await asyncio.wait_for(service.close(), 5)
+
+
+async def test_a_sender_sees_their_own_events_before_they_are_evaluated() -> None:
+    """Push rules never notify a user of their own events, so their counts do
+    not wait for those evaluations: their /sync shows the events at once, up
+    to the first event of someone else still being evaluated."""
+    service = make_service()
+    notifier = service.hs.notifier
+    gate = asyncio.Event()
+
+    async def evaluate(batch: list[Any]) -> list[Any]:
+        await gate.wait()
+        return []
+
+    service._evaluate_batch = evaluate  # type: ignore[method-assign]
+    members = {"@bob:x", "@carol:x"}
+    bob_before, carol_before = notifier.version("@bob:x"), notifier.version("@carol:x")
+    queue(service, "!room", 11, members, sender="@bob:x")
+    queue(service, "!room", 12, members, sender="@bob:x")
+    # Bob's long-poll is woken at once, for his own event; Carol's is not.
+    assert notifier.version("@bob:x") > bob_before
+    assert notifier.version("@carol:x") == carol_before
+    assert service.visible_position(12, "@bob:x") == 12
+    assert service.visible_position(12, "@carol:x") == 10
+    assert service.visible_position(12) == 10
+    assert service.visible_position(11, "@bob:x") == 11  # never past the position asked
+    # Bob's /sync counts wait for nothing of his own...
+    await asyncio.wait_for(service.wait_for_positions(["!room"], 12, "@bob:x"), 1)
+    # ...but for an event of Carol's that his timeline would show.
+    queue(service, "!room", 13, members, sender="@carol:x")
+    queue(service, "!room", 14, members, sender="@bob:x")
+    assert service.visible_position(14, "@bob:x") == 12
+    assert service.visible_position(14, "@carol:x") == 10
+    waiting = asyncio.create_task(service.wait_for_positions(["!room"], 14, "@bob:x"))
+    await asyncio.sleep(0.01)
+    assert not waiting.done()
+    gate.set()
+    await asyncio.wait_for(waiting, 1)
+    await asyncio.wait_for(service.wait_idle(), 1)
+    assert service.visible_position(14, "@carol:x") == 14
+    assert notifier.version("@carol:x") > carol_before
+    assert service._unfinished_senders == {}
     await asyncio.wait_for(service.close(), 5)
 
 
