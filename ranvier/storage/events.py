@@ -76,6 +76,9 @@ _T = TypeVar("_T")
 #: Newest events (their rooms) and membership changes kept in memory for
 #: incremental /syncs (:class:`ranvier.storage.recent.RecentLog`).
 _RECENT_EVENTS = 10_000
+#: Events whose ``unsigned.transaction_id`` is remembered (a sender's /sync
+#: shows their own recent events: the sender's next /sync reads none).
+TXN_ID_CACHE_SIZE = 2_000
 _RECENT_MEMBERSHIPS = 5_000
 #: recent_events_for_rooms answers from the log for at most this many rooms,
 #: looking at most this far back (an incremental /sync, the event before its token).
@@ -244,6 +247,10 @@ class EventStore:
         #: Keys of rooms' current state (the auth events of every new event).
         self._current_state = CurrentStateCache(CURRENT_STATE_CACHE_SIZE)
         database.on_positions_reset(self._current_state.clear)
+        #: ``event_id -> (user_id, device_id, txn_id)`` or None (sent without
+        #: one) of local senders' events. Never stale: the row is written with
+        #: the event and never changes.
+        self._txn_ids: OrderedDict[str, tuple[str, str, str] | None] = OrderedDict()
         #: Told of every committed persist: ``(origin, events, seconds)``, origin
         #: "local" or "federated" (the operator's /metrics; None when off).
         self.on_persisted: Callable[[str, int, float], None] | None = None
@@ -639,18 +646,37 @@ class EventStore:
         self, event_ids: Iterable[str]
     ) -> dict[str, tuple[str, str, str]]:
         """``event_id -> (user_id, device_id, txn_id)`` for events sent with a txn id."""
-        ids = list(dict.fromkeys(event_ids))
+        known = self._txn_ids
         result: dict[str, tuple[str, str, str]] = {}
-        for start in range(0, len(ids), _CHUNK):
-            chunk = padded(ids[start : start + _CHUNK], _CHUNK)
+        missing: list[str] = []
+        for event_id in dict.fromkeys(event_ids):
+            if event_id in known:
+                known.move_to_end(event_id)
+                txn = known[event_id]
+                if txn is not None:
+                    result[event_id] = txn
+            else:
+                missing.append(event_id)
+        for start in range(0, len(missing), _CHUNK):
+            chunk = missing[start : start + _CHUNK]
+            asked = padded(chunk, _CHUNK)
             rows = await self.database.fetch_all(
                 "SELECT event_id, user_id, device_id, txn_id FROM event_txn_ids"
-                f" WHERE event_id IN ({placeholders(len(chunk))})",
-                *chunk,
+                f" WHERE event_id IN ({placeholders(len(asked))})",
+                *asked,
             )
-            for row in rows:
-                result[row[0]] = (row[1], row[2], row[3])
+            found = {row[0]: (row[1], row[2], row[3]) for row in rows}
+            result.update(found)
+            for event_id in chunk:
+                self._remember_txn_id(event_id, found.get(event_id))
         return result
+
+    def _remember_txn_id(self, event_id: str, txn: tuple[str, str, str] | None) -> None:
+        known = self._txn_ids
+        known[event_id] = txn
+        known.move_to_end(event_id)
+        if len(known) > TXN_ID_CACHE_SIZE:
+            known.popitem(last=False)
 
     async def count_rows(self, table: str) -> int:
         """Row count of one of this store's tables (tests and metrics)."""
@@ -761,6 +787,8 @@ class EventStore:
         self._invalidate(redacted_targets)
         for result in stored:
             self._cache_put(result)
+        for user_id, device_id, _, txn_id, event_id in txn_rows:
+            self._remember_txn_id(event_id, (user_id, device_id, txn_id))
         if self.on_persisted is not None:
             self.on_persisted("local", len(stored), time.perf_counter() - started)
         return stored

@@ -425,6 +425,46 @@ async def test_txn_ids_make_sends_idempotent(hs: Homeserver) -> None:
     }
 
 
+async def test_transaction_ids_from_memory_and_from_the_database_agree(
+    hs: Homeserver, database: Database
+) -> None:
+    """A sender's own recent events carry their transaction IDs in /sync: the
+    persist remembers them, so the next /sync reads nothing; a store that
+    starts cold reads the same answers, and remembers events without one."""
+    room_id = await _room(hs, preset="public_chat")
+    sent = await hs.rooms.send_event(
+        "@alice:localhost",
+        room_id,
+        EventSpec("m.room.message", {"body": "a"}),
+        txn=("@alice:localhost", "DEV", "send/x", "t9"),
+    )
+    plain = await hs.rooms.send_event(
+        "@alice:localhost", room_id, EventSpec("m.room.message", {"body": "b"})
+    )
+    ids = [sent.event_id, plain.event_id, "$unknown"]
+    expected = {sent.event_id: ("@alice:localhost", "DEV", "t9")}
+    reads: list[str] = []
+    original = database.fetch_all
+
+    async def counted(sql: str, *args: object) -> list[object]:
+        if "event_txn_ids" in sql:  # not the push worker's reads meanwhile
+            reads.append(sql)
+        return await original(sql, *args)
+
+    database.fetch_all = counted  # type: ignore[method-assign]
+    try:
+        store = hs.rooms.events
+        assert await store.get_transaction_ids([sent.event_id]) == expected
+        assert reads == []  # from the persist, no read
+        cold = type(store)(database, store.state, store.rooms)
+        assert await cold.get_transaction_ids(ids) == expected
+        assert len(reads) == 1
+        assert await cold.get_transaction_ids(ids) == expected  # all remembered, "none" too
+        assert len(reads) == 1
+    finally:
+        database.fetch_all = original  # type: ignore[method-assign]
+
+
 async def test_redaction_marks_the_target(hs: Homeserver) -> None:
     room_id = await _room(hs, preset="public_chat")
     target = await hs.rooms.send_event(
