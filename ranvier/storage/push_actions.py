@@ -12,7 +12,7 @@ store ``''`` for unthreaded, ``main`` or a root for threaded ones.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 
 from ranvier.storage.cache import ReadCache
@@ -128,17 +128,45 @@ def _values(row: PushActionRow) -> tuple[object, ...]:
 
 
 class PushActionStore:
-    def __init__(self, database: Database, read_cache_size: int = 10_000) -> None:
+    def __init__(
+        self, database: Database, read_cache_size: int = 10_000, count_cache_size: int = 20_000
+    ) -> None:
         self.database = database
         #: ``user_id -> {room_id: {thread_id: position}}`` of the user's read
         #: receipts: every /sync's counts start from them, and they change only
         #: when the user sends a receipt (:meth:`forget_reads`, after commit).
         self._reads: ReadCache[str, dict[str, dict[str, int]]] = ReadCache(read_cache_size)
         database.on_positions_reset(self._reads.clear)
+        #: ``user_id -> {room_id: counts}``: each room's unread counts per
+        #: thread (empty: none), as :meth:`unread_counts` read them. Every
+        #: /sync that shows a room asks; they change only with a row written
+        #: here (dropped after the commit) or a receipt (:meth:`forget_reads`).
+        #: At most ``count_cache_size`` rooms in all (then emptied). A read
+        #: that overlapped a change is not remembered (``_counts_generation``).
+        self._counts: dict[str, dict[str, tuple[ThreadCount, ...]]] = {}
+        self._counts_size = 0
+        self._count_cache_size = count_cache_size
+        self._counts_generation = 0
+        database.on_positions_reset(self._forget_all_counts)
 
     def forget_reads(self, user_id: str) -> None:
         """A receipt of ``user_id`` was committed (``ReceiptStore``'s listener)."""
         self._reads.invalidate((user_id,))
+        self._counts_generation += 1
+        self._counts_size -= len(self._counts.pop(user_id, ()))
+
+    def _forget_counts(self, pairs: Iterable[tuple[str, str]]) -> None:
+        self._counts_generation += 1
+        counts = self._counts
+        for user_id, room_id in pairs:
+            rooms = counts.get(user_id)
+            if rooms is not None and rooms.pop(room_id, None) is not None:
+                self._counts_size -= 1
+
+    def _forget_all_counts(self) -> None:
+        self._counts_generation += 1
+        self._counts.clear()
+        self._counts_size = 0
 
     async def add(
         self,
@@ -158,6 +186,25 @@ class PushActionStore:
             if evaluated is not None:
                 await self.set_evaluated(evaluated)
             return
+        # Forgotten also if the commit fails: its outcome may be unknown.
+        self._counts_generation += 1
+        try:
+            await self._write(rows, for_members, evaluated)
+        finally:
+            self._forget_counts((row.user_id, row.room_id) for row in rows)
+            for bulk in for_members:  # the room's members, as the database counts them
+                self._forget_counts(
+                    (user_id, bulk.row.room_id)
+                    for user_id, rooms in self._counts.items()
+                    if bulk.row.room_id in rooms
+                )
+
+    async def _write(
+        self,
+        rows: Sequence[PushActionRow],
+        for_members: Sequence[MembersAction],
+        evaluated: int | None,
+    ) -> None:
         async with self.database.transaction(durable=False) as txn:
             if evaluated is not None:
                 await txn.execute(_SET_EVALUATED, evaluated, False)
@@ -213,7 +260,33 @@ class PushActionStore:
         after their receipts. Reads only the rows after each room's read
         position, so its cost is the unread rows of these rooms, not the user's
         history or their other rooms."""
-        rooms = list(room_ids)
+        cached = self._counts.get(user_id, {})
+        counts: list[ThreadCount] = []
+        rooms: list[str] = []
+        for room_id in room_ids:
+            known = cached.get(room_id)
+            if known is None:
+                rooms.append(room_id)
+            else:
+                counts += known
+        if not rooms:
+            return counts
+        generation = self._counts_generation
+        read = await self._read_counts(user_id, rooms)
+        if generation == self._counts_generation and len(rooms) <= self._count_cache_size:
+            if self._counts_size + len(rooms) > self._count_cache_size:
+                self._forget_all_counts()
+            by_room: dict[str, list[ThreadCount]] = {room_id: [] for room_id in rooms}
+            for count in read:
+                by_room[count.room_id].append(count)
+            mine = self._counts.setdefault(user_id, {})
+            for room_id, room_counts in by_room.items():
+                if room_id not in mine:
+                    self._counts_size += 1
+                mine[room_id] = tuple(room_counts)
+        return counts + read
+
+    async def _read_counts(self, user_id: str, rooms: list[str]) -> list[ThreadCount]:
         counts: list[ThreadCount] = []
         for start in range(0, len(rooms), COUNT_CHUNK):
             chunk = rooms[start : start + COUNT_CHUNK]

@@ -11,6 +11,7 @@ from ranvier.storage import Database
 from ranvier.storage.push_actions import (
     COUNT_CHUNK,
     DEFAULT_ACTIONS,
+    MembersAction,
     PushActionRow,
     PushActionStore,
     ThreadCount,
@@ -171,3 +172,87 @@ async def test_read_positions_are_cached_until_a_receipt_is_committed(
         assert await store.read_positions(USER, ["!b:hs"]) == {}
     finally:
         del database.fetch_all
+
+
+async def test_counts_are_remembered_until_a_row_or_a_receipt_changes_them(
+    database: Database,
+) -> None:
+    """Every /sync asks the counts of the rooms it shows: read once, then from
+    memory until a row of that user and room (one by one or for a whole room's
+    members) or a receipt of that user is committed. The answers stay those of
+    a store that remembers nothing."""
+    store = PushActionStore(database)
+    receipts = ReceiptStore(database)
+    receipts.on_receipt.append(store.forget_reads)
+    rooms = ["!a:hs", "!b:hs", "!quiet:hs"]
+    for user in (USER, OTHER):
+        await database.execute("INSERT INTO users (user_id, created_ts) VALUES (?, 0)", user)
+        await database.execute(
+            "INSERT INTO room_memberships (room_id, user_id, membership, event_id,"
+            " stream_ordering) VALUES ('!a:hs', ?, 'join', '$join', 0)",
+            user,
+        )
+    first = await _notify(store, 1, "!a:hs")
+    await _notify(store, 2, "!b:hs")
+    counted = 0
+    fetch_all = database.fetch_all
+
+    async def counting(sql: str, *args: object) -> Any:
+        nonlocal counted
+        counted += "event_push_actions" in sql
+        return await fetch_all(sql, *args)
+
+    async def check(expected: dict[tuple[str, str], tuple[int, int]], queries: int) -> None:
+        nonlocal counted
+        counted = 0
+        assert _by_room(await store.unread_counts(USER, rooms)) == expected
+        assert counted == queries
+        assert _by_room(await PushActionStore(database).unread_counts(USER, rooms)) == expected
+
+    database.fetch_all = counting  # type: ignore[method-assign]
+    try:
+        await check({("!a:hs", "main"): (1, 0), ("!b:hs", "main"): (1, 0)}, 1)
+        await check({("!a:hs", "main"): (1, 0), ("!b:hs", "main"): (1, 0)}, 0)
+        await _notify(store, 3, "!b:hs", user=OTHER)  # someone else's row: nothing read
+        await check({("!a:hs", "main"): (1, 0), ("!b:hs", "main"): (1, 0)}, 0)
+        await _notify(store, 4, "!b:hs", highlight=True)  # this room read again, alone
+        await check({("!a:hs", "main"): (1, 0), ("!b:hs", "main"): (2, 1)}, 1)
+        # A row for every member of "!a:hs" (one statement): that room read again.
+        event_id = await _event(database, 5, "!a:hs")
+        row = PushActionRow("", event_id, "!a:hs", 5, "main", False, DEFAULT_ACTIONS, 5)
+        await store.add([], [MembersAction(row, ["@s:hs"])])
+        await check({("!a:hs", "main"): (2, 0), ("!b:hs", "main"): (2, 1)}, 1)
+        await check({("!a:hs", "main"): (2, 0), ("!b:hs", "main"): (2, 1)}, 0)
+        await receipts.put("!a:hs", "m.read", USER, None, first, "{}")
+        await check({("!a:hs", "main"): (1, 0), ("!b:hs", "main"): (2, 1)}, 1)
+    finally:
+        del database.fetch_all
+    # A small cache empties itself when full, and answers alike.
+    small = PushActionStore(database, count_cache_size=2)
+    expected = {"!a:hs": {("!a:hs", "main"): (1, 0)}, "!b:hs": {("!b:hs", "main"): (2, 1)}}
+    sizes = []
+    for room in [*rooms, *rooms]:
+        assert _by_room(await small.unread_counts(USER, [room])) == expected.get(room, {})
+        sizes.append(small._counts_size)
+    assert sizes == [1, 2, 1, 2, 1, 2]
+    assert _by_room(await small.unread_counts(USER, rooms)) == {
+        key: value for room_counts in expected.values() for key, value in room_counts.items()
+    }
+
+
+async def test_counts_read_while_a_row_is_written_are_not_remembered(
+    database: Database,
+) -> None:
+    store = PushActionStore(database)
+    await _notify(store, 1, "!a:hs")
+    read_counts = store._read_counts
+
+    async def overlapping(user_id: str, rooms: list[str]) -> list[ThreadCount]:
+        counts = await read_counts(user_id, rooms)  # the old rows...
+        await _notify(store, 2, "!a:hs")  # ...then a new one is committed
+        return counts
+
+    store._read_counts = overlapping  # type: ignore[method-assign]
+    assert _by_room(await store.unread_counts(USER, ["!a:hs"])) == {("!a:hs", "main"): (1, 0)}
+    del store._read_counts
+    assert _by_room(await store.unread_counts(USER, ["!a:hs"])) == {("!a:hs", "main"): (2, 0)}
