@@ -360,9 +360,11 @@ class EventStore:
         range holds more than ``cap`` events. A primary-key range scan, so an
         incremental /sync costs what happened since, not how many rooms the
         user is in (Synapse keeps a "room stream change cache" for the same)."""
-        recent = self._recent_events.between(from_pos, to_pos)
-        if recent is not None:
-            return {room_id for room_id, _ in recent} if len(recent) <= cap else None
+        count = self._recent_events.count_between(from_pos, to_pos)
+        if count is not None:
+            if count > cap:
+                return None
+            return {room_id for room_id, _ in self._recent_events.between(from_pos, to_pos) or ()}
         rooms = await self._recent_or_scan(
             None, "events", "room_id", lambda row: str(row[0]), from_pos, to_pos, cap
         )
@@ -439,11 +441,13 @@ class EventStore:
         log = self._recent_events
         if len(room_list) > _LOG_MAX_ROOMS or limit < 1:
             return {}, room_list
-        in_range = log.between(from_pos, to_pos)
-        whole = in_range is not None and len(in_range) <= _LOG_SCAN
+        count = log.count_between(from_pos, to_pos)
+        whole = count is not None and count <= _LOG_SCAN
+        newest_first: Iterable[tuple[str, str | None]]
         if whole:
+            in_range = log.between(from_pos, to_pos)
             assert in_range is not None
-            newest_first = in_range[::-1]
+            newest_first = reversed(in_range)
         else:
             newest = log.newest_at_or_before(to_pos, _LOG_SCAN) if from_pos < to_pos else None
             if newest is None:

@@ -16,6 +16,7 @@ position never misses one.
 from __future__ import annotations
 
 from bisect import bisect_right, insort
+from collections.abc import Iterator
 from typing import Generic, TypeVar
 
 T = TypeVar("T")
@@ -78,12 +79,24 @@ class RecentLog(Generic[T]):
         end = bisect_right(self._positions, to_pos)
         return self._items[start:end]
 
-    def newest_at_or_before(self, to_pos: int, scan: int) -> list[T] | None:
+    def count_between(self, from_pos: int, to_pos: int) -> int | None:
+        """How many entries :meth:`between` would return (None alike), without
+        copying them."""
+        if self.floor is None or from_pos < self.floor:
+            return None
+        if from_pos >= to_pos:
+            return 0
+        positions = self._positions
+        return bisect_right(positions, to_pos) - bisect_right(positions, from_pos)
+
+    def newest_at_or_before(self, to_pos: int, scan: int) -> Iterator[T] | None:
         """Up to ``scan`` entries at or before ``to_pos``, newest first, or None
         when ``to_pos`` is older than what this log knows. The caller stops
-        reading once it has what it wants; an entry missing from the result is
-        older than the last one returned (or than the floor)."""
+        reading once it has what it wants (nothing is copied; read it before
+        the log changes); an entry missing from the result is older than the
+        last one returned (or than the floor)."""
         if self.floor is None or to_pos < self.floor:
             return None
         end = bisect_right(self._positions, to_pos)
-        return self._items[max(end - scan, 0) : end][::-1]
+        items = self._items
+        return (items[index] for index in range(end - 1, max(end - scan, 0) - 1, -1))

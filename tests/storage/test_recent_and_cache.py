@@ -26,6 +26,24 @@ def test_recent_log_answers_from_its_floor_and_says_none_below() -> None:
     assert log.between(7, 7) == []
 
 
+def test_recent_log_counts_and_scans_back_as_between_would() -> None:
+    log: RecentLog[str] = RecentLog(capacity=10, floor=5)
+    assert log.count_between(4, 9) is None
+    assert log.newest_at_or_before(4, 10) is None
+    for position, item in ((6, "a"), (7, "b"), (9, "c")):
+        log.add(position, item)
+    for from_pos, to_pos in ((5, 9), (6, 9), (5, 8), (9, 12), (7, 7), (8, 6)):
+        between = log.between(from_pos, to_pos)
+        assert between is not None
+        assert log.count_between(from_pos, to_pos) == len(between)
+    newest = log.newest_at_or_before(8, 10)
+    assert newest is not None and list(newest) == ["b", "a"]
+    newest = log.newest_at_or_before(9, 2)  # at most ``scan`` entries
+    assert newest is not None and list(newest) == ["c", "b"]
+    newest = log.newest_at_or_before(5, 2)
+    assert newest is not None and list(newest) == []
+
+
 def test_recent_log_without_floor_knows_nothing_until_its_first_entry() -> None:
     log: RecentLog[str] = RecentLog(capacity=10, floor=None)
     assert log.between(0, 100) is None
