@@ -381,6 +381,7 @@ class PushService:
         notified: list[tuple[str, PushActionRow, Event]] = []
         now = self.hs.clock_ms()
         newest = 0
+        repeated = False  # rows written before a crash may be there already
         for event in batch:
             item = stored.get(event.event_id)
             if item is None or item.rejected or item.outlier or item.soft_failed:
@@ -389,6 +390,7 @@ class PushService:
                 continue  # backfilled history notifies nobody
             newest = max(newest, item.stream_ordering)
             recovered = event.event_id in self._recovered
+            repeated = repeated or recovered
             self._recovered.discard(event.event_id)
             groups = await self._evaluate(event, item.stream_ordering)
             largest = max(groups, key=lambda group: len(group.users), default=None)
@@ -416,14 +418,16 @@ class PushService:
                 ):
                     # One INSERT ... SELECT over the room's members instead of a
                     # row per user through Python: the cost of a large room.
-                    bulks.append(MembersAction(row, [event.sender, *others]))
+                    bulks.append(MembersAction(row, [event.sender, *others], group.users))
                 else:
                     rows.extend(replace(row, user_id=user) for user in group.users)
                 if not recovered:
                     notified.extend((user, row, event) for user in group.users)
         # The position goes with the rows (no write of its own for a batch
         # that notified no one: a crash then re-evaluates a little more).
-        await self.store.add(rows, bulks, evaluated=newest if rows or bulks else None)
+        await self.store.add(
+            rows, bulks, evaluated=newest if rows or bulks else None, new=not repeated
+        )
         return notified
 
     async def _evaluate(self, event: Event, position: int) -> list[_Group]:

@@ -12,8 +12,9 @@ store ``''`` for unthreaded, ``main`` or a root for threaded ones.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Collection, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from ranvier.storage.cache import ReadCache
 from ranvier.storage.engine import Database, placeholders, upsert_sql
@@ -101,6 +102,8 @@ class MembersAction:
 
     row: PushActionRow
     excluded: Sequence[str]
+    #: Those members, as the caller counted them (their remembered counts).
+    users: Collection[str] = ()
 
 
 # Local members are those with an account here (users); joined before the event.
@@ -147,6 +150,8 @@ class PushActionStore:
         self._counts_size = 0
         self._count_cache_size = count_cache_size
         self._counts_generation = 0
+        #: Rooms with rows being written: counts read meanwhile are not remembered.
+        self._writing: Counter[str] = Counter()
         database.on_positions_reset(self._forget_all_counts)
 
     def forget_reads(self, user_id: str) -> None:
@@ -173,6 +178,8 @@ class PushActionStore:
         rows: Sequence[PushActionRow],
         for_members: Sequence[MembersAction] = (),
         evaluated: int | None = None,
+        *,
+        new: bool = True,
     ) -> None:
         """Record actions (one transaction); a row already there is kept. With
         ``evaluated``, also that evaluation reached that stream position.
@@ -181,23 +188,72 @@ class PushActionStore:
         durable (SQLite's fsync): a crash that loses them loses the recorded
         position with them, and the next start evaluates those events again
         (PushService.start). Woken /syncs read the counts ~0.4 ms sooner.
+
+        ``new``: no row can be there already (not an evaluation repeated after
+        a crash). The remembered counts then take the rows in (the /syncs they
+        wake read nothing); otherwise those of their users and rooms are
+        forgotten.
         """
         if not rows and not for_members:
             if evaluated is not None:
                 await self.set_evaluated(evaluated)
             return
-        # Forgotten also if the commit fails: its outcome may be unknown.
+        rooms = {row.room_id for row in rows} | {bulk.row.room_id for bulk in for_members}
+        # Counts read meanwhile are not remembered: they may or may not hold
+        # these rows (see unread_counts).
         self._counts_generation += 1
+        self._writing.update(rooms)
+        committed = False
         try:
             await self._write(rows, for_members, evaluated)
+            committed = True
         finally:
-            self._forget_counts((row.user_id, row.room_id) for row in rows)
-            for bulk in for_members:  # the room's members, as the database counts them
-                self._forget_counts(
-                    (user_id, bulk.row.room_id)
-                    for user_id, rooms in self._counts.items()
-                    if bulk.row.room_id in rooms
+            self._writing.subtract(rooms)
+            for room_id in rooms:
+                if self._writing[room_id] <= 0:
+                    del self._writing[room_id]
+            self._counts_generation += 1
+            if committed and new:
+                for row in rows:
+                    self._count_in(row.user_id, row)
+            else:  # the outcome may be unknown, or rows were there already
+                self._forget_counts((row.user_id, row.room_id) for row in rows)
+            for bulk in for_members:
+                room_id, members = bulk.row.room_id, frozenset(bulk.users)
+                cached = [user for user, counts in self._counts.items() if room_id in counts]
+                for user_id in cached:
+                    if committed and new and user_id in members:
+                        self._count_in(user_id, bulk.row)
+                    else:  # a member the caller did not name: as the database counted
+                        self._forget_counts(((user_id, room_id),))
+
+    def _count_in(self, user_id: str, row: PushActionRow) -> None:
+        """A new row of ``user_id``, committed: into their remembered counts of
+        its room (if remembered), unless their receipts already cover it."""
+        cached = self._counts.get(user_id)
+        if cached is None or row.room_id not in cached:
+            return
+        reads = self._reads.peek(user_id)
+        if reads is None:  # their read positions are not known here
+            self._forget_counts(((user_id, row.room_id),))
+            return
+        room_reads = reads.get(row.room_id, {})
+        position = row.stream_ordering
+        # As _counts_sql: after the unthreaded receipt and the thread's own.
+        if position <= room_reads.get("", 0) or position <= room_reads.get(row.thread_id, 0):
+            return
+        highlight = 1 if row.highlight else 0
+        counts = cached[row.room_id]
+        for index, count in enumerate(counts):
+            if count.thread_id == row.thread_id:
+                bumped = replace(
+                    count,
+                    notifications=count.notifications + 1,
+                    highlights=count.highlights + highlight,
                 )
+                cached[row.room_id] = (*counts[:index], bumped, *counts[index + 1 :])
+                return
+        cached[row.room_id] = (*counts, ThreadCount(row.room_id, row.thread_id, 1, highlight))
 
     async def _write(
         self,
@@ -280,7 +336,10 @@ class PushActionStore:
             for count in read:
                 by_room[count.room_id].append(count)
             mine = self._counts.setdefault(user_id, {})
+            writing = self._writing
             for room_id, room_counts in by_room.items():
+                if room_id in writing:  # its new rows would be counted in twice
+                    continue
                 if room_id not in mine:
                     self._counts_size += 1
                 mine[room_id] = tuple(room_counts)
