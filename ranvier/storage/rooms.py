@@ -174,6 +174,11 @@ class RoomStore:
         memberships = await self._all_memberships(user_id)
         return next((m for m in memberships if m.room_id == room_id), None)
 
+    async def all_memberships(self, user_id: str) -> tuple[Membership, ...]:
+        """Every membership of the user (any kind), oldest ``stream_ordering``
+        first: the cached tuple itself, not a copy (every /sync reads it)."""
+        return await self._all_memberships(user_id)
+
     async def rooms_for_user(
         self, user_id: str, memberships: Iterable[str] = ("join",)
     ) -> list[Membership]:

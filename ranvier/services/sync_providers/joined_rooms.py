@@ -30,19 +30,22 @@ async def joined_rooms(
     since = request.since
     active = await _active_rooms(hs, request)
     extras = request.room_extras
+    memberships = request.memberships
+    # Quiet rooms are skipped (the cheap tests first: a user in many rooms).
+    shown = active if since is not None and not request.full_state else None
     rooms: dict[str, RoomSync] = {}
-    for membership in request.memberships.joined:
+    for membership in memberships.joined:
         room_id = membership.room_id
-        newly = request.memberships.newly_joined(room_id)
-        full_state = since is None or request.full_state or newly
         if (
-            active is not None
-            and not full_state
-            and room_id not in active
+            shown is not None
+            and room_id not in shown
+            and room_id not in memberships.changes  # else it may be newly joined
             and room_id not in extras.ephemeral
             and room_id not in extras.account_data
         ):
             continue
+        newly = memberships.newly_joined(room_id)
+        full_state = since is None or request.full_state or newly
         rooms[room_id] = RoomSync(
             room_id,
             full_state=full_state,

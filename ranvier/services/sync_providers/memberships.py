@@ -3,6 +3,7 @@ shares (which rooms are joined, which changed membership in the range)."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
@@ -28,10 +29,15 @@ class RoomMemberships:
     changes: dict[str, list[MembershipChange]] = field(default_factory=dict)
     #: room ID (rooms in ``changes``) → the membership before the first change.
     at_since: dict[str, str | None] = field(default_factory=dict)
+    _joined_ids: list[str] | None = None
 
     @property
     def joined_room_ids(self) -> list[str]:
-        return [m.room_id for m in self.joined]
+        """The IDs of ``joined`` (computed once: several providers ask; do not
+        change ``joined`` after asking)."""
+        if self._joined_ids is None:
+            self._joined_ids = [m.room_id for m in self.joined]
+        return self._joined_ids
 
     def newly_joined(self, room_id: str) -> bool:
         """Joined since the token (or left and re-joined in the range): synced
@@ -65,8 +71,9 @@ async def load_memberships(
     """The user's rooms, sorted by what /sync shows of them, and ``now`` with
     its events slot moved up to the newest membership if one committed after
     the positions were read."""
-    current = await hs.rooms.store.rooms_for_user(user_id, ALL_MEMBERSHIPS)
-    newest_membership = max((m.stream_ordering for m in current), default=0)
+    current = await hs.rooms.store.all_memberships(user_id)
+    # Oldest first: the last is the newest.
+    newest_membership = current[-1].stream_ordering if current else 0
     if newest_membership > now.events:
         # Committed after we read the positions; every position below it is
         # committed too, so the events slot can move up to it.
@@ -84,17 +91,20 @@ async def load_memberships(
 
 
 def _classify(
-    result: RoomMemberships, current: list[Membership], sync_filter: Filter, full: bool
+    result: RoomMemberships, current: Sequence[Membership], sync_filter: Filter, full: bool
 ) -> None:
     room_filter = sync_filter.room
+    every_room = room_filter.rooms is None and not room_filter.not_rooms
+    joined = result.joined
     for membership in current:
-        if not room_filter.allows_room(membership.room_id):
+        if not every_room and not room_filter.allows_room(membership.room_id):
             continue
         kind = membership.membership
-        changed = membership.room_id in result.changes
         if kind == "join":
-            result.joined.append(membership)
-        elif kind == "invite" and (full or changed):
+            joined.append(membership)
+            continue
+        changed = membership.room_id in result.changes
+        if kind == "invite" and (full or changed):
             result.invited.append(membership)
         elif kind == "knock" and (full or changed):
             result.knocked.append(membership)
