@@ -50,7 +50,7 @@ from ranvier.storage.engine import (
     padded,
     placeholders,
 )
-from ranvier.storage.recent import RecentLog
+from ranvier.storage.recent import RecentLog, RoomTails
 from ranvier.storage.redactions import apply_pending_redactions, mark_redacted, redaction_applies
 from ranvier.storage.relations import ChildlessEvents, write_relations
 from ranvier.storage.rooms import RoomStore
@@ -241,6 +241,9 @@ class EventStore:
             _RECENT_MEMBERSHIPS, floor
         )
         database.on_positions_reset(self._recent_events.reset)
+        #: Each room's newest events in that log (the event before a token).
+        self._room_tails = RoomTails()
+        database.on_positions_reset(self._room_tails.reset)
         database.on_positions_reset(self._recent_memberships.reset)
         #: Events no relation points at (bundled aggregations skip them).
         self.childless = ChildlessEvents()
@@ -453,8 +456,17 @@ class EventStore:
             if newest is None:
                 return {}, room_list
             newest_first = newest
-        wanted = set(room_list)
         found: dict[str, list[str]] = {}
+        wanted = set(room_list)
+        if limit == 1 and not whole:
+            # Each room's last event before a token: its tail knows, mostly.
+            for room_id in room_list:
+                last = self._room_tails.newest_at_or_before(room_id, to_pos)
+                if last is not None and last[0] > from_pos:
+                    found[room_id] = [last[1]]
+                    wanted.discard(room_id)
+            if not wanted:
+                return found, []
         complete = 0
         for room_id, event_id in newest_first:
             if event_id is None or room_id not in wanted:
@@ -1191,11 +1203,15 @@ class EventStore:
         self, stored: Sequence[StoredEvent], membership_rows: Sequence[tuple[Any, ...]]
     ) -> None:
         """Once committed: the in-memory logs and the membership cache."""
+        log = self._recent_events
         for item in stored:
             shown = not (item.outlier or item.rejected or item.soft_failed)
-            self._recent_events.add(
-                item.stream_ordering, (item.event.room_id, item.event_id if shown else None)
-            )
+            event_id = item.event_id if shown else None
+            floor = log.floor
+            position = item.stream_ordering
+            log.add(position, (item.event.room_id, event_id))
+            if floor is not None and position > floor:  # kept by the log
+                self._room_tails.add(item.event.room_id, position, event_id, floor)
         for room_id, user_id, membership, event_id, position in membership_rows:
             self._recent_memberships.add(
                 position, MembershipChange(position, room_id, user_id, membership, event_id)

@@ -100,3 +100,61 @@ class RecentLog(Generic[T]):
         end = bisect_right(self._positions, to_pos)
         items = self._items
         return (items[index] for index in range(end - 1, max(end - scan, 0) - 1, -1))
+
+
+class RoomTails:
+    """The newest few entries of each room in the events log: ``(position,
+    event ID)``, the ID None for an event clients do not see. An incremental
+    /sync asks, per room with new events, for the room's event before its
+    token; the log would be scanned back for it, past every other room's
+    events. Bounded: ``per_room`` entries per room, ``rooms`` rooms (then it
+    starts again, empty).
+
+    Each room's tail remembers the newest position added anywhere when it
+    began (and the log's floor then): an event at or below that may have been
+    committed before the tail existed and be missing from it, so answers stop
+    there ("don't know", None).
+    """
+
+    def __init__(self, per_room: int = 4, rooms: int = 10_000) -> None:
+        self.per_room = per_room
+        self.rooms = rooms
+        self._tails: dict[str, tuple[int, list[tuple[int, str | None]]]] = {}
+        self._newest = 0
+
+    def reset(self) -> None:
+        self._tails.clear()
+        self._newest = 0
+
+    def add(self, room_id: str, position: int, event_id: str | None, floor: int) -> None:
+        """An entry the log kept (``position`` above its ``floor``)."""
+        tail = self._tails.get(room_id)
+        if tail is None:
+            if len(self._tails) >= self.rooms:
+                self._tails.clear()
+            tail = (max(self._newest, floor), [])
+            self._tails[room_id] = tail
+        entries = tail[1]
+        if not entries or position > entries[-1][0]:
+            entries.append((position, event_id))
+        else:  # a lower position's commit finished late (PostgreSQL)
+            insort(entries, (position, event_id), key=lambda entry: entry[0])
+        if len(entries) > self.per_room:
+            del entries[0]
+        self._newest = max(self._newest, position)
+
+    def newest_at_or_before(self, room_id: str, to_pos: int) -> tuple[int, str] | None:
+        """The room's newest shown event at or before ``to_pos``: its position
+        and ID, or None when not known here."""
+        tail = self._tails.get(room_id)
+        if tail is None:
+            return None
+        began, entries = tail
+        for position, event_id in reversed(entries):
+            if position > to_pos:
+                continue
+            if position <= began:
+                return None
+            if event_id is not None:
+                return position, event_id
+        return None

@@ -9,7 +9,7 @@ import asyncio
 import pytest
 
 from ranvier.storage.cache import ReadCache
-from ranvier.storage.recent import RecentLog
+from ranvier.storage.recent import RecentLog, RoomTails
 
 
 def test_recent_log_answers_from_its_floor_and_says_none_below() -> None:
@@ -139,3 +139,36 @@ async def test_read_cache_does_not_keep_a_read_that_raced_an_invalidation() -> N
         return "fresh"
 
     assert await cache.get("user", fresh) == "fresh"  # ...but it was not kept
+
+
+def test_room_tails_answer_a_rooms_newest_shown_event_or_say_they_do_not_know() -> None:
+    tails = RoomTails(per_room=3, rooms=3)
+    assert tails.newest_at_or_before("!a", 100) is None  # never seen
+    tails.add("!a", 11, "$11", floor=10)
+    tails.add("!b", 12, "$12", floor=10)
+    tails.add("!a", 13, None, floor=10)  # an event clients do not see
+    tails.add("!a", 14, "$14", floor=10)
+    assert tails.newest_at_or_before("!a", 20) == (14, "$14")
+    assert tails.newest_at_or_before("!a", 13) == (11, "$11")  # past the hidden one
+    assert tails.newest_at_or_before("!a", 10) is None  # at the floor: unknown
+    # "!b" began when 11 was the newest position added: its events at or
+    # below 11 may predate it, so those are not answered.
+    assert tails.newest_at_or_before("!b", 12) == (12, "$12")
+    assert tails.newest_at_or_before("!b", 11) is None
+    # A lower position committed late (PostgreSQL) goes in order; one at or
+    # below where the tail began is never an answer.
+    tails.add("!c", 20, "$20", floor=10)  # began at 14
+    tails.add("!c", 16, "$16", floor=10)
+    tails.add("!c", 13, "$13", floor=10)
+    assert tails.newest_at_or_before("!c", 19) == (16, "$16")
+    assert tails.newest_at_or_before("!c", 15) is None
+    # At most ``per_room`` entries: the oldest go, and with them their answers.
+    tails.add("!a", 21, "$21", floor=10)
+    assert tails.newest_at_or_before("!a", 20) == (14, "$14")
+    assert tails.newest_at_or_before("!a", 12) is None  # 11 was dropped
+    # Beyond ``rooms`` rooms it starts again, empty.
+    tails.add("!d", 22, "$22", floor=10)
+    assert tails.newest_at_or_before("!a", 30) is None
+    assert tails.newest_at_or_before("!d", 30) == (22, "$22")
+    tails.reset()
+    assert tails.newest_at_or_before("!d", 30) is None
