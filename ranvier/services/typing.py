@@ -111,6 +111,8 @@ class TypingService:
         self._expire()
         if from_pos > self._position:
             from_pos = 0
+        if from_pos == self._position:
+            return {}  # nothing changed anywhere (the common case)
         if room_ids is None:
             room_ids = await self.hs.rooms.joined_room_ids(user_id)
         result: dict[str, dict[str, Any]] = {}

@@ -50,6 +50,8 @@ class RoomMemberships:
 
     def rooms_joined_since(self) -> list[str]:
         """The joined rooms :meth:`newly_joined` (only those with changes are looked at)."""
+        if not self.changes:
+            return []
         return [
             room_id
             for room_id in self.joined_room_ids
