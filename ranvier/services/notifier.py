@@ -50,16 +50,24 @@ class Notifier:
             return True
         if timeout_s <= 0:
             return False
-        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        # A bare future and a timer (not wait_for and shield: three futures and
+        # their callbacks per wait, for the 50 /syncs one message wakes).
+        waiter: asyncio.Future[None] = loop.create_future()
+        timer = loop.call_later(timeout_s, _time_out, waiter)
         self._waiters.setdefault(user_id, set()).add(waiter)
         try:
-            await asyncio.wait_for(asyncio.shield(waiter), timeout_s)
-            return True
-        except TimeoutError:
-            return self.version(user_id) != since_version
+            await waiter
+            return self.version(user_id) != since_version  # woken, or the timer
         finally:
+            timer.cancel()
             waiters = self._waiters.get(user_id)
             if waiters is not None:
                 waiters.discard(waiter)
                 if not waiters:
                     del self._waiters[user_id]
+
+
+def _time_out(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
