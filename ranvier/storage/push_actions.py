@@ -143,7 +143,8 @@ class PushActionStore:
         #: ``user_id -> {room_id: counts}``: each room's unread counts per
         #: thread (empty: none), as :meth:`unread_counts` read them. Every
         #: /sync that shows a room asks; they change only with a row written
-        #: here (dropped after the commit) or a receipt (:meth:`forget_reads`).
+        #: here (counted in after the commit, or dropped: :meth:`add`) or a
+        #: receipt (:meth:`forget_reads`).
         #: At most ``count_cache_size`` rooms in all (then emptied). A read
         #: that overlapped a change is not remembered (``_counts_generation``).
         self._counts: dict[str, dict[str, tuple[ThreadCount, ...]]] = {}
