@@ -3,6 +3,8 @@ engines (Client-Server API, "Receiving notifications", "Threaded read receipts")
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import pytest
@@ -63,6 +65,25 @@ async def _receipt(store: PushActionStore, room_id: str, event_id: str, thread: 
         event_id,
     )
     store.forget_reads(USER)
+
+
+@contextmanager
+def statements_naming(database: Database, needle: str) -> Iterator[list[str]]:
+    """The statements read through ``database.fetch_all`` that name
+    ``needle``, while inside."""
+    seen: list[str] = []
+    fetch_all = database.fetch_all
+
+    async def counting(sql: str, *args: object) -> Any:
+        if needle in sql:
+            seen.append(sql)
+        return await fetch_all(sql, *args)
+
+    database.fetch_all = counting  # type: ignore[method-assign]
+    try:
+        yield seen
+    finally:
+        del database.fetch_all
 
 
 def _by_room(counts: list[ThreadCount]) -> dict[tuple[str, str], tuple[int, int]]:
@@ -150,28 +171,17 @@ async def test_read_positions_are_cached_until_a_receipt_is_committed(
     second = await _notify(store, 2, room)
     await receipts.put(room, "m.read", USER, None, first, "{}")
     assert await store.read_positions(USER) == {(room, ""): 1}
-    reads = 0
-    fetch_all = database.fetch_all
-
-    async def counting(sql: str, *args: object) -> Any:
-        nonlocal reads
-        reads += "FROM receipts" in sql
-        return await fetch_all(sql, *args)
-
-    database.fetch_all = counting  # type: ignore[method-assign]
-    try:
+    with statements_naming(database, "FROM receipts") as reads:
         for _ in range(3):
             assert _by_room(await store.unread_counts(USER, [room])) == {(room, "main"): (1, 0)}
-        assert reads == 0  # cached since the last receipt
+        assert len(reads) == 0  # cached since the last receipt
         await receipts.put(room, "m.read", OTHER, None, second, "{}")  # someone else's
         assert await store.read_positions(USER, [room]) == {(room, ""): 1}
-        assert reads == 0  # another user's receipt leaves this user's positions cached
+        assert len(reads) == 0  # another user's receipt leaves this user's positions cached
         await receipts.put(room, "m.read.private", USER, None, second, "{}")
         assert _by_room(await store.unread_counts(USER, [room])) == {}
-        assert reads == 1
+        assert len(reads) == 1
         assert await store.read_positions(USER, ["!b:hs"]) == {}
-    finally:
-        del database.fetch_all
 
 
 async def test_counts_are_remembered_until_a_row_or_a_receipt_changes_them(
@@ -194,23 +204,15 @@ async def test_counts_are_remembered_until_a_row_or_a_receipt_changes_them(
         )
     first = await _notify(store, 1, "!a:hs")
     await _notify(store, 2, "!b:hs")
-    counted = 0
-    fetch_all = database.fetch_all
+    with statements_naming(database, "event_push_actions") as counted:
 
-    async def counting(sql: str, *args: object) -> Any:
-        nonlocal counted
-        counted += "event_push_actions" in sql
-        return await fetch_all(sql, *args)
+        async def check(expected: dict[tuple[str, str], tuple[int, int]], queries: int) -> None:
+            counted.clear()
+            assert _by_room(await store.unread_counts(USER, rooms)) == expected
+            assert len(counted) == queries
+            cold = PushActionStore(database)  # remembers nothing
+            assert _by_room(await cold.unread_counts(USER, rooms)) == expected
 
-    async def check(expected: dict[tuple[str, str], tuple[int, int]], queries: int) -> None:
-        nonlocal counted
-        counted = 0
-        assert _by_room(await store.unread_counts(USER, rooms)) == expected
-        assert counted == queries
-        assert _by_room(await PushActionStore(database).unread_counts(USER, rooms)) == expected
-
-    database.fetch_all = counting  # type: ignore[method-assign]
-    try:
         await check({("!a:hs", "main"): (1, 0), ("!b:hs", "main"): (1, 0)}, 1)
         await check({("!a:hs", "main"): (1, 0), ("!b:hs", "main"): (1, 0)}, 0)
         await _notify(store, 3, "!b:hs", user=OTHER)  # someone else's row: nothing read
@@ -256,8 +258,6 @@ async def test_counts_are_remembered_until_a_row_or_a_receipt_changes_them(
         late = PushActionRow(USER, "$late", "!b:hs", 9, "main", False, DEFAULT_ACTIONS, 9)
         await store.add([late])  # evaluated after the receipt was committed
         await check({key: value for key, value in expected.items() if key[0] != "!b:hs"}, 0)
-    finally:
-        del database.fetch_all
     # A small cache empties itself when full, and answers alike.
     small = PushActionStore(database, count_cache_size=2)
     by_room = {"!a:hs": {("!a:hs", "main"): (2, 1)}}
