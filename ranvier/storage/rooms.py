@@ -43,6 +43,33 @@ class Membership:
     forgotten: bool
 
 
+@dataclass(frozen=True, slots=True)
+class UserMemberships:
+    """Every membership of one user, as cached (do not change its parts).
+
+    Built once per load, so that each /sync finds the joined rooms, the rest
+    and any room's membership without a loop over all of them."""
+
+    #: Every membership (any kind), oldest ``stream_ordering`` first.
+    all: tuple[Membership, ...]
+    #: Those with ``membership == "join"``, in the same order.
+    joined: tuple[Membership, ...]
+    #: The others (invite, knock, leave, ban), in the same order.
+    others: tuple[Membership, ...]
+    #: ``room_id -> membership`` (a user has one membership per room).
+    by_room: dict[str, Membership]
+
+    @classmethod
+    def of(cls, memberships: Sequence[Membership]) -> UserMemberships:
+        every = tuple(memberships)
+        return cls(
+            every,
+            tuple(m for m in every if m.membership == "join"),
+            tuple(m for m in every if m.membership != "join"),
+            {m.room_id: m for m in every},
+        )
+
+
 class AliasInUse(Exception):
     pass
 
@@ -61,7 +88,7 @@ class RoomStore:
     ) -> None:
         self.database = database
         #: ``user_id -> every membership of the user`` (all kinds), oldest first.
-        self._memberships: ReadCache[str, tuple[Membership, ...]] = ReadCache(membership_cache_size)
+        self._memberships: ReadCache[str, UserMemberships] = ReadCache(membership_cache_size)
         database.on_positions_reset(self._memberships.clear)
         #: ``room_id -> its record`` (only ``is_public`` ever changes, through
         #: :meth:`set_room_is_public`); every join and send reads it.
@@ -123,14 +150,17 @@ class RoomStore:
             else:
                 self._servers[room_id] = (frozen, counts)
 
-    async def _all_memberships(self, user_id: str) -> tuple[Membership, ...]:
-        async def load() -> tuple[Membership, ...]:
+    async def user_memberships(self, user_id: str) -> UserMemberships:
+        """Every membership of the user, cached (the object itself: every
+        /sync and join reads it; callers must not change it)."""
+
+        async def load() -> UserMemberships:
             rows = await self.database.fetch_all(
                 "SELECT room_id, user_id, membership, event_id, stream_ordering, forgotten"
                 " FROM room_memberships WHERE user_id = ? ORDER BY stream_ordering",
                 user_id,
             )
-            return tuple(_membership(row) for row in rows)
+            return UserMemberships.of([_membership(row) for row in rows])
 
         return await self._memberships.get(user_id, load)
 
@@ -171,22 +201,24 @@ class RoomStore:
     async def get_membership(self, room_id: str, user_id: str) -> Membership | None:
         # All of the user's memberships, cached: a join asks twice (pending
         # remote invite? already joined?), /sync starts from the same list.
-        memberships = await self._all_memberships(user_id)
-        return next((m for m in memberships if m.room_id == room_id), None)
+        return (await self.user_memberships(user_id)).by_room.get(room_id)
 
     async def all_memberships(self, user_id: str) -> tuple[Membership, ...]:
         """Every membership of the user (any kind), oldest ``stream_ordering``
-        first: the cached tuple itself, not a copy (every /sync reads it)."""
-        return await self._all_memberships(user_id)
+        first: the cached tuple itself, not a copy."""
+        return (await self.user_memberships(user_id)).all
 
     async def rooms_for_user(
         self, user_id: str, memberships: Iterable[str] = ("join",)
     ) -> list[Membership]:
         wanted = set(memberships)
-        return [m for m in await self._all_memberships(user_id) if m.membership in wanted]
+        cached = await self.user_memberships(user_id)
+        if wanted == {"join"}:
+            return list(cached.joined)
+        return [m for m in cached.all if m.membership in wanted]
 
     async def joined_room_ids(self, user_id: str) -> list[str]:
-        return [m.room_id for m in await self.rooms_for_user(user_id, ("join",))]
+        return [m.room_id for m in (await self.user_memberships(user_id)).joined]
 
     async def members(
         self, room_id: str, memberships: Iterable[str] | None = None

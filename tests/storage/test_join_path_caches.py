@@ -117,6 +117,32 @@ async def test_membership_of_a_user_follows_their_changes(hs: Homeserver) -> Non
     assert await hs.rooms.get_membership(room_id, BOB) == "leave"
 
 
+async def test_a_users_cached_memberships_are_split_by_kind_and_follow_changes(
+    hs: Homeserver,
+) -> None:
+    """What every /sync starts from: every membership oldest first, the joined
+    ones and the others in that order, and each room's, after each change."""
+    store = hs.rooms.store
+    rooms = [await _room(hs, preset="public_chat") for _ in range(3)]
+    for room_id in rooms:
+        await hs.rooms.join(BOB, room_id)
+    await hs.rooms.update_membership(BOB, rooms[1], BOB, "leave")
+    cached = await store.user_memberships(BOB)
+    assert [m.room_id for m in cached.all] == [rooms[0], rooms[2], rooms[1]]
+    assert [m.room_id for m in cached.joined] == [rooms[0], rooms[2]]
+    assert [(m.room_id, m.membership) for m in cached.others] == [(rooms[1], "leave")]
+    assert {r: m.membership for r, m in cached.by_room.items()} == {
+        rooms[0]: "join", rooms[1]: "leave", rooms[2]: "join"
+    }
+    assert await store.joined_room_ids(BOB) == [rooms[0], rooms[2]]
+    assert [m.room_id for m in await store.rooms_for_user(BOB)] == [rooms[0], rooms[2]]
+    assert await store.all_memberships(BOB) is cached.all
+    await hs.rooms.join(BOB, rooms[1])
+    again = await store.user_memberships(BOB)
+    assert [m.room_id for m in again.joined] == [rooms[0], rooms[2], rooms[1]]
+    assert again.others == () and again.by_room[rooms[1]].membership == "join"
+
+
 async def test_a_join_into_a_larger_room_runs_no_more_statements(
     hs: Homeserver, database: Database, monkeypatch: pytest.MonkeyPatch
 ) -> None:

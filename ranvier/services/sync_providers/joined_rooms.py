@@ -34,16 +34,14 @@ async def joined_rooms(
     # Quiet rooms are skipped (the cheap tests first: a user in many rooms).
     shown = active if since is not None and not request.full_state else None
     rooms: dict[str, RoomSync] = {}
-    for membership in memberships.joined:
+    candidates = memberships.joined
+    if shown is not None:
+        candidates = memberships.joined_among(
+            # A room with a membership change may be newly joined.
+            shown.union(memberships.changes, extras.ephemeral, extras.account_data)
+        )
+    for membership in candidates:
         room_id = membership.room_id
-        if (
-            shown is not None
-            and room_id not in shown
-            and room_id not in memberships.changes  # else it may be newly joined
-            and room_id not in extras.ephemeral
-            and room_id not in extras.account_data
-        ):
-            continue
         newly = memberships.newly_joined(room_id)
         full_state = since is None or request.full_state or newly
         rooms[room_id] = RoomSync(

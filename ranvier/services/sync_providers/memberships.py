@@ -11,7 +11,7 @@ from ranvier.core.filters import Filter
 from ranvier.services.ignored_users import drop_ignored_invites
 from ranvier.services.sync_tokens import SyncToken
 from ranvier.storage.events import MembershipChange
-from ranvier.storage.rooms import Membership
+from ranvier.storage.rooms import Membership, UserMemberships
 
 if TYPE_CHECKING:
     from ranvier.homeserver import Homeserver
@@ -30,6 +30,9 @@ class RoomMemberships:
     #: room ID (rooms in ``changes``) → the membership before the first change.
     at_since: dict[str, str | None] = field(default_factory=dict)
     _joined_ids: list[str] | None = None
+    #: Every membership of the user by room, when ``joined`` holds every
+    #: joined room of it (no room filter): :meth:`joined_among` looks up.
+    _by_room: dict[str, Membership] | None = None
 
     @property
     def joined_room_ids(self) -> list[str]:
@@ -38,6 +41,21 @@ class RoomMemberships:
         if self._joined_ids is None:
             self._joined_ids = [m.room_id for m in self.joined]
         return self._joined_ids
+
+    def joined_among(self, room_ids: set[str]) -> list[Membership]:
+        """The memberships of ``joined`` whose room is in ``room_ids``, in
+        ``joined``'s order; a lookup per room ID when it can, so that an
+        incremental /sync of a user in many rooms costs what its active rooms do."""
+        by_room = self._by_room
+        if by_room is None or len(room_ids) * 4 > len(self.joined):
+            return [m for m in self.joined if m.room_id in room_ids]
+        found = [
+            m
+            for m in (by_room.get(room_id) for room_id in room_ids)
+            if m is not None and m.membership == "join"
+        ]
+        found.sort(key=lambda m: m.stream_ordering)
+        return found
 
     def newly_joined(self, room_id: str) -> bool:
         """Joined since the token (or left and re-joined in the range): synced
@@ -73,9 +91,9 @@ async def load_memberships(
     """The user's rooms, sorted by what /sync shows of them, and ``now`` with
     its events slot moved up to the newest membership if one committed after
     the positions were read."""
-    current = await hs.rooms.store.all_memberships(user_id)
+    current = await hs.rooms.store.user_memberships(user_id)
     # Oldest first: the last is the newest.
-    newest_membership = current[-1].stream_ordering if current else 0
+    newest_membership = current.all[-1].stream_ordering if current.all else 0
     if newest_membership > now.events:
         # Committed after we read the positions; every position below it is
         # committed too, so the events slot can move up to it.
@@ -93,17 +111,22 @@ async def load_memberships(
 
 
 def _classify(
-    result: RoomMemberships, current: Sequence[Membership], sync_filter: Filter, full: bool
+    result: RoomMemberships, current: UserMemberships, sync_filter: Filter, full: bool
 ) -> None:
     room_filter = sync_filter.room
     every_room = room_filter.rooms is None and not room_filter.not_rooms
-    joined = result.joined
-    for membership in current:
-        if not every_room and not room_filter.allows_room(membership.room_id):
-            continue
+    others: Sequence[Membership]
+    if every_room:
+        # Every joined room, as the store keeps them: no loop over them.
+        result.joined = list(current.joined)
+        result._by_room = current.by_room
+        others = current.others
+    else:
+        others = [m for m in current.all if room_filter.allows_room(m.room_id)]
+    for membership in others:
         kind = membership.membership
         if kind == "join":
-            joined.append(membership)
+            result.joined.append(membership)
             continue
         changed = membership.room_id in result.changes
         if kind == "invite" and (full or changed):
