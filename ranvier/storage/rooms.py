@@ -58,15 +58,19 @@ class UserMemberships:
     others: tuple[Membership, ...]
     #: ``room_id -> membership`` (a user has one membership per room).
     by_room: dict[str, Membership]
+    #: The room IDs of ``joined``, in its order.
+    joined_ids: tuple[str, ...]
 
     @classmethod
     def of(cls, memberships: Sequence[Membership]) -> UserMemberships:
         every = tuple(memberships)
+        joined = tuple(m for m in every if m.membership == "join")
         return cls(
             every,
-            tuple(m for m in every if m.membership == "join"),
+            joined,
             tuple(m for m in every if m.membership != "join"),
             {m.room_id: m for m in every},
+            tuple(m.room_id for m in joined),
         )
 
 
@@ -218,7 +222,7 @@ class RoomStore:
         return [m for m in cached.all if m.membership in wanted]
 
     async def joined_room_ids(self, user_id: str) -> list[str]:
-        return [m.room_id for m in (await self.user_memberships(user_id)).joined]
+        return list((await self.user_memberships(user_id)).joined_ids)
 
     async def members(
         self, room_id: str, memberships: Iterable[str] | None = None

@@ -32,6 +32,7 @@ def test_without_a_room_filter_the_joined_rooms_are_the_stores() -> None:
     result.changes = {"!r3:localhost": [], "!r1:localhost": []}
     _classify(result, cached, DEFAULT_FILTER, full=False)
     assert result.joined == list(cached.joined)
+    assert list(result.joined_room_ids) == [m.room_id for m in cached.joined]
     assert _ids(result.joined) == [m.room_id for m in cached.all if m.membership == "join"]
     # Others only with a change in the range (not full): the invite and the leave.
     assert _ids(result.invited) == ["!r3:localhost"]
@@ -49,6 +50,7 @@ def test_a_room_filter_keeps_only_its_rooms() -> None:
     result = RoomMemberships()
     _classify(result, cached, room_filter, full=True)
     assert _ids(result.joined) == ["!r0:localhost", "!r39:localhost"]
+    assert list(result.joined_room_ids) == ["!r0:localhost", "!r39:localhost"]
     assert _ids(result.invited) == ["!r3:localhost"]
     # No lookup table with a filter: joined_among scans what the filter kept.
     assert _ids(result.joined_among({"!r4:localhost", "!r39:localhost"})) == ["!r39:localhost"]

@@ -29,13 +29,13 @@ class RoomMemberships:
     changes: dict[str, list[MembershipChange]] = field(default_factory=dict)
     #: room ID (rooms in ``changes``) → the membership before the first change.
     at_since: dict[str, str | None] = field(default_factory=dict)
-    _joined_ids: list[str] | None = None
+    _joined_ids: Sequence[str] | None = None
     #: Every membership of the user by room, when ``joined`` holds every
     #: joined room of it (no room filter): :meth:`joined_among` looks up.
     _by_room: dict[str, Membership] | None = None
 
     @property
-    def joined_room_ids(self) -> list[str]:
+    def joined_room_ids(self) -> Sequence[str]:
         """The IDs of ``joined`` (computed once: several providers ask; do not
         change ``joined`` after asking)."""
         if self._joined_ids is None:
@@ -120,6 +120,7 @@ def _classify(
         # Every joined room, as the store keeps them: no loop over them.
         result.joined = list(current.joined)
         result._by_room = current.by_room
+        result._joined_ids = current.joined_ids
         others = current.others
     else:
         others = [m for m in current.all if room_filter.allows_room(m.room_id)]
