@@ -195,7 +195,7 @@ class GuardedRequestHandler(web.RequestHandler):
         response_headers: Mapping[str, str],
     ) -> None:
         # access_log=None (aiohttp's documented "off", typed too narrowly): the
-        # access_log_middleware of ranvier.api.http writes token-free lines.
+        # http_layer_middleware of ranvier.api.http writes token-free lines.
         super().__init__(
             manager,
             loop=loop,

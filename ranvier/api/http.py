@@ -228,32 +228,6 @@ def _loggable_target(request: web.Request) -> str:
     return f"{path}?{redact_query(query)}" if query else path
 
 
-@web.middleware
-async def access_log_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """One line per request: client, method, target (query values redacted), status, duration.
-
-    It replaces aiohttp's own access log, which would print tokens.
-    """
-    started = time.perf_counter()
-    status = 500
-    try:
-        response = await handler(request)
-        status = response.status
-        return response
-    except (asyncio.CancelledError, ConnectionResetError):
-        status = 499  # the client closed the connection first (nginx's convention)
-        raise
-    finally:
-        access_logger.info(
-            '%s "%s %s" %d %.1fms',
-            client_address(request),
-            request.method,
-            _loggable_target(request),
-            status,
-            (time.perf_counter() - started) * 1000,
-        )
-
-
 # Errors aiohttp itself raises (routing, body size, ...) as Matrix errors.
 _HTTP_ERRCODES = {
     404: ("M_NOT_FOUND", "Not found"),
@@ -289,36 +263,72 @@ def _body_error_response(exc: RequestBodyError | web.RequestPayloadError) -> web
 
 
 @web.middleware
-async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Turn every failure into a Matrix JSON error; never leak a traceback."""
-    try:
-        return await handler(request)
-    except MatrixError as exc:
-        return to_response(exc)
-    except (RequestBodyError, web.RequestPayloadError) as exc:
-        return _body_error_response(exc)
-    except web.HTTPException as exc:
-        if exc.status < 400:  # redirects and other non-errors pass through
-            raise
-        return _from_http_exception(request, exc)
-    except (asyncio.CancelledError, ConnectionResetError):
-        raise  # the client went away; nobody to answer
-    except Exception:
-        logger.exception("Unhandled error in %s %s", request.method, request.rel_url.raw_path)
-        return to_response(MatrixError(500, "M_UNKNOWN", "Internal server error"))
+async def http_layer_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Every request's outermost layer, one coroutine (each layer costs every request):
 
-
-@web.middleware
-async def options_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Answer every CORS preflight, known path or not, without endpoint logic.
-
-    Answering unknown paths too lets a browser go on to the real request and see
-    its proper M_UNRECOGNIZED error instead of an opaque CORS failure (Synapse
-    does the same).
+    - CORS preflights: every ``OPTIONS`` is answered 204 without endpoint
+      logic, known path or not, so that a browser goes on to the real request
+      and sees its proper M_UNRECOGNIZED error instead of an opaque CORS
+      failure (Synapse does the same);
+    - no NUL in identifiers: 400 ``M_INVALID_PARAM`` on both engines (issue 9).
+      Path and query parameters are identifiers, tokens and numbers, none of
+      which may contain U+0000 (Appendices, "Identifier Grammar"); storage
+      refuses any text with NUL (``TextWithNulError``), which covers
+      identifiers in bodies;
+    - every failure becomes a Matrix JSON error; a traceback never leaks;
+    - the access log: one line per request (client, method, target with query
+      values redacted, status, duration), replacing aiohttp's own, which
+      would print tokens. The line is written once the answer has gone out
+      (``call_soon``: after this task step, in which aiohttp writes it), so
+      the client does not wait for it; 499 when the client closed the
+      connection first (nginx's convention).
     """
-    if request.method == "OPTIONS":
-        return web.Response(status=204)
-    return await handler(request)
+    started = time.perf_counter()
+    status = 500
+    try:
+        if request.method == "OPTIONS":
+            response: web.StreamResponse = web.Response(status=204)
+        else:
+            try:
+                for name, value in (*request.match_info.items(), *request.query.items()):
+                    if NUL in value:
+                        raise MatrixError(
+                            400, "M_INVALID_PARAM", f"{name} must not contain NUL (U+0000)"
+                        )
+                try:
+                    response = await handler(request)
+                except TextWithNulError as exc:
+                    raise MatrixError(400, "M_INVALID_PARAM", str(exc)) from None
+            except MatrixError as exc:
+                response = to_response(exc)
+            except (RequestBodyError, web.RequestPayloadError) as exc:
+                response = _body_error_response(exc)
+            except web.HTTPException as exc:
+                if exc.status < 400:  # redirects and other non-errors pass through
+                    raise
+                response = _from_http_exception(request, exc)
+            except (asyncio.CancelledError, ConnectionResetError):
+                raise  # the client went away; nobody to answer
+            except Exception:
+                logger.exception(
+                    "Unhandled error in %s %s", request.method, request.rel_url.raw_path
+                )
+                response = to_response(MatrixError(500, "M_UNKNOWN", "Internal server error"))
+        status = response.status
+        return response
+    except (asyncio.CancelledError, ConnectionResetError):
+        status = 499  # the client closed the connection first (nginx's convention)
+        raise
+    finally:
+        asyncio.get_running_loop().call_soon(
+            access_logger.info,
+            '%s "%s %s" %d %.1fms',
+            client_address(request),
+            request.method,
+            _loggable_target(request),
+            status,
+            (time.perf_counter() - started) * 1000,
+        )
 
 
 async def _add_common_headers(request: web.Request, response: web.StreamResponse) -> None:
@@ -326,27 +336,9 @@ async def _add_common_headers(request: web.Request, response: web.StreamResponse
     response.headers["Server"] = SERVER_HEADER
 
 
-@web.middleware
-async def nul_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """No NUL in identifiers: 400 ``M_INVALID_PARAM`` on both engines (issue 9).
-
-    Path and query parameters are identifiers, tokens and numbers, none of
-    which may contain U+0000 (Appendices, "Identifier Grammar"); storage refuses
-    any text with NUL (``TextWithNulError``), which covers identifiers in bodies.
-    """
-    for name, value in (*request.match_info.items(), *request.query.items()):
-        if NUL in value:
-            raise MatrixError(400, "M_INVALID_PARAM", f"{name} must not contain NUL (U+0000)")
-    try:
-        return await handler(request)
-    except TextWithNulError as exc:
-        raise MatrixError(400, "M_INVALID_PARAM", str(exc)) from None
-
-
 def install_http_layer(app: web.Application) -> None:
     """Middlewares (outermost first) and the CORS signal every Ranvier app has."""
-    app.middlewares.extend([access_log_middleware, error_middleware, options_middleware])
-    app.middlewares.append(nul_middleware)
+    app.middlewares.append(http_layer_middleware)
     app.on_response_prepare.append(_add_common_headers)
 
 
@@ -384,7 +376,7 @@ async def serve(
     connections get the slow-client timeouts and per-address cap of
     ``config.listen`` (ranvier.api.connections).
     """
-    # access_log=None: access_log_middleware writes our own, token-free lines.
+    # access_log=None: http_layer_middleware writes our own, token-free lines.
     runner = web.AppRunner(app, access_log=None, shutdown_timeout=shutdown_timeout)
     await runner.setup()
     # Slow clients, connection floods and unparsable requests (ranvier.api.connections).

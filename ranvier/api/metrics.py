@@ -70,7 +70,7 @@ CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 UNMATCHED_ROUTE = "unmatched"
 #: Methods the spec uses; any other (a client may send any token) is "other".
 KNOWN_METHODS = frozenset({"GET", "PUT", "POST", "DELETE", "OPTIONS", "HEAD", "PATCH"})
-#: ``status // 100`` → label; 499 (client gone, see access_log_middleware) is 4xx.
+#: ``status // 100`` → label; 499 (client gone, see http_layer_middleware) is 4xx.
 STATUS_CLASSES = ("0xx", "1xx", "2xx", "3xx", "4xx", "5xx")
 ORIGINS = ("local", "federated")
 
@@ -241,7 +241,7 @@ def request_metrics_middleware(metrics: ServerMetrics) -> Middleware:
             status = exc.status
             raise
         except BaseException:
-            status = 499  # the client went away (access_log_middleware's convention)
+            status = 499  # the client went away (http_layer_middleware's convention)
             raise
         finally:
             metrics.requests_in_flight -= 1

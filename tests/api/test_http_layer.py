@@ -38,7 +38,26 @@ async def _teapot(request: web.Request) -> web.Response:
     raise MatrixError(418, "M_TEAPOT", "I am a teapot", retry_after_ms=5)
 
 
+class _RecordingResponse(web.Response):
+    """Notes which access lines were written when its last bytes went out."""
+
+    logged_before_eof: list[str] | None = None
+
+    async def write_eof(self, data: bytes = b"") -> None:
+        _RecordingResponse.logged_before_eof = list(_ACCESS_LINES)
+        await super().write_eof(data)
+
+
+#: Access lines as they are written, for _RecordingResponse.
+_ACCESS_LINES: list[str] = []
+
+
+async def _recorded(request: web.Request) -> web.Response:
+    return _RecordingResponse(text="ok")
+
+
 def _test_routes(app: web.Application) -> None:
+    app.router.add_get("/_test/recorded", _recorded)
     app.router.add_post("/_test/echo", _echo_json)
     app.router.add_get("/_test/explode", _explode)
     app.router.add_get("/_test/teapot", _teapot)
@@ -200,6 +219,35 @@ async def test_access_log_line_redacts_the_access_token(
     assert "syt_secret_token" not in line
     assert '"GET /_matrix/client/versions?filter=1&access_token=<redacted>&x=<redacted>" 200 ' in line
     assert line.endswith("ms")
+
+
+async def test_access_log_line_is_written_after_the_answer_went_out(
+    test_client: TestClient[Any, Any], caplog: pytest.LogCaptureFixture
+) -> None:
+    """The client does not wait for the line: it is written once aiohttp has
+    written the answer, and is still written, with the status and duration."""
+
+    class Collect(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            _ACCESS_LINES.append(record.getMessage())
+
+    collect = Collect()
+    access = logging.getLogger("ranvier.access")
+    access.addHandler(collect)
+    _ACCESS_LINES.clear()
+    try:
+        with caplog.at_level(logging.INFO, logger="ranvier.access"):
+            response = await test_client.get("/_test/recorded")
+            assert await response.text() == "ok"
+            for _ in range(100):
+                if _ACCESS_LINES:
+                    break
+                await asyncio.sleep(0.01)
+    finally:
+        access.removeHandler(collect)
+    assert _RecordingResponse.logged_before_eof == []
+    (line,) = _ACCESS_LINES
+    assert '"GET /_test/recorded" 200 ' in line and line.endswith("ms")
 
 
 async def test_access_log_records_error_statuses(

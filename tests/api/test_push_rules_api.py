@@ -391,7 +391,7 @@ async def test_delete(setup: tuple[Client, dict[str, str]]) -> None:
         404,
         error("M_NOT_FOUND"),
     )
-    # NUL in any path parameter is 400 M_INVALID_PARAM (issue 9, api/http.py nul_middleware).
+    # NUL in any path parameter is 400 M_INVALID_PARAM (issue 9, api/http.py http_layer_middleware).
     for path in ("/global/room/a%00b", "/global/room/a%00b/enabled", "/global/room/a%00b/actions"):
         method = "DELETE" if "/" not in path.removeprefix("/global/room/") else "PUT"
         status, body = await call(client, method, path, alice, {"enabled": True, "actions": []})
