@@ -32,6 +32,7 @@ from yarl import URL
 
 from ranvier.errors import MatrixError
 from ranvier.services.federation.address_guard import GuardedResolver, is_denied
+from ranvier.services.federation.client import federation_ssl_context
 from ranvier.services.federation.dns import Dns, SystemDns
 
 if TYPE_CHECKING:
@@ -121,7 +122,10 @@ class UrlPreviewer:
     def _get_session(self) -> aiohttp.ClientSession:
         if self._session is None:
             connector = aiohttp.TCPConnector(
-                resolver=GuardedResolver(self._dns, deny=self.deny, refused=_no_address)
+                resolver=GuardedResolver(self._dns, deny=self.deny, refused=_no_address),
+                # Its own context (the system's CAs), not aiohttp's default,
+                # which the server leaves without CAs (ranvier/entry.py).
+                ssl=federation_ssl_context(None),
             )
             self._session = aiohttp.ClientSession(
                 connector=connector, trust_env=False, headers={"User-Agent": USER_AGENT}
