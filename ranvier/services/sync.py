@@ -26,12 +26,12 @@ a change that commits in between is never missed and nothing polls.
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ranvier.core.filters import DEFAULT_FILTER, Filter
 from ranvier.services.sync_providers.account_data import AccountDataProvider
-from ranvier.services.sync_providers.base import RoomExtras, SyncProvider, SyncRequest
+from ranvier.services.sync_providers.base import SyncProvider, SyncRequest
 from ranvier.services.sync_providers.formatting import format_events
 from ranvier.services.sync_providers.lazy_members import LazyMemberCache
 from ranvier.services.sync_providers.memberships import (
@@ -153,6 +153,15 @@ class SyncService:
     @staticmethod
     def _clamp(since: SyncToken, now: SyncToken) -> SyncToken:
         """A token from the future (another database?) is read as "now"."""
+        if (
+            since.events <= now.events
+            and since.account_data <= now.account_data
+            and since.receipts <= now.receipts
+            and since.presence <= now.presence
+            and since.to_device <= now.to_device
+            and since.device_lists <= now.device_lists
+        ):
+            return since  # the usual case: nothing to clamp (typing is kept as is)
         return SyncToken(
             *(
                 min(getattr(since, name), getattr(now, name)) if name != "typing" else since.typing
@@ -177,11 +186,13 @@ class SyncService:
             # changed for anyone, so wait before computing an answer that would
             # be empty (as Synapse does). A client long-polls again right after
             # each answer; this spares that whole computation, one query instead.
-            idle = params.since == await self.current_token(
+            now = await self.current_token(
                 evaluated_after=params.since.events, user_id=params.user_id
             )
+            idle = params.since == now
             if not idle:
-                response, has_updates = await self._sync_once(params, evaluated=True)
+                # The positions just read are this answer's (no second read).
+                response, has_updates = await self._sync_once(params, evaluated=True, now=now)
                 if has_updates:
                     return response
             remaining = deadline - loop.time()
@@ -190,12 +201,16 @@ class SyncService:
             ):
                 return (await self._sync_once(params, evaluated=True))[0] if idle else response
 
-    async def request_for(self, params: SyncParams, *, evaluated: bool = False) -> SyncRequest:
-        """The positions, the range and the user's rooms of one sync."""
-        since_events = params.since.events if params.since is not None else 0
-        now = await self.current_token(
-            evaluated_after=since_events if evaluated else None, user_id=params.user_id
-        )
+    async def request_for(
+        self, params: SyncParams, *, evaluated: bool = False, now: SyncToken | None = None
+    ) -> SyncRequest:
+        """The positions, the range and the user's rooms of one sync (``now``:
+        positions the caller just read with the same ``evaluated``)."""
+        if now is None:
+            since_events = params.since.events if params.since is not None else 0
+            now = await self.current_token(
+                evaluated_after=since_events if evaluated else None, user_id=params.user_id
+            )
         since = None if params.since is None else self._clamp(params.since, now)
         full = since is None or params.full_state
         memberships, now = await load_memberships(
@@ -217,11 +232,13 @@ class SyncService:
         return SyncRequest(user_id, device_id, DEFAULT_FILTER, None, now, False, RoomMemberships())
 
     async def _sync_once(
-        self, params: SyncParams, *, evaluated: bool = False
+        self, params: SyncParams, *, evaluated: bool = False, now: SyncToken | None = None
     ) -> tuple[dict[str, Any], bool]:
-        request = await self.request_for(params, evaluated=evaluated)
+        request = await self.request_for(params, evaluated=evaluated, now=now)
         response = _empty_response(request.now)
-        extras = RoomExtras()
+        # Filled in place by the providers before the rooms provider (none of
+        # them reads it).
+        extras = request.room_extras
         has_updates = False
         for provider in self.providers:
             section = await provider.changes(request)
@@ -229,6 +246,6 @@ class SyncService:
             extras.add(section)
             has_updates = has_updates or section.has_updates
         # The rooms provider places the others' per-room parts.
-        rooms = await self.rooms.changes(replace(request, room_extras=extras))
+        rooms = await self.rooms.changes(request)
         response.update(rooms.fields)
         return response, has_updates or rooms.has_updates
