@@ -73,3 +73,16 @@ def test_joined_among_answers_the_same_by_lookup_and_by_scan() -> None:
         m.room_id for m in cached.joined if m.room_id in many
     ]
     assert result.joined_among(set()) == []
+
+
+def test_a_since_token_from_the_future_is_clamped_to_now_and_one_in_range_kept() -> None:
+    from ranvier.services.sync import SyncService, SyncToken
+
+    now = SyncToken(10, 20, 30, 40, 5, 60, 70)
+    within = SyncToken(9, 20, 1, 40, 9, 0, 70)
+    assert SyncService._clamp(within, now) is within
+    ahead = SyncToken(11, 2, 31, 40, 9, 61, 71)
+    # Each stream to the smaller of the two; typing (a slot, not a position) kept.
+    assert SyncService._clamp(ahead, now) == SyncToken(10, 2, 30, 40, 9, 60, 70)
+    assert SyncService._clamp(SyncToken(1, 1, 1, 1, 1, 1, 71), now).device_lists == 70
+    assert SyncToken.parse(now.encode()) == now
