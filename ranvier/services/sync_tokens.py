@@ -67,10 +67,7 @@ class SyncToken:
         parts = text[1:].split("_")
         if len(parts) != len(STREAMS):
             raise InvalidToken(text)
-        for part in parts:
-            if not (part.isascii() and part.isdigit()) or len(part) > 18:
-                raise InvalidToken(text)
-        return cls(*map(int, parts))
+        return cls(*[_position(part) for part in parts])
 
 
 def pagination_token(position: int) -> str:
