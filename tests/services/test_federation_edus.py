@@ -329,10 +329,17 @@ async def test_device_list_updates_resync_then_apply_incrementally(network: Netw
     assert room_id
     start = await a.hs.e2e_keys.current_device_list_position()
     bob_phone = await login(b, BOB, "PHONE")
-    await upload_keys(b, bob_phone)
-    await settle()
+    # The login's update first, alone: had the key upload's update arrived
+    # while a's resync was under way, and b answered that resync before the
+    # upload committed, a would rightly resync once more (the answer older
+    # than an update it saw), and the count below would depend on timing.
+    await eventually(lambda: _device_ids(a, BOB), ["PHONE"])
     await a.hs.federation_edus.resyncs_done()
-    # The first update found no cached list: a resynced with GET /user/devices.
+    await upload_keys(b, bob_phone)
+    await eventually(lambda: _devices_with_keys(a, BOB), [("PHONE", True)])
+    await a.hs.federation_edus.resyncs_done()
+    # The first update found no cached list: a resynced with GET /user/devices;
+    # the key upload's update followed it and was applied without another.
     device_calls = [c for c in a.client.calls if "/user/devices/" in c[2]]
     assert len(device_calls) == 1
     assert await a.hs.federation_edus.is_fresh(BOB)
@@ -409,6 +416,11 @@ async def test_user_devices_never_names_an_update_newer_than_the_devices_it_hold
 
 async def _device_ids(server: Server, user_id: str) -> list[str]:
     return [row.device_id for row in await server.hs.federation_edus.store.devices(user_id)]
+
+
+async def _devices_with_keys(server: Server, user_id: str) -> list[tuple[str, bool]]:
+    rows = await server.hs.federation_edus.store.devices(user_id)
+    return [(row.device_id, row.key_json is not None) for row in rows]
 
 
 async def test_a_gap_in_device_list_updates_triggers_a_resync(network: Network) -> None:
