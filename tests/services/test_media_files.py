@@ -1,5 +1,5 @@
-"""The media store's files (services/media/files.py): uploads hand their pages to
-the disk as they are written, derived files (thumbnails) do not; a refused or
+"""The media store's files (services/media/files.py): uploads are flushed to the
+disk as they are written, derived files (thumbnails) are not; a refused or
 broken stream leaves no file; the change mark that tells servers another
 process changed media rows."""
 
@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
-import sys
+import threading
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -26,80 +26,165 @@ async def _chunks(data: bytes, size: int) -> AsyncIterator[bytes]:
 
 
 @pytest.fixture
-def write_backs(monkeypatch: pytest.MonkeyPatch) -> list[tuple[int, int, int]]:
-    calls: list[tuple[int, int, int]] = []
+def flushes(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The file's size at each flush asked for on the way (the final fsync is
+    not one of them)."""
+    sizes: list[int] = []
 
-    def record(fd: int, offset: int, count: int, flags: int) -> int:
-        calls.append((offset, count, flags))
-        return 0
+    def record(fd: int) -> None:
+        sizes.append(os.fstat(fd).st_size)
+        os.fdatasync(fd)
 
-    monkeypatch.setattr(files, "_sync_file_range", record)
-    return calls
+    monkeypatch.setattr(files, "_flush", record)
+    return sizes
 
 
-async def test_an_upload_starts_its_write_back_over_every_byte(
-    tmp_path: Path, write_backs: list[tuple[int, int, int]]
+@pytest.fixture
+def batches(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The size of each batch handed to a writer thread."""
+    sizes: list[int] = []
+    write_at = files._write_at
+
+    def record(fd: int, batch: list[bytes], offset: int, flush: bool) -> None:
+        sizes.append(sum(len(chunk) for chunk in batch))
+        write_at(fd, batch, offset, flush)
+
+    monkeypatch.setattr(files, "_write_at", record)
+    return sizes
+
+
+async def test_an_upload_is_flushed_every_mebibyte_on_the_way(
+    tmp_path: Path, flushes: list[int]
 ) -> None:
+    """1 MiB batches of 100,000-byte chunks are 1,100,000 bytes: each is followed
+    by a flush except the last (the final fsync has it)."""
     store = MediaFiles(tmp_path)
-    data = os.urandom(2_500_000)
+    data = os.urandom(5_000_000)
     stored = await store.write_stream(_chunks(data, 100_000), 10**7)
     assert stored.sha256 == hashlib.sha256(data).hexdigest()
     assert store.path(stored.sha256).read_bytes() == data
-    covered = 0
-    for offset, count, flags in sorted(write_backs):
-        assert (offset, flags) == (covered, 2)  # SYNC_FILE_RANGE_WRITE, contiguous
-        covered += count
-    assert covered == len(data) and len(write_backs) > 1
+    # Writes are not ordered among themselves: a flush sees at least its own batch.
+    assert len(flushes) == 4
+    assert all(size >= 1_100_000 for size in flushes)
+    assert max(flushes) >= 4_400_000
+
+
+async def test_many_uploads_at_once_flush_every_mebibyte_of_small_batches(
+    tmp_path: Path, flushes: list[int], batches: list[int]
+) -> None:
+    """Past _FEW_STREAMS streams, batches are 128 KiB (here 200,000 bytes: two
+    chunks) and a stream is flushed once a mebibyte was written since its last."""
+    store = await _started_store(tmp_path)
+    payloads = [os.urandom(2_500_000) for _ in range(files._FEW_STREAMS + 1)]
+    stored = await asyncio.gather(
+        *(store.write_stream(_chunks(data, 100_000), 10**7) for data in payloads)
+    )
+    assert [s.sha256 for s in stored] == [hashlib.sha256(d).hexdigest() for d in payloads]
+    assert max(batches) == 200_000
+    # Each stream: flushes after 1,000,000 + 200,000 and after 2,400,000 bytes.
+    assert len(flushes) == 2 * len(payloads)
+    assert store._streams == 0
 
 
 async def test_batches_are_large_for_a_lone_upload_and_small_for_many(
-    tmp_path: Path, write_backs: list[tuple[int, int, int]]
+    tmp_path: Path, batches: list[int]
 ) -> None:
     """Few streams at once: 1 MiB batches (fewer thread hand-offs); more: 128 KiB
     (bounded memory across concurrent uploads). A batch closes with the chunk
     that reaches the limit: the chunks here are 100,000 bytes."""
     store = MediaFiles(tmp_path)
     await store.write_stream(_chunks(os.urandom(3_000_000), 100_000), 10**7)
-    assert [count for _, count, _ in write_backs] == [1_100_000, 1_100_000, 800_000]
-    write_backs.clear()
+    assert batches == [1_100_000, 1_100_000, 800_000]
+    batches.clear()  # (the first upload made tmp/: the next ones start together)
     payloads = [os.urandom(600_000) for _ in range(files._FEW_STREAMS + 1)]
-    stored = await asyncio.gather(
-        *(store.write_stream(_chunks(data, 100_000), 10**7) for data in payloads)
-    )
-    assert [s.sha256 for s in stored] == [hashlib.sha256(d).hexdigest() for d in payloads]
-    assert write_backs and max(count for _, count, _ in write_backs) == 200_000
+    await asyncio.gather(*(store.write_stream(_chunks(data, 100_000), 10**7) for data in payloads))
+    assert batches and max(batches) == 200_000
     assert store._streams == 0
 
 
-async def test_thumbnails_are_not_written_back_early(
-    tmp_path: Path, write_backs: list[tuple[int, int, int]]
-) -> None:
+async def _writes_before_waiting(store: MediaFiles, streams: int) -> list[int]:
+    """Start ``streams`` uploads of 12 MB whose writes never end; the bytes each
+    has handed to writers once every one of them waits for its oldest write."""
+    gate = threading.Event()
+    handed: dict[int, int] = {}
+    lock = threading.Lock()
+
+    def stuck(fd: int, batch: list[bytes], offset: int, flush: bool) -> None:
+        with lock:
+            handed[fd] = handed.get(fd, 0) + sum(len(chunk) for chunk in batch)
+        gate.wait(10)
+
+    original = files._write_at
+    files._write_at = stuck
+    try:
+        tasks = [
+            asyncio.ensure_future(
+                store.write_stream(_chunks(os.urandom(12_000_000), 100_000), 10**8)
+            )
+            for _ in range(streams)
+        ]
+        previous: dict[int, int] = {}
+        while True:  # until nothing more is handed over
+            await asyncio.sleep(0.2)
+            with lock:
+                now = dict(handed)
+            if now == previous and len(now) == streams:
+                break
+            previous = now
+        gate.set()
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+    finally:
+        files._write_at = original
+        gate.set()
+    return sorted(previous.values())
+
+
+async def test_the_bytes_on_their_way_to_disk_are_bounded(tmp_path: Path) -> None:
+    """A stream hands batches to writes not yet done until they hold more than
+    its bound, then waits: a lone upload, _FEW_STREAMS_IN_FLIGHT (4 MiB: 4
+    batches of 1,100,000 bytes); many at once, one batch of 200,000 bytes each."""
+    store = MediaFiles(tmp_path / "one")
+    assert await _writes_before_waiting(store, 1) == [4_400_000]
+    store = await _started_store(tmp_path / "many")
+    held = await _writes_before_waiting(store, files._FEW_STREAMS + 2)
+    assert held == [200_000] * (files._FEW_STREAMS + 2)
+    assert list(store.tmp.iterdir()) == [] and store._streams == 0
+
+
+async def test_thumbnails_are_not_flushed(tmp_path: Path, flushes: list[int]) -> None:
     store = MediaFiles(tmp_path)
-    stored = await store.write_bytes(b"thumbnail bytes" * 1000)
-    assert store.path(stored.sha256).stat().st_size == 15_000
-    assert write_backs == []
+    stored = await store.write_bytes(b"thumbnail bytes" * 100_000)
+    assert store.path(stored.sha256).stat().st_size == 1_500_000
+    assert flushes == []
+
+
+async def _started_store(root: Path) -> MediaFiles:
+    """A store whose first upload already ran (its ``tmp/`` is made): uploads
+    started together then all count as in progress before any reads a chunk,
+    so each one's batch size does not depend on which started first."""
+    store = MediaFiles(root)
+    await store.write_stream(_chunks(b"", 1), 0)
+    return store
 
 
 def _leftovers(store: MediaFiles) -> list[Path]:
     return sorted(p for p in store.root.rglob("*") if p.is_file())
 
 
-async def test_over_the_limit_mid_stream_leaves_no_file(
-    tmp_path: Path, write_backs: list[tuple[int, int, int]]
-) -> None:
+async def test_over_the_limit_mid_stream_leaves_no_file(tmp_path: Path, batches: list[int]) -> None:
     """413 after batches were already written: those writes end, the temporary
     file goes, and nothing is stored."""
     store = MediaFiles(tmp_path)
     with pytest.raises(MatrixError) as refused:
         await store.write_stream(_chunks(os.urandom(3_000_000), 100_000), 2_500_000)
     assert (refused.value.status, refused.value.errcode) == (413, "M_TOO_LARGE")
-    assert write_backs  # some batches were written before the refusal
+    assert batches  # some batches were written before the refusal
     assert _leftovers(store) == [] and store._streams == 0
 
 
-async def test_a_broken_stream_leaves_no_file(
-    tmp_path: Path, write_backs: list[tuple[int, int, int]]
-) -> None:
+async def test_a_broken_stream_leaves_no_file(tmp_path: Path, batches: list[int]) -> None:
     """The body ends early (a client gone, a body shorter than its length): the
     error reaches the caller and what was written so far is removed."""
     store = MediaFiles(tmp_path)
@@ -111,7 +196,7 @@ async def test_a_broken_stream_leaves_no_file(
 
     with pytest.raises(ConnectionResetError):
         await store.write_stream(broken(), 10**7)
-    assert write_backs and _leftovers(store) == []
+    assert batches and _leftovers(store) == []
 
 
 async def test_a_failed_write_fails_the_upload_and_leaves_no_file(
@@ -135,19 +220,6 @@ async def test_edge_sizes_are_stored_exactly(tmp_path: Path, size: int) -> None:
     stored = await store.write_stream(_chunks(data, 65_536), 10**7)
     assert store.path(stored.sha256).read_bytes() == data
     assert stored == files.StoredFile(hashlib.sha256(data).hexdigest(), size)
-
-
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="sync_file_range is Linux's")
-def test_sync_file_range_is_found_and_works(tmp_path: Path) -> None:
-    sync_file_range = files._load_sync_file_range()
-    assert sync_file_range is not None
-    path = tmp_path / "f"
-    path.write_bytes(b"x" * 8192)
-    fd = os.open(path, os.O_RDWR)
-    try:
-        assert sync_file_range(fd, 0, 8192, 2) == 0
-    finally:
-        os.close(fd)
 
 
 def test_each_announced_change_changes_the_mark(tmp_path: Path) -> None:
