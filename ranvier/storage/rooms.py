@@ -207,11 +207,6 @@ class RoomStore:
         # remote invite? already joined?), /sync starts from the same list.
         return (await self.user_memberships(user_id)).by_room.get(room_id)
 
-    async def all_memberships(self, user_id: str) -> tuple[Membership, ...]:
-        """Every membership of the user (any kind), oldest ``stream_ordering``
-        first: the cached tuple itself, not a copy."""
-        return (await self.user_memberships(user_id)).all
-
     async def rooms_for_user(
         self, user_id: str, memberships: Iterable[str] = ("join",)
     ) -> list[Membership]:
