@@ -6,7 +6,7 @@ lookup or by scan with the same answer, in the joined order."""
 from __future__ import annotations
 
 from ranvier.core.filters import DEFAULT_FILTER, parse_filter
-from ranvier.services.sync_providers.memberships import RoomMemberships, _classify
+from ranvier.services.sync_providers.memberships import RoomMemberships
 from ranvier.storage.rooms import Membership, UserMemberships
 
 USER = "@u:localhost"
@@ -30,7 +30,7 @@ def test_without_a_room_filter_the_joined_rooms_are_the_stores() -> None:
     cached = _memberships()
     result = RoomMemberships()
     result.changes = {"!r3:localhost": [], "!r1:localhost": []}
-    _classify(result, cached, DEFAULT_FILTER, full=False)
+    result.classify(cached, DEFAULT_FILTER, full=False)
     assert result.joined == list(cached.joined)
     assert list(result.joined_room_ids) == [m.room_id for m in cached.joined]
     assert _ids(result.joined) == [m.room_id for m in cached.all if m.membership == "join"]
@@ -39,7 +39,7 @@ def test_without_a_room_filter_the_joined_rooms_are_the_stores() -> None:
     assert _ids(result.left) == ["!r1:localhost"]
     assert result.knocked == []
     full = RoomMemberships()
-    _classify(full, cached, DEFAULT_FILTER, full=True)
+    full.classify(cached, DEFAULT_FILTER, full=True)
     assert _ids(full.invited) == ["!r3:localhost"] and _ids(full.knocked) == ["!r7:localhost"]
 
 
@@ -48,7 +48,7 @@ def test_a_room_filter_keeps_only_its_rooms() -> None:
     wanted = ["!r0:localhost", "!r2:localhost", "!r3:localhost", "!r39:localhost"]
     room_filter = parse_filter({"room": {"rooms": wanted, "not_rooms": ["!r2:localhost"]}})
     result = RoomMemberships()
-    _classify(result, cached, room_filter, full=True)
+    result.classify(cached, room_filter, full=True)
     assert _ids(result.joined) == ["!r0:localhost", "!r39:localhost"]
     assert list(result.joined_room_ids) == ["!r0:localhost", "!r39:localhost"]
     assert _ids(result.invited) == ["!r3:localhost"]
@@ -59,7 +59,7 @@ def test_a_room_filter_keeps_only_its_rooms() -> None:
 def test_joined_among_answers_the_same_by_lookup_and_by_scan() -> None:
     cached = _memberships()
     result = RoomMemberships()
-    _classify(result, cached, DEFAULT_FILTER, full=False)
+    result.classify(cached, DEFAULT_FILTER, full=False)
     # A few rooms: looked up. Rooms not joined (left, invited) or unknown are not
     # answered; the answer is in the joined order, whatever the set's.
     few = {"!r30:localhost", "!r2:localhost", "!r1:localhost", "!r3:localhost", "!nope:x"}

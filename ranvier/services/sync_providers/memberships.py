@@ -79,6 +79,39 @@ class RoomMemberships:
     def was_joined_at_since(self, room_id: str) -> bool:
         return room_id in self.changes and self.at_since.get(room_id) == "join"
 
+    def classify(self, current: UserMemberships, sync_filter: Filter, full: bool) -> None:
+        """Place the user's memberships (``current``, from the store) in
+        ``joined``, ``invited``, ``knocked`` and ``left`` for this /sync, once
+        ``changes`` is filled: an invite, a knock or a leave is shown in an
+        incremental /sync only when it changed in the range."""
+        room_filter = sync_filter.room
+        every_room = room_filter.rooms is None and not room_filter.not_rooms
+        others: Sequence[Membership]
+        if every_room:
+            # Every joined room, as the store keeps them: no loop over them.
+            self.joined = list(current.joined)
+            self._by_room = current.by_room
+            self._joined_ids = current.joined_ids
+            others = current.others
+        else:
+            others = [m for m in current.all if room_filter.allows_room(m.room_id)]
+        for membership in others:
+            kind = membership.membership
+            if kind == "join":
+                self.joined.append(membership)
+                continue
+            changed = membership.room_id in self.changes
+            if kind == "invite" and (full or changed):
+                self.invited.append(membership)
+            elif kind == "knock" and (full or changed):
+                self.knocked.append(membership)
+            elif (
+                kind in ("leave", "ban")
+                and not membership.forgotten
+                and (changed or (full and room_filter.include_leave))
+            ):
+                self.left.append(membership)
+
 
 async def load_memberships(
     hs: Homeserver,
@@ -105,41 +138,9 @@ async def load_memberships(
         ):
             result.changes.setdefault(change.room_id, []).append(change)
     result.at_since = await _memberships_at_since(hs, result.changes)
-    _classify(result, current, sync_filter, full)
+    result.classify(current, sync_filter, full)
     result.invited = await drop_ignored_invites(hs, user_id, result.invited)  # "Ignoring Users"
     return result, now
-
-
-def _classify(
-    result: RoomMemberships, current: UserMemberships, sync_filter: Filter, full: bool
-) -> None:
-    room_filter = sync_filter.room
-    every_room = room_filter.rooms is None and not room_filter.not_rooms
-    others: Sequence[Membership]
-    if every_room:
-        # Every joined room, as the store keeps them: no loop over them.
-        result.joined = list(current.joined)
-        result._by_room = current.by_room
-        result._joined_ids = current.joined_ids
-        others = current.others
-    else:
-        others = [m for m in current.all if room_filter.allows_room(m.room_id)]
-    for membership in others:
-        kind = membership.membership
-        if kind == "join":
-            result.joined.append(membership)
-            continue
-        changed = membership.room_id in result.changes
-        if kind == "invite" and (full or changed):
-            result.invited.append(membership)
-        elif kind == "knock" and (full or changed):
-            result.knocked.append(membership)
-        elif (
-            kind in ("leave", "ban")
-            and not membership.forgotten
-            and (changed or (full and room_filter.include_leave))
-        ):
-            result.left.append(membership)
 
 
 async def _memberships_at_since(
