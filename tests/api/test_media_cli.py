@@ -161,6 +161,20 @@ async def test_quarantine_holds_at_once_for_cached_media_and_thumbnails(
         assert (await client.get(path, headers=alice)).status == 200, path
 
 
+async def test_a_quarantine_before_any_download_holds(
+    accounts_client: AccountsClient, database_dsn: str, tmp_path: Path
+) -> None:
+    """An upload caches its row at once; the server read the store's change
+    mark when it started: a quarantine made before any download still shows."""
+    client, alice, _, config_path = await setup(accounts_client, database_dsn, tmp_path)
+    uri = await upload(client, alice, b"first words", "text/plain")
+    server, media_id = split_mxc(uri)
+    assert (await run_cli(config_path, "quarantine", uri)).exit_code == 0
+    response = await client.get(f"{DOWNLOAD}/{server}/{media_id}", headers=alice)
+    assert response.status == 404
+    assert (await response.json())["errcode"] == "M_NOT_FOUND"
+
+
 async def test_deletion_holds_at_once_for_cached_media_and_thumbnails(
     accounts_client: AccountsClient, database_dsn: str, tmp_path: Path
 ) -> None:

@@ -141,8 +141,9 @@ class MediaService:
         self.config = hs.config.media
         self.store = MediaStore(hs.database)
         self.files = MediaFiles(hs.config.media_store_path)
-        # The store's change mark when its cache of media rows was last emptied.
-        self._changes_seen: ChangeMark | str = "never looked"
+        # The store's change mark when its cache of media rows was last emptied
+        # (the cache starts empty: the mark at startup).
+        self._changes_seen: ChangeMark = self.files.change_mark()
         self._thumbnail_slots = asyncio.Semaphore(self.config.thumbnail_concurrency)
         self._uploaded: dict[tuple[str, str], asyncio.Event] = {}
         self._thumbnails_in_flight: dict[tuple[object, ...], asyncio.Future[MediaFile]] = {}
