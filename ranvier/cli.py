@@ -43,7 +43,7 @@ from ranvier.core.ids import is_my_user_id
 from ranvier.entry import startup_done
 from ranvier.errors import MatrixError
 from ranvier.services.accounts import AccountsService
-from ranvier.services.federation.client import federation_ssl_context
+from ranvier.services.outbound import outbound_ssl_context
 from ranvier.services.reports import list_reports
 from ranvier.storage import Database, open_database
 from ranvier.storage.reports import ReportRow
@@ -238,7 +238,7 @@ def _tls_sites_or_exit(config: Config) -> list[TlsSite]:
         # outbound connection needs them (loading them here cost ~25-35 ms of
         # every start).
         try:
-            federation_ssl_context(federation.trusted_ca_file)
+            outbound_ssl_context(federation.trusted_ca_file)
         except (OSError, ssl.SSLError) as error:
             _fail_config(ConfigError(f"federation.trusted_ca_file: cannot load: {error}"))
     tls = federation.tls_listen

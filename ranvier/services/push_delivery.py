@@ -35,8 +35,8 @@ from yarl import URL
 
 from ranvier.config import PushConfig
 from ranvier.services.federation.address_guard import GuardedResolver, check_ip_literal
-from ranvier.services.federation.client import USER_AGENT, federation_ssl_context
 from ranvier.services.federation.dns import Dns, SystemDns
+from ranvier.services.outbound import USER_AGENT, outbound_ssl_context
 from ranvier.storage.pushers import Pusher
 
 logger = logging.getLogger(__name__)
@@ -195,7 +195,7 @@ class PushDelivery:
                 resolver=GuardedResolver(
                     self._dns, allow_private=self._config.allow_private_addresses
                 ),
-                ssl=federation_ssl_context(None),
+                ssl=outbound_ssl_context(None),
             )
             # No proxy from the environment and no redirects (below): either would
             # take the request around the SSRF guard.

@@ -19,10 +19,8 @@ from __future__ import annotations
 
 import contextlib
 import random
-import ssl
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
-from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlencode
 
@@ -30,7 +28,6 @@ import aiohttp
 import orjson
 from yarl import URL
 
-import ranvier
 from ranvier.config import FederationConfig
 from ranvier.services.federation.address_guard import (
     AddressDenied,
@@ -45,8 +42,7 @@ from ranvier.services.federation.discovery import (
     read_body_capped,
 )
 from ranvier.services.federation.dns import Dns, SystemDns
-
-USER_AGENT = f"Ranvier/{ranvier.__version__}"
+from ranvier.services.outbound import USER_AGENT, outbound_ssl_context
 
 # (method, destination, path with query, JSON content or None) -> the Authorization
 # header value (Server-Server API, "Request Authentication"); the X-Matrix signer
@@ -92,19 +88,11 @@ class FederationResponseError(FederationError):
         super().__init__(destination, f"HTTP {status} {self.errcode or ''} {self.error or ''}")
 
 
-def federation_ssl_context(trusted_ca_file: Path | None) -> ssl.SSLContext:
-    """System CAs (plus ``trusted_ca_file``), hostname checks on, TLS 1.2 at least."""
-    context = ssl.create_default_context()
-    if trusted_ca_file is not None:
-        context.load_verify_locations(cafile=str(trusted_ca_file))
-    return context
-
-
 def build_session(config: FederationConfig, dns: Dns) -> aiohttp.ClientSession:
     """An aiohttp session whose every connection passes the SSRF guard and the TLS check."""
     connector = aiohttp.TCPConnector(
         resolver=GuardedResolver(dns, allow_private=config.allow_private_addresses),
-        ssl=federation_ssl_context(config.trusted_ca_file),
+        ssl=outbound_ssl_context(config.trusted_ca_file),
     )
     return aiohttp.ClientSession(
         connector=connector, trust_env=False, headers={"User-Agent": USER_AGENT}

@@ -32,8 +32,8 @@ from yarl import URL
 
 from ranvier.errors import MatrixError
 from ranvier.services.federation.address_guard import GuardedResolver, is_denied
-from ranvier.services.federation.client import federation_ssl_context
 from ranvier.services.federation.dns import Dns, SystemDns
+from ranvier.services.outbound import outbound_ssl_context
 
 if TYPE_CHECKING:
     from ranvier.services.media.service import MediaService
@@ -125,7 +125,7 @@ class UrlPreviewer:
                 resolver=GuardedResolver(self._dns, deny=self.deny, refused=_no_address),
                 # Its own context (the system's CAs), not aiohttp's default,
                 # which the server leaves without CAs (ranvier/entry.py).
-                ssl=federation_ssl_context(None),
+                ssl=outbound_ssl_context(None),
             )
             self._session = aiohttp.ClientSession(
                 connector=connector, trust_env=False, headers={"User-Agent": USER_AGENT}
