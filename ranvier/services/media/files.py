@@ -15,8 +15,8 @@ written to the page cache, then fsynced: 15-19 ms in the fsync, even after
 overlaps the flush with the receiving instead of adding it at the end: the final
 fsync of a 10 MiB upload took 14-28 ms with ``sync_file_range(WRITE)`` (the
 approach before this one) and 0.1 ms with flushes on the way
-(docs/performance.md, "Media: the flush"). The final fsync still decides
-durability.
+(docs/performance.md, "Media: flushing uploads on the way"). The final fsync
+still decides durability.
 """
 
 from __future__ import annotations
@@ -50,12 +50,12 @@ _FEW_STREAMS = 2
 
 #: A durable stream is flushed to the disk (``fdatasync`` in the writer thread)
 #: each time this many bytes were written since its last flush: with 1 MiB
-#: batches, after each (measured against every 2 MiB: 210-222 against 202-203
+#: batches, after each (measured against every 2 MiB: 210-230 against 202-203
 #: MiB/s for one 10 MiB upload at a time).
 _FLUSH_EVERY = 1024 * 1024
 #: The most bytes of one upload handed to writes not yet done while few streams
 #: are written: a flush holds the writes behind it, and the loop goes on
-#: receiving meanwhile (4 MiB: 1.1-1.2× the single-upload throughput of 2 MiB,
+#: receiving meanwhile (4 MiB: 1.1-1.3× the single-upload throughput of 2 MiB,
 #: and 8 MiB no more than 4). With many streams, one batch.
 _FEW_STREAMS_IN_FLIGHT = 4 * 1024 * 1024
 
