@@ -18,6 +18,7 @@ from PIL import Image
 
 from ranvier.api import file_serving
 from ranvier.api.http import HOMESERVER
+from ranvier.services.media import service as media_service
 from tests.api.accounts_support import AccountsClient, Client
 from tests.api.conftest import NOW_MS, Clock
 from tests.api.media_support import (
@@ -429,8 +430,13 @@ async def test_thumbnail_is_cached_and_small_images_come_back_whole(setup: Any) 
 
 
 async def test_standard_thumbnails_made_after_upload(
-    accounts_client: AccountsClient, migrated_dsn: str, tmp_path: Path
+    accounts_client: AccountsClient,
+    migrated_dsn: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    # The sizes after the first wait a moment: long enough here to see it.
+    monkeypatch.setattr(media_service, "BACKGROUND_DELAY_S", 1.0)
     store = tmp_path / "media-store"
     client = await accounts_client(
         {"database": migrated_dsn, "media": {"store_path": str(store)}}  # the default: on
@@ -439,9 +445,11 @@ async def test_standard_thumbnails_made_after_upload(
     uri = await upload(client, alice, image_bytes((1000, 750), "JPEG"), "image/jpeg")
     media = client.app[HOMESERVER].media
     server, media_id = split_mxc(uri)
-    # The upload's answer came once the first standard size was made.
+    # The upload's answer came once the first standard size was made, and the
+    # others follow a moment later (without the delay, they take ~30 ms here).
+    await asyncio.sleep(0.3)
     first = [(t.width, t.height, t.method) for t in await media.store.thumbnails(server, media_id)]
-    assert (320, 240, "scale") in first
+    assert first == [(320, 240, "scale")]
     await asyncio.wait_for(asyncio.gather(*media._eager_tasks), 60)
     made = await media.store.thumbnails(server, media_id)
     assert sorted((t.width, t.height, t.method) for t in made) == [
